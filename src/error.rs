@@ -1,0 +1,97 @@
+//! The crate's error type.
+
+use std::sync::Arc;
+
+use crate::BoxError;
+use crate::backend::{BackendError, PartitionRef, Position};
+use crate::config::ConfigError;
+use crate::envelope::EncodeError;
+use crate::offsets::StoreError;
+use crate::registry::{RegistryError, SkipReason};
+
+/// An error from a producer, consumer or runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A message could not be encoded.
+    #[error("cannot encode a {message_type:?} version {version} message")]
+    Encode {
+        /// The message type.
+        message_type: &'static str,
+        /// The version.
+        version: u64,
+        /// Why.
+        #[source]
+        source: EncodeError,
+    },
+    /// The backend failed.
+    #[error("backend failed")]
+    Backend(#[from] BackendError),
+    /// The offset store failed.
+    #[error("offset store failed")]
+    Store(#[from] StoreError),
+    /// A handler kept failing and the consumer's policy is to stop.
+    #[error(
+        "the handler for {message_type:?} version {version} failed on {partition} at {position} after {attempts} attempts"
+    )]
+    Handler {
+        /// Where the record is.
+        partition: PartitionRef,
+        /// Its position; it was not stored, so a new run reads the record again.
+        position: Position,
+        /// The message type.
+        message_type: Arc<str>,
+        /// The version.
+        version: u64,
+        /// How many times the handler ran.
+        attempts: u32,
+        /// The handler's last error.
+        #[source]
+        source: BoxError,
+    },
+    /// A record was to be skipped and the consumer is in strict mode.
+    #[error("record at {partition} {position} cannot be handled (strict mode)")]
+    Skipped {
+        /// Where the record is.
+        partition: PartitionRef,
+        /// Its position; it was not stored.
+        position: Position,
+        /// Why it would have been skipped.
+        #[source]
+        reason: SkipReason,
+    },
+    /// A record could not be written to the dead-letter stream.
+    #[error("cannot dead-letter the record at {partition} {position}")]
+    DeadLetter {
+        /// Where the record is.
+        partition: PartitionRef,
+        /// Its position; it was not stored.
+        position: Position,
+        /// Why.
+        #[source]
+        source: BackendError,
+    },
+    /// A consumer task panicked.
+    #[error("consumer {consumer:?} panicked: {message}")]
+    Panicked {
+        /// The consumer's name.
+        consumer: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A registry is invalid.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A registered consumer could not be built.
+    #[error("cannot build consumer {consumer:?}")]
+    Build {
+        /// The consumer's name.
+        consumer: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+}

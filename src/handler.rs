@@ -1,0 +1,141 @@
+//! Handlers: the code that runs for each message of one (type, version).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::BoxError;
+use crate::backend::{PartitionRef, Position};
+use crate::message::Message;
+
+/// Where a message came from, passed to its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Context {
+    /// The consumer group reading the record.
+    pub group: Arc<str>,
+    /// The stream and partition (or shard) it was read from.
+    pub partition: PartitionRef,
+    /// Its position there.
+    pub position: Position,
+    /// The record key, if any.
+    pub key: Option<Vec<u8>>,
+    /// When the record was written, if the backend knows.
+    pub timestamp: Option<SystemTime>,
+    /// The envelope's message type.
+    pub message_type: Arc<str>,
+    /// The envelope's version.
+    pub version: u64,
+    /// The envelope's producer id, if any.
+    pub producer: Option<String>,
+}
+
+impl Context {
+    /// A context for the record at `position` of `partition`, read by `group`; the other
+    /// fields are empty. Useful to call handlers in tests.
+    pub fn new(group: impl Into<Arc<str>>, partition: PartitionRef, position: Position) -> Self {
+        Self {
+            group: group.into(),
+            partition,
+            position,
+            key: None,
+            timestamp: None,
+            message_type: Arc::from(""),
+            version: 0,
+            producer: None,
+        }
+    }
+
+    /// The stream the record was read from.
+    pub fn stream(&self) -> &str {
+        &self.partition.stream
+    }
+
+    /// The record key as text, when it is UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key
+            .as_deref()
+            .and_then(|key| std::str::from_utf8(key).ok())
+    }
+}
+
+/// Handles messages of type `M`.
+///
+/// An error makes the consumer retry the message with backoff and then apply its
+/// handler-error policy; the record's position is not stored until a handler succeeds.
+/// Closures become handlers with [`handler_fn`].
+///
+/// ```
+/// use logpipe::{BoxError, Context, Handler, Message};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[logpipe(type = "person", version = 1, key = "uuid")]
+/// struct PersonV1 { uuid: String, name: String }
+///
+/// struct SavePerson;
+///
+/// impl Handler<PersonV1> for SavePerson {
+///     async fn handle(&self, person: PersonV1, context: &Context) -> Result<(), BoxError> {
+///         println!("{} from {} at {}", person.name, context.partition, context.position);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Handler<M: Message>: Send + Sync + 'static {
+    /// Handles one message.
+    ///
+    /// # Errors
+    ///
+    /// Any error: the consumer retries the message and then applies its policy.
+    fn handle(
+        &self,
+        message: M,
+        context: &Context,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// A handler made from an async closure; see [`handler_fn`].
+pub struct HandlerFn<F, M> {
+    f: F,
+    message: PhantomData<fn(M)>,
+}
+
+/// Makes a handler from a closure that takes the message and a clone of its [`Context`].
+///
+/// ```
+/// use logpipe::{Context, Message, handler_fn};
+/// # #[derive(serde::Serialize, serde::Deserialize, Message)]
+/// # #[logpipe(type = "person", version = 1)]
+/// # struct PersonV1 { name: String }
+///
+/// let handler = handler_fn(|person: PersonV1, context: Context| async move {
+///     println!("{} at {}", person.name, context.position);
+///     Ok::<_, std::io::Error>(())
+/// });
+/// ```
+pub fn handler_fn<M, F, Fut, E>(f: F) -> HandlerFn<F, M>
+where
+    M: Message,
+    F: Fn(M, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<BoxError>,
+{
+    HandlerFn {
+        f,
+        message: PhantomData,
+    }
+}
+
+impl<M, F, Fut, E> Handler<M> for HandlerFn<F, M>
+where
+    M: Message,
+    F: Fn(M, Context) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<BoxError>,
+{
+    async fn handle(&self, message: M, context: &Context) -> Result<(), BoxError> {
+        (self.f)(message, context.clone()).await.map_err(Into::into)
+    }
+}

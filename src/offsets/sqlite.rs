@@ -1,0 +1,261 @@
+//! The SQLite offset store.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{OffsetStore, StoreError};
+use crate::backend::{PartitionRef, Position};
+use crate::handler::Context;
+use crate::sqlite::SqliteDb;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS logpipe_positions (
+    consumer_group TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    position_offset INTEGER,
+    position_sequence TEXT,
+    updated_at_ms INTEGER NOT NULL,
+    CHECK ((position_offset IS NULL) <> (position_sequence IS NULL)),
+    PRIMARY KEY (consumer_group, stream, partition)
+) WITHOUT ROWID;
+";
+
+/// Positions in a SQLite database (the table `logpipe_positions`).
+///
+/// The database runs in WAL mode with a busy timeout, so several processes can share it;
+/// all work runs on Tokio's blocking threads. Clones share one connection.
+///
+/// Handlers whose own data lives in the same database can make their writes and the
+/// position write one transaction with [`transaction`](SqliteOffsetStore::transaction):
+/// a record's effects then happen exactly once, even if the process is killed.
+#[derive(Clone)]
+pub struct SqliteOffsetStore {
+    db: SqliteDb,
+}
+
+impl std::fmt::Debug for SqliteOffsetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOffsetStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteOffsetStore {
+    /// Opens the database at `path`, creating the file and table if needed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] when the file cannot be opened or the table not created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::init(SqliteDb::open(path.as_ref())?)
+    }
+
+    /// A store in a private in-memory database.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] when SQLite cannot create it.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(SqliteDb::open_in_memory()?)
+    }
+
+    fn init(db: SqliteDb) -> Result<Self, StoreError> {
+        db.call_blocking(|conn| conn.execute_batch(SCHEMA))?;
+        Ok(Self { db })
+    }
+
+    /// Runs `work` and stores the position of the record being handled in one SQLite
+    /// transaction: either both are committed or neither is.
+    ///
+    /// Call it from a handler with the handler's [`Context`]. The consumer stores the same
+    /// position again later, which changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] when `work` or the position write fails; the transaction is
+    /// then rolled back.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use logpipe::{Context, offsets::SqliteOffsetStore};
+    /// # async fn handle(store: &SqliteOffsetStore, context: &Context) -> Result<(), logpipe::offsets::StoreError> {
+    /// store
+    ///     .transaction(context, |tx| {
+    ///         tx.execute("INSERT INTO people (uuid) VALUES ('6f1c')", [])?;
+    ///         Ok(())
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn transaction<R, F>(&self, context: &Context, work: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let group = context.group.to_string();
+        let position = (context.partition.clone(), context.position.clone());
+        let result = self
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let result = work(&tx)?;
+                write_positions(&tx, &group, std::slice::from_ref(&position))?;
+                tx.commit()?;
+                Ok::<_, rusqlite::Error>(result)
+            })
+            .await?;
+        Ok(result)
+    }
+}
+
+fn write_positions(
+    tx: &Transaction<'_>,
+    group: &str,
+    positions: &[(PartitionRef, Position)],
+) -> rusqlite::Result<()> {
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut statement = tx.prepare_cached(
+        "INSERT INTO logpipe_positions
+             (consumer_group, stream, partition, position_offset, position_sequence, updated_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (consumer_group, stream, partition) DO UPDATE SET
+             position_offset = excluded.position_offset,
+             position_sequence = excluded.position_sequence,
+             updated_at_ms = excluded.updated_at_ms",
+    )?;
+    for (partition, position) in positions {
+        let (offset, sequence) = match position {
+            Position::Offset(offset) => (Some(*offset), None),
+            Position::Sequence(sequence) => (None, Some(sequence.as_str())),
+        };
+        statement.execute(params![
+            group,
+            &*partition.stream,
+            &*partition.partition,
+            offset,
+            sequence,
+            now_ms
+        ])?;
+    }
+    Ok(())
+}
+
+impl OffsetStore for SqliteOffsetStore {
+    async fn load(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Option<Position>, StoreError> {
+        let (group, partition) = (group.to_owned(), partition.clone());
+        self.db
+            .call(move |conn| {
+                let row = conn
+                    .prepare_cached(
+                        "SELECT position_offset, position_sequence FROM logpipe_positions
+                         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
+                    )?
+                    .query_row(
+                        params![group, &*partition.stream, &*partition.partition],
+                        |row| {
+                            Ok((
+                                row.get::<_, Option<i64>>(0)?,
+                                row.get::<_, Option<String>>(1)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                match row {
+                    None => Ok(None),
+                    Some((Some(offset), None)) => Ok(Some(Position::Offset(offset))),
+                    Some((None, Some(sequence))) => Ok(Some(Position::Sequence(sequence))),
+                    Some(_) => Err(StoreError::Corrupt { group, partition }),
+                }
+            })
+            .await
+    }
+
+    async fn store(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let (group, positions) = (group.to_owned(), positions.to_vec());
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                write_positions(&tx, &group, &positions)?;
+                tx.commit()
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn positions_survive_reopening_and_keep_64_bit_offsets_and_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("positions.db");
+        let kafka = PartitionRef::new("people", "0");
+        let kinesis = PartitionRef::new("people-stream", "shardId-000000000001");
+        let sequence = "49590338271490256608559692538361571095921575989136588898".to_owned();
+        {
+            let store = SqliteOffsetStore::open(&path).unwrap();
+            store
+                .store(
+                    "billing",
+                    &[
+                        (kafka.clone(), Position::Offset(i64::MAX - 1)),
+                        (kinesis.clone(), Position::Sequence(sequence.clone())),
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+        let store = SqliteOffsetStore::open(&path).unwrap();
+        assert_eq!(
+            store.load("billing", &kafka).await.unwrap(),
+            Some(Position::Offset(i64::MAX - 1))
+        );
+        assert_eq!(
+            store.load("billing", &kinesis).await.unwrap(),
+            Some(Position::Sequence(sequence))
+        );
+        assert_eq!(store.load("search", &kafka).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_transaction_stores_no_position() {
+        let store = SqliteOffsetStore::open_in_memory().unwrap();
+        let context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(7));
+        let failed = store
+            .transaction(&context, |tx| {
+                tx.execute("INSERT INTO no_such_table VALUES (1)", [])
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(store.load("g", &context.partition).await.unwrap(), None);
+
+        store
+            .transaction(&context, |tx| {
+                tx.execute_batch("CREATE TABLE handled (n INTEGER)")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.load("g", &context.partition).await.unwrap(),
+            Some(Position::Offset(7))
+        );
+    }
+}

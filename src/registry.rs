@@ -1,0 +1,355 @@
+//! The registry: which handler runs for which (type, version), and which types are ignored.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::BoxError;
+use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError};
+use crate::handler::{Context, Handler};
+use crate::message::Message;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a record was skipped instead of handled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The value is not readable: no format prefix, an unknown format, bad JSON or
+    /// MessagePack, an empty body.
+    #[error("malformed record")]
+    Malformed(#[source] MalformedError),
+    /// The value is readable but not an envelope with `type`, `version` and `message`.
+    #[error("invalid envelope: {0}")]
+    InvalidEnvelope(&'static str),
+    /// No handler is registered for the message type.
+    #[error("unknown message type {message_type:?}")]
+    UnknownType {
+        /// The message type.
+        message_type: String,
+    },
+    /// The type is known but no handler is registered for this version (or the version
+    /// is not a non-negative integer).
+    #[error("unknown version {version} of message type {message_type:?}")]
+    UnknownVersion {
+        /// The message type.
+        message_type: String,
+        /// The version as written.
+        version: String,
+    },
+    /// The message type is ignored by this registry.
+    #[error("ignored message type {message_type:?}")]
+    Ignored {
+        /// The message type.
+        message_type: String,
+    },
+    /// The message does not fit the Rust type registered for its (type, version).
+    #[error("message type {message_type:?} version {version} failed validation")]
+    Validation {
+        /// The message type.
+        message_type: String,
+        /// The version.
+        version: u64,
+        /// What did not fit.
+        #[source]
+        source: BodyError,
+    },
+}
+
+impl SkipReason {
+    /// A short label for metrics and dead-letter headers: `malformed`, `invalid_envelope`,
+    /// `unknown_type`, `unknown_version`, `ignored` or `validation`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SkipReason::Malformed(_) => "malformed",
+            SkipReason::InvalidEnvelope(_) => "invalid_envelope",
+            SkipReason::UnknownType { .. } => "unknown_type",
+            SkipReason::UnknownVersion { .. } => "unknown_version",
+            SkipReason::Ignored { .. } => "ignored",
+            SkipReason::Validation { .. } => "validation",
+        }
+    }
+}
+
+/// Why [`Registry::dispatch`] did not handle a record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The record is to be skipped.
+    #[error("record skipped")]
+    Skipped(#[from] SkipReason),
+    /// The handler returned an error.
+    #[error("handler failed")]
+    Handler(#[source] BoxError),
+}
+
+/// An error in how a registry was put together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// Two handlers were registered for the same (type, version).
+    #[error("two handlers are registered for message type {message_type:?} version {version}")]
+    DuplicateHandler {
+        /// The message type.
+        message_type: String,
+        /// The version.
+        version: u64,
+    },
+    /// A message type was both given handlers and ignored.
+    #[error("message type {0:?} is both handled and ignored")]
+    HandledAndIgnored(String),
+}
+
+/// A handler with its message type erased, so handlers of many types share one map.
+trait ErasedHandler: Send + Sync {
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &'a Context,
+    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError>;
+}
+
+struct Typed<M, H> {
+    handler: H,
+    message: PhantomData<fn(M)>,
+}
+
+impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &'a Context,
+    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError> {
+        let message: M = body.deserialize()?;
+        Ok(Box::pin(self.handler.handle(message, context)))
+    }
+}
+
+enum TypeEntry {
+    Ignored,
+    Handled {
+        name: Arc<str>,
+        versions: HashMap<u64, Box<dyn ErasedHandler>>,
+    },
+}
+
+/// Maps each (type, version) to its handler.
+///
+/// Several versions of one type live side by side: that is how a schema migrates (add
+/// the v2 handler, switch producers to v2, later drop v1).
+///
+/// ```
+/// use logpipe::{Context, Message, Registry, handler_fn};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[logpipe(type = "person", version = 1, key = "uuid")]
+/// struct PersonV1 { uuid: String, name: String }
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// #[logpipe(type = "person", version = 2, key = "uuid")]
+/// struct PersonV2 { uuid: String, first_name: String, last_name: String }
+///
+/// let registry = Registry::builder()
+///     .handle(handler_fn(|p: PersonV1, _: Context| async move { Ok::<_, std::io::Error>(()) }))
+///     .handle(handler_fn(|p: PersonV2, _: Context| async move { Ok::<_, std::io::Error>(()) }))
+///     .ignore("audit")
+///     .build()?;
+/// assert_eq!(registry.handled(), vec![("person".to_string(), 1), ("person".to_string(), 2)]);
+/// # Ok::<(), logpipe::RegistryError>(())
+/// ```
+pub struct Registry {
+    types: HashMap<Box<str>, TypeEntry>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("handled", &self.handled())
+            .field("ignored", &self.ignored())
+            .finish()
+    }
+}
+
+/// Builds a [`Registry`]; see [`Registry::builder`].
+#[derive(Default)]
+#[must_use]
+pub struct RegistryBuilder {
+    handlers: Vec<(&'static str, u64, Box<dyn ErasedHandler>)>,
+    ignored: Vec<String>,
+}
+
+impl RegistryBuilder {
+    /// Registers `handler` for messages of type `M` (its `TYPE` and `VERSION`).
+    pub fn handle<M: Message, H: Handler<M>>(mut self, handler: H) -> Self {
+        let erased = Box::new(Typed {
+            handler,
+            message: PhantomData::<fn(M)>,
+        });
+        self.handlers.push((M::TYPE, M::VERSION, erased));
+        self
+    }
+
+    /// Skips every message of `message_type`, whatever its version, with a debug log.
+    pub fn ignore(mut self, message_type: impl Into<String>) -> Self {
+        self.ignored.push(message_type.into());
+        self
+    }
+
+    /// Builds the registry.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError`] when two handlers share a (type, version), or a type is both
+    /// handled and ignored.
+    pub fn build(self) -> Result<Registry, RegistryError> {
+        let mut types: HashMap<Box<str>, TypeEntry> = HashMap::new();
+        for (message_type, version, handler) in self.handlers {
+            let entry = types
+                .entry(message_type.into())
+                .or_insert_with(|| TypeEntry::Handled {
+                    name: Arc::from(message_type),
+                    versions: HashMap::new(),
+                });
+            let TypeEntry::Handled { versions, .. } = entry else {
+                unreachable!("only handlers inserted so far")
+            };
+            match versions.entry(version) {
+                Entry::Occupied(_) => {
+                    return Err(RegistryError::DuplicateHandler {
+                        message_type: message_type.to_owned(),
+                        version,
+                    });
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(handler);
+                }
+            }
+        }
+        for message_type in self.ignored {
+            match types.get(message_type.as_str()) {
+                Some(TypeEntry::Handled { .. }) => {
+                    return Err(RegistryError::HandledAndIgnored(message_type));
+                }
+                _ => {
+                    types.insert(message_type.into(), TypeEntry::Ignored);
+                }
+            }
+        }
+        Ok(Registry { types })
+    }
+}
+
+impl Registry {
+    /// Starts an empty registry.
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// Every handled (type, version), sorted.
+    pub fn handled(&self) -> Vec<(String, u64)> {
+        let mut handled: Vec<_> = self
+            .types
+            .iter()
+            .filter_map(|(name, entry)| match entry {
+                TypeEntry::Handled { versions, .. } => {
+                    Some(versions.keys().map(|v| (name.to_string(), *v)))
+                }
+                TypeEntry::Ignored => None,
+            })
+            .flatten()
+            .collect();
+        handled.sort();
+        handled
+    }
+
+    /// Every ignored type, sorted.
+    pub fn ignored(&self) -> Vec<String> {
+        let mut ignored: Vec<_> = self
+            .types
+            .iter()
+            .filter(|(_, entry)| matches!(entry, TypeEntry::Ignored))
+            .map(|(name, _)| name.to_string())
+            .collect();
+        ignored.sort();
+        ignored
+    }
+
+    /// Decodes a record value and runs the handler registered for its exact (type,
+    /// version) once.
+    ///
+    /// Fills `context.message_type`, `version` and `producer` from the envelope. The
+    /// message is decoded into the handler's type only after its (type, version) matched.
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError::Skipped`] when the record is to be skipped (malformed, invalid,
+    /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
+    /// returned an error.
+    pub async fn dispatch(&self, value: &[u8], context: &mut Context) -> Result<(), DispatchError> {
+        let future = self.start(value, context)?;
+        future.await.map_err(DispatchError::Handler)
+    }
+
+    fn start<'a>(
+        &'a self,
+        value: &[u8],
+        context: &'a mut Context,
+    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, SkipReason> {
+        let envelope = match envelope::decode(value) {
+            Ok(envelope) => envelope,
+            Err(DecodeError::Malformed(err)) => return Err(SkipReason::Malformed(err)),
+            Err(DecodeError::Invalid(why)) => return Err(SkipReason::InvalidEnvelope(why)),
+            Err(DecodeError::InvalidVersion {
+                message_type,
+                version,
+            }) => {
+                return Err(match self.types.get(message_type.as_str()) {
+                    None => SkipReason::UnknownType { message_type },
+                    Some(TypeEntry::Ignored) => SkipReason::Ignored { message_type },
+                    Some(TypeEntry::Handled { .. }) => SkipReason::UnknownVersion {
+                        message_type,
+                        version,
+                    },
+                });
+            } // `DecodeError` is non-exhaustive for users, not for this crate.
+        };
+        let message_type = envelope.message_type.as_ref();
+        let (name, handler) = match self.types.get(message_type) {
+            None => {
+                return Err(SkipReason::UnknownType {
+                    message_type: message_type.to_owned(),
+                });
+            }
+            Some(TypeEntry::Ignored) => {
+                return Err(SkipReason::Ignored {
+                    message_type: message_type.to_owned(),
+                });
+            }
+            Some(TypeEntry::Handled { name, versions }) => match versions.get(&envelope.version) {
+                Some(handler) => (name, handler),
+                None => {
+                    return Err(SkipReason::UnknownVersion {
+                        message_type: message_type.to_owned(),
+                        version: envelope.version.to_string(),
+                    });
+                }
+            },
+        };
+        context.message_type = Arc::clone(name);
+        context.version = envelope.version;
+        context.producer = envelope.producer.as_deref().map(str::to_owned);
+        let context: &'a Context = context;
+        handler
+            .call(&envelope.body, context)
+            .map_err(|source| SkipReason::Validation {
+                message_type: message_type.to_owned(),
+                version: envelope.version,
+                source,
+            })
+    }
+}

@@ -1,0 +1,202 @@
+//! Running every registered consumer: [`register_consumer!`](crate::register_consumer)
+//! and the `run_consumers` program.
+//!
+//! A service registers each consumer with a function that says what it reads and which
+//! handlers it runs:
+//!
+//! ```no_run
+//! use logpipe::run::ConsumerSpec;
+//! use logpipe::{BoxError, Context, Message, Registry, handler_fn};
+//! # #[derive(serde::Serialize, serde::Deserialize, Message)]
+//! # #[logpipe(type = "person", version = 1)]
+//! # struct PersonV1 { name: String }
+//!
+//! fn people() -> Result<ConsumerSpec, BoxError> {
+//!     let registry = Registry::builder()
+//!         .handle(handler_fn(|person: PersonV1, _: Context| async move {
+//!             println!("{}", person.name);
+//!             Ok::<_, BoxError>(())
+//!         }))
+//!         .build()?;
+//!     Ok(ConsumerSpec::new(["people"], registry))
+//! }
+//! logpipe::register_consumer!(people);
+//!
+//! fn main() -> std::process::ExitCode {
+//!     logpipe::cli::run_consumers_main()
+//! }
+//! ```
+
+use tokio_util::sync::CancellationToken;
+
+use crate::BoxError;
+use crate::any::{AnyBackend, AnyOffsetStore};
+use crate::config::Config;
+use crate::consumer::Consumer;
+use crate::dead_letter::DeadLetter;
+use crate::error::Error;
+use crate::multi::MultiConsumer;
+use crate::registry::Registry;
+
+/// What a registered consumer reads and which handlers it runs.
+#[derive(Debug)]
+pub struct ConsumerSpec {
+    streams: Vec<String>,
+    registry: Registry,
+    group: Option<String>,
+}
+
+impl ConsumerSpec {
+    /// Reads `streams` with the handlers of `registry`. The consumer group is the name
+    /// the consumer was registered under, unless [`with_group`](Self::with_group) says
+    /// otherwise.
+    pub fn new<I, S>(streams: I, registry: Registry) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            streams: streams.into_iter().map(Into::into).collect(),
+            registry,
+            group: None,
+        }
+    }
+
+    /// Uses `group` as the consumer group.
+    #[must_use]
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+}
+
+/// A consumer registered with [`register_consumer!`](crate::register_consumer).
+#[derive(Debug)]
+pub struct Registration {
+    name: &'static str,
+    build: fn() -> Result<ConsumerSpec, BoxError>,
+}
+
+impl Registration {
+    /// A registration named `name`, built by `build`. Use the macro instead.
+    pub const fn new(name: &'static str, build: fn() -> Result<ConsumerSpec, BoxError>) -> Self {
+        Self { name, build }
+    }
+
+    /// The name it was registered under.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Registers a consumer, built by a function returning
+/// `Result<ConsumerSpec, BoxError>`, for [`run_registered`] and `run_consumers`.
+///
+/// `register_consumer!(people)` registers it under the function's name;
+/// `register_consumer!("crm-people", people)` under another name. Names must be unique.
+#[macro_export]
+macro_rules! register_consumer {
+    ($build:ident) => {
+        $crate::register_consumer!(::core::stringify!($build), $build);
+    };
+    ($name:expr, $build:expr) => {
+        $crate::__private::inventory::submit! {
+            $crate::run::Registration::new($name, $build)
+        }
+    };
+}
+
+/// Every registered consumer, sorted by name.
+pub fn registered() -> Vec<&'static Registration> {
+    let mut all: Vec<_> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by_key(|registration| registration.name);
+    all
+}
+
+/// Builds every registered consumer from `config` and runs them until `shutdown` is
+/// cancelled; then each finishes the record in hand and stores its positions.
+///
+/// # Errors
+///
+/// [`Error::Build`] when a consumer cannot be built or two share a name;
+/// [`Error::Backend`] or [`Error::Store`] when the configured backend or store cannot be
+/// opened; otherwise the first error a consumer stopped with.
+pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let backend = AnyBackend::connect(config)?;
+    let store = AnyOffsetStore::open(config)?;
+    let mut multi = MultiConsumer::new();
+    let registrations = registered();
+    if registrations.is_empty() {
+        return Err(Error::Build {
+            consumer: String::new(),
+            source: "no consumers are registered: link code that calls logpipe::register_consumer!"
+                .into(),
+        });
+    }
+    for pair in registrations.windows(2) {
+        if pair[0].name == pair[1].name {
+            return Err(Error::Build {
+                consumer: pair[0].name.to_owned(),
+                source: "two consumers share this name".into(),
+            });
+        }
+    }
+    for registration in registrations {
+        let spec = (registration.build)().map_err(|source| Error::Build {
+            consumer: registration.name.to_owned(),
+            source,
+        })?;
+        let group = format!(
+            "{}{}",
+            config.group_prefix,
+            spec.group.as_deref().unwrap_or(registration.name)
+        );
+        tracing::info!(consumer = registration.name, %group, streams = ?spec.streams, backend = %config.backend, "starting consumer");
+        let mut consumer = Consumer::new(
+            backend.consumer(&spec.streams),
+            store.clone(),
+            spec.registry,
+            group,
+        )
+        .with_options(config.consumer.clone());
+        if let Some(stream) = &config.dead_letter_stream {
+            consumer = consumer.with_dead_letter(DeadLetter::new(backend.clone(), stream.as_str()));
+        }
+        multi.push(consumer);
+    }
+    multi.run(shutdown).await
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM. Call it inside a Tokio runtime.
+///
+/// # Errors
+///
+/// An I/O error when the signal handlers cannot be installed.
+pub fn shutdown_on_signals() -> std::io::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Both handlers are installed before this returns, so no signal is missed.
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("SIGINT received; shutting down"),
+                _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down"),
+            }
+            cancel.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Ctrl-C received; shutting down");
+            cancel.cancel();
+        }
+    });
+    Ok(token)
+}
