@@ -27,6 +27,8 @@ use crate::{BoxError, error_chain};
 
 /// Records read ahead and not yet handled, at most. Past this, reading pauses.
 const MAX_BUFFERED: usize = 10_000;
+/// Records handled in a row before the consumer lets other tasks run.
+const RECORDS_PER_TURN: usize = 64;
 
 /// What happens when a handler still fails after its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -262,6 +264,7 @@ impl<S: OffsetStore> Worker<S> {
     ) -> Result<(), Error> {
         let commit_every = self.options.commit_every as usize;
         loop {
+            let mut handled_this_turn = 0;
             while let Some(record) = state.queue.pop_ready(SystemTime::now()) {
                 if let Flow::Stop = self.process(record, state, shutdown).await? {
                     return Ok(());
@@ -272,8 +275,12 @@ impl<S: OffsetStore> Worker<S> {
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
+                handled_this_turn += 1;
+                if handled_this_turn % RECORDS_PER_TURN == 0 {
+                    // Let the other consumers of this process have a turn.
+                    tokio::task::yield_now().await;
+                }
             }
-            // Let other consumers of this process run before reading more.
             tokio::task::yield_now().await;
             let ripe_at = state.queue.next_ripe_at();
             let commit_at = state.commit_deadline();
@@ -364,7 +371,7 @@ impl<S: OffsetStore> Worker<S> {
             let outcome = self.registry.dispatch(&record.value, &mut context).await;
             if attempts == 1 && !context.message_type.is_empty() {
                 let span = tracing::Span::current();
-                span.record("type", &*context.message_type);
+                span.record("type", context.message_type);
                 span.record("version", context.version);
             }
             match outcome {
@@ -372,7 +379,7 @@ impl<S: OffsetStore> Worker<S> {
                     metrics::counter!(
                         "logpipe_records_handled_total",
                         "stream" => Arc::clone(&record.partition.stream),
-                        "type" => Arc::clone(&context.message_type),
+                        "type" => context.message_type,
                     )
                     .increment(1);
                     state.mark(&record);

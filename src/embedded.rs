@@ -39,6 +39,7 @@ use crate::backend::{
     BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery, OutgoingRecord,
     PartitionRef, Position, ProducerBackend, Record, RecordHeader,
 };
+use crate::hash::fnv1a;
 use crate::sqlite::SqliteDb;
 
 const SCHEMA: &str = "
@@ -337,14 +338,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// FNV-1a: a hash that stays the same across Rust versions and processes, so a key always
-/// lands on the same partition.
-fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn ensure_stream(conn: &Connection, stream: &str, partitions: u32) -> rusqlite::Result<u32> {
     conn.execute(
         "INSERT OR IGNORE INTO logpipe_streams (name, partitions) VALUES (?1, ?2)",
@@ -378,7 +371,7 @@ fn write_batch(
             }
         };
         let partition = match record.key.as_deref() {
-            Some(key) if !key.is_empty() => stable_hash(key) % u64::from(partitions),
+            Some(key) if !key.is_empty() => fnv1a(key) % u64::from(partitions),
             _ => round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(partitions),
         } as u32;
         let slot = (Arc::clone(&record.stream), partition);

@@ -34,6 +34,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+pub(crate) mod json_scan;
 mod msgpack;
 mod python_json;
 
@@ -138,7 +139,7 @@ pub fn encode<T: Serialize + ?Sized>(
     header: &Header<'_>,
     message: &T,
 ) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(128);
+    let mut out = Vec::with_capacity(512);
     encode_into(&mut out, format, header, message)?;
     Ok(out)
 }
@@ -184,10 +185,13 @@ pub struct Envelope<'a> {
 }
 
 /// The undecoded `message` of an envelope.
+///
+/// Its bounds are known but its contents are checked only when it is deserialized, so
+/// that a message is parsed once, into the handler's type.
 #[derive(Debug, Clone, Copy)]
 pub enum Body<'a> {
     /// The message's JSON text.
-    Json(&'a RawValue),
+    Json(&'a [u8]),
     /// The message's MessagePack bytes (one complete value).
     Msgpack(&'a [u8]),
 }
@@ -212,7 +216,7 @@ impl<'a> Body<'a> {
     /// [`BodyError`] when the message does not fit `T` (a missing field, a wrong type).
     pub fn deserialize<T: Deserialize<'a>>(&self) -> Result<T, BodyError> {
         match *self {
-            Body::Json(raw) => Ok(serde_json::from_str(raw.get())?),
+            Body::Json(text) => Ok(serde_json::from_slice(text)?),
             Body::Msgpack(bytes) => Ok(msgpack::from_slice(bytes)?),
         }
     }
@@ -225,14 +229,28 @@ impl<'a> Body<'a> {
     /// (a map with non-string keys).
     pub fn write_json<W: io::Write>(&self, writer: W) -> io::Result<()> {
         match *self {
-            Body::Json(raw) => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                transcode_to_json(&mut de, writer)
+            Body::Json(text) => {
+                let mut de = serde_json::Deserializer::from_slice(text);
+                transcode_to_json(&mut de, writer)?;
+                de.end().map_err(io::Error::other)
             }
             Body::Msgpack(bytes) => {
                 let mut de = msgpack::deserializer(bytes);
                 transcode_to_json(&mut de, writer)
             }
+        }
+    }
+}
+
+impl Body<'_> {
+    /// Checks that a JSON message parses, telling a malformed record from a message that
+    /// does not fit its type. MessagePack bodies were checked when they were read.
+    pub(crate) fn check_syntax(&self) -> Result<(), MalformedError> {
+        match *self {
+            Body::Json(text) => serde_json::from_slice::<IgnoredAny>(text)
+                .map(drop)
+                .map_err(MalformedError::Json),
+            Body::Msgpack(_) => Ok(()),
         }
     }
 }
@@ -253,7 +271,8 @@ fn transcode_to_json<'de, D: Deserializer<'de>, W: io::Write>(
 #[non_exhaustive]
 pub enum DecodeError {
     /// The value cannot be parsed: no colon, an unknown format code, bad JSON or
-    /// MessagePack, an empty body.
+    /// MessagePack, an empty body. (Bad JSON inside `message` may only show when the
+    /// message is deserialized.)
     #[error("malformed record: {0}")]
     Malformed(#[source] MalformedError),
     /// The body parsed but is not an envelope object with `type`, `version` and `message`.
@@ -287,7 +306,8 @@ pub enum MalformedError {
     Msgpack(&'static str),
 }
 
-/// Decodes a record value into an [`Envelope`], leaving the message undecoded.
+/// Decodes a record value into an [`Envelope`], leaving the message undecoded (and
+/// unchecked: see [`Body`]).
 ///
 /// Envelope keys other than `type`, `version`, `message` and `producer` are ignored;
 /// a `producer` that is not a string counts as absent, as in django-logpipe.
@@ -454,6 +474,15 @@ impl<'de> Visitor<'de> for RawFieldsVisitor {
 const NOT_AN_OBJECT: &str = "the envelope is not a JSON object";
 
 fn decode_json(body: &[u8]) -> Result<Envelope<'_>, DecodeError> {
+    if let Some(fields) = json_scan::scan(body) {
+        return Ok(Envelope {
+            format: Format::Json,
+            message_type: Cow::Borrowed(fields.message_type),
+            version: fields.version,
+            producer: fields.producer.map(Cow::Borrowed),
+            body: Body::Json(fields.message),
+        });
+    }
     let fields = match serde_json::from_slice::<RawFields<'_>>(body) {
         Ok(fields) => fields,
         Err(err) if err.is_data() => return Err(DecodeError::Invalid(NOT_AN_OBJECT)),
@@ -480,7 +509,7 @@ fn decode_json(body: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         message_type,
         version,
         producer: fields.producer,
-        body: Body::Json(message),
+        body: Body::Json(message.get().as_bytes()),
     })
 }
 

@@ -1,7 +1,5 @@
 //! The crate's error type.
 
-use std::sync::Arc;
-
 use crate::BoxError;
 use crate::backend::{BackendError, PartitionRef, Position};
 use crate::config::ConfigError;
@@ -40,7 +38,7 @@ pub enum Error {
         /// Its position; it was not stored, so a new run reads the record again.
         position: Position,
         /// The message type.
-        message_type: Arc<str>,
+        message_type: &'static str,
         /// The version.
         version: u64,
         /// How many times the handler ran.

@@ -23,12 +23,12 @@ pub struct Context {
     pub key: Option<Vec<u8>>,
     /// When the record was written, if the backend knows.
     pub timestamp: Option<SystemTime>,
-    /// The envelope's message type.
-    pub message_type: Arc<str>,
+    /// The envelope's message type (empty until a handler matched).
+    pub message_type: &'static str,
     /// The envelope's version.
     pub version: u64,
     /// The envelope's producer id, if any.
-    pub producer: Option<String>,
+    pub producer: Option<Arc<str>>,
 }
 
 impl Context {
@@ -41,7 +41,7 @@ impl Context {
             position,
             key: None,
             timestamp: None,
-            message_type: Arc::from(""),
+            message_type: "",
             version: 0,
             producer: None,
         }
@@ -77,7 +77,7 @@ impl Context {
 /// struct SavePerson;
 ///
 /// impl Handler<PersonV1> for SavePerson {
-///     async fn handle(&self, person: PersonV1, context: &Context) -> Result<(), BoxError> {
+///     async fn handle(&self, person: PersonV1, context: Context) -> Result<(), BoxError> {
 ///         println!("{} from {} at {}", person.name, context.partition, context.position);
 ///         Ok(())
 ///     }
@@ -92,7 +92,7 @@ pub trait Handler<M: Message>: Send + Sync + 'static {
     fn handle(
         &self,
         message: M,
-        context: &Context,
+        context: Context,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
@@ -102,7 +102,7 @@ pub struct HandlerFn<F, M> {
     message: PhantomData<fn(M)>,
 }
 
-/// Makes a handler from a closure that takes the message and a clone of its [`Context`].
+/// Makes a handler from a closure that takes the message and its [`Context`].
 ///
 /// ```
 /// use logpipe::{Context, Message, handler_fn};
@@ -135,7 +135,7 @@ where
     Fut: Future<Output = Result<(), E>> + Send,
     E: Into<BoxError>,
 {
-    async fn handle(&self, message: M, context: &Context) -> Result<(), BoxError> {
-        (self.f)(message, context.clone()).await.map_err(Into::into)
+    async fn handle(&self, message: M, context: Context) -> Result<(), BoxError> {
+        (self.f)(message, context).await.map_err(Into::into)
     }
 }

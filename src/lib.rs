@@ -63,6 +63,7 @@ pub mod embedded;
 pub mod envelope;
 mod error;
 pub mod handler;
+mod hash;
 pub mod message;
 pub mod multi;
 pub mod offsets;

@@ -1,7 +1,6 @@
 //! The registry: which handler runs for which (type, version), and which types are ignored.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -9,8 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::BoxError;
-use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError};
+use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError, json_scan};
 use crate::handler::{Context, Handler};
+use crate::hash::FnvBuildHasher;
 use crate::message::Message;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -106,11 +106,35 @@ pub enum RegistryError {
 
 /// A handler with its message type erased, so handlers of many types share one map.
 trait ErasedHandler: Send + Sync {
+    /// Decodes the message in `body` and starts the handler.
     fn call<'a>(
         &'a self,
         body: &Body<'_>,
-        context: &'a Context,
+        context: &Context,
     ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError>;
+
+    /// Decodes the message at the start of `rest` (a JSON envelope from its `message`
+    /// on), checks that the envelope ends as producers end it, sets `context` and starts
+    /// the handler. `None` when anything is unusual: then the full path decides.
+    fn call_json_prefix<'a>(
+        &'a self,
+        rest: &[u8],
+        identity: (&'static str, u64),
+        context: &mut Context,
+    ) -> Option<BoxFuture<'a, Result<(), BoxError>>>;
+}
+
+/// Sets the envelope's fields in `context`, keeping its producer when unchanged.
+fn set_envelope(
+    context: &mut Context,
+    (message_type, version): (&'static str, u64),
+    producer: Option<&str>,
+) {
+    context.message_type = message_type;
+    context.version = version;
+    if context.producer.as_deref() != producer {
+        context.producer = producer.map(Arc::from);
+    }
 }
 
 struct Typed<M, H> {
@@ -122,18 +146,32 @@ impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
     fn call<'a>(
         &'a self,
         body: &Body<'_>,
-        context: &'a Context,
+        context: &Context,
     ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError> {
         let message: M = body.deserialize()?;
-        Ok(Box::pin(self.handler.handle(message, context)))
+        Ok(Box::pin(self.handler.handle(message, context.clone())))
+    }
+
+    fn call_json_prefix<'a>(
+        &'a self,
+        rest: &[u8],
+        identity: (&'static str, u64),
+        context: &mut Context,
+    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
+        let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
+        let message = messages.next()?.ok()?;
+        let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
+        set_envelope(context, identity, producer);
+        Some(Box::pin(self.handler.handle(message, context.clone())))
     }
 }
 
 enum TypeEntry {
     Ignored,
+    /// The handlers of each version; a type has few, so a list beats a map.
     Handled {
-        name: Arc<str>,
-        versions: HashMap<u64, Box<dyn ErasedHandler>>,
+        name: &'static str,
+        versions: Vec<(u64, Box<dyn ErasedHandler>)>,
     },
 }
 
@@ -163,8 +201,10 @@ enum TypeEntry {
 /// # Ok::<(), logpipe::RegistryError>(())
 /// ```
 pub struct Registry {
-    types: HashMap<Box<str>, TypeEntry>,
+    types: TypeMap,
 }
+
+type TypeMap = HashMap<Box<str>, TypeEntry, FnvBuildHasher>;
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,28 +247,25 @@ impl RegistryBuilder {
     /// [`RegistryError`] when two handlers share a (type, version), or a type is both
     /// handled and ignored.
     pub fn build(self) -> Result<Registry, RegistryError> {
-        let mut types: HashMap<Box<str>, TypeEntry> = HashMap::new();
+        let mut types = TypeMap::default();
         for (message_type, version, handler) in self.handlers {
             let entry = types
                 .entry(message_type.into())
                 .or_insert_with(|| TypeEntry::Handled {
-                    name: Arc::from(message_type),
-                    versions: HashMap::new(),
+                    name: message_type,
+                    versions: Vec::new(),
                 });
             let TypeEntry::Handled { versions, .. } = entry else {
                 unreachable!("only handlers inserted so far")
             };
-            match versions.entry(version) {
-                Entry::Occupied(_) => {
-                    return Err(RegistryError::DuplicateHandler {
-                        message_type: message_type.to_owned(),
-                        version,
-                    });
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(handler);
-                }
+            if versions.iter().any(|(existing, _)| *existing == version) {
+                let message_type = message_type.to_owned();
+                return Err(RegistryError::DuplicateHandler {
+                    message_type,
+                    version,
+                });
             }
+            versions.push((version, handler));
         }
         for message_type in self.ignored {
             match types.get(message_type.as_str()) {
@@ -257,7 +294,7 @@ impl Registry {
             .iter()
             .filter_map(|(name, entry)| match entry {
                 TypeEntry::Handled { versions, .. } => {
-                    Some(versions.keys().map(|v| (name.to_string(), *v)))
+                    Some(versions.iter().map(|(v, _)| (name.to_string(), *v)))
                 }
                 TypeEntry::Ignored => None,
             })
@@ -282,7 +319,7 @@ impl Registry {
     /// Decodes a record value and runs the handler registered for its exact (type,
     /// version) once.
     ///
-    /// Fills `context.message_type`, `version` and `producer` from the envelope. The
+    /// Sets `context.message_type`, `version` and `producer` from the envelope. The
     /// message is decoded into the handler's type only after its (type, version) matched.
     ///
     /// # Errors
@@ -295,11 +332,38 @@ impl Registry {
         future.await.map_err(DispatchError::Handler)
     }
 
+    /// The handler for an envelope of the usual shape (`json:`, keys in the order
+    /// producers write them), started after one pass over the record; `None` for
+    /// anything else, which [`start`](Self::start) then reads in full.
+    fn start_usual_json<'a>(
+        &'a self,
+        value: &[u8],
+        context: &mut Context,
+    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
+        let body = value.strip_prefix(b"json:")?;
+        let prefix = json_scan::scan_prefix(body)?;
+        let Some(TypeEntry::Handled { name, versions }) = self.types.get(prefix.message_type)
+        else {
+            return None;
+        };
+        let (_, handler) = versions
+            .iter()
+            .find(|(version, _)| *version == prefix.version)?;
+        handler.call_json_prefix(
+            &body[prefix.message_start..],
+            (*name, prefix.version),
+            context,
+        )
+    }
+
     fn start<'a>(
         &'a self,
         value: &[u8],
-        context: &'a mut Context,
+        context: &mut Context,
     ) -> Result<BoxFuture<'a, Result<(), BoxError>>, SkipReason> {
+        if let Some(started) = self.start_usual_json(value, context) {
+            return Ok(started);
+        }
         let envelope = match envelope::decode(value) {
             Ok(envelope) => envelope,
             Err(DecodeError::Malformed(err)) => return Err(SkipReason::Malformed(err)),
@@ -316,40 +380,52 @@ impl Registry {
                         version,
                     },
                 });
-            } // `DecodeError` is non-exhaustive for users, not for this crate.
+            }
         };
         let message_type = envelope.message_type.as_ref();
+        // A message that is not even valid JSON makes the record malformed, whatever its
+        // type. It is checked only here, on the way to a skip, so that a message that is
+        // handled is parsed once.
+        let skip = |reason: SkipReason| match envelope.body.check_syntax() {
+            Ok(()) => reason,
+            Err(malformed) => SkipReason::Malformed(malformed),
+        };
+        let owned = || message_type.to_owned();
         let (name, handler) = match self.types.get(message_type) {
             None => {
-                return Err(SkipReason::UnknownType {
-                    message_type: message_type.to_owned(),
-                });
+                return Err(skip(SkipReason::UnknownType {
+                    message_type: owned(),
+                }));
             }
             Some(TypeEntry::Ignored) => {
-                return Err(SkipReason::Ignored {
-                    message_type: message_type.to_owned(),
-                });
+                return Err(skip(SkipReason::Ignored {
+                    message_type: owned(),
+                }));
             }
-            Some(TypeEntry::Handled { name, versions }) => match versions.get(&envelope.version) {
-                Some(handler) => (name, handler),
-                None => {
-                    return Err(SkipReason::UnknownVersion {
-                        message_type: message_type.to_owned(),
-                        version: envelope.version.to_string(),
-                    });
+            Some(TypeEntry::Handled { name, versions }) => {
+                match versions.iter().find(|(v, _)| *v == envelope.version) {
+                    Some((_, handler)) => (*name, handler),
+                    None => {
+                        let version = envelope.version.to_string();
+                        return Err(skip(SkipReason::UnknownVersion {
+                            message_type: owned(),
+                            version,
+                        }));
+                    }
                 }
-            },
+            }
         };
-        context.message_type = Arc::clone(name);
-        context.version = envelope.version;
-        context.producer = envelope.producer.as_deref().map(str::to_owned);
-        let context: &'a Context = context;
-        handler
-            .call(&envelope.body, context)
-            .map_err(|source| SkipReason::Validation {
-                message_type: message_type.to_owned(),
+        set_envelope(
+            context,
+            (name, envelope.version),
+            envelope.producer.as_deref(),
+        );
+        handler.call(&envelope.body, context).map_err(|source| {
+            skip(SkipReason::Validation {
+                message_type: owned(),
                 version: envelope.version,
                 source,
             })
+        })
     }
 }

@@ -5,13 +5,14 @@
 //! handlers it runs:
 //!
 //! ```no_run
+//! use logpipe::config::Config;
 //! use logpipe::run::ConsumerSpec;
 //! use logpipe::{BoxError, Context, Message, Registry, handler_fn};
 //! # #[derive(serde::Serialize, serde::Deserialize, Message)]
 //! # #[logpipe(type = "person", version = 1)]
 //! # struct PersonV1 { name: String }
 //!
-//! fn people() -> Result<ConsumerSpec, BoxError> {
+//! fn people(_config: &Config) -> Result<ConsumerSpec, BoxError> {
 //!     let registry = Registry::builder()
 //!         .handle(handler_fn(|person: PersonV1, _: Context| async move {
 //!             println!("{}", person.name);
@@ -74,12 +75,15 @@ impl ConsumerSpec {
 #[derive(Debug)]
 pub struct Registration {
     name: &'static str,
-    build: fn() -> Result<ConsumerSpec, BoxError>,
+    build: fn(&Config) -> Result<ConsumerSpec, BoxError>,
 }
 
 impl Registration {
     /// A registration named `name`, built by `build`. Use the macro instead.
-    pub const fn new(name: &'static str, build: fn() -> Result<ConsumerSpec, BoxError>) -> Self {
+    pub const fn new(
+        name: &'static str,
+        build: fn(&Config) -> Result<ConsumerSpec, BoxError>,
+    ) -> Self {
         Self { name, build }
     }
 
@@ -91,8 +95,8 @@ impl Registration {
 
 inventory::collect!(Registration);
 
-/// Registers a consumer, built by a function returning
-/// `Result<ConsumerSpec, BoxError>`, for [`run_registered`] and `run_consumers`.
+/// Registers a consumer for [`run_registered`] and `run_consumers`, built by a function
+/// `fn(&Config) -> Result<ConsumerSpec, BoxError>` when they start.
 ///
 /// `register_consumer!(people)` registers it under the function's name;
 /// `register_consumer!("crm-people", people)` under another name. Names must be unique.
@@ -144,7 +148,7 @@ pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Res
         }
     }
     for registration in registrations {
-        let spec = (registration.build)().map_err(|source| Error::Build {
+        let spec = (registration.build)(config).map_err(|source| Error::Build {
             consumer: registration.name.to_owned(),
             source,
         })?;

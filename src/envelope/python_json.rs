@@ -20,24 +20,18 @@ pub(super) fn to_writer<W: Write, T: Serialize + ?Sized>(
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
+    #[inline]
     fn write_string_fragment<W: ?Sized + Write>(
         &mut self,
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        // U+2028 and U+2029 are encoded as E2 80 A8 / E2 80 A9.
-        if !fragment.as_bytes().contains(&0xE2) {
-            return writer.write_all(fragment.as_bytes());
+        // U+2028 and U+2029 are not ASCII; most text is.
+        if fragment.is_ascii() {
+            writer.write_all(fragment.as_bytes())
+        } else {
+            write_escaping_line_separators(writer, fragment)
         }
-        let mut start = 0;
-        for (index, ch) in fragment.char_indices() {
-            if ch == '\u{2028}' || ch == '\u{2029}' {
-                writer.write_all(&fragment.as_bytes()[start..index])?;
-                write!(writer, "\\u{:04x}", u32::from(ch))?;
-                start = index + ch.len_utf8();
-            }
-        }
-        writer.write_all(&fragment.as_bytes()[start..])
     }
 
     fn write_f64<W: ?Sized + Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
@@ -47,6 +41,20 @@ impl Formatter for PythonFormatter {
     fn write_f32<W: ?Sized + Write>(&mut self, writer: &mut W, value: f32) -> io::Result<()> {
         write_python_float(writer, format!("{value:e}"))
     }
+}
+
+/// Writes `text` with U+2028 and U+2029 escaped, as Python's `json` does.
+#[cold]
+fn write_escaping_line_separators<W: ?Sized + Write>(writer: &mut W, text: &str) -> io::Result<()> {
+    let mut start = 0;
+    for (index, ch) in text.char_indices() {
+        if ch == '\u{2028}' || ch == '\u{2029}' {
+            writer.write_all(&text.as_bytes()[start..index])?;
+            write!(writer, "\\u{:04x}", u32::from(ch))?;
+            start = index + ch.len_utf8();
+        }
+    }
+    writer.write_all(&text.as_bytes()[start..])
 }
 
 /// Writes a float as Python's `repr` does, from its shortest round-trip digits in

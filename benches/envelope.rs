@@ -1,0 +1,149 @@
+//! Envelope encoding, and decoding plus dispatch to a handler, beside plain `serde_json`
+//! on the same 200-byte message, measured in the same run.
+//!
+//! `cargo bench --bench envelope` prints criterion's figures, then the ratio of each
+//! logpipe measurement to its baseline and the messages per second on one core.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput};
+use logpipe::envelope::{self, Format, Header};
+use logpipe::{BoxError, Context, Message, PartitionRef, Position, Registry, handler_fn};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 2, key = "uuid")]
+struct Person {
+    uuid: String,
+    first_name: String,
+    last_name: String,
+    email: String,
+    city: String,
+    age: u32,
+    active: bool,
+    tags: Vec<String>,
+}
+
+fn person() -> Person {
+    Person {
+        uuid: "6f1c2a4e-8b9d-4c3e-a1f0-5d7e9b2c4a6f".into(),
+        first_name: "Grace".into(),
+        last_name: "Hopper".into(),
+        email: "grace.hopper@example.com".into(),
+        city: "New York".into(),
+        age: 85,
+        active: true,
+        tags: vec!["navy".into(), "cobol".into(), "compilers".into()],
+    }
+}
+
+/// Polls a future that never waits, as the benchmarked handlers never do.
+fn complete<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the handler waited"),
+    }
+}
+
+fn output_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion")
+}
+
+fn bench(c: &mut Criterion) {
+    let message = person();
+    let plain = serde_json::to_vec(&message).unwrap();
+    println!("message size: {} bytes of JSON", plain.len());
+    let header = Header {
+        message_type: Person::TYPE,
+        version: Person::VERSION,
+        producer: Some("crm"),
+    };
+
+    let mut encode = c.benchmark_group("encode");
+    encode.throughput(Throughput::Elements(1));
+    encode.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&message)).unwrap())
+    });
+    encode.bench_function("logpipe_json", |b| {
+        b.iter(|| envelope::encode(Format::Json, &header, black_box(&message)).unwrap())
+    });
+    encode.bench_function("logpipe_msgpack", |b| {
+        b.iter(|| envelope::encode(Format::Msgpack, &header, black_box(&message)).unwrap())
+    });
+    encode.finish();
+
+    let registry = Registry::builder()
+        .handle(handler_fn(|person: Person, _: Context| {
+            black_box(person);
+            async { Ok::<_, BoxError>(()) }
+        }))
+        .build()
+        .unwrap();
+    let json = envelope::encode(Format::Json, &header, &message).unwrap();
+    let msgpack = envelope::encode(Format::Msgpack, &header, &message).unwrap();
+    let mut context = Context::new(
+        "group",
+        PartitionRef::new("people", "0"),
+        Position::Offset(0),
+    );
+
+    let mut decode = c.benchmark_group("decode_dispatch");
+    decode.throughput(Throughput::Elements(1));
+    decode.bench_function("serde_json", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<Person>(black_box(&plain)).unwrap()))
+    });
+    decode.bench_function("logpipe_json", |b| {
+        b.iter(|| complete(registry.dispatch(black_box(&json), &mut context)).unwrap())
+    });
+    decode.bench_function("logpipe_msgpack", |b| {
+        b.iter(|| complete(registry.dispatch(black_box(&msgpack), &mut context)).unwrap())
+    });
+    decode.finish();
+}
+
+/// The mean time of one criterion measurement, in nanoseconds.
+fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let path = output_dir().join(group).join(id).join("new/estimates.json");
+    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    estimates["mean"]["point_estimate"].as_f64()
+}
+
+fn report() {
+    println!(
+        "\n{:<18} {:<16} {:>10} {:>14} {:>8}",
+        "group", "measurement", "ns/msg", "msgs/s/core", "ratio"
+    );
+    for group in ["encode", "decode_dispatch"] {
+        let Some(baseline) = mean_ns(group, "serde_json") else {
+            continue;
+        };
+        for id in ["serde_json", "logpipe_json", "logpipe_msgpack"] {
+            if let Some(ns) = mean_ns(group, id) {
+                println!(
+                    "{group:<18} {id:<16} {ns:>10.1} {:>14.0} {:>7.2}x",
+                    1e9 / ns,
+                    ns / baseline
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .output_directory(&output_dir())
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
+    report();
+}

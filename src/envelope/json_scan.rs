@@ -1,0 +1,323 @@
+//! Fast paths for reading JSON envelopes of the usual shape.
+//!
+//! Producers write `{"type":"..","version":N,"message":..,"producer":".."}`.
+//! - [`scan_prefix`] and [`scan_suffix`] read that exact key order around a message that
+//!   the handler's type parses straight from the body: one pass in all.
+//! - [`scan`] reads the same keys in any order, finding the bounds of `message` by its
+//!   quotes and brackets, without parsing it.
+//!
+//! Anything else (escapes in these strings, other keys, repeated keys, a version that is
+//! not plain digits, bad syntax) returns `None`, and the full parser decides.
+
+/// The fields of an envelope of the usual shape. `message` is not validated.
+pub(super) struct Fields<'a> {
+    pub(super) message_type: &'a str,
+    pub(super) version: u64,
+    pub(super) message: &'a [u8],
+    pub(super) producer: Option<&'a str>,
+}
+
+pub(super) fn scan(body: &[u8]) -> Option<Fields<'_>> {
+    let mut scanner = Scanner { bytes: body, at: 0 };
+    let (mut message_type, mut version, mut message, mut producer) = (None, None, None, None);
+    scanner.whitespace();
+    scanner.expect(b'{')?;
+    loop {
+        scanner.whitespace();
+        let key = scanner.plain_string()?;
+        scanner.whitespace();
+        scanner.expect(b':')?;
+        scanner.whitespace();
+        let slot_taken = match key {
+            "type" => message_type.replace(scanner.plain_string()?).is_some(),
+            "version" => version.replace(scanner.version()?).is_some(),
+            "message" => message.replace(scanner.value()?).is_some(),
+            "producer" => producer.replace(scanner.plain_string()?).is_some(),
+            _ => return None,
+        };
+        if slot_taken {
+            return None;
+        }
+        scanner.whitespace();
+        match scanner.next()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    scanner.whitespace();
+    if scanner.at != body.len() {
+        return None;
+    }
+    Some(Fields {
+        message_type: message_type?,
+        version: version?,
+        message: message?,
+        producer,
+    })
+}
+
+/// The start of an envelope in the order producers write it, up to its message:
+/// `{"type":"..","version":N,"message":`.
+pub(crate) struct Prefix<'a> {
+    pub(crate) message_type: &'a str,
+    pub(crate) version: u64,
+    /// Where the message starts in the body.
+    pub(crate) message_start: usize,
+}
+
+/// Reads the start of an envelope written in the usual key order.
+pub(crate) fn scan_prefix(body: &[u8]) -> Option<Prefix<'_>> {
+    let mut scanner = Scanner { bytes: body, at: 0 };
+    scanner.whitespace();
+    scanner.expect(b'{')?;
+    scanner.key("type")?;
+    let message_type = scanner.plain_string()?;
+    scanner.whitespace();
+    scanner.expect(b',')?;
+    scanner.key("version")?;
+    let version = scanner.version()?;
+    scanner.whitespace();
+    scanner.expect(b',')?;
+    scanner.key("message")?;
+    Some(Prefix {
+        message_type,
+        version,
+        message_start: scanner.at,
+    })
+}
+
+/// Reads the end of an envelope after its message: `}` or `,"producer":".."}`, with
+/// nothing after. Returns the producer, or `None` for anything else.
+pub(crate) fn scan_suffix(rest: &[u8]) -> Option<Option<&str>> {
+    let mut scanner = Scanner { bytes: rest, at: 0 };
+    scanner.whitespace();
+    let producer = match scanner.next()? {
+        b'}' => None,
+        b',' => {
+            scanner.key("producer")?;
+            let producer = scanner.plain_string()?;
+            scanner.whitespace();
+            scanner.expect(b'}')?;
+            Some(producer)
+        }
+        _ => return None,
+    };
+    scanner.whitespace();
+    (scanner.at == rest.len()).then_some(producer)
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    fn whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    /// `"name":` with whitespace around, then any whitespace before the value.
+    fn key(&mut self, name: &str) -> Option<()> {
+        self.whitespace();
+        (self.plain_string()? == name).then_some(())?;
+        self.whitespace();
+        self.expect(b':')?;
+        self.whitespace();
+        Some(())
+    }
+
+    /// A string with no escapes and no control characters.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let length = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
+        let text = &self.bytes[start..start + length];
+        self.at = start + length;
+        self.expect(b'"')?;
+        if text.iter().any(|&b| b < 0x20) {
+            return None;
+        }
+        std::str::from_utf8(text).ok()
+    }
+
+    /// A JSON integer without sign, fraction or exponent that fits in a `u64`.
+    fn version(&mut self) -> Option<u64> {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+
+    /// The bounds of one value, found by matching quotes and brackets only.
+    fn value(&mut self) -> Option<&'a [u8]> {
+        let start = self.at;
+        match self.peek()? {
+            b'"' => self.skip_string()?,
+            b'{' | b'[' => self.skip_nested()?,
+            _ => {
+                while self.peek().is_some_and(|b| {
+                    !matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+                }) {
+                    self.at += 1;
+                }
+            }
+        }
+        (self.at > start).then(|| &self.bytes[start..self.at])
+    }
+
+    fn skip_nested(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            let offset = self.bytes[self.at..]
+                .iter()
+                .position(|b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))?;
+            self.at += offset;
+            match self.bytes[self.at] {
+                b'"' => {
+                    self.skip_string()?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                _ => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.at += 1;
+                        return Some(());
+                    }
+                }
+            }
+            self.at += 1;
+        }
+    }
+
+    fn skip_string(&mut self) -> Option<()> {
+        self.at += 1;
+        loop {
+            let offset = memchr::memchr2(b'"', b'\\', &self.bytes[self.at..])?;
+            self.at += offset + 1;
+            if self.bytes[self.at - 1] == b'"' {
+                return Some(());
+            }
+            self.at += 1; // the escaped character
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_and_suffix_frame_the_message_of_the_usual_order() {
+        let body = br#" { "type" : "t", "version": 3 ,"message": {"a":1} , "producer":"p" } "#;
+        let prefix = scan_prefix(body).unwrap();
+        assert_eq!((prefix.message_type, prefix.version), ("t", 3));
+        assert_eq!(
+            &body[prefix.message_start..prefix.message_start + 7],
+            br#"{"a":1}"#
+        );
+        assert_eq!(
+            scan_suffix(&body[prefix.message_start + 7..]),
+            Some(Some("p"))
+        );
+        assert_eq!(scan_suffix(b"}"), Some(None));
+        for suffix in [
+            &b""[..],
+            b"}}",
+            b",\"trace\":\"x\"}",
+            b",\"producer\":null}",
+            b"} x",
+        ] {
+            assert_eq!(
+                scan_suffix(suffix),
+                None,
+                "{}",
+                String::from_utf8_lossy(suffix)
+            );
+        }
+        assert!(scan_prefix(br#"{"version":1,"type":"t","message":1}"#).is_none());
+    }
+
+    #[test]
+    fn reads_the_usual_shape_in_any_key_order_with_whitespace() {
+        let fields =
+            scan(br#" { "message" : {"a":[1,"]}"]} , "version":12,"type":"t","producer":"p" } "#)
+                .unwrap();
+        assert_eq!(
+            (fields.message_type, fields.version, fields.producer),
+            ("t", 12, Some("p"))
+        );
+        assert_eq!(fields.message, br#"{"a":[1,"]}"]}"#);
+    }
+
+    #[test]
+    fn finds_scalar_and_string_messages() {
+        for (body, message) in [
+            (
+                &br#"{"type":"t","version":1,"message":-1.5e3}"#[..],
+                &b"-1.5e3"[..],
+            ),
+            (
+                br#"{"type":"t","version":1,"message":"a\"b"}"#,
+                br#""a\"b""#,
+            ),
+            (
+                br#"{"type":"t","version":1,"message":null,"producer":"p"}"#,
+                b"null",
+            ),
+            (br#"{"message":[],"type":"t","version":0}"#, b"[]"),
+        ] {
+            assert_eq!(
+                scan(body).unwrap().message,
+                message,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn leaves_everything_unusual_to_the_full_parser() {
+        for body in [
+            &br#"{"type":"t","version":1}"#[..],
+            br#"{"type":"t\u0062","version":1,"message":1}"#,
+            br#"{"type":"t","version":1,"message":1,"trace":"x"}"#,
+            br#"{"type":"t","type":"u","version":1,"message":1}"#,
+            br#"{"type":"t","version":1.0,"message":1}"#,
+            br#"{"type":"t","version":"1","message":1}"#,
+            br#"{"type":"t","version":01,"message":1}"#,
+            br#"{"type":"t","version":99999999999999999999,"message":1}"#,
+            br#"{"type":"t","version":1,"message":1,"producer":null}"#,
+            br#"{"type":"t","version":1,"message":{"a":1}"#,
+            br#"{"type":"t","version":1,"message":1}x"#,
+            br#"{"type":"t","version":1,"message":"unterminated}"#,
+            b"[1,2]",
+            b"",
+            b"{}",
+        ] {
+            assert!(scan(body).is_none(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

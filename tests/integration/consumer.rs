@@ -1,0 +1,606 @@
+//! The consumer on the embedded log: skipping, retrying, strict mode, dead-lettering,
+//! batched positions, restarts and the minimum message lag.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::consumer::{BadRecordPolicy, HandlerErrorPolicy};
+use logpipe::dead_letter::{
+    DeadLetter, HEADER_PARTITION, HEADER_POSITION, HEADER_REASON, HEADER_STREAM,
+};
+use logpipe::embedded::EmbeddedLog;
+use logpipe::offsets::{MemoryOffsetStore, SqliteOffsetStore};
+use logpipe::{
+    BoxError, Consumer, ConsumerOptions, Context, Error, Message, Position, Producer, Registry,
+    RegistryError, handler_fn,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Seen, decode_vectors, read_records, vectors_registry, wait_until};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct PersonV1 {
+    uuid: String,
+}
+
+fn person(uuid: &str) -> PersonV1 {
+    PersonV1 {
+        uuid: uuid.to_owned(),
+    }
+}
+
+type Handled = Arc<Mutex<Vec<(String, i64)>>>;
+
+/// A registry whose person handler records (uuid, offset), failing for `fail_uuid`
+/// while `failures_left` is above zero.
+fn people_registry(
+    handled: &Handled,
+    fail_uuid: Option<&str>,
+    failures_left: Arc<AtomicU32>,
+) -> Registry {
+    let handled = Arc::clone(handled);
+    let fail_uuid = fail_uuid.map(str::to_owned);
+    Registry::builder()
+        .handle(handler_fn(move |person: PersonV1, context: Context| {
+            let should_fail = fail_uuid.as_deref() == Some(person.uuid.as_str())
+                && failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if !should_fail {
+                let Position::Offset(offset) = context.position else {
+                    unreachable!()
+                };
+                handled.lock().unwrap().push((person.uuid, offset));
+            }
+            async move {
+                if should_fail {
+                    Err::<(), BoxError>("database unavailable".into())
+                } else {
+                    Ok(())
+                }
+            }
+        }))
+        .ignore("audit")
+        .build()
+        .unwrap()
+}
+
+fn always_ok(handled: &Handled) -> Registry {
+    people_registry(handled, None, Arc::new(AtomicU32::new(0)))
+}
+
+/// A one-partition stream in a new in-memory log, so positions are easy to follow.
+async fn log_with_stream(stream: &str) -> EmbeddedLog {
+    let log = EmbeddedLog::open_in_memory().unwrap();
+    log.create_stream(stream, 1).await.unwrap();
+    log
+}
+
+async fn send_raw(log: &EmbeddedLog, stream: &str, value: &[u8]) {
+    let record = OutgoingRecord {
+        stream: stream.into(),
+        key: None,
+        value: value.to_vec(),
+        headers: vec![],
+    };
+    log.send(record).await.unwrap();
+}
+
+fn fast_options() -> ConsumerOptions {
+    ConsumerOptions {
+        retry_backoff_ms: 1,
+        commit_interval_ms: 10,
+        ..ConsumerOptions::default()
+    }
+}
+
+/// Runs `consumer` until `condition` holds, then shuts it down and returns how it ended.
+async fn run_until<B, S>(
+    consumer: Consumer<B, S>,
+    what: &str,
+    condition: impl FnMut() -> bool,
+) -> Result<(), Error>
+where
+    B: logpipe::backend::ConsumerBackend,
+    S: logpipe::offsets::OffsetStore,
+{
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    wait_until(what, WAIT, condition).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the consumer stops on shutdown")
+        .unwrap()
+}
+
+fn stored_offset(store: &MemoryOffsetStore, group: &str) -> Option<i64> {
+    match store.positions(group).as_slice() {
+        [] => None,
+        [(_, Position::Offset(offset))] => Some(*offset),
+        other => panic!("unexpected positions {other:?}"),
+    }
+}
+
+fn counter(
+    snapshot: &[(
+        metrics_util::CompositeKey,
+        Option<metrics::Unit>,
+        Option<metrics::SharedString>,
+        DebugValue,
+    )],
+    name: &str,
+    label: (&str, &str),
+) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| {
+            key.key().name() == name && key.key().labels().any(|l| (l.key(), l.value()) == label)
+        })
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name} is not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn every_vector_record_is_handled_or_skipped_counted_and_its_position_stored() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let vectors = decode_vectors();
+    let last = i64::try_from(vectors.len() - 1).unwrap();
+    let seen = Seen::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let log = log_with_stream("vectors").await;
+            for vector in &vectors {
+                send_raw(&log, "vectors", &vector.value()).await;
+            }
+            let store = MemoryOffsetStore::new();
+            let consumer = Consumer::new(
+                log.consumer(["vectors"]),
+                store.clone(),
+                vectors_registry(&seen),
+                "g",
+            )
+            .with_options(fast_options());
+            run_until(consumer, "the last record's position is stored", || {
+                stored_offset(&store, "g") == Some(last)
+            })
+            .await
+            .unwrap();
+            store
+        })
+    });
+    assert_eq!(store.positions("g").len(), 1);
+    let ok = vectors.iter().filter(|v| v.expect.outcome == "ok").count();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        ok,
+        "every ok vector is handled once"
+    );
+    let snapshot = snapshotter.snapshot().into_vec();
+    assert_eq!(
+        counter(
+            &snapshot,
+            "logpipe_records_handled_total",
+            ("type", "us-state")
+        ),
+        ok as u64
+    );
+    for reason in [
+        "malformed",
+        "invalid_envelope",
+        "unknown_type",
+        "unknown_version",
+        "ignored",
+        "validation",
+    ] {
+        let expected = vectors
+            .iter()
+            .filter(|v| v.expected_skip() == Some(reason))
+            .count() as u64;
+        let counted = counter(
+            &snapshot,
+            "logpipe_records_skipped_total",
+            ("reason", reason),
+        );
+        assert_eq!(counted, expected, "records skipped as {reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_then_stops_and_its_record_is_handled_on_the_next_run() {
+    let log = log_with_stream("people").await;
+    let producer = Producer::new(log.clone(), "people");
+    for uuid in ["a", "b", "c"] {
+        producer.send(&person(uuid)).await.unwrap();
+    }
+    let store = MemoryOffsetStore::new();
+    let handled = Handled::default();
+    let options = ConsumerOptions {
+        max_retries: 2,
+        ..fast_options()
+    };
+
+    let failing = people_registry(&handled, Some("b"), Arc::new(AtomicU32::new(u32::MAX)));
+    let consumer = Consumer::new(log.consumer(["people"]), store.clone(), failing, "g")
+        .with_options(options.clone());
+    let outcome = tokio::time::timeout(WAIT, consumer.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    match &outcome {
+        Err(Error::Handler {
+            position,
+            attempts,
+            message_type,
+            ..
+        }) => {
+            assert_eq!(
+                (position, *attempts, *message_type),
+                (&Position::Offset(1), 3, "person")
+            );
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    let source = std::error::Error::source(outcome.as_ref().unwrap_err())
+        .unwrap()
+        .to_string();
+    assert_eq!(source, "database unavailable");
+    assert_eq!(*handled.lock().unwrap(), vec![("a".to_owned(), 0)]);
+    assert_eq!(
+        stored_offset(&store, "g"),
+        Some(0),
+        "the failed record's position is not stored"
+    );
+
+    let consumer = Consumer::new(
+        log.consumer(["people"]),
+        store.clone(),
+        always_ok(&handled),
+        "g",
+    )
+    .with_options(options);
+    run_until(consumer, "c is handled", || {
+        handled.lock().unwrap().len() == 3
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![
+            ("a".to_owned(), 0),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 2)
+        ]
+    );
+    assert_eq!(stored_offset(&store, "g"), Some(2));
+}
+
+#[tokio::test]
+async fn a_handler_that_recovers_within_its_retries_handles_the_record_once() {
+    let log = log_with_stream("people").await;
+    Producer::new(log.clone(), "people")
+        .send(&person("a"))
+        .await
+        .unwrap();
+    let (store, handled) = (MemoryOffsetStore::new(), Handled::default());
+    let registry = people_registry(&handled, Some("a"), Arc::new(AtomicU32::new(2)));
+    let consumer = Consumer::new(log.consumer(["people"]), store.clone(), registry, "g")
+        .with_options(ConsumerOptions {
+            max_retries: 2,
+            ..fast_options()
+        });
+    run_until(consumer, "a is handled", || {
+        !handled.lock().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    assert_eq!(*handled.lock().unwrap(), vec![("a".to_owned(), 0)]);
+    assert_eq!(stored_offset(&store, "g"), Some(0));
+}
+
+#[tokio::test]
+async fn strict_mode_returns_a_bad_record_as_an_error_and_does_not_store_its_position() {
+    let log = log_with_stream("people").await;
+    Producer::new(log.clone(), "people")
+        .send(&person("a"))
+        .await
+        .unwrap();
+    send_raw(
+        &log,
+        "people",
+        br#"json:{"type":"audit","version":1,"message":{}}"#,
+    )
+    .await;
+    send_raw(&log, "people", b"json:{not json").await;
+    Producer::new(log.clone(), "people")
+        .send(&person("never"))
+        .await
+        .unwrap();
+    let (store, handled) = (MemoryOffsetStore::new(), Handled::default());
+    let consumer = Consumer::new(
+        log.consumer(["people"]),
+        store.clone(),
+        always_ok(&handled),
+        "g",
+    )
+    .with_options(ConsumerOptions {
+        strict: true,
+        ..fast_options()
+    });
+    let outcome = tokio::time::timeout(WAIT, consumer.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    match outcome {
+        Err(Error::Skipped {
+            position, reason, ..
+        }) => {
+            assert_eq!(
+                (position, reason.label()),
+                (Position::Offset(2), "malformed")
+            );
+        }
+        other => panic!("expected a strict-mode error, got {other:?}"),
+    }
+    assert_eq!(*handled.lock().unwrap(), vec![("a".to_owned(), 0)]);
+    // The ignored type before it is still skipped; the malformed record is not passed.
+    assert_eq!(stored_offset(&store, "g"), Some(1));
+}
+
+#[tokio::test]
+async fn bad_records_and_failing_handlers_are_dead_lettered_with_where_they_came_from() {
+    let log = log_with_stream("people").await;
+    send_raw(&log, "people", b"xml:<person/>").await;
+    Producer::new(log.clone(), "people")
+        .send(&person("broken"))
+        .await
+        .unwrap();
+    Producer::new(log.clone(), "people")
+        .send(&person("fine"))
+        .await
+        .unwrap();
+    let (store, handled) = (MemoryOffsetStore::new(), Handled::default());
+    let registry = people_registry(&handled, Some("broken"), Arc::new(AtomicU32::new(u32::MAX)));
+    let options = ConsumerOptions {
+        max_retries: 1,
+        on_bad_record: BadRecordPolicy::DeadLetter,
+        on_handler_error: HandlerErrorPolicy::DeadLetter,
+        ..fast_options()
+    };
+    let consumer = Consumer::new(log.consumer(["people"]), store.clone(), registry, "g")
+        .with_options(options)
+        .with_dead_letter(DeadLetter::new(log.clone(), "people.dead"));
+    run_until(consumer, "all positions are stored", || {
+        stored_offset(&store, "g") == Some(2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(*handled.lock().unwrap(), vec![("fine".to_owned(), 2)]);
+
+    let dead = read_records(&log, "people.dead", 2).await;
+    let originals = read_records(&log, "people", 3).await;
+    let header = |record: &logpipe::Record, name: &str| {
+        let header = record
+            .headers
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no {name} header"));
+        String::from_utf8(header.value.clone()).unwrap()
+    };
+    let mut dead: Vec<_> = dead
+        .iter()
+        .map(|r| {
+            (
+                header(r, HEADER_POSITION),
+                header(r, HEADER_REASON),
+                header(r, HEADER_STREAM),
+                header(r, HEADER_PARTITION),
+                r,
+            )
+        })
+        .collect();
+    dead.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        (&*dead[0].0, &*dead[0].1, &*dead[0].2, &*dead[0].3),
+        ("0", "malformed", "people", "0")
+    );
+    assert_eq!((&*dead[1].0, &*dead[1].1), ("1", "handler_error"));
+    assert_eq!(dead[0].4.value, originals[0].value);
+    assert_eq!(
+        (&dead[1].4.value, &dead[1].4.key),
+        (&originals[1].value, &originals[1].key)
+    );
+}
+
+#[tokio::test]
+async fn a_dead_letter_policy_without_a_dead_letter_stream_fails_at_start_naming_the_key() {
+    let log = log_with_stream("people").await;
+    let options = ConsumerOptions {
+        on_bad_record: BadRecordPolicy::DeadLetter,
+        ..fast_options()
+    };
+    let consumer = Consumer::new(
+        log.consumer(["people"]),
+        MemoryOffsetStore::new(),
+        always_ok(&Handled::default()),
+        "g",
+    )
+    .with_options(options);
+    let err = consumer.run(CancellationToken::new()).await.unwrap_err();
+    assert!(err.to_string().contains("dead_letter_stream"), "{err}");
+}
+
+#[tokio::test]
+async fn positions_are_stored_every_batch_and_on_shutdown() {
+    let log = log_with_stream("people").await;
+    let producer = Producer::new(log.clone(), "people");
+    for n in 0..25 {
+        producer.send(&person(&n.to_string())).await.unwrap();
+    }
+    let (store, handled) = (MemoryOffsetStore::new(), Handled::default());
+    let options = ConsumerOptions {
+        commit_every: 10,
+        commit_interval_ms: 3_600_000,
+        ..fast_options()
+    };
+    let consumer = Consumer::new(
+        log.consumer(["people"]),
+        store.clone(),
+        always_ok(&handled),
+        "g",
+    )
+    .with_options(options);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    wait_until("25 records are handled", WAIT, || {
+        handled.lock().unwrap().len() == 25
+    })
+    .await;
+    assert_eq!(
+        stored_offset(&store, "g"),
+        Some(19),
+        "two full batches stored, the rest pending"
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        stored_offset(&store, "g"),
+        Some(24),
+        "the rest is stored on shutdown"
+    );
+}
+
+/// Opens the log and positions in the file at `path` afresh (as a new process would),
+/// sends `count` people named `name-N` and consumes until `count` records are handled.
+async fn produce_and_consume_from_file(
+    path: &std::path::Path,
+    name: &str,
+    count: usize,
+    handled: &Handled,
+) {
+    let log = EmbeddedLog::open(path).unwrap();
+    let producer = Producer::new(log.clone(), "people");
+    for n in 0..count {
+        producer
+            .send(&person(&format!("{name}-{n}")))
+            .await
+            .unwrap();
+    }
+    handled.lock().unwrap().clear();
+    let store = SqliteOffsetStore::open(path).unwrap();
+    let consumer = Consumer::new(log.consumer(["people"]), store, always_ok(handled), "g")
+        .with_options(fast_options());
+    run_until(consumer, "the records are handled", || {
+        handled.lock().unwrap().len() == count
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_positions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.db");
+    let handled = Handled::default();
+    produce_and_consume_from_file(&path, "first", 10, &handled).await;
+    produce_and_consume_from_file(&path, "second", 5, &handled).await;
+    // Records are read in order, so a restart from the wrong place would show old ones.
+    let mut uuids: Vec<_> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(uuid, _)| uuid.clone())
+        .collect();
+    uuids.sort();
+    assert_eq!(
+        uuids,
+        ["second-0", "second-1", "second-2", "second-3", "second-4"]
+    );
+}
+
+#[tokio::test]
+async fn records_younger_than_the_minimum_lag_wait_for_it() {
+    let log = log_with_stream("people").await;
+    let handled_at = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&handled_at);
+    let registry = Registry::builder()
+        .handle(handler_fn(move |_: PersonV1, context: Context| {
+            seen.lock()
+                .unwrap()
+                .push((context.timestamp.unwrap(), SystemTime::now()));
+            async { Ok::<_, BoxError>(()) }
+        }))
+        .build()
+        .unwrap();
+    let consumer = Consumer::new(
+        log.consumer(["people"]),
+        MemoryOffsetStore::new(),
+        registry,
+        "g",
+    )
+    .with_options(ConsumerOptions {
+        min_message_lag_ms: 300,
+        ..fast_options()
+    });
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    let producer = Producer::new(log.clone(), "people");
+    for n in 0..3 {
+        producer.send(&person(&n.to_string())).await.unwrap();
+    }
+    wait_until("3 records are handled", WAIT, || {
+        handled_at.lock().unwrap().len() == 3
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    for (written, handled) in handled_at.lock().unwrap().iter() {
+        let lag = handled.duration_since(*written).unwrap();
+        assert!(
+            lag >= Duration::from_millis(300),
+            "handled {lag:?} after it was written"
+        );
+    }
+}
+
+#[test]
+fn a_registry_refuses_two_handlers_for_one_type_and_version() {
+    let twice = Registry::builder()
+        .handle(handler_fn(|_: PersonV1, _: Context| async {
+            Ok::<_, BoxError>(())
+        }))
+        .handle(handler_fn(|_: PersonV1, _: Context| async {
+            Ok::<_, BoxError>(())
+        }))
+        .build();
+    assert_eq!(
+        twice.unwrap_err(),
+        RegistryError::DuplicateHandler {
+            message_type: "person".into(),
+            version: 1
+        }
+    );
+    let both = Registry::builder()
+        .handle(handler_fn(|_: PersonV1, _: Context| async {
+            Ok::<_, BoxError>(())
+        }))
+        .ignore("person")
+        .build();
+    assert_eq!(
+        both.unwrap_err(),
+        RegistryError::HandledAndIgnored("person".into())
+    );
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, one module per area.
+
+mod support;
+
+mod cli;
+mod consumer;
+mod multi_consumer;
+mod processes;
+mod properties;
+mod vectors;

@@ -1,0 +1,251 @@
+//! Real processes sharing one `sqlite://` file: the example service (whose `main` is
+//! logpipe's `run_consumers`), the example producer, and the `run_consumers` binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use logpipe::embedded::EmbeddedLog;
+use logpipe::{Message, Producer};
+use serde::{Deserialize, Serialize};
+
+use crate::support::{program, wait_until_blocking};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A message type the example service ignores.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "audit", version = 1)]
+struct Audit {
+    n: u32,
+}
+
+fn service(db: &Path, extra_env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(program("people_service"));
+    command
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env_remove("LOGPIPE_CONFIG")
+        .current_dir(db.parent().unwrap())
+        .stdin(Stdio::null());
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn people_count(db: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(MAX(applied), 0) FROM people",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .unwrap_or((0, 0))
+}
+
+/// Records covered by the stored positions of `group`: the sum of (offset + 1).
+fn records_covered(db: &Path, group: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT COALESCE(SUM(position_offset + 1), 0) FROM logpipe_positions WHERE consumer_group = ?1",
+        [group],
+        |row| row.get(0),
+    )
+    .unwrap_or(0)
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+}
+
+fn wait_for_exit(child: &mut Child) -> ExitStatus {
+    let mut status = None;
+    wait_until_blocking("the process exits", WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+#[test]
+fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let producer = Command::new(program("people_producer"))
+        .arg("100")
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env_remove("LOGPIPE_CONFIG")
+        .status()
+        .unwrap();
+    assert!(producer.success());
+    // Ignored records have no handler writing their positions: only the consumer's own
+    // commits store them. Commits by count or time are pushed out of reach here, so the
+    // positions past them can only come from the commit on shutdown.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let producer = Producer::new(EmbeddedLog::open(&db).unwrap(), "people");
+        for n in 0..20 {
+            producer.send(&Audit { n }).await.unwrap();
+        }
+    });
+    let mut child = service(
+        &db,
+        &[
+            ("LOGPIPE_CONSUMER__COMMIT_EVERY", "1000000"),
+            ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "3600000"),
+            ("RUST_LOG", "logpipe=debug"),
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let ignored = Arc::new(AtomicUsize::new(0));
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let seen = Arc::clone(&ignored);
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            if line.contains("ignored message type") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            log.push(line);
+        }
+        log
+    });
+    wait_until_blocking("100 people are stored and 20 audits skipped", WAIT, || {
+        people_count(&db).0 == 100 && ignored.load(Ordering::SeqCst) == 20
+    });
+    assert_eq!(
+        records_covered(&db, "people_table"),
+        100,
+        "only the handlers' own position writes so far"
+    );
+    terminate(&child);
+    let status = wait_for_exit(&mut child);
+    let log = reader.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status; log:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(
+        records_covered(&db, "people_table"),
+        120,
+        "every record read is covered by a stored position"
+    );
+    assert!(
+        log.iter().any(|line| line.contains("SIGTERM received")),
+        "{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_duplicates_nothing() {
+    const PEOPLE: i64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let mut consumer = service(&db, &[]).stderr(Stdio::null()).spawn().unwrap();
+    let mut producer = Command::new(program("people_producer"))
+        .arg(PEOPLE.to_string())
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env_remove("LOGPIPE_CONFIG")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    wait_until_blocking("the consumer has handled some people", WAIT, || {
+        people_count(&db).0 >= 300
+    });
+    consumer.kill().unwrap(); // SIGKILL: no chance to store anything on the way out
+    consumer.wait().unwrap();
+    let at_kill = people_count(&db).0;
+    assert!(
+        at_kill < PEOPLE,
+        "the consumer was killed before it finished"
+    );
+
+    let mut consumer = service(&db, &[]).stderr(Stdio::null()).spawn().unwrap();
+    assert!(
+        wait_for_exit(&mut producer).success(),
+        "the producer sent everything"
+    );
+    wait_until_blocking("every person is stored", WAIT, || {
+        people_count(&db).0 == PEOPLE
+    });
+    terminate(&consumer);
+    assert_eq!(wait_for_exit(&mut consumer).code(), Some(0));
+
+    let (count, most_applied) = people_count(&db);
+    assert_eq!(count, PEOPLE, "no person lost");
+    assert_eq!(
+        most_applied, 1,
+        "no message applied twice, even across the kill"
+    );
+    assert_eq!(records_covered(&db, "people_table"), PEOPLE);
+}
+
+#[test]
+fn run_consumers_with_a_bad_config_value_exits_78_naming_the_key_and_variable() {
+    let output = Command::new(program("run_consumers"))
+        .env("LOGPIPE_CONSUMER__MAX_RETRIES", "lots")
+        .env_remove("LOGPIPE_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("consumer.max_retries") && stderr.contains("LOGPIPE_CONSUMER__MAX_RETRIES"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_consumers_with_a_missing_config_file_exits_78_naming_the_file() {
+    let output = Command::new(program("run_consumers"))
+        .args(["--config", "/nonexistent/logpipe.toml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("/nonexistent/logpipe.toml"), "{stderr}");
+}
+
+#[test]
+fn run_consumers_with_no_registered_consumers_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(program("run_consumers"))
+        .env("LOGPIPE_BACKEND", "memory://")
+        .env_remove("LOGPIPE_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no consumers are registered"), "{stderr}");
+}
+
+#[test]
+fn the_service_lists_its_registered_consumers() {
+    let output = Command::new(program("people_service"))
+        .arg("--list")
+        .env_remove("LOGPIPE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "people_table\n");
+}
