@@ -82,6 +82,11 @@ pub use multi::MultiConsumer;
 pub use producer::Producer;
 pub use registry::{Registry, RegistryError, SkipReason};
 
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
+
 /// A boxed error, as handlers return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
