@@ -218,3 +218,19 @@ pub fn vectors_registry(seen: &Seen) -> Registry {
         .build()
         .unwrap()
 }
+
+/// The address that a `tests/services` script put in the variable `var` (run the tests
+/// under `tests/services/run`). Without it the calling test is skipped with a message,
+/// except under `CI=true`, where a missing service fails the run.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("{var} is not set under CI=true: run the tests under tests/services/run")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run the tests under tests/services/run)");
+            None
+        }
+    }
+}
