@@ -14,6 +14,9 @@ use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreErr
 pub enum AnyBackend {
     /// `sqlite://` or `memory://`.
     Embedded(EmbeddedLog),
+    /// `kafka://`.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::KafkaClient),
 }
 
 impl AnyBackend {
@@ -29,15 +32,52 @@ impl AnyBackend {
                 AnyBackend::Embedded(EmbeddedLog::open_with(path, options)?)
             }
             BackendUrl::Memory => AnyBackend::Embedded(EmbeddedLog::open_in_memory_with(options)?),
+            #[cfg(feature = "kafka")]
+            BackendUrl::Kafka(brokers) => {
+                AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
+            }
+            #[cfg(not(feature = "kafka"))]
+            BackendUrl::Kafka(_) => {
+                return Err(BackendError::new(
+                    crate::backend::BackendErrorKind::Other,
+                    "this program was built without the `kafka` feature",
+                ));
+            }
         })
     }
 
-    /// A consumer backend reading `streams`.
-    pub fn consumer(&self, streams: &[String]) -> AnyConsumer {
-        match self {
+    /// A consumer backend reading `streams` for consumer group `group` (Kafka consumers
+    /// join the group; the embedded log has no groups).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the consumer cannot be created.
+    pub fn consumer(&self, group: &str, streams: &[String]) -> Result<AnyConsumer, BackendError> {
+        let _ = group;
+        Ok(match self {
             AnyBackend::Embedded(log) => {
                 AnyConsumer::Embedded(log.consumer(streams.iter().map(String::as_str)))
             }
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => {
+                AnyConsumer::Kafka(crate::kafka::consumer(client, group, streams)?)
+            }
+        })
+    }
+
+    /// The offset store `config` names, sharing this backend where the store lives in it
+    /// (Kafka consumer-group commits go through the consumers of this backend).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when it cannot be opened.
+    pub fn offset_store(&self, config: &Config) -> Result<AnyOffsetStore, StoreError> {
+        match (self, config.offset_store_url()) {
+            #[cfg(feature = "kafka")]
+            (AnyBackend::Kafka(client), OffsetStoreUrl::Kafka) => {
+                Ok(AnyOffsetStore::Kafka(client.offsets()))
+            }
+            _ => AnyOffsetStore::open(config),
         }
     }
 }
@@ -46,12 +86,16 @@ impl ProducerBackend for AnyBackend {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.send(record).await,
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => ProducerBackend::send(client, record).await,
         }
     }
 
     async fn flush(&self) -> Result<(), BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.flush().await,
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => ProducerBackend::flush(client).await,
         }
     }
 }
@@ -62,12 +106,17 @@ impl ProducerBackend for AnyBackend {
 pub enum AnyConsumer {
     /// Of the embedded log.
     Embedded(EmbeddedConsumer),
+    /// Of Kafka.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::KafkaConsumerBackend),
 }
 
 impl ConsumerBackend for AnyConsumer {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.next_event().await,
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.next_event().await,
         }
     }
 
@@ -78,6 +127,8 @@ impl ConsumerBackend for AnyConsumer {
     ) -> Result<(), BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.seek(partition, after).await,
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.seek(partition, after).await,
         }
     }
 }
@@ -90,10 +141,14 @@ pub enum AnyOffsetStore {
     Sqlite(SqliteOffsetStore),
     /// `memory://`.
     Memory(MemoryOffsetStore),
+    /// `kafka://`: commits to the consumer group.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::GroupOffsets),
 }
 
 impl AnyOffsetStore {
-    /// Opens the configured store (see [`Config::offset_store_url`]).
+    /// Opens the configured store (see [`Config::offset_store_url`]). A store that lives
+    /// in the backend (`kafka://`) comes from [`AnyBackend::offset_store`] instead.
     ///
     /// # Errors
     ///
@@ -102,6 +157,16 @@ impl AnyOffsetStore {
         Ok(match config.offset_store_url() {
             OffsetStoreUrl::Sqlite(path) => AnyOffsetStore::Sqlite(SqliteOffsetStore::open(path)?),
             OffsetStoreUrl::Memory => AnyOffsetStore::Memory(MemoryOffsetStore::new()),
+            OffsetStoreUrl::Kafka => {
+                return Err(StoreError::Backend {
+                    group: String::new(),
+                    action: "loaded",
+                    source: BackendError::new(
+                        crate::backend::BackendErrorKind::Other,
+                        "kafka:// positions live in the consumer group; open the store with AnyBackend::offset_store",
+                    ),
+                });
+            }
         })
     }
 }
@@ -115,6 +180,8 @@ impl OffsetStore for AnyOffsetStore {
         match self {
             AnyOffsetStore::Sqlite(store) => store.load(group, partition).await,
             AnyOffsetStore::Memory(store) => store.load(group, partition).await,
+            #[cfg(feature = "kafka")]
+            AnyOffsetStore::Kafka(store) => store.load(group, partition).await,
         }
     }
 
@@ -126,6 +193,8 @@ impl OffsetStore for AnyOffsetStore {
         match self {
             AnyOffsetStore::Sqlite(store) => store.store(group, positions).await,
             AnyOffsetStore::Memory(store) => store.store(group, positions).await,
+            #[cfg(feature = "kafka")]
+            AnyOffsetStore::Kafka(store) => store.store(group, positions).await,
         }
     }
 }
