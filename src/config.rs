@@ -366,7 +366,8 @@ impl Config {
     }
 
     /// Builds the configuration from a parsed file and environment variables (only
-    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` excepted).
+    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and the test services'
+    /// `LOGPIPE_TEST_*` excepted).
     ///
     /// # Errors
     ///
@@ -396,7 +397,8 @@ impl Config {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if var == CONFIG_FILE_VAR || key.is_empty() {
+            // `LOGPIPE_TEST_*` name the test services (tests/services), not settings.
+            if var == CONFIG_FILE_VAR || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
             let path: Vec<String> = key
@@ -613,6 +615,7 @@ mod tests {
                 ("LOGPIPE_PRODUCER_ID", "42"),
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
+                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
                 ("OTHER", "x"),
             ]),
         )

@@ -4,6 +4,8 @@ mod support;
 
 mod cli;
 mod consumer;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod multi_consumer;
 mod processes;
 mod properties;

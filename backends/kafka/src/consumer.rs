@@ -104,7 +104,12 @@ pub struct KafkaConsumer {
     /// The stream name of each topic read.
     streams: StreamNames,
     reset: Offset,
+    /// Says (by closing) that the polling thread has left the group.
+    left: std_mpsc::Receiver<()>,
 }
+
+/// How long dropping a consumer waits for it to leave its group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type StreamNames = Arc<Mutex<HashMap<String, Arc<str>>>>;
 
@@ -162,9 +167,16 @@ impl KafkaConsumer {
             assignment,
         });
         let name = format!("kafka-{group}");
+        let (left_tx, left) = std_mpsc::channel::<()>();
         std::thread::Builder::new()
             .name(name.chars().take(15).collect())
-            .spawn(move || poll_thread(&client, &consumer, &topics))
+            .spawn(move || {
+                poll_thread(&client, &consumer, &topics);
+                // The last owner closes the consumer, leaving the group; then `left_tx`
+                // is dropped, which is the signal.
+                drop(consumer);
+                drop(left_tx);
+            })
             .map_err(|_| KafkaError::Closed)?;
         Ok(Self {
             group: group.to_owned(),
@@ -175,6 +187,7 @@ impl KafkaConsumer {
             settings,
             streams,
             reset,
+            left,
         })
     }
 
@@ -240,9 +253,22 @@ impl KafkaConsumer {
 }
 
 impl Drop for KafkaConsumer {
+    /// Stops the polling thread and waits (at most ten seconds) until it has left the
+    /// group, so that a process that ends right after hands its partitions over at once
+    /// instead of after `session.timeout.ms`. On a multi-threaded Tokio runtime the wait
+    /// is done with `block_in_place`; on a current-thread runtime the consumer leaves in
+    /// the background.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.replies.send(Reply::Done);
+        let wait = || {
+            let _ = self.left.recv_timeout(LEAVE_TIMEOUT);
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => {}
+            Err(_) => wait(),
+        }
     }
 }
 
