@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logpipe::backend::{ConsumerBackend, ConsumerEvent};
@@ -18,6 +18,7 @@ use logpipe::{
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::processes::{people_count, terminate, wait_for_exit};
@@ -27,15 +28,18 @@ use crate::support::{decode_vectors, program, service, wait_until, wait_until_bl
 const WAIT: Duration = Duration::from_secs(90);
 
 /// Tests take it shared; the test that restarts the broker takes it alone.
-static BROKER: RwLock<()> = RwLock::new(());
+static BROKER: RwLock<()> = RwLock::const_new(());
 
 /// The broker's address and a share of it, or `None` (skip) when it is not running.
-fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
     let address = service("LOGPIPE_TEST_KAFKA")?;
-    let guard = BROKER
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Some((address, guard))
+    Some((address, BROKER.read().await))
+}
+
+/// The same, for tests that are not async.
+fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+    let address = service("LOGPIPE_TEST_KAFKA")?;
+    Some((address, BROKER.blocking_read()))
 }
 
 /// A name no other test or run uses.
@@ -203,7 +207,7 @@ fn seqs(seen: &Seen) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_round_trip_of_several_types_and_versions_keeps_each_keys_order() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("round-trip");
@@ -271,7 +275,7 @@ async fn kafka_round_trip_of_several_types_and_versions_keeps_each_keys_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_over_from_the_other() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("two-consumers");
@@ -396,7 +400,7 @@ async fn restart_resumes<S: OffsetStore + Clone>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_restart_resumes_from_positions_committed_to_the_group() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("resume-broker");
@@ -412,7 +416,7 @@ async fn kafka_restart_resumes_from_positions_committed_to_the_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_restart_resumes_from_positions_stored_in_sqlite() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("resume-sqlite");
@@ -427,7 +431,7 @@ async fn kafka_restart_resumes_from_positions_stored_in_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_a_missing_topic_is_an_error_naming_it() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("missing");
@@ -464,7 +468,7 @@ fn logpipe_error_text(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a_partition() {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker().await else {
         return;
     };
     let topic = unique("bad-records");
@@ -630,9 +634,7 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
         return;
     }
     // Alone: the other Kafka tests wait while the broker is down.
-    let _alone = BROKER
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _alone = BROKER.write().await;
     let topic = unique("broker-restart");
     create_topics(&brokers, &[&topic]).await;
     let client = client(&brokers);
@@ -708,7 +710,7 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
 #[test]
 fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
     const PEOPLE: i64 = 3000;
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker_blocking() else {
         return;
     };
     let prefix = format!("{}.", unique("kill"));
@@ -803,7 +805,7 @@ struct InteropV2 {
 /// The n-th person, as the Python script makes it: (version, key, message).
 fn interop_person(n: u32) -> (u64, String, serde_json::Value) {
     let uuid = format!("u-{}", n % 5);
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let person = InteropV1 {
             uuid: uuid.clone(),
             name: format!("Name {n} \u{e9}\u{2028}"),
@@ -818,7 +820,7 @@ fn interop_person(n: u32) -> (u64, String, serde_json::Value) {
             n,
             score: f64::from(n) / 4.0,
             tags: vec!["a".into(), "\u{e9}".into(), "\u{1f600}".into()],
-            active: n % 3 == 0,
+            active: n.is_multiple_of(3),
         };
         (2, uuid, serde_json::to_value(person).unwrap())
     }
@@ -878,7 +880,7 @@ LOGPIPE = {{
 const INTEROP_COUNT: u32 = 200;
 
 fn django_to_logpipe(format: &str) {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker_blocking() else {
         return;
     };
     let Some(python) = service("LOGPIPE_TEST_PYTHON") else {
@@ -972,7 +974,7 @@ fn django_to_logpipe(format: &str) {
 }
 
 fn logpipe_to_django(format: &str) {
-    let Some((brokers, _broker)) = broker() else {
+    let Some((brokers, _broker)) = broker_blocking() else {
         return;
     };
     let Some(python) = service("LOGPIPE_TEST_PYTHON") else {

@@ -60,7 +60,7 @@ pub enum KafkaError {
         message: String,
         /// The librdkafka error.
         #[source]
-        source: RdKafkaError,
+        source: Box<RdKafkaError>,
     },
     /// A client could not be created.
     #[error("cannot create the Kafka {role}")]
@@ -148,8 +148,8 @@ impl KafkaError {
     /// The librdkafka error code, when there is one.
     pub fn code(&self) -> Option<RDKafkaErrorCode> {
         match self {
-            KafkaError::Setting { source, .. }
-            | KafkaError::Client { source, .. }
+            KafkaError::Setting { source, .. } => source.rdkafka_error_code(),
+            KafkaError::Client { source, .. }
             | KafkaError::Metadata { source, .. }
             | KafkaError::CreateTopic { source, .. }
             | KafkaError::Delivery { source, .. }

@@ -182,7 +182,7 @@ impl KafkaSettings {
             layer,
             key,
             message,
-            source,
+            source: Box::new(source),
         }
     }
 }
