@@ -25,6 +25,8 @@ const EVENT_CAPACITY: usize = 4;
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tries of a commit that fails with a retriable error (coordinator moving, rebalance).
+const COMMIT_ATTEMPTS: u32 = 5;
 
 /// A partition of a stream: the stream name (without the topic prefix) and the partition.
 pub type StreamPartition = (Arc<str>, i32);
@@ -677,14 +679,30 @@ impl GroupOffsets {
                 })?;
         }
         for (consumer, list) in by_member {
-            tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-                .await
-                .map_err(|_| KafkaError::Closed)?
-                .map_err(|source| KafkaError::Offsets {
-                    group: group.to_owned(),
-                    action: "committed",
-                    source,
-                })?;
+            let mut wait = Duration::from_millis(50);
+            for attempt in 1.. {
+                let (consumer, list) = (Arc::clone(&consumer), list.clone());
+                let outcome =
+                    tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+                        .await
+                        .map_err(|_| KafkaError::Closed)?
+                        .map_err(|source| KafkaError::Offsets {
+                            group: group.to_owned(),
+                            action: "committed",
+                            source,
+                        });
+                match outcome {
+                    Err(error) if error.is_retriable() && attempt < COMMIT_ATTEMPTS => {
+                        tracing::warn!(group, attempt, %error, "commit failed; trying again");
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    outcome => {
+                        outcome?;
+                        break;
+                    }
+                }
+            }
         }
         Ok(())
     }

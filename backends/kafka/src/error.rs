@@ -180,6 +180,9 @@ impl KafkaError {
             | KafkaError::TopicNotFound { .. }
             | KafkaError::NotAssigned { .. }
             | KafkaError::Closed => false,
+            // A consumer reports passing trouble (a topic not yet in its metadata, a
+            // broker going away) this way and goes on reading; only refusals are final.
+            KafkaError::Consume { .. } => self.kind() != ErrorKind::Rejected,
             _ => self.code().is_some_and(code_is_retriable),
         }
     }
