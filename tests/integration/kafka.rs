@@ -1056,3 +1056,108 @@ fn kafka_logpipe_json_messages_are_read_by_django_logpipe() {
 fn kafka_logpipe_msgpack_messages_are_read_by_django_logpipe() {
     logpipe_to_django("msgpack");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partitions_added_to_a_topic_later_are_read_too() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("grows");
+    let mut one_partition = settings(&brokers);
+    one_partition.create_topics = true;
+    one_partition.topic_partitions = 1;
+    let client = KafkaClient::connect(one_partition).unwrap();
+    client
+        .ensure_topics(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), topic.as_str());
+    send_people(&producer, 0..6).await;
+    let seen = Seen::default();
+    let group = unique("grows");
+    let running = Running::start(&client, &group, &topic, client.offsets(), registry(&seen));
+    wait_until("the first partition is read", WAIT, || {
+        seen.lock().unwrap().len() >= 6
+    })
+    .await;
+
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let added = admin
+        .create_partitions(&[NewPartitions::new(&topic, 3)], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    // Written straight to the new partitions once the producer sees them.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (partition, seq) in [(1, 100), (2, 101)] {
+        let value = serde_json::to_vec(&serde_json::json!({
+            "type": "order", "version": 1, "message": {"seq": seq}
+        }))
+        .unwrap();
+        let value = [b"json:".as_slice(), &value].concat();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let record = FutureRecord::<(), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(&value);
+            match raw.send(record, Duration::from_secs(10)).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    assert!(tokio::time::Instant::now() < deadline, "{error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    wait_until(
+        "the records of the new partitions are handled",
+        WAIT,
+        || {
+            let seen = seen.lock().unwrap();
+            [100, 101]
+                .iter()
+                .all(|seq| seen.iter().any(|h| h.seq == *seq))
+        },
+    )
+    .await;
+    running.stop().await;
+    let partitions: BTreeSet<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.partition.clone())
+        .collect();
+    assert_eq!(partitions.len(), 3, "{partitions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_consumer_subscribed_by_pattern_reads_every_matching_topic() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let base = unique("pattern");
+    let (first, second) = (format!("{base}.a"), format!("{base}.b"));
+    create_topics(&brokers, &[&first, &second]).await;
+    let client = client(&brokers);
+    send_people(&Producer::new(client.clone(), first.as_str()), 0..10).await;
+    send_people(&Producer::new(client.clone(), second.as_str()), 10..20).await;
+    let seen = Seen::default();
+    let group = unique("pattern");
+    let pattern = format!("^{}\\..*", base.replace('-', "\\-"));
+    let running = Running::start(&client, &group, &pattern, client.offsets(), registry(&seen));
+    wait_until("both topics are read", WAIT, || {
+        seen.lock().unwrap().len() >= 20
+    })
+    .await;
+    running.stop().await;
+    let mut handled = seqs(&seen);
+    handled.sort_unstable();
+    assert_eq!(handled, (0..20).collect::<Vec<_>>());
+}

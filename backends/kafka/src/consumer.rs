@@ -25,8 +25,6 @@ const EVENT_CAPACITY: usize = 4;
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
-/// Tries of a commit that fails with a retriable error (coordinator moving, rebalance).
-const COMMIT_ATTEMPTS: u32 = 5;
 
 /// A partition of a stream: the stream name (without the topic prefix) and the partition.
 pub type StreamPartition = (Arc<str>, i32);
@@ -398,6 +396,16 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(error) = result {
+            tracing::warn!(%error, ?offsets, "committing offsets failed; a later commit covers them");
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -639,6 +647,12 @@ impl GroupOffsets {
     /// Commits, for each (stream, partition, next offset), the offset of the next record
     /// to read, through the consumers of `group` that hold the partitions.
     ///
+    /// The commit is sent without waiting for the broker's answer. librdkafka finishes
+    /// outstanding commits before it lets a rebalance go on or a consumer close, so the
+    /// offsets are committed before the partitions change hands; a failed commit is
+    /// logged, and the next one covers the same records (at worst, records are read
+    /// again, never skipped).
+    ///
     /// # Errors
     ///
     /// [`KafkaError::NotAssigned`] when no consumer of this client holds a partition;
@@ -679,30 +693,17 @@ impl GroupOffsets {
                 })?;
         }
         for (consumer, list) in by_member {
-            let mut wait = Duration::from_millis(50);
-            for attempt in 1.. {
-                let (consumer, list) = (Arc::clone(&consumer), list.clone());
-                let outcome =
-                    tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-                        .await
-                        .map_err(|_| KafkaError::Closed)?
-                        .map_err(|source| KafkaError::Offsets {
-                            group: group.to_owned(),
-                            action: "committed",
-                            source,
-                        });
-                match outcome {
-                    Err(error) if error.is_retriable() && attempt < COMMIT_ATTEMPTS => {
-                        tracing::warn!(group, attempt, %error, "commit failed; trying again");
-                        tokio::time::sleep(wait).await;
-                        wait *= 2;
-                    }
-                    outcome => {
-                        outcome?;
-                        break;
-                    }
-                }
-            }
+            // Sent without waiting: librdkafka finishes outstanding commits before a
+            // rebalance goes on and before the consumer closes, so positions are stored
+            // before partitions change hands. A failed commit is logged (see
+            // `commit_callback`); a later one covers the same records.
+            consumer
+                .commit(&list, CommitMode::Async)
+                .map_err(|source| KafkaError::Offsets {
+                    group: group.to_owned(),
+                    action: "committed",
+                    source,
+                })?;
         }
         Ok(())
     }
