@@ -138,6 +138,7 @@ impl KafkaConsumer {
         let (replies, reply_rx) = std_mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
+        let commits = Arc::new(Mutex::new(Commits::default()));
         let streams = StreamNames::default();
         let context = GroupContext {
             settings: Arc::clone(&settings),
@@ -145,6 +146,7 @@ impl KafkaConsumer {
             replies: Mutex::new(reply_rx),
             batch: Mutex::new(Vec::new()),
             assignment: Arc::clone(&assignment),
+            commits: Arc::clone(&commits),
             stopping: Arc::clone(&stopping),
             streams: Arc::clone(&streams),
         };
@@ -165,6 +167,7 @@ impl KafkaConsumer {
             group: group.to_owned(),
             consumer: Arc::downgrade(&consumer),
             assignment,
+            commits,
         });
         let name = format!("kafka-{group}");
         let (left_tx, left) = std_mpsc::channel::<()>();
@@ -172,6 +175,7 @@ impl KafkaConsumer {
             .name(name.chars().take(15).collect())
             .spawn(move || {
                 poll_thread(&client, &consumer, &topics);
+                send_commits(&consumer, true);
                 // The last owner closes the consumer, leaving the group; then `left_tx`
                 // is dropped, which is the signal.
                 drop(consumer);
@@ -260,6 +264,9 @@ impl Drop for KafkaConsumer {
     /// the background.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Unblocks a thread waiting for room for its next event, and one waiting for an
+        // answer to a rebalance.
+        self.events.close();
         let _ = self.replies.send(Reply::Done);
         let wait = || {
             let _ = self.left.recv_timeout(LEAVE_TIMEOUT);
@@ -287,6 +294,8 @@ struct GroupContext {
     batch: Mutex<Vec<KafkaRecord>>,
     /// The partitions assigned now (full topic names).
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
+    /// Offsets to commit.
+    commits: Arc<Mutex<Commits>>,
     stopping: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
@@ -401,8 +410,19 @@ impl ConsumerContext for GroupContext {
         result: rdkafka::error::KafkaResult<()>,
         offsets: &TopicPartitionList,
     ) {
+        let mut state = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight = false;
         if let Err(error) = result {
-            tracing::warn!(%error, ?offsets, "committing offsets failed; a later commit covers them");
+            tracing::warn!(%error, "committing offsets failed; trying again");
+            // Again with the next commit, unless newer offsets are waiting.
+            for element in offsets.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    state
+                        .waiting
+                        .entry((element.topic().to_owned(), element.partition()))
+                        .or_insert(offset);
+                }
+            }
         }
     }
 
@@ -448,6 +468,9 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.handshake(KafkaEvent::Revoked(self.partitions(tpl)));
+                // What the application stored for these partitions reaches the group
+                // before they are given up.
+                send_commits(consumer, true);
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -497,6 +520,7 @@ fn poll_thread(
     tracing::debug!(?topics, "subscribed");
     while !context.stopping.load(Ordering::SeqCst) {
         seek_now(consumer);
+        send_commits(consumer, false);
         match consumer.poll(POLL_WAIT) {
             None => continue,
             Some(Ok(message)) => {
@@ -551,6 +575,61 @@ struct Member {
     group: String,
     consumer: Weak<BaseConsumer<GroupContext>>,
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
+    commits: Arc<Mutex<Commits>>,
+}
+
+/// A member's commits: at most one on its way to the broker, the newest offsets waiting
+/// behind it (a commit takes a round trip to the group coordinator; sending one per
+/// batch would queue them up).
+#[derive(Default)]
+struct Commits {
+    in_flight: bool,
+    waiting: HashMap<(String, i32), i64>,
+}
+
+impl Commits {
+    fn take(&mut self) -> Option<TopicPartitionList> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in self.waiting.drain() {
+            // Only fails for an invalid offset, which `commit` never stores.
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        Some(list)
+    }
+}
+
+/// Sends the waiting offsets unless a commit is on its way; with `wait`, sends them
+/// anyway and waits for the answer.
+fn send_commits(consumer: &BaseConsumer<GroupContext>, wait: bool) {
+    let commits = &consumer.context().commits;
+    let list = {
+        let mut state = commits.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.in_flight && !wait {
+            return;
+        }
+        let Some(list) = state.take() else { return };
+        if !wait {
+            state.in_flight = true;
+        }
+        list
+    };
+    let mode = if wait {
+        CommitMode::Sync
+    } else {
+        CommitMode::Async
+    };
+    if let Err(error) = consumer.commit(&list, mode) {
+        tracing::warn!(%error, "committing offsets failed; they are read again after a restart");
+        if !wait {
+            commits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .in_flight = false;
+        }
+    }
 }
 
 /// Offsets committed to consumer groups, through the consumers of one [`KafkaClient`]
@@ -582,6 +661,26 @@ impl GroupOffsets {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         members.retain(|m| m.consumer.strong_count() > 0);
         members.push(member);
+    }
+
+    /// The live consumer of `group` holding `partition` of `topic`, and its commits.
+    fn holder(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Commits>>)> {
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members
+            .iter()
+            .filter(|m| m.group == group)
+            .filter(|m| {
+                m.assignment
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&(topic.to_owned(), partition))
+            })
+            .find_map(|m| Some((m.consumer.upgrade()?, Arc::clone(&m.commits))))
     }
 
     /// A live consumer of `group`, holding `partition` of `topic` when one is given.
@@ -663,47 +762,27 @@ impl GroupOffsets {
         group: &str,
         offsets: &[(&str, i32, i64)],
     ) -> Result<(), KafkaError> {
-        let mut by_member: Vec<(Arc<BaseConsumer<GroupContext>>, TopicPartitionList)> = Vec::new();
+        let mut members = Vec::new();
         for &(stream, partition, next) in offsets {
             let topic = self.settings.topic(stream);
-            let consumer = self
-                .member(group, Some((&topic, partition)))
-                .ok_or_else(|| KafkaError::NotAssigned {
-                    group: group.to_owned(),
-                    topic: topic.clone(),
-                    partition,
-                })?;
-            let index = match by_member
-                .iter()
-                .position(|(c, _)| Arc::ptr_eq(c, &consumer))
-            {
-                Some(index) => index,
-                None => {
-                    by_member.push((consumer, TopicPartitionList::new()));
-                    by_member.len() - 1
-                }
-            };
-            by_member[index]
-                .1
-                .add_partition_offset(&topic, partition, Offset::Offset(next))
-                .map_err(|source| KafkaError::Offsets {
-                    group: group.to_owned(),
-                    action: "committed",
-                    source,
-                })?;
+            let (consumer, commits) =
+                self.holder(group, &topic, partition)
+                    .ok_or_else(|| KafkaError::NotAssigned {
+                        group: group.to_owned(),
+                        topic: topic.clone(),
+                        partition,
+                    })?;
+            commits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .waiting
+                .insert((topic, partition), next);
+            if !members.iter().any(|m| Arc::ptr_eq(m, &consumer)) {
+                members.push(consumer);
+            }
         }
-        for (consumer, list) in by_member {
-            // Sent without waiting: librdkafka finishes outstanding commits before a
-            // rebalance goes on and before the consumer closes, so positions are stored
-            // before partitions change hands. A failed commit is logged (see
-            // `commit_callback`); a later one covers the same records.
-            consumer
-                .commit(&list, CommitMode::Async)
-                .map_err(|source| KafkaError::Offsets {
-                    group: group.to_owned(),
-                    action: "committed",
-                    source,
-                })?;
+        for consumer in members {
+            send_commits(&consumer, false);
         }
         Ok(())
     }
