@@ -138,7 +138,6 @@ impl KafkaConsumer {
         let (replies, reply_rx) = std_mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
-        let commits = Arc::new(Mutex::new(Commits::default()));
         let streams = StreamNames::default();
         let context = GroupContext {
             settings: Arc::clone(&settings),
@@ -146,7 +145,7 @@ impl KafkaConsumer {
             replies: Mutex::new(reply_rx),
             batch: Mutex::new(Vec::new()),
             assignment: Arc::clone(&assignment),
-            commits: Arc::clone(&commits),
+            commits: Mutex::new(Commits::default()),
             stopping: Arc::clone(&stopping),
             streams: Arc::clone(&streams),
         };
@@ -167,7 +166,6 @@ impl KafkaConsumer {
             group: group.to_owned(),
             consumer: Arc::downgrade(&consumer),
             assignment,
-            commits,
         });
         let name = format!("kafka-{group}");
         let (left_tx, left) = std_mpsc::channel::<()>();
@@ -295,7 +293,7 @@ struct GroupContext {
     /// The partitions assigned now (full topic names).
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
     /// Offsets to commit.
-    commits: Arc<Mutex<Commits>>,
+    commits: Mutex<Commits>,
     stopping: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
@@ -575,7 +573,6 @@ struct Member {
     group: String,
     consumer: Weak<BaseConsumer<GroupContext>>,
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
-    commits: Arc<Mutex<Commits>>,
 }
 
 /// A member's commits: at most one on its way to the broker, the newest offsets waiting
@@ -663,26 +660,6 @@ impl GroupOffsets {
         members.push(member);
     }
 
-    /// The live consumer of `group` holding `partition` of `topic`, and its commits.
-    fn holder(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Option<(Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Commits>>)> {
-        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        members
-            .iter()
-            .filter(|m| m.group == group)
-            .filter(|m| {
-                m.assignment
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .contains(&(topic.to_owned(), partition))
-            })
-            .find_map(|m| Some((m.consumer.upgrade()?, Arc::clone(&m.commits))))
-    }
-
     /// A live consumer of `group`, holding `partition` of `topic` when one is given.
     fn member(
         &self,
@@ -765,14 +742,16 @@ impl GroupOffsets {
         let mut members = Vec::new();
         for &(stream, partition, next) in offsets {
             let topic = self.settings.topic(stream);
-            let (consumer, commits) =
-                self.holder(group, &topic, partition)
-                    .ok_or_else(|| KafkaError::NotAssigned {
-                        group: group.to_owned(),
-                        topic: topic.clone(),
-                        partition,
-                    })?;
-            commits
+            let consumer = self
+                .member(group, Some((&topic, partition)))
+                .ok_or_else(|| KafkaError::NotAssigned {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    partition,
+                })?;
+            consumer
+                .context()
+                .commits
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .waiting
