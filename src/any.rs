@@ -6,6 +6,8 @@ use crate::backend::{
 };
 use crate::config::{BackendUrl, Config, OffsetStoreUrl};
 use crate::embedded::{EmbeddedConsumer, EmbeddedLog};
+#[cfg(feature = "kinesis")]
+use crate::kinesis::{KinesisBackend, KinesisConsumer};
 use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreError};
 
 /// The backend a [`Config`] names. Clones share connections.
@@ -14,6 +16,9 @@ use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreErr
 pub enum AnyBackend {
     /// `sqlite://` or `memory://`.
     Embedded(EmbeddedLog),
+    /// `kinesis://`.
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisBackend),
 }
 
 impl AnyBackend {
@@ -29,6 +34,21 @@ impl AnyBackend {
                 AnyBackend::Embedded(EmbeddedLog::open_with(path, options)?)
             }
             BackendUrl::Memory => AnyBackend::Embedded(EmbeddedLog::open_in_memory_with(options)?),
+            #[cfg(feature = "kinesis")]
+            BackendUrl::Kinesis { region, endpoint } => {
+                AnyBackend::Kinesis(KinesisBackend::connect(
+                    region.as_deref(),
+                    endpoint.as_deref(),
+                    config.kinesis.clone(),
+                )?)
+            }
+            #[cfg(not(feature = "kinesis"))]
+            BackendUrl::Kinesis { .. } => {
+                return Err(BackendError::new(
+                    crate::backend::BackendErrorKind::Rejected,
+                    "kinesis:// needs logpipe built with the `kinesis` feature",
+                ));
+            }
         })
     }
 
@@ -38,6 +58,20 @@ impl AnyBackend {
             AnyBackend::Embedded(log) => {
                 AnyConsumer::Embedded(log.consumer(streams.iter().map(String::as_str)))
             }
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => {
+                AnyConsumer::Kinesis(kinesis.consumer(streams.iter().map(String::as_str)))
+            }
+        }
+    }
+
+    /// The consumer group under which `group`'s positions are stored: `group` itself,
+    /// or `GROUP@REGION` on Kinesis (see [`KinesisBackend::group_in_region`]).
+    pub fn position_group(&self, group: String) -> String {
+        match self {
+            AnyBackend::Embedded(_) => group,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.group_in_region(&group),
         }
     }
 }
@@ -46,12 +80,16 @@ impl ProducerBackend for AnyBackend {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.send(record).await,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.send(record).await,
         }
     }
 
     async fn flush(&self) -> Result<(), BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.flush().await,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.flush().await,
         }
     }
 }
@@ -62,12 +100,17 @@ impl ProducerBackend for AnyBackend {
 pub enum AnyConsumer {
     /// Of the embedded log.
     Embedded(EmbeddedConsumer),
+    /// Of Kinesis.
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisConsumer),
 }
 
 impl ConsumerBackend for AnyConsumer {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.next_event().await,
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.next_event().await,
         }
     }
 
@@ -78,6 +121,8 @@ impl ConsumerBackend for AnyConsumer {
     ) -> Result<(), BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.seek(partition, after).await,
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.seek(partition, after).await,
         }
     }
 }

@@ -17,6 +17,10 @@
 //!
 //! [embedded]
 //! partitions = 4
+//!
+//! [kinesis]                            # for backend = "kinesis://?region=..&endpoint=.."
+//! start_at = "trim-horizon"            # or "latest", "at-timestamp" (start_timestamp_ms)
+//! write_mode = "batched"               # or "sequence-number-for-ordering"
 //! ```
 //!
 //! Every key can be set by an environment variable: `LOGPIPE_` and the key in capitals,
@@ -34,12 +38,15 @@ use serde::Deserialize;
 use crate::consumer::ConsumerOptions;
 use crate::embedded::EmbeddedOptions;
 use crate::envelope::Format;
+use crate::kinesis::KinesisOptions;
 
 /// The variable naming the configuration file.
 pub const CONFIG_FILE_VAR: &str = "LOGPIPE_CONFIG";
 /// The file read when neither `--config` nor `LOGPIPE_CONFIG` names one, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "logpipe.toml";
 const ENV_PREFIX: &str = "LOGPIPE_";
+/// Where a Kinesis backend stores positions unless `offset_store` says otherwise.
+const DEFAULT_KINESIS_OFFSET_STORE: &str = "logpipe.db";
 
 /// An error in the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +109,14 @@ pub enum BackendUrl {
     Sqlite(PathBuf),
     /// `memory://`: the embedded log in memory.
     Memory,
+    /// `kinesis://?region=REGION&endpoint=URL`: AWS Kinesis. Both parameters are
+    /// optional: the region defaults to `AWS_REGION`, the endpoint to AWS's.
+    Kinesis {
+        /// The AWS region.
+        region: Option<String>,
+        /// Another endpoint than AWS's, such as an emulator.
+        endpoint: Option<String>,
+    },
 }
 
 /// Where positions are stored, chosen by URL.
@@ -133,8 +148,9 @@ impl FromStr for BackendUrl {
         match split_url(url)? {
             ("sqlite", rest) => Ok(BackendUrl::Sqlite(sqlite_path(rest)?)),
             ("memory", "") => Ok(BackendUrl::Memory),
+            ("kinesis", rest) => kinesis_url(rest),
             (scheme, _) => Err(format!(
-                "unknown backend {scheme:?} (expected sqlite:// or memory://)"
+                "unknown backend {scheme:?} (expected sqlite://, memory:// or kinesis://)"
             )),
         }
     }
@@ -154,6 +170,38 @@ impl FromStr for OffsetStoreUrl {
     }
 }
 
+/// The part of `kinesis://?region=..&endpoint=..` after the scheme.
+fn kinesis_url(rest: &str) -> Result<BackendUrl, String> {
+    let query = match rest.split_once('?') {
+        Some(("", query)) => query,
+        None if rest.is_empty() => "",
+        _ => {
+            return Err(format!(
+                "kinesis://{rest} has a host; use kinesis://?region=REGION&endpoint=URL"
+            ));
+        }
+    };
+    let (mut region, mut endpoint) = (None, None);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("kinesis:// parameter {pair:?} has no value"))?;
+        if value.is_empty() {
+            return Err(format!("kinesis:// parameter {name:?} is empty"));
+        }
+        match name {
+            "region" => region = Some(value.to_owned()),
+            "endpoint" => endpoint = Some(value.to_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown kinesis:// parameter {name:?} (expected region or endpoint)"
+                ));
+            }
+        }
+    }
+    Ok(BackendUrl::Kinesis { region, endpoint })
+}
+
 macro_rules! deserialize_from_str {
     ($($ty:ty),*) => {$(
         impl<'de> Deserialize<'de> for $ty {
@@ -171,6 +219,17 @@ impl fmt::Display for BackendUrl {
         match self {
             BackendUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             BackendUrl::Memory => f.write_str("memory://"),
+            BackendUrl::Kinesis { region, endpoint } => {
+                f.write_str("kinesis://")?;
+                let params: Vec<String> = [("region", region), ("endpoint", endpoint)]
+                    .into_iter()
+                    .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+                    .collect();
+                if !params.is_empty() {
+                    write!(f, "?{}", params.join("&"))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -197,6 +256,8 @@ pub struct Config {
     pub consumer: ConsumerOptions,
     /// Embedded log settings.
     pub embedded: EmbeddedOptions,
+    /// Kinesis settings.
+    pub kinesis: KinesisOptions,
 }
 
 impl Default for Config {
@@ -210,6 +271,7 @@ impl Default for Config {
             dead_letter_stream: None,
             consumer: ConsumerOptions::default(),
             embedded: EmbeddedOptions::default(),
+            kinesis: KinesisOptions::default(),
         }
     }
 }
@@ -326,6 +388,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.consumer.validate("consumer.")?;
+        self.kinesis.validate("kinesis.")?;
         if self.embedded.partitions == 0 {
             return Err(ConfigError::invalid(
                 "embedded.partitions",
@@ -347,12 +410,16 @@ impl Config {
         Ok(())
     }
 
-    /// The offset store: the configured one, else the backend's SQLite file, else memory.
+    /// The offset store: the configured one, else the backend's SQLite file, else memory
+    /// for `memory://`, else `sqlite://logpipe.db` for Kinesis.
     pub fn offset_store_url(&self) -> OffsetStoreUrl {
         match (&self.offset_store, &self.backend) {
             (Some(url), _) => url.clone(),
             (None, BackendUrl::Sqlite(path)) => OffsetStoreUrl::Sqlite(path.clone()),
             (None, BackendUrl::Memory) => OffsetStoreUrl::Memory,
+            (None, BackendUrl::Kinesis { .. }) => {
+                OffsetStoreUrl::Sqlite(PathBuf::from(DEFAULT_KINESIS_OFFSET_STORE))
+            }
         }
     }
 }
@@ -526,6 +593,32 @@ mod tests {
                 "embedded.partitions",
                 Some("LOGPIPE_EMBEDDED__PARTITIONS"),
             ),
+            ("backend = \"kinesis://aws\"", &[], "backend", None),
+            ("backend = \"kinesis://?zone=eu\"", &[], "backend", None),
+            (
+                "[kinesis]\nstart_at = \"at-timestamp\"",
+                &[],
+                "kinesis.start_timestamp_ms",
+                None,
+            ),
+            (
+                "",
+                &[("LOGPIPE_KINESIS__BATCH_MAX_RECORDS", "501")],
+                "kinesis.batch_max_records",
+                Some("LOGPIPE_KINESIS__BATCH_MAX_RECORDS"),
+            ),
+            (
+                "[kinesis]\nstart_at = \"earliest\"",
+                &[],
+                "kinesis.start_at",
+                None,
+            ),
+            (
+                "[kinesis]\nmax_records_per_call = 0",
+                &[],
+                "kinesis.max_records_per_call",
+                None,
+            ),
         ];
         for (file, vars, key, origin) in cases {
             let err = Config::from_parts(file.parse().unwrap(), env(vars)).unwrap_err();
@@ -544,6 +637,50 @@ mod tests {
             );
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn kinesis_urls_take_an_optional_region_and_endpoint_and_store_positions_in_sqlite() {
+        let config = Config::from_parts(
+            toml::Table::new(),
+            env(&[(
+                "LOGPIPE_BACKEND",
+                "kinesis://?region=eu-west-1&endpoint=http://127.0.0.1:4567",
+            )]),
+        )
+        .unwrap();
+        let url = BackendUrl::Kinesis {
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:4567".into()),
+        };
+        assert_eq!(config.backend, url);
+        assert_eq!(
+            url.to_string(),
+            "kinesis://?region=eu-west-1&endpoint=http://127.0.0.1:4567"
+        );
+        assert_eq!(
+            config.offset_store_url(),
+            OffsetStoreUrl::Sqlite("logpipe.db".into())
+        );
+        for bare in ["kinesis://", "kinesis://?"] {
+            assert_eq!(
+                bare.parse::<BackendUrl>().unwrap(),
+                BackendUrl::Kinesis {
+                    region: None,
+                    endpoint: None
+                }
+            );
+        }
+        let file: toml::Table = "offset_store = \"memory://\"\n[kinesis]\nwrite_mode = \"sequence-number-for-ordering\"\npoll_interval_ms = 50"
+            .parse()
+            .unwrap();
+        let config = Config::from_parts(file, env(&[("LOGPIPE_BACKEND", "kinesis://")])).unwrap();
+        assert_eq!(config.offset_store_url(), OffsetStoreUrl::Memory);
+        assert_eq!(config.kinesis.poll_interval_ms, 50);
+        assert_eq!(
+            config.kinesis.write_mode,
+            crate::kinesis::KinesisWriteMode::SequenceNumberForOrdering
+        );
     }
 
     #[test]

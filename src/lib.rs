@@ -64,6 +64,7 @@ pub mod envelope;
 mod error;
 pub mod handler;
 mod hash;
+pub mod kinesis;
 pub mod message;
 pub mod multi;
 pub mod offsets;
