@@ -309,7 +309,7 @@ impl Config {
     }
 
     /// Builds the configuration from a parsed file and environment variables (only
-    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` excepted).
+    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and `LOGPIPE_TEST_*` excepted).
     ///
     /// # Errors
     ///
@@ -339,7 +339,8 @@ impl Config {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if var == CONFIG_FILE_VAR || key.is_empty() {
+            // LOGPIPE_TEST_* variables name the test suite's services, not settings.
+            if var == CONFIG_FILE_VAR || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
             let path: Vec<String> = key
@@ -536,6 +537,7 @@ mod tests {
                 ("LOGPIPE_PRODUCER_ID", "42"),
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
+                ("LOGPIPE_TEST_KINESIS", "http://127.0.0.1:1"),
                 ("OTHER", "x"),
             ]),
         )

@@ -1,8 +1,8 @@
 //! The Kinesis backend (`kinesis://?region=..&endpoint=..`), over the `logpipe-kinesis`
 //! driver; and its settings, the `[kinesis]` table of the configuration.
 //!
-//! - Shards are partitions: [`PartitionRef`] `{ stream, partition: shard id }`, and
-//!   positions are [`Position::Sequence`] sequence numbers.
+//! - Shards are partitions: [`PartitionRef`](crate::PartitionRef) `{ stream, partition: shard id }`, and
+//!   positions are [`Position::Sequence`](crate::Position::Sequence) sequence numbers.
 //! - Records keep their partition key as their key; keyless messages get a random one.
 //!   Kinesis records have no headers: headers (such as a dead-letter's origin and reason)
 //!   are not written, and the consumer's log says where a dead-lettered record came

@@ -4,6 +4,7 @@ mod support;
 
 mod cli;
 mod consumer;
+mod kinesis;
 mod multi_consumer;
 mod processes;
 mod properties;
