@@ -597,3 +597,82 @@ async fn put_each(
         .map(|outcome| outcome.expect("one outcome per record"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: u64, key: &str, size: usize) -> Pending {
+        let (reply, _) = oneshot::channel();
+        Pending {
+            id,
+            stream: "s".into(),
+            key: key.to_owned(),
+            data: vec![0; size],
+            attempts: 0,
+            reply,
+        }
+    }
+
+    fn ids(pendings: &[Pending]) -> Vec<u64> {
+        pendings.iter().map(|p| p.id).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_record_of_each_key_and_leaves_the_rest_in_order() {
+        let mut queue: VecDeque<_> = [(0, "a"), (1, "a"), (2, "b"), (3, "c"), (4, "b"), (5, "a")]
+            .into_iter()
+            .map(|(id, key)| pending(id, key, 10))
+            .collect();
+        let options = ProducerOptions::default();
+        assert_eq!(ids(&take_batch(&mut queue, &options)), [0, 2, 3]);
+        assert_eq!(ids(&take_batch(&mut queue, &options)), [1, 4]);
+        assert_eq!(ids(&take_batch(&mut queue, &options)), [5]);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_batch_keeps_to_the_record_and_byte_limits() {
+        let options = ProducerOptions {
+            max_batch_records: 2,
+            max_batch_bytes: MAX_RECORD_BYTES,
+            ..ProducerOptions::default()
+        };
+        let mut queue: VecDeque<_> = (0..3).map(|id| pending(id, &id.to_string(), 10)).collect();
+        assert_eq!(ids(&take_batch(&mut queue, &options)), [0, 1]);
+        let mut queue: VecDeque<_> = (0..3)
+            .map(|id| pending(id, &id.to_string(), MAX_RECORD_BYTES / 2))
+            .collect();
+        assert_eq!(ids(&take_batch(&mut queue, &options)), [0]);
+        assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn options_out_of_kinesis_limits_are_refused() {
+        let too_many = ProducerOptions {
+            max_batch_records: 501,
+            ..ProducerOptions::default()
+        };
+        assert!(matches!(
+            too_many.validate(),
+            Err(KinesisError::InvalidOption {
+                option: "max_batch_records",
+                ..
+            })
+        ));
+        assert!(ProducerOptions::default().validate().is_ok());
+    }
+
+    #[test]
+    fn throttling_and_expiry_are_retriable_and_not_found_is_not() {
+        let throttled =
+            KinesisError::service("GetRecords", crate::THROUGHPUT_EXCEEDED, "slow down");
+        assert!(throttled.is_retriable() && throttled.is_throttling());
+        let expired = KinesisError::service("GetRecords", crate::EXPIRED_ITERATOR, "old");
+        assert!(expired.is_retriable() && expired.is_expired_iterator());
+        let missing = KinesisError::service("ListShards", crate::RESOURCE_NOT_FOUND, "no stream");
+        assert!(!missing.is_retriable() && missing.is_not_found() && !missing.is_rejected());
+        let invalid = KinesisError::service("PutRecords", "InvalidArgumentException", "bad");
+        assert!(!invalid.is_retriable() && invalid.is_rejected());
+    }
+}
