@@ -59,7 +59,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// A plain SDK client for the emulator, with dummy credentials and a fixed region.
-fn client(endpoint: &str) -> sdk::Client {
+pub fn client(endpoint: &str) -> sdk::Client {
     let config = sdk::Config::builder()
         .behavior_version(sdk::config::BehaviorVersion::latest())
         .region(sdk::config::Region::new(REGION))
@@ -108,7 +108,7 @@ async fn create_stream(client: &sdk::Client, stream: &str, shards: i32) {
 
 /// The emulator's endpoint, a client, and a new stream of `shards` shards; `None` (the
 /// test is skipped) when the emulator is not running outside CI.
-async fn fixture(prefix: &str, shards: i32) -> Option<(String, sdk::Client, String)> {
+pub async fn fixture(prefix: &str, shards: i32) -> Option<(String, sdk::Client, String)> {
     let endpoint = service("LOGPIPE_TEST_KINESIS")?;
     let client = client(&endpoint);
     let stream = unique(prefix);
@@ -126,6 +126,26 @@ fn handled_ns(handled: &Handled) -> Vec<u32> {
         .collect();
     ns.sort_unstable();
     ns
+}
+
+/// An iterator at the oldest record of the first shard of `stream`, from the plain SDK.
+pub async fn first_shard_iterator(client: &sdk::Client, stream: &str) -> String {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shards.shards()[0].shard_id())
+        .shard_iterator_type(sdk::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap()
 }
 
 /// Options that read and rediscover quickly.
@@ -911,26 +931,7 @@ async fn bad_records_written_raw_are_dead_lettered_unchanged_and_good_ones_handl
         .collect();
     assert!(!expected.is_empty());
     // Read the dead-letter stream with the plain SDK.
-    let shard = client
-        .list_shards()
-        .stream_name(&dead)
-        .send()
-        .await
-        .unwrap()
-        .shards()[0]
-        .shard_id()
-        .to_owned();
-    let mut iterator = client
-        .get_shard_iterator()
-        .stream_name(&dead)
-        .shard_id(shard)
-        .shard_iterator_type(sdk::types::ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator()
-        .unwrap()
-        .to_owned();
+    let mut iterator = first_shard_iterator(&client, &dead).await;
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     while got.len() < expected.len() {

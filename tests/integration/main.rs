@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod consumer;
 mod kinesis;
+mod kinesis_django;
 mod multi_consumer;
 mod processes;
 mod properties;
