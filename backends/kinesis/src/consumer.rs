@@ -295,8 +295,10 @@ impl KinesisConsumer {
 
     /// Lists the shards of every stream; returns those not seen before.
     async fn discover(&mut self) -> Result<Vec<ShardRef>, KinesisError> {
-        let mut found = Vec::new();
-        for stream in self.streams.clone() {
+        // Every page is read before anything changes, so that a call dropped halfway
+        // (`next_event` is cancel-safe) leaves no shard known but never assigned.
+        let mut listed = Vec::new();
+        for stream in &self.streams {
             let mut token = None;
             loop {
                 let page = self
@@ -304,39 +306,44 @@ impl KinesisConsumer {
                     .list_shards(stream.to_string(), token.take())
                     .await?;
                 for shard in page.shards() {
+                    let parents: Vec<Arc<str>> =
+                        [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                            .into_iter()
+                            .flatten()
+                            .map(Arc::from)
+                            .collect();
                     let key = ShardRef {
-                        stream: Arc::clone(&stream),
+                        stream: Arc::clone(stream),
                         shard_id: shard.shard_id().into(),
                     };
-                    if self.shards.contains_key(&key) {
-                        continue;
-                    }
-                    let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                        .into_iter()
-                        .flatten()
-                        .map(Arc::from)
-                        .collect();
-                    tracing::info!(stream = %key.stream, shard = %key.shard_id, ?parents, "shard found");
-                    self.shards.insert(
-                        key.clone(),
-                        ShardState {
-                            parents,
-                            seeked: false,
-                            start: None,
-                            last_sequence: None,
-                            iterator: None,
-                            finished: false,
-                            ready_at: Instant::now(),
-                            backoff: None,
-                        },
-                    );
-                    found.push(key);
+                    listed.push((key, parents));
                 }
                 match page.next_token() {
                     Some(next) if !next.is_empty() => token = Some(next.to_owned()),
                     _ => break,
                 }
             }
+        }
+        let mut found = Vec::new();
+        for (key, parents) in listed {
+            if self.shards.contains_key(&key) {
+                continue;
+            }
+            tracing::info!(stream = %key.stream, shard = %key.shard_id, ?parents, "shard found");
+            self.shards.insert(
+                key.clone(),
+                ShardState {
+                    parents,
+                    seeked: false,
+                    start: None,
+                    last_sequence: None,
+                    iterator: None,
+                    finished: false,
+                    ready_at: Instant::now(),
+                    backoff: None,
+                },
+            );
+            found.push(key);
         }
         Ok(found)
     }
