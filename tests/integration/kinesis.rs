@@ -811,6 +811,46 @@ async fn throttling_and_expired_iterators_drop_no_shard_and_lose_no_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_without_a_position_start_at_the_configured_timestamp() {
+    let Some((endpoint, _, stream)) = fixture("at-timestamp", 2).await else {
+        return;
+    };
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    send_all(&backend, &stream, (0..20).map(item).collect()).await;
+    // Every record so far was acknowledged before this instant; the next ones arrive
+    // after it.
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send_all(&backend, &stream, (20..30).map(item).collect()).await;
+
+    let options = KinesisOptions {
+        start_at: logpipe::kinesis::StartAt::AtTimestamp,
+        start_timestamp_ms: Some(start),
+        ..fast()
+    };
+    let backend = backend_over(sdk_api(&endpoint), options);
+    let handled = Handled::default();
+    let running = Running::start(
+        &backend,
+        &stream,
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    );
+    wait_handled(&handled, 10).await;
+    running.stop().await;
+    assert_eq!(
+        handled_ns(&handled),
+        (20..30).collect::<Vec<_>>(),
+        "only records from the timestamp on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_consumer_resumes_from_its_sqlite_positions() {
     let Some((endpoint, _, stream)) = fixture("restart", 3).await else {
         return;
@@ -1098,5 +1138,18 @@ async fn a_consumer_process_killed_with_sigkill_loses_nothing() {
     assert_eq!(
         most_applied, 1,
         "no message applied twice: the handler stores positions with its rows"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let groups: Vec<(String, String)> = conn
+        .prepare("SELECT DISTINCT consumer_group, stream FROM logpipe_positions")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        groups,
+        [("people_table@us-east-1".to_owned(), stream)],
+        "positions are keyed by group and region, stream (and shard)"
     );
 }
