@@ -135,6 +135,9 @@ struct Read {
     shard: ShardRef,
     /// A new iterator got on the way (kept even if `GetRecords` then failed).
     iterator: Option<String>,
+    /// When a `LATEST` iterator was asked for: a later iterator starts at this time, so
+    /// that records written since are not skipped.
+    latest_at: Option<SystemTime>,
     result: Result<aws_sdk_kinesis::operation::get_records::GetRecordsOutput, KinesisError>,
 }
 
@@ -361,6 +364,8 @@ impl KinesisConsumer {
             };
             let limit = self.options.max_records_per_call;
             calls.spawn(async move {
+                let latest_at =
+                    (iterator.is_none() && start == StartPosition::Latest).then(SystemTime::now);
                 let (iterator, fresh) = match iterator {
                     Some(iterator) => (iterator, None),
                     None => {
@@ -377,6 +382,7 @@ impl KinesisConsumer {
                                 return Read {
                                     shard,
                                     iterator: None,
+                                    latest_at: None,
                                     result: Err(error),
                                 };
                             }
@@ -386,6 +392,7 @@ impl KinesisConsumer {
                 let result = api.get_records(iterator, limit).await;
                 Read {
                     shard,
+                    latest_at: latest_at.filter(|_| fresh.is_some()),
                     iterator: fresh,
                     result,
                 }
@@ -412,6 +419,9 @@ impl KinesisConsumer {
                 .expect("read shards are known");
             if read.iterator.is_some() {
                 state.iterator = read.iterator;
+            }
+            if let Some(at) = read.latest_at {
+                state.start = Some(StartPosition::AtTimestamp(at));
             }
             match read.result {
                 Ok(output) => {
