@@ -1,6 +1,6 @@
 //! The consumer: follows every shard of some streams, parents before children.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -500,13 +500,193 @@ impl KinesisConsumer {
             .map(|(shard, state)| (shard.clone(), state.finished))
             .collect()
     }
+}
 
-    /// Ids of the shards of `stream` found so far.
-    pub fn shard_ids(&self, stream: &str) -> HashSet<Arc<str>> {
-        self.shards
-            .keys()
-            .filter(|shard| &*shard.stream == stream)
-            .map(|shard| Arc::clone(&shard.shard_id))
-            .collect()
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
+    use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
+    use aws_sdk_kinesis::operation::put_record::PutRecordOutput;
+    use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::{
+        HashKeyRange, PutRecordsRequestEntry, Record, SequenceNumberRange, Shard,
+    };
+
+    use super::*;
+    use crate::api::{BoxFuture, PutRecordRequest};
+
+    /// A stream of a closed parent shard `p` (one record) and its child `c` (one record,
+    /// then nothing). The first `GetRecords` of each shard answers an expired iterator.
+    #[derive(Default)]
+    struct FakeStream {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeStream {
+        fn log(&self, call: String) -> usize {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(call.clone());
+            calls.iter().filter(|c| **c == call).count()
+        }
+    }
+
+    fn shard(id: &str, parent: Option<&str>) -> Shard {
+        Shard::builder()
+            .shard_id(id)
+            .set_parent_shard_id(parent.map(str::to_owned))
+            .hash_key_range(
+                HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key("1")
+                    .build()
+                    .unwrap(),
+            )
+            .sequence_number_range(
+                SequenceNumberRange::builder()
+                    .starting_sequence_number("0")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    impl KinesisApi for FakeStream {
+        fn put_records(
+            &self,
+            _: String,
+            _: Vec<PutRecordsRequestEntry>,
+        ) -> BoxFuture<'_, Result<PutRecordsOutput, KinesisError>> {
+            unimplemented!("the consumer does not write")
+        }
+
+        fn put_record(
+            &self,
+            _: PutRecordRequest,
+        ) -> BoxFuture<'_, Result<PutRecordOutput, KinesisError>> {
+            unimplemented!("the consumer does not write")
+        }
+
+        fn list_shards(
+            &self,
+            _: String,
+            _: Option<String>,
+        ) -> BoxFuture<'_, Result<ListShardsOutput, KinesisError>> {
+            let output = ListShardsOutput::builder()
+                .shards(shard("p", None))
+                .shards(shard("c", Some("p")))
+                .build();
+            Box::pin(async move { Ok(output) })
+        }
+
+        fn get_shard_iterator(
+            &self,
+            _: String,
+            shard_id: String,
+            start: StartPosition,
+        ) -> BoxFuture<'_, Result<String, KinesisError>> {
+            self.log(format!("iterator {shard_id} {start:?}"));
+            Box::pin(async move { Ok(shard_id) })
+        }
+
+        fn get_records(
+            &self,
+            iterator: String,
+            _: i32,
+        ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>> {
+            let nth = self.log(format!("records {iterator}"));
+            let output = match (iterator.as_str(), nth) {
+                (_, 1) => Err(KinesisError::service(
+                    "GetRecords",
+                    crate::EXPIRED_ITERATOR,
+                    "expired",
+                )),
+                ("p", 2) => Ok(page(Some("1"), None)),
+                ("c", 2) => Ok(page(Some("2"), Some("c"))),
+                (shard, _) => Ok(page(None, Some(shard))),
+            };
+            Box::pin(async move { output })
+        }
+    }
+
+    fn page(sequence: Option<&str>, next: Option<&str>) -> GetRecordsOutput {
+        let records = sequence.map(|sequence| {
+            Record::builder()
+                .sequence_number(sequence)
+                .partition_key("k")
+                .data(Blob::new(sequence.as_bytes()))
+                .build()
+                .unwrap()
+        });
+        GetRecordsOutput::builder()
+            .set_records(Some(records.into_iter().collect()))
+            .set_next_shard_iterator(next.map(str::to_owned))
+            .millis_behind_latest(0)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_is_read_after_its_parent_ends_and_expired_iterators_are_renewed() {
+        let api = Arc::new(FakeStream::default());
+        let options = ConsumerOptions {
+            initial_position: InitialPosition::Latest,
+            ..ConsumerOptions::default()
+        };
+        let mut consumer = KinesisConsumer::new(api.clone(), ["s"], options).unwrap();
+        let Event::Assigned(shards) = consumer.next_event().await.unwrap() else {
+            panic!("shards first")
+        };
+        assert_eq!(shards.len(), 2);
+        for shard in &shards {
+            consumer.seek(shard, None).unwrap();
+        }
+        let mut read = Vec::new();
+        while read.len() < 2 {
+            match consumer.next_event().await.unwrap() {
+                Event::Records(records) => read.extend(records),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let read: Vec<_> = read
+            .iter()
+            .map(|r| (&*r.shard.shard_id, r.sequence_number.as_str()))
+            .collect();
+        assert_eq!(read, [("p", "1"), ("c", "2")]);
+
+        let calls = api.calls.lock().unwrap().clone();
+        let first_child_call = calls.iter().position(|c| c.contains(" c")).unwrap();
+        assert!(
+            calls[..first_child_call].contains(&"records p".to_owned()),
+            "{calls:?}"
+        );
+        // The parent starts where configured (LATEST) and, once its iterator expired
+        // before anything was read, at the time of the first iterator; its child starts
+        // at its oldest record.
+        assert_eq!(calls[0], "iterator p Latest");
+        assert!(calls[2].starts_with("iterator p AtTimestamp"), "{calls:?}");
+        assert_eq!(calls[first_child_call], "iterator c TrimHorizon");
+        assert_eq!(
+            consumer.shards(),
+            [
+                (
+                    ShardRef {
+                        stream: "s".into(),
+                        shard_id: "c".into()
+                    },
+                    false
+                ),
+                (
+                    ShardRef {
+                        stream: "s".into(),
+                        shard_id: "p".into()
+                    },
+                    true
+                ),
+            ]
+        );
     }
 }
