@@ -1,6 +1,6 @@
 //! Interoperability with django-logpipe 1.6's Kinesis backend, both ways, in JSON and
 //! MessagePack, on kinesis-mock. django-logpipe runs in the test virtualenv
-//! (`LOGPIPE_TEST_PYTHON`) with `tests/python/kinesis_interop.py`.
+//! (`LOGPIPE_TEST_PYTHON`) with the peer script `tests/django_logpipe/peer.py`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -10,9 +10,7 @@ use std::time::Duration;
 use logpipe::envelope::Format;
 use logpipe::kinesis::{KinesisBackend, KinesisOptions};
 use logpipe::offsets::MemoryOffsetStore;
-use logpipe::{
-    Consumer, ConsumerOptions, Context, Message, Position, Producer, Registry, handler_fn,
-};
+use logpipe::{Consumer, ConsumerOptions, Context, Message, Producer, Registry, handler_fn};
 use logpipe_kinesis::SdkApi;
 use logpipe_kinesis::sdk;
 use serde::{Deserialize, Serialize};
@@ -23,32 +21,31 @@ use crate::support::{service, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The peer script's `person` v2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 1, key = "uuid")]
+#[logpipe(type = "person", version = 2, key = "uuid")]
 struct Person {
     uuid: String,
-    name: String,
-    age: u32,
+    first_name: String,
+    last_name: String,
+    age: i64,
     score: f64,
     active: bool,
     tags: Vec<String>,
+    nickname: Option<String>,
 }
 
 fn people() -> Vec<Person> {
     (0..12)
         .map(|n| Person {
             uuid: format!("6f1c2a4e-{n:04}"),
-            name: [
-                "Grace Hopper",
-                "Zoë ☃ Ünïcode",
-                "line\u{2028}separator",
-                "quote \" and \\",
-            ][n % 4]
-                .to_owned(),
-            age: 20 + n as u32,
+            first_name: ["Grace", "Zoë ☃", "line\u{2028}separator", " spaced "][n % 4].to_owned(),
+            last_name: ["Hopper", "quote \" and \\", "Ünïcode", ""][n % 4].to_owned(),
+            age: 20 + n as i64,
             score: n as f64 / 3.0 - 1.5,
             active: n % 2 == 0,
             tags: (0..n % 3).map(|t| format!("tag-{t}")).collect(),
+            nickname: (n % 2 == 1).then(|| format!("nick {n}")),
         })
         .collect()
 }
@@ -61,13 +58,14 @@ fn write_settings(dir: &Path, format: Format) {
     };
     let settings = format!(
         r#"SECRET_KEY = "interop"
-INSTALLED_APPS = []
+INSTALLED_APPS = ["logpipe"]
 DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True
 LOGPIPE = {{
     "PRODUCER_BACKEND": "logpipe.backend.kinesis.Producer",
     "CONSUMER_BACKEND": "logpipe.backend.kinesis.Consumer",
-    "OFFSET_BACKEND": "kinesis_interop.StartOverOffsets",
+    "OFFSET_BACKEND": "logpipe.backend.kinesis.ModelOffsetStore",
     "KINESIS_REGION": "us-east-1",
     "KINESIS_FETCH_LIMIT": 100,
     "DEFAULT_FORMAT": "{format}",
@@ -78,18 +76,15 @@ LOGPIPE = {{
     std::fs::write(dir.join("interop_settings.py"), settings).unwrap();
 }
 
-/// Runs the interop script with `args`, feeding it `stdin`, and returns its output.
+/// Runs the peer script with `args`, feeding it `stdin`, and returns its output.
 async fn python(python: &str, endpoint: &str, dir: &Path, args: &[&str], stdin: String) -> Output {
-    let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+    let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/django_logpipe/peer.py");
     let mut command = Command::new(python);
     command
-        .arg(scripts.join("kinesis_interop.py"))
+        .arg(peer)
         .args(args)
         .env("DJANGO_SETTINGS_MODULE", "interop_settings")
-        .env(
-            "PYTHONPATH",
-            format!("{}:{}", dir.display(), scripts.display()),
-        )
+        .env("PYTHONPATH", dir)
         .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -141,12 +136,15 @@ async fn first_value(client: &sdk::Client, stream: &str) -> Vec<u8> {
     page.records()[0].data().as_ref().to_vec()
 }
 
+/// A line the peer prints for each message django-logpipe handed it.
 #[derive(Debug, Deserialize)]
 struct Received {
+    #[serde(rename = "type")]
+    message_type: String,
+    version: u64,
+    producer: Option<String>,
     key: String,
-    shard: String,
-    sequence_number: String,
-    person: Person,
+    message: Person,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,10 +159,9 @@ async fn django_logpipe_reads_every_field_logpipe_writes_in_json_and_msgpack() {
         let producer = Producer::new(backend(&endpoint), stream.as_str())
             .with_format(format)
             .with_producer_id("rust-svc");
-        let mut sent = Vec::new();
-        for person in people() {
-            let delivery = producer.send(&person).await.unwrap();
-            sent.push((person, delivery));
+        let sent = people();
+        for person in &sent {
+            producer.send(person).await.unwrap();
         }
         let prefix: &[u8] = if format == Format::Json {
             b"json:"
@@ -180,24 +177,23 @@ async fn django_logpipe_reads_every_field_logpipe_writes_in_json_and_msgpack() {
             &python_path,
             &endpoint,
             dir.path(),
-            &["receive", &stream, &count, "60"],
+            &["consume", &stream, "--count", &count, "--timeout", "60"],
             String::new(),
         )
         .await;
-        let received: Vec<Received> = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        // Every line but the last (the count and time) is a message.
+        let lines: Vec<&str> = stdout.lines().collect();
+        let received: Vec<Received> = lines[..lines.len() - 1]
+            .iter()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
         assert_eq!(received.len(), sent.len(), "{format:?}");
-        for ((person, delivery), got) in sent.iter().zip(&received) {
-            assert_eq!(&got.person, person, "{format:?}");
+        for (person, got) in sent.iter().zip(&received) {
+            assert_eq!(&got.message, person, "{format:?}");
             assert_eq!(got.key, person.uuid, "{format:?}");
-            assert_eq!(got.shard, &*delivery.partition.partition);
-            assert_eq!(
-                Position::Sequence(got.sequence_number.clone()),
-                delivery.position
-            );
+            assert_eq!(got.producer.as_deref(), Some("rust-svc"));
+            assert_eq!((got.message_type.as_str(), got.version), ("person", 2));
         }
     }
 }
@@ -215,7 +211,10 @@ async fn logpipe_reads_every_field_django_logpipe_writes_in_json_and_msgpack() {
         write_settings(dir.path(), format);
         let lines: String = people()
             .iter()
-            .map(|person| serde_json::to_string(person).unwrap() + "\n")
+            .map(|person| {
+                let line = serde_json::json!({"type": "person", "version": 2, "message": person});
+                line.to_string() + "\n"
+            })
             .collect();
         python(
             &python_path,
@@ -278,7 +277,7 @@ async fn logpipe_reads_every_field_django_logpipe_writes_in_json_and_msgpack() {
             assert_eq!(person, sent, "{format:?}");
             assert_eq!(key.as_deref(), Some(sent.uuid.as_bytes()));
             assert_eq!(producer.as_deref(), Some("django-crm"));
-            assert_eq!((*message_type, *version), ("person", 1));
+            assert_eq!((*message_type, *version), ("person", 2));
         }
     }
 }
