@@ -13,6 +13,9 @@
 //! Consumer: 1000 records of a 1-shard stream read from the start through logpipe's
 //! `Consumer` (decoded and dispatched to a handler) beside raw `GetRecords` calls.
 //!
+//! With `LOGPIPE_TEST_PYTHON` (the test virtualenv), django-logpipe's own producer is
+//! timed too, once, sending the same 500 messages through `tests/django_logpipe/peer.py`.
+//!
 //! Needs `LOGPIPE_TEST_KINESIS` (the emulator's endpoint); without it, it says so and
 //! measures nothing.
 
@@ -324,7 +327,75 @@ fn mean_ns(group: &str, id: &str) -> Option<f64> {
     estimates["mean"]["point_estimate"].as_f64()
 }
 
-fn report() {
+/// Records a second django-logpipe's producer sends, timed by the peer script.
+fn django_logpipe_send_rate(
+    runtime: &Runtime,
+    client: &sdk::Client,
+    endpoint: &str,
+) -> Option<f64> {
+    let python = std::env::var("LOGPIPE_TEST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let stream = runtime.block_on(create_stream(client, 4));
+    let dir = std::env::temp_dir().join(unique("django"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bench_settings.py"),
+        r#"SECRET_KEY = "bench"
+INSTALLED_APPS = ["logpipe"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+LOGPIPE = {
+    "PRODUCER_BACKEND": "logpipe.backend.kinesis.Producer",
+    "CONSUMER_BACKEND": "logpipe.backend.kinesis.Consumer",
+    "OFFSET_BACKEND": "logpipe.backend.kinesis.ModelOffsetStore",
+    "KINESIS_REGION": "us-east-1",
+}
+"#,
+    )
+    .unwrap();
+    let lines: String = (0..WRITES)
+        .map(|n| {
+            let p = person(n);
+            let message = serde_json::json!({
+                "uuid": p.uuid, "first_name": p.first_name, "last_name": p.last_name,
+                "age": p.age, "score": 0.5, "active": true, "tags": [p.email, p.city],
+            });
+            serde_json::json!({"type": "person", "version": 2, "message": message}).to_string()
+                + "\n"
+        })
+        .collect();
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django_logpipe/peer.py");
+    let mut child = std::process::Command::new(python)
+        .arg(peer)
+        .args(["send", &stream])
+        .env("DJANGO_SETTINGS_MODULE", "bench_settings")
+        .env("PYTHONPATH", &dir)
+        .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success(), "the peer script failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last()?).ok()?;
+    Some(last["count"].as_f64()? / last["seconds"].as_f64()?)
+}
+
+fn report(django_rate: Option<f64>) {
     println!(
         "\n{:<18} {:<20} {:>10} {:>12} {:>16}",
         "group", "measurement", "ms/run", "records/s", "logpipe speed"
@@ -357,6 +428,17 @@ fn report() {
             }
         }
     }
+    if let (Some(rate), Some(logpipe)) = (django_rate, mean_ns("kinesis_producer", "logpipe")) {
+        let logpipe_rate = WRITES as f64 * 1e9 / logpipe;
+        println!(
+            "{:<18} {:<20} {:>10} {:>12.0} {:>15.2}x",
+            "kinesis_producer",
+            "django_logpipe",
+            "(once)",
+            rate,
+            logpipe_rate / rate
+        );
+    }
 }
 
 fn main() {
@@ -377,5 +459,6 @@ fn main() {
         .configure_from_args();
     bench(&mut criterion, &runtime, &endpoint);
     criterion.final_summary();
-    report();
+    let django_rate = django_logpipe_send_rate(&runtime, &client(&endpoint), &endpoint);
+    report(django_rate);
 }
