@@ -14,8 +14,6 @@
 //! - Credentials come from the standard AWS chain (environment, profile, instance role).
 //!   The region is the URL's `region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -134,10 +132,6 @@ impl KinesisOptions {
             return invalid("ordering_cache_keys", "must be at least 1");
         }
         Ok(())
-    }
-
-    fn ms(ms: u64) -> Duration {
-        Duration::from_millis(ms)
     }
 }
 
@@ -300,10 +294,10 @@ mod backend {
             },
             max_batch_records: options.batch_max_records as usize,
             max_batch_bytes: usize::try_from(options.batch_max_bytes).unwrap_or(usize::MAX),
-            linger: KinesisOptions::ms(options.batch_linger_ms),
+            linger: Duration::from_millis(options.batch_linger_ms),
             max_attempts: options.max_send_attempts,
-            retry_backoff: KinesisOptions::ms(options.retry_backoff_ms),
-            max_retry_backoff: KinesisOptions::ms(options.max_retry_backoff_ms),
+            retry_backoff: Duration::from_millis(options.retry_backoff_ms),
+            max_retry_backoff: Duration::from_millis(options.max_retry_backoff_ms),
             ordering_cache_keys: NonZeroUsize::new(options.ordering_cache_keys as usize)
                 .unwrap_or(NonZeroUsize::MIN),
         }
@@ -318,8 +312,8 @@ mod backend {
                     UNIX_EPOCH + Duration::from_millis(options.start_timestamp_ms.unwrap_or(0)),
                 ),
             },
-            poll_interval: KinesisOptions::ms(options.poll_interval_ms),
-            shard_discovery_interval: KinesisOptions::ms(options.shard_discovery_interval_ms),
+            poll_interval: Duration::from_millis(options.poll_interval_ms),
+            shard_discovery_interval: Duration::from_millis(options.shard_discovery_interval_ms),
             max_records_per_call: i32::try_from(options.max_records_per_call).unwrap_or(10_000),
         }
     }
