@@ -25,8 +25,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => return Err("usage: people_producer COUNT".into()),
     };
     let config = Config::load(None)?;
+    // The stream is `people` unless PEOPLE_STREAM names another.
+    let stream = std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned());
     let mut producer =
-        Producer::new(AnyBackend::connect(&config)?, "people").with_format(config.format);
+        Producer::new(AnyBackend::connect(&config)?, stream).with_format(config.format);
     if let Some(id) = &config.producer_id {
         producer = producer.with_producer_id(id);
     }

@@ -61,7 +61,9 @@ fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
         }))
         .ignore("audit")
         .build()?;
-    Ok(ConsumerSpec::new(["people"], registry))
+    // The stream is `people` unless PEOPLE_STREAM names another.
+    let stream = std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned());
+    Ok(ConsumerSpec::new([stream], registry))
 }
 
 logpipe::register_consumer!(people_table);

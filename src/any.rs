@@ -6,6 +6,8 @@ use crate::backend::{
 };
 use crate::config::{BackendUrl, Config, OffsetStoreUrl};
 use crate::embedded::{EmbeddedConsumer, EmbeddedLog};
+#[cfg(feature = "kinesis")]
+use crate::kinesis::{KinesisBackend, KinesisConsumer};
 use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreError};
 
 /// The backend a [`Config`] names. Clones share connections.
@@ -14,6 +16,9 @@ use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreErr
 pub enum AnyBackend {
     /// `sqlite://` or `memory://`.
     Embedded(EmbeddedLog),
+    /// `kinesis://`.
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisBackend),
     /// `kafka://`.
     #[cfg(feature = "kafka")]
     Kafka(crate::kafka::KafkaClient),
@@ -32,6 +37,14 @@ impl AnyBackend {
                 AnyBackend::Embedded(EmbeddedLog::open_with(path, options)?)
             }
             BackendUrl::Memory => AnyBackend::Embedded(EmbeddedLog::open_in_memory_with(options)?),
+            #[cfg(feature = "kinesis")]
+            BackendUrl::Kinesis { region, endpoint } => {
+                AnyBackend::Kinesis(KinesisBackend::connect(
+                    region.as_deref(),
+                    endpoint.as_deref(),
+                    config.kinesis.clone(),
+                )?)
+            }
             #[cfg(feature = "kafka")]
             BackendUrl::Kafka(brokers) => {
                 AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
@@ -39,15 +52,22 @@ impl AnyBackend {
             #[cfg(not(feature = "kafka"))]
             BackendUrl::Kafka(_) => {
                 return Err(BackendError::new(
-                    crate::backend::BackendErrorKind::Other,
-                    "this program was built without the `kafka` feature",
+                    crate::backend::BackendErrorKind::Rejected,
+                    "kafka:// needs logpipe built with the `kafka` feature",
+                ));
+            }
+            #[cfg(not(feature = "kinesis"))]
+            BackendUrl::Kinesis { .. } => {
+                return Err(BackendError::new(
+                    crate::backend::BackendErrorKind::Rejected,
+                    "kinesis:// needs logpipe built with the `kinesis` feature",
                 ));
             }
         })
     }
 
     /// A consumer backend reading `streams` for consumer group `group` (Kafka consumers
-    /// join the group; the embedded log has no groups).
+    /// join the group; the embedded log and Kinesis have no groups).
     ///
     /// # Errors
     ///
@@ -57,6 +77,10 @@ impl AnyBackend {
         Ok(match self {
             AnyBackend::Embedded(log) => {
                 AnyConsumer::Embedded(log.consumer(streams.iter().map(String::as_str)))
+            }
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => {
+                AnyConsumer::Kinesis(kinesis.consumer(streams.iter().map(String::as_str)))
             }
             #[cfg(feature = "kafka")]
             AnyBackend::Kafka(client) => {
@@ -80,12 +104,26 @@ impl AnyBackend {
             _ => AnyOffsetStore::open(config),
         }
     }
+
+    /// The consumer group under which `group`'s positions are stored: `group` itself,
+    /// or `GROUP@REGION` on Kinesis (see [`KinesisBackend::group_in_region`]).
+    pub fn position_group(&self, group: String) -> String {
+        match self {
+            AnyBackend::Embedded(_) => group,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.group_in_region(&group),
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(_) => group,
+        }
+    }
 }
 
 impl ProducerBackend for AnyBackend {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.send(record).await,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.send(record).await,
             #[cfg(feature = "kafka")]
             AnyBackend::Kafka(client) => ProducerBackend::send(client, record).await,
         }
@@ -94,6 +132,8 @@ impl ProducerBackend for AnyBackend {
     async fn flush(&self) -> Result<(), BackendError> {
         match self {
             AnyBackend::Embedded(log) => log.flush().await,
+            #[cfg(feature = "kinesis")]
+            AnyBackend::Kinesis(kinesis) => kinesis.flush().await,
             #[cfg(feature = "kafka")]
             AnyBackend::Kafka(client) => ProducerBackend::flush(client).await,
         }
@@ -106,6 +146,9 @@ impl ProducerBackend for AnyBackend {
 pub enum AnyConsumer {
     /// Of the embedded log.
     Embedded(EmbeddedConsumer),
+    /// Of Kinesis.
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisConsumer),
     /// Of Kafka.
     #[cfg(feature = "kafka")]
     Kafka(crate::kafka::KafkaConsumerBackend),
@@ -115,6 +158,8 @@ impl ConsumerBackend for AnyConsumer {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.next_event().await,
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.next_event().await,
             #[cfg(feature = "kafka")]
             AnyConsumer::Kafka(consumer) => consumer.next_event().await,
         }
@@ -127,6 +172,8 @@ impl ConsumerBackend for AnyConsumer {
     ) -> Result<(), BackendError> {
         match self {
             AnyConsumer::Embedded(consumer) => consumer.seek(partition, after).await,
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.seek(partition, after).await,
             #[cfg(feature = "kafka")]
             AnyConsumer::Kafka(consumer) => consumer.seek(partition, after).await,
         }

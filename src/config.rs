@@ -17,6 +17,10 @@
 //!
 //! [embedded]
 //! partitions = 4
+//!
+//! [kinesis]                            # for backend = "kinesis://?region=..&endpoint=.."
+//! start_at = "trim-horizon"            # or "latest", "at-timestamp" (start_timestamp_ms)
+//! write_mode = "batched"               # or "sequence-number-for-ordering"
 //! ```
 //!
 //! With `backend = "kafka://h1:9092,h2:9092"` the `[kafka]` table applies (see
@@ -38,12 +42,15 @@ use serde::Deserialize;
 use crate::consumer::ConsumerOptions;
 use crate::embedded::EmbeddedOptions;
 use crate::envelope::Format;
+use crate::kinesis::KinesisOptions;
 
 /// The variable naming the configuration file.
 pub const CONFIG_FILE_VAR: &str = "LOGPIPE_CONFIG";
 /// The file read when neither `--config` nor `LOGPIPE_CONFIG` names one, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "logpipe.toml";
 const ENV_PREFIX: &str = "LOGPIPE_";
+/// Where a Kinesis backend stores positions unless `offset_store` says otherwise.
+const DEFAULT_KINESIS_OFFSET_STORE: &str = "logpipe.db";
 
 /// An error in the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +115,14 @@ pub enum BackendUrl {
     Memory,
     /// `kafka://HOST:PORT,HOST:PORT`: an Apache Kafka cluster, by its bootstrap brokers.
     Kafka(String),
+    /// `kinesis://?region=REGION&endpoint=URL`: AWS Kinesis. Both parameters are
+    /// optional: the region defaults to `AWS_REGION`, the endpoint to AWS's.
+    Kinesis {
+        /// The AWS region.
+        region: Option<String>,
+        /// Another endpoint than AWS's, such as an emulator.
+        endpoint: Option<String>,
+    },
 }
 
 /// Where positions are stored, chosen by URL.
@@ -150,8 +165,9 @@ impl FromStr for BackendUrl {
                 }
                 Ok(BackendUrl::Kafka(brokers.to_owned()))
             }
+            ("kinesis", rest) => kinesis_url(rest),
             (scheme, _) => Err(format!(
-                "unknown backend {scheme:?} (expected sqlite://, memory:// or kafka://)"
+                "unknown backend {scheme:?} (expected sqlite://, memory://, kafka:// or kinesis://)"
             )),
         }
     }
@@ -172,6 +188,38 @@ impl FromStr for OffsetStoreUrl {
     }
 }
 
+/// The part of `kinesis://?region=..&endpoint=..` after the scheme.
+fn kinesis_url(rest: &str) -> Result<BackendUrl, String> {
+    let query = match rest.split_once('?') {
+        Some(("", query)) => query,
+        None if rest.is_empty() => "",
+        _ => {
+            return Err(format!(
+                "kinesis://{rest} has a host; use kinesis://?region=REGION&endpoint=URL"
+            ));
+        }
+    };
+    let (mut region, mut endpoint) = (None, None);
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("kinesis:// parameter {pair:?} has no value"))?;
+        if value.is_empty() {
+            return Err(format!("kinesis:// parameter {name:?} is empty"));
+        }
+        match name {
+            "region" => region = Some(value.to_owned()),
+            "endpoint" => endpoint = Some(value.to_owned()),
+            _ => {
+                return Err(format!(
+                    "unknown kinesis:// parameter {name:?} (expected region or endpoint)"
+                ));
+            }
+        }
+    }
+    Ok(BackendUrl::Kinesis { region, endpoint })
+}
+
 macro_rules! deserialize_from_str {
     ($($ty:ty),*) => {$(
         impl<'de> Deserialize<'de> for $ty {
@@ -190,6 +238,17 @@ impl fmt::Display for BackendUrl {
             BackendUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             BackendUrl::Memory => f.write_str("memory://"),
             BackendUrl::Kafka(brokers) => write!(f, "kafka://{brokers}"),
+            BackendUrl::Kinesis { region, endpoint } => {
+                f.write_str("kinesis://")?;
+                let params: Vec<String> = [("region", region), ("endpoint", endpoint)]
+                    .into_iter()
+                    .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+                    .collect();
+                if !params.is_empty() {
+                    write!(f, "?{}", params.join("&"))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -216,6 +275,8 @@ pub struct Config {
     pub consumer: ConsumerOptions,
     /// Embedded log settings.
     pub embedded: EmbeddedOptions,
+    /// Kinesis settings.
+    pub kinesis: KinesisOptions,
     /// Kafka settings, for a `kafka://` backend.
     pub kafka: KafkaOptions,
 }
@@ -329,6 +390,7 @@ impl Default for Config {
             consumer: ConsumerOptions::default(),
             embedded: EmbeddedOptions::default(),
             kafka: KafkaOptions::default(),
+            kinesis: KinesisOptions::default(),
         }
     }
 }
@@ -366,8 +428,7 @@ impl Config {
     }
 
     /// Builds the configuration from a parsed file and environment variables (only
-    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and the test services'
-    /// `LOGPIPE_TEST_*` excepted).
+    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and `LOGPIPE_TEST_*` excepted).
     ///
     /// # Errors
     ///
@@ -397,7 +458,7 @@ impl Config {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            // `LOGPIPE_TEST_*` name the test services (tests/services), not settings.
+            // LOGPIPE_TEST_* variables name the test suite's services, not settings.
             if var == CONFIG_FILE_VAR || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
@@ -447,6 +508,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.consumer.validate("consumer.")?;
+        self.kinesis.validate("kinesis.")?;
         if self.embedded.partitions == 0 {
             return Err(ConfigError::invalid(
                 "embedded.partitions",
@@ -491,14 +553,18 @@ impl Config {
         Ok(())
     }
 
-    /// The offset store: the configured one, else the backend's SQLite file, memory for
-    /// `memory://`, and the consumer group's commits for `kafka://`.
+    /// The offset store: the configured one, else the backend's SQLite file, else memory
+    /// for `memory://`, the consumer group's commits for `kafka://`, and
+    /// `sqlite://logpipe.db` for Kinesis.
     pub fn offset_store_url(&self) -> OffsetStoreUrl {
         match (&self.offset_store, &self.backend) {
             (Some(url), _) => url.clone(),
             (None, BackendUrl::Sqlite(path)) => OffsetStoreUrl::Sqlite(path.clone()),
             (None, BackendUrl::Memory) => OffsetStoreUrl::Memory,
             (None, BackendUrl::Kafka(_)) => OffsetStoreUrl::Kafka,
+            (None, BackendUrl::Kinesis { .. }) => {
+                OffsetStoreUrl::Sqlite(PathBuf::from(DEFAULT_KINESIS_OFFSET_STORE))
+            }
         }
     }
 }
@@ -616,6 +682,7 @@ mod tests {
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
                 ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
+                ("LOGPIPE_TEST_KINESIS", "http://127.0.0.1:1"),
                 ("OTHER", "x"),
             ]),
         )
@@ -673,6 +740,32 @@ mod tests {
                 "embedded.partitions",
                 Some("LOGPIPE_EMBEDDED__PARTITIONS"),
             ),
+            ("backend = \"kinesis://aws\"", &[], "backend", None),
+            ("backend = \"kinesis://?zone=eu\"", &[], "backend", None),
+            (
+                "[kinesis]\nstart_at = \"at-timestamp\"",
+                &[],
+                "kinesis.start_timestamp_ms",
+                None,
+            ),
+            (
+                "",
+                &[("LOGPIPE_KINESIS__BATCH_MAX_RECORDS", "501")],
+                "kinesis.batch_max_records",
+                Some("LOGPIPE_KINESIS__BATCH_MAX_RECORDS"),
+            ),
+            (
+                "[kinesis]\nstart_at = \"earliest\"",
+                &[],
+                "kinesis.start_at",
+                None,
+            ),
+            (
+                "[kinesis]\nmax_records_per_call = 0",
+                &[],
+                "kinesis.max_records_per_call",
+                None,
+            ),
         ];
         for (file, vars, key, origin) in cases {
             let err = Config::from_parts(file.parse().unwrap(), env(vars)).unwrap_err();
@@ -691,6 +784,50 @@ mod tests {
             );
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn kinesis_urls_take_an_optional_region_and_endpoint_and_store_positions_in_sqlite() {
+        let config = Config::from_parts(
+            toml::Table::new(),
+            env(&[(
+                "LOGPIPE_BACKEND",
+                "kinesis://?region=eu-west-1&endpoint=http://127.0.0.1:4567",
+            )]),
+        )
+        .unwrap();
+        let url = BackendUrl::Kinesis {
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:4567".into()),
+        };
+        assert_eq!(config.backend, url);
+        assert_eq!(
+            url.to_string(),
+            "kinesis://?region=eu-west-1&endpoint=http://127.0.0.1:4567"
+        );
+        assert_eq!(
+            config.offset_store_url(),
+            OffsetStoreUrl::Sqlite("logpipe.db".into())
+        );
+        for bare in ["kinesis://", "kinesis://?"] {
+            assert_eq!(
+                bare.parse::<BackendUrl>().unwrap(),
+                BackendUrl::Kinesis {
+                    region: None,
+                    endpoint: None
+                }
+            );
+        }
+        let file: toml::Table = "offset_store = \"memory://\"\n[kinesis]\nwrite_mode = \"sequence-number-for-ordering\"\npoll_interval_ms = 50"
+            .parse()
+            .unwrap();
+        let config = Config::from_parts(file, env(&[("LOGPIPE_BACKEND", "kinesis://")])).unwrap();
+        assert_eq!(config.offset_store_url(), OffsetStoreUrl::Memory);
+        assert_eq!(config.kinesis.poll_interval_ms, 50);
+        assert_eq!(
+            config.kinesis.write_mode,
+            crate::kinesis::KinesisWriteMode::SequenceNumberForOrdering
+        );
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub mod handler;
 mod hash;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod kinesis;
 pub mod message;
 pub mod multi;
 pub mod offsets;

@@ -157,6 +157,7 @@ pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Res
             config.group_prefix,
             spec.group.as_deref().unwrap_or(registration.name)
         );
+        let group = backend.position_group(group);
         tracing::info!(consumer = registration.name, %group, streams = ?spec.streams, backend = %config.backend, "starting consumer");
         let mut consumer = Consumer::new(
             backend.consumer(&group, &spec.streams)?,

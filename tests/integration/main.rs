@@ -6,6 +6,8 @@ mod cli;
 mod consumer;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod kinesis;
+mod kinesis_django;
 mod multi_consumer;
 mod processes;
 mod properties;

@@ -1,0 +1,692 @@
+//! The consumer: follows every shard of some streams, parents before children.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::KinesisError;
+use crate::api::{KinesisApi, StartPosition};
+
+/// Kinesis serves at most five `GetRecords` calls a second per shard.
+const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
+/// First wait after a throttled or failed read of a shard; it doubles up to
+/// [`MAX_SHARD_BACKOFF`].
+const FIRST_SHARD_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_SHARD_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Where a shard that has no stored position is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum InitialPosition {
+    /// The oldest record kept (`TRIM_HORIZON`). The default.
+    #[default]
+    TrimHorizon,
+    /// Only records written from now on (`LATEST`).
+    Latest,
+    /// Records written at or after this time (`AT_TIMESTAMP`).
+    AtTimestamp(SystemTime),
+}
+
+/// How a [`KinesisConsumer`] reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// Where shards without a stored position start. Children of a shard this consumer
+    /// follows always start at their oldest record, so that nothing between parent and
+    /// child is missed. Default [`InitialPosition::TrimHorizon`].
+    pub initial_position: InitialPosition,
+    /// How long to wait before reading a shard again that had nothing new. Default 1 s.
+    pub poll_interval: Duration,
+    /// How often the shard list is read again to find new shards (a shard that ends
+    /// also triggers it). Default 10 s.
+    pub shard_discovery_interval: Duration,
+    /// Most records a `GetRecords` call returns, 1 to 10,000. Default 10,000.
+    pub max_records_per_call: i32,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            initial_position: InitialPosition::TrimHorizon,
+            poll_interval: Duration::from_secs(1),
+            shard_discovery_interval: Duration::from_secs(10),
+            max_records_per_call: 10_000,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// Checks the options.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::InvalidOption`] naming the first bad option.
+    pub fn validate(&self) -> Result<(), KinesisError> {
+        if !(1..=10_000).contains(&self.max_records_per_call) {
+            return Err(KinesisError::InvalidOption {
+                option: "max_records_per_call",
+                message: "must be 1 to 10000".to_owned(),
+            });
+        }
+        if self.shard_discovery_interval.is_zero() {
+            return Err(KinesisError::InvalidOption {
+                option: "shard_discovery_interval",
+                message: "must be more than zero".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A shard of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardRef {
+    /// The stream.
+    pub stream: Arc<str>,
+    /// The shard id.
+    pub shard_id: Arc<str>,
+}
+
+/// A record read from a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRecord {
+    /// Its shard.
+    pub shard: ShardRef,
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// Its partition key.
+    pub partition_key: String,
+    /// Its data.
+    pub data: Vec<u8>,
+    /// When Kinesis received it (`ApproximateArrivalTimestamp`).
+    pub arrival: Option<SystemTime>,
+}
+
+/// What a [`KinesisConsumer`] has to say next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// New shards were found; [`seek`](KinesisConsumer::seek) each before it is read.
+    Assigned(Vec<ShardRef>),
+    /// Records, in order within each shard.
+    Records(Vec<ShardRecord>),
+}
+
+#[derive(Debug)]
+struct ShardState {
+    parents: Vec<Arc<str>>,
+    /// Seeked, so its start is known.
+    seeked: bool,
+    /// Where to start when there is no iterator and nothing was read yet.
+    start: Option<StartPosition>,
+    /// The sequence number of the last record handed out.
+    last_sequence: Option<String>,
+    iterator: Option<String>,
+    /// Closed and read to its end.
+    finished: bool,
+    ready_at: Instant,
+    backoff: Option<Duration>,
+}
+
+/// The result of reading one shard.
+struct Read {
+    shard: ShardRef,
+    /// A new iterator got on the way (kept even if `GetRecords` then failed).
+    iterator: Option<String>,
+    /// When a `LATEST` iterator was asked for: a later iterator starts at this time, so
+    /// that records written since are not skipped.
+    latest_at: Option<SystemTime>,
+    result: Result<aws_sdk_kinesis::operation::get_records::GetRecordsOutput, KinesisError>,
+}
+
+/// Reads every shard of some streams.
+///
+/// New shards are found by listing the shards of each stream (every
+/// [`shard_discovery_interval`](ConsumerOptions::shard_discovery_interval), and whenever
+/// a shard ends). A child shard is read only after its parents are closed and read to
+/// their end. Throttling and failed calls make a shard wait and try again; an expired
+/// iterator is replaced by one just after the last record handed out. No shard is ever
+/// given up.
+pub struct KinesisConsumer {
+    api: Arc<dyn KinesisApi>,
+    streams: Vec<Arc<str>>,
+    options: ConsumerOptions,
+    shards: BTreeMap<ShardRef, ShardState>,
+    next_discovery: Option<Instant>,
+    stashed_error: Option<KinesisError>,
+}
+
+impl std::fmt::Debug for KinesisConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KinesisConsumer")
+            .field("streams", &self.streams)
+            .field("options", &self.options)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KinesisConsumer {
+    /// A consumer of `streams`, making its calls through `api`.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::InvalidOption`] when `options` are not valid.
+    pub fn new<I, S>(
+        api: Arc<dyn KinesisApi>,
+        streams: I,
+        options: ConsumerOptions,
+    ) -> Result<Self, KinesisError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        options.validate()?;
+        Ok(Self {
+            api,
+            streams: streams.into_iter().map(Into::into).collect(),
+            options,
+            shards: BTreeMap::new(),
+            next_discovery: None,
+            stashed_error: None,
+        })
+    }
+
+    /// Reads `shard` from just after the record with sequence number `after`, or from
+    /// the initial position when `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::NotAssigned`] when the shard was not assigned.
+    pub fn seek(&mut self, shard: &ShardRef, after: Option<&str>) -> Result<(), KinesisError> {
+        let initial = match self.options.initial_position {
+            InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
+            InitialPosition::Latest => StartPosition::Latest,
+            InitialPosition::AtTimestamp(at) => StartPosition::AtTimestamp(at),
+        };
+        let followed_parent = self.shards.get(shard).is_some_and(|state| {
+            state.parents.iter().any(|parent| {
+                self.shards.contains_key(&ShardRef {
+                    stream: Arc::clone(&shard.stream),
+                    shard_id: Arc::clone(parent),
+                })
+            })
+        });
+        let state = self
+            .shards
+            .get_mut(shard)
+            .ok_or_else(|| KinesisError::NotAssigned {
+                stream: shard.stream.to_string(),
+                shard: shard.shard_id.to_string(),
+            })?;
+        state.seeked = true;
+        state.iterator = None;
+        state.last_sequence = after.map(str::to_owned);
+        state.start = Some(match after {
+            Some(sequence) => StartPosition::AfterSequenceNumber(sequence.to_owned()),
+            None if followed_parent => StartPosition::TrimHorizon,
+            None => initial,
+        });
+        Ok(())
+    }
+
+    /// Waits for the next event: new shards, or records.
+    ///
+    /// Cancel-safe: a call dropped before it completes hands out nothing, and the next
+    /// call reads the same records again.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when a stream cannot be listed or a shard fails in a way that
+    /// waiting does not fix (such as a stream that no longer exists). Throttling, expired
+    /// iterators and connection errors are handled here and do not end up as errors.
+    pub async fn next_event(&mut self) -> Result<Event, KinesisError> {
+        if let Some(error) = self.stashed_error.take() {
+            return Err(error);
+        }
+        loop {
+            let now = Instant::now();
+            if self.next_discovery.is_none_or(|at| at <= now) {
+                let found = self.discover().await?;
+                self.next_discovery = Some(Instant::now() + self.options.shard_discovery_interval);
+                if !found.is_empty() {
+                    return Ok(Event::Assigned(found));
+                }
+            }
+            let ready: Vec<ShardRef> = self
+                .readable()
+                .filter(|(_, state)| state.ready_at <= now)
+                .map(|(shard, _)| shard.clone())
+                .collect();
+            if !ready.is_empty() {
+                let records = self.read(ready).await;
+                match records {
+                    Ok(records) if !records.is_empty() => return Ok(Event::Records(records)),
+                    Ok(_) => {}
+                    Err(error) => return Err(error),
+                }
+                continue;
+            }
+            let wake = self
+                .readable()
+                .map(|(_, state)| state.ready_at)
+                .chain(self.next_discovery)
+                .min()
+                .unwrap_or_else(|| Instant::now() + self.options.shard_discovery_interval);
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// Shards that may be read: seeked, not finished, with every parent finished.
+    fn readable(&self) -> impl Iterator<Item = (&ShardRef, &ShardState)> {
+        self.shards.iter().filter(|(shard, state)| {
+            state.seeked
+                && !state.finished
+                && state.parents.iter().all(|parent| {
+                    self.shards
+                        .get(&ShardRef {
+                            stream: Arc::clone(&shard.stream),
+                            shard_id: Arc::clone(parent),
+                        })
+                        // A parent no longer listed has aged out of the stream.
+                        .is_none_or(|parent| parent.finished)
+                })
+        })
+    }
+
+    /// Lists the shards of every stream; returns those not seen before.
+    async fn discover(&mut self) -> Result<Vec<ShardRef>, KinesisError> {
+        // Every page is read before anything changes, so that a call dropped halfway
+        // (`next_event` is cancel-safe) leaves no shard known but never assigned.
+        let mut listed = Vec::new();
+        for stream in &self.streams {
+            let mut token = None;
+            loop {
+                let page = self
+                    .api
+                    .list_shards(stream.to_string(), token.take())
+                    .await?;
+                for shard in page.shards() {
+                    let parents: Vec<Arc<str>> =
+                        [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                            .into_iter()
+                            .flatten()
+                            .map(Arc::from)
+                            .collect();
+                    let key = ShardRef {
+                        stream: Arc::clone(stream),
+                        shard_id: shard.shard_id().into(),
+                    };
+                    listed.push((key, parents));
+                }
+                match page.next_token() {
+                    Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for (key, parents) in listed {
+            if self.shards.contains_key(&key) {
+                continue;
+            }
+            tracing::info!(stream = %key.stream, shard = %key.shard_id, ?parents, "shard found");
+            self.shards.insert(
+                key.clone(),
+                ShardState {
+                    parents,
+                    seeked: false,
+                    start: None,
+                    last_sequence: None,
+                    iterator: None,
+                    finished: false,
+                    ready_at: Instant::now(),
+                    backoff: None,
+                },
+            );
+            found.push(key);
+        }
+        Ok(found)
+    }
+
+    /// Reads the `ready` shards at once and hands out what they returned.
+    async fn read(&mut self, ready: Vec<ShardRef>) -> Result<Vec<ShardRecord>, KinesisError> {
+        let mut calls = JoinSet::new();
+        for shard in ready {
+            let state = &self.shards[&shard];
+            let api = Arc::clone(&self.api);
+            let iterator = state.iterator.clone();
+            let start = match &state.last_sequence {
+                Some(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
+                None => state.start.clone().unwrap_or(StartPosition::TrimHorizon),
+            };
+            let limit = self.options.max_records_per_call;
+            calls.spawn(async move {
+                let latest_at =
+                    (iterator.is_none() && start == StartPosition::Latest).then(SystemTime::now);
+                let (iterator, fresh) = match iterator {
+                    Some(iterator) => (iterator, None),
+                    None => {
+                        match api
+                            .get_shard_iterator(
+                                shard.stream.to_string(),
+                                shard.shard_id.to_string(),
+                                start,
+                            )
+                            .await
+                        {
+                            Ok(iterator) => (iterator.clone(), Some(iterator)),
+                            Err(error) => {
+                                return Read {
+                                    shard,
+                                    iterator: None,
+                                    latest_at: None,
+                                    result: Err(error),
+                                };
+                            }
+                        }
+                    }
+                };
+                let result = api.get_records(iterator, limit).await;
+                Read {
+                    shard,
+                    latest_at: latest_at.filter(|_| fresh.is_some()),
+                    iterator: fresh,
+                    result,
+                }
+            });
+        }
+        let mut reads = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok(read) => reads.push(read),
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            }
+        }
+        // Nothing is awaited from here on: the state changes and the records handed out
+        // go together, which keeps `next_event` cancel-safe.
+        reads.sort_by(|a, b| a.shard.cmp(&b.shard));
+        let mut records = Vec::new();
+        let mut fatal = None;
+        let now = Instant::now();
+        let mut ended = false;
+        for read in reads {
+            let state = self
+                .shards
+                .get_mut(&read.shard)
+                .expect("read shards are known");
+            if read.iterator.is_some() {
+                state.iterator = read.iterator;
+            }
+            if let Some(at) = read.latest_at {
+                state.start = Some(StartPosition::AtTimestamp(at));
+            }
+            match read.result {
+                Ok(output) => {
+                    state.backoff = None;
+                    let got = output.records();
+                    for record in got {
+                        records.push(ShardRecord {
+                            shard: read.shard.clone(),
+                            sequence_number: record.sequence_number().to_owned(),
+                            partition_key: record.partition_key().unwrap_or_default().to_owned(),
+                            data: record.data().as_ref().to_vec(),
+                            arrival: record
+                                .approximate_arrival_timestamp()
+                                .and_then(|at| SystemTime::try_from(*at).ok()),
+                        });
+                    }
+                    if let Some(last) = got.last() {
+                        state.last_sequence = Some(last.sequence_number().to_owned());
+                    }
+                    let caught_up =
+                        got.is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
+                    state.iterator = output.next_shard_iterator().map(str::to_owned);
+                    if state.iterator.is_none() {
+                        tracing::info!(stream = %read.shard.stream, shard = %read.shard.shard_id, "shard closed and read to its end");
+                        state.finished = true;
+                        ended = true;
+                    }
+                    state.ready_at = now
+                        + if caught_up {
+                            self.options.poll_interval.max(MIN_CALL_INTERVAL)
+                        } else {
+                            MIN_CALL_INTERVAL
+                        };
+                }
+                Err(error) if error.is_expired_iterator() => {
+                    tracing::warn!(stream = %read.shard.stream, shard = %read.shard.shard_id, "shard iterator expired; getting a new one after the last record read");
+                    metrics::counter!("logpipe_kinesis_expired_iterators_total").increment(1);
+                    state.iterator = None;
+                    state.ready_at = now + MIN_CALL_INTERVAL;
+                }
+                Err(error) if error.is_retriable() => {
+                    let wait = state.backoff.map_or(FIRST_SHARD_BACKOFF, |last| {
+                        (last * 2).min(MAX_SHARD_BACKOFF)
+                    });
+                    state.backoff = Some(wait);
+                    state.ready_at = now + wait;
+                    if error.is_throttling() {
+                        metrics::counter!("logpipe_kinesis_read_throttled_total").increment(1);
+                    }
+                    tracing::warn!(stream = %read.shard.stream, shard = %read.shard.shard_id, error = %error, ?wait, "reading the shard failed; trying again");
+                }
+                Err(error) => {
+                    tracing::error!(stream = %read.shard.stream, shard = %read.shard.shard_id, error = %error, "reading the shard failed");
+                    state.ready_at = now + FIRST_SHARD_BACKOFF;
+                    fatal.get_or_insert(error);
+                }
+            }
+        }
+        if ended {
+            // A shard ended: its children are listed now.
+            self.next_discovery = Some(now);
+        }
+        if let Some(error) = fatal {
+            if records.is_empty() {
+                return Err(error);
+            }
+            self.stashed_error = Some(error);
+        }
+        Ok(records)
+    }
+
+    /// The shards found so far, and whether each is closed and read to its end.
+    pub fn shards(&self) -> Vec<(ShardRef, bool)> {
+        self.shards
+            .iter()
+            .map(|(shard, state)| (shard.clone(), state.finished))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
+    use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
+    use aws_sdk_kinesis::operation::put_record::PutRecordOutput;
+    use aws_sdk_kinesis::operation::put_records::PutRecordsOutput;
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::{
+        HashKeyRange, PutRecordsRequestEntry, Record, SequenceNumberRange, Shard,
+    };
+
+    use super::*;
+    use crate::api::{BoxFuture, PutRecordRequest};
+
+    /// A stream of a closed parent shard `p` (one record) and its child `c` (one record,
+    /// then nothing). The first `GetRecords` of each shard answers an expired iterator.
+    #[derive(Default)]
+    struct FakeStream {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeStream {
+        fn log(&self, call: String) -> usize {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(call.clone());
+            calls.iter().filter(|c| **c == call).count()
+        }
+    }
+
+    fn shard(id: &str, parent: Option<&str>) -> Shard {
+        Shard::builder()
+            .shard_id(id)
+            .set_parent_shard_id(parent.map(str::to_owned))
+            .hash_key_range(
+                HashKeyRange::builder()
+                    .starting_hash_key("0")
+                    .ending_hash_key("1")
+                    .build()
+                    .unwrap(),
+            )
+            .sequence_number_range(
+                SequenceNumberRange::builder()
+                    .starting_sequence_number("0")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    impl KinesisApi for FakeStream {
+        fn put_records(
+            &self,
+            _: String,
+            _: Vec<PutRecordsRequestEntry>,
+        ) -> BoxFuture<'_, Result<PutRecordsOutput, KinesisError>> {
+            unimplemented!("the consumer does not write")
+        }
+
+        fn put_record(
+            &self,
+            _: PutRecordRequest,
+        ) -> BoxFuture<'_, Result<PutRecordOutput, KinesisError>> {
+            unimplemented!("the consumer does not write")
+        }
+
+        fn list_shards(
+            &self,
+            _: String,
+            _: Option<String>,
+        ) -> BoxFuture<'_, Result<ListShardsOutput, KinesisError>> {
+            let output = ListShardsOutput::builder()
+                .shards(shard("p", None))
+                .shards(shard("c", Some("p")))
+                .build();
+            Box::pin(async move { Ok(output) })
+        }
+
+        fn get_shard_iterator(
+            &self,
+            _: String,
+            shard_id: String,
+            start: StartPosition,
+        ) -> BoxFuture<'_, Result<String, KinesisError>> {
+            self.log(format!("iterator {shard_id} {start:?}"));
+            Box::pin(async move { Ok(shard_id) })
+        }
+
+        fn get_records(
+            &self,
+            iterator: String,
+            _: i32,
+        ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>> {
+            let nth = self.log(format!("records {iterator}"));
+            let output = match (iterator.as_str(), nth) {
+                (_, 1) => Err(KinesisError::service(
+                    "GetRecords",
+                    crate::EXPIRED_ITERATOR,
+                    "expired",
+                )),
+                ("p", 2) => Ok(page(Some("1"), None)),
+                ("c", 2) => Ok(page(Some("2"), Some("c"))),
+                (shard, _) => Ok(page(None, Some(shard))),
+            };
+            Box::pin(async move { output })
+        }
+    }
+
+    fn page(sequence: Option<&str>, next: Option<&str>) -> GetRecordsOutput {
+        let records = sequence.map(|sequence| {
+            Record::builder()
+                .sequence_number(sequence)
+                .partition_key("k")
+                .data(Blob::new(sequence.as_bytes()))
+                .build()
+                .unwrap()
+        });
+        GetRecordsOutput::builder()
+            .set_records(Some(records.into_iter().collect()))
+            .set_next_shard_iterator(next.map(str::to_owned))
+            .millis_behind_latest(0)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_child_is_read_after_its_parent_ends_and_expired_iterators_are_renewed() {
+        let api = Arc::new(FakeStream::default());
+        let options = ConsumerOptions {
+            initial_position: InitialPosition::Latest,
+            ..ConsumerOptions::default()
+        };
+        let mut consumer = KinesisConsumer::new(api.clone(), ["s"], options).unwrap();
+        let Event::Assigned(shards) = consumer.next_event().await.unwrap() else {
+            panic!("shards first")
+        };
+        assert_eq!(shards.len(), 2);
+        for shard in &shards {
+            consumer.seek(shard, None).unwrap();
+        }
+        let mut read = Vec::new();
+        while read.len() < 2 {
+            match consumer.next_event().await.unwrap() {
+                Event::Records(records) => read.extend(records),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let read: Vec<_> = read
+            .iter()
+            .map(|r| (&*r.shard.shard_id, r.sequence_number.as_str()))
+            .collect();
+        assert_eq!(read, [("p", "1"), ("c", "2")]);
+
+        let calls = api.calls.lock().unwrap().clone();
+        let first_child_call = calls.iter().position(|c| c.contains(" c")).unwrap();
+        assert!(
+            calls[..first_child_call].contains(&"records p".to_owned()),
+            "{calls:?}"
+        );
+        // The parent starts where configured (LATEST) and, once its iterator expired
+        // before anything was read, at the time of the first iterator; its child starts
+        // at its oldest record.
+        assert_eq!(calls[0], "iterator p Latest");
+        assert!(calls[2].starts_with("iterator p AtTimestamp"), "{calls:?}");
+        assert_eq!(calls[first_child_call], "iterator c TrimHorizon");
+        assert_eq!(
+            consumer.shards(),
+            [
+                (
+                    ShardRef {
+                        stream: "s".into(),
+                        shard_id: "c".into()
+                    },
+                    false
+                ),
+                (
+                    ShardRef {
+                        stream: "s".into(),
+                        shard_id: "p".into()
+                    },
+                    true
+                ),
+            ]
+        );
+    }
+}

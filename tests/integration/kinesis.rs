@@ -1,0 +1,1155 @@
+//! The Kinesis backend against kinesis-mock (`LOGPIPE_TEST_KINESIS`, started by
+//! `tests/services/kinesis/start`): round trips, per-key order under retries, resharding,
+//! injected throttling and expired iterators, restarts, a killed process and bad records.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::consumer::BadRecordPolicy;
+use logpipe::dead_letter::DeadLetter;
+use logpipe::kinesis::{KinesisBackend, KinesisOptions, KinesisWriteMode};
+use logpipe::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore};
+use logpipe::{
+    Consumer, ConsumerOptions, Context, Delivery, Message, PartitionRef, Position, Producer,
+    Registry, handler_fn,
+};
+use logpipe_kinesis::sdk::operation::get_records::GetRecordsOutput;
+use logpipe_kinesis::sdk::operation::list_shards::ListShardsOutput;
+use logpipe_kinesis::sdk::operation::put_record::PutRecordOutput;
+use logpipe_kinesis::sdk::operation::put_records::PutRecordsOutput;
+use logpipe_kinesis::sdk::types::{PutRecordsRequestEntry, PutRecordsResultEntry, StreamStatus};
+use logpipe_kinesis::sdk::{self, primitives::Blob};
+use logpipe_kinesis::{
+    BoxFuture, EXPIRED_ITERATOR, KinesisApi, KinesisError, PutRecordRequest, SdkApi, StartPosition,
+    THROUGHPUT_EXCEEDED,
+};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{
+    Seen, decode_vectors, program, service, vectors_registry, wait_until, wait_until_blocking,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+const REGION: &str = "us-east-1";
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[logpipe(type = "item", version = 1, key = "key")]
+struct Item {
+    key: String,
+    n: u32,
+}
+
+/// A stream name no other test (or earlier run against the same emulator) uses.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A plain SDK client for the emulator, with dummy credentials and a fixed region.
+pub fn client(endpoint: &str) -> sdk::Client {
+    let config = sdk::Config::builder()
+        .behavior_version(sdk::config::BehaviorVersion::latest())
+        .region(sdk::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(sdk::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .build();
+    sdk::Client::from_conf(config)
+}
+
+async fn wait_active(client: &sdk::Client, stream: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        let status = summary
+            .stream_description_summary()
+            .unwrap()
+            .stream_status();
+        if *status == StreamStatus::Active {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{stream} is not active after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn create_stream(client: &sdk::Client, stream: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    wait_active(client, stream).await;
+}
+
+/// The emulator's endpoint, a client, and a new stream of `shards` shards; `None` (the
+/// test is skipped) when the emulator is not running outside CI.
+pub async fn fixture(prefix: &str, shards: i32) -> Option<(String, sdk::Client, String)> {
+    let endpoint = service("LOGPIPE_TEST_KINESIS")?;
+    let client = client(&endpoint);
+    let stream = unique(prefix);
+    create_stream(&client, &stream, shards).await;
+    Some((endpoint, client, stream))
+}
+
+/// The `n` of every handled item, sorted.
+fn handled_ns(handled: &Handled) -> Vec<u32> {
+    let mut ns: Vec<u32> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, n, _, _)| *n)
+        .collect();
+    ns.sort_unstable();
+    ns
+}
+
+/// An iterator at the oldest record of the first shard of `stream`, from the plain SDK.
+pub async fn first_shard_iterator(client: &sdk::Client, stream: &str) -> String {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shards.shards()[0].shard_id())
+        .shard_iterator_type(sdk::types::ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap()
+}
+
+/// Options that read and rediscover quickly.
+fn fast() -> KinesisOptions {
+    KinesisOptions {
+        poll_interval_ms: 100,
+        shard_discovery_interval_ms: 300,
+        retry_backoff_ms: 10,
+        max_retry_backoff_ms: 200,
+        ..KinesisOptions::default()
+    }
+}
+
+fn backend_over(api: Arc<dyn KinesisApi>, options: KinesisOptions) -> KinesisBackend {
+    KinesisBackend::with_api(api, REGION, options).unwrap()
+}
+
+fn sdk_api(endpoint: &str) -> Arc<SdkApi> {
+    Arc::new(SdkApi::from_client(client(endpoint)))
+}
+
+fn consumer_options() -> ConsumerOptions {
+    ConsumerOptions {
+        commit_interval_ms: 50,
+        retry_backoff_ms: 1,
+        ..ConsumerOptions::default()
+    }
+}
+
+/// What a handler saw: (key, n, shard, sequence number), in handling order.
+type Handled = Arc<Mutex<Vec<(String, u32, String, String)>>>;
+
+fn items_registry(handled: &Handled) -> Registry {
+    let handled = Arc::clone(handled);
+    Registry::builder()
+        .handle(handler_fn(move |item: Item, context: Context| {
+            let Position::Sequence(sequence) = context.position.clone() else {
+                unreachable!("Kinesis positions are sequence numbers")
+            };
+            handled.lock().unwrap().push((
+                item.key,
+                item.n,
+                context.partition.partition.to_string(),
+                sequence,
+            ));
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap()
+}
+
+/// A consumer running in a task, with options that commit often.
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
+}
+
+impl Running {
+    fn start<S: OffsetStore>(
+        backend: &KinesisBackend,
+        stream: &str,
+        store: S,
+        registry: Registry,
+        group: &str,
+    ) -> Self {
+        let consumer = Consumer::new(backend.consumer([stream]), store, registry, group)
+            .with_options(consumer_options());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    /// Stops the consumer (which stores its positions) and checks that it ended well.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the consumer stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Runs a consumer of `stream` until `condition` holds, then stops it (storing positions).
+async fn consume_until<S: OffsetStore>(
+    backend: &KinesisBackend,
+    stream: &str,
+    store: S,
+    registry: Registry,
+    group: &str,
+    what: &str,
+    condition: impl FnMut() -> bool,
+) {
+    let running = Running::start(backend, stream, store, registry, group);
+    wait_until(what, WAIT, condition).await;
+    running.stop().await;
+}
+
+/// Waits until `handled` holds at least `count` records.
+async fn wait_handled(handled: &Handled, count: usize) {
+    wait_until(&format!("{count} records are handled"), WAIT, || {
+        handled.lock().unwrap().len() >= count
+    })
+    .await;
+}
+
+/// The item `n`, under a key of its own.
+fn item(n: u32) -> Item {
+    Item {
+        key: format!("key-{n}"),
+        n,
+    }
+}
+
+/// Checks that the records of each key were written in the order of their `n`.
+fn assert_written_in_order_per_key(delivered: Vec<(Item, Delivery)>, keys: usize) {
+    let mut by_key: HashMap<String, Vec<(u32, String)>> = HashMap::new();
+    for (item, delivery) in delivered {
+        by_key
+            .entry(item.key)
+            .or_default()
+            .push((item.n, delivery.position.to_string()));
+    }
+    assert_eq!(by_key.len(), keys);
+    for (key, mut writes) in by_key {
+        writes.sort_by_key(|(n, _)| *n);
+        assert!(
+            writes
+                .windows(2)
+                .all(|w| sequence_key(&w[0].1) < sequence_key(&w[1].1)),
+            "{key} written out of order: {writes:?}"
+        );
+    }
+}
+
+/// Sends `items` all at once, so that they are batched; returns the deliveries. On a
+/// one-thread runtime the sends start in the order of `items`.
+async fn send_all(
+    backend: &KinesisBackend,
+    stream: &str,
+    items: Vec<Item>,
+) -> Vec<(Item, Delivery)> {
+    let producer = Producer::new(backend.clone(), stream);
+    let sends = items.into_iter().map(|item| {
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            let delivery = producer.send(&item).await.unwrap();
+            (item, delivery)
+        })
+    });
+    let mut delivered = Vec::new();
+    for send in sends.collect::<Vec<_>>() {
+        delivered.push(
+            tokio::time::timeout(WAIT, send)
+                .await
+                .expect("sent in time")
+                .unwrap(),
+        );
+    }
+    delivered
+}
+
+/// Compares Kinesis sequence numbers (decimal strings of any length).
+fn sequence_key(sequence: &str) -> (usize, &str) {
+    (sequence.len(), sequence)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_over_1_and_20_shards_handle_101_records_once_and_store_their_positions() {
+    let Some(endpoint) = service("LOGPIPE_TEST_KINESIS") else {
+        return;
+    };
+    let client = client(&endpoint);
+    for shards in [1, 20] {
+        let stream = unique(&format!("round-trip-{shards}"));
+        create_stream(&client, &stream, shards).await;
+        let backend = backend_over(sdk_api(&endpoint), fast());
+        let items = (1..=101)
+            .map(|n| Item {
+                key: n.to_string(),
+                n,
+            })
+            .collect();
+        let delivered = send_all(&backend, &stream, items).await;
+        let used_shards: HashSet<_> = delivered.iter().map(|(_, d)| d.partition.clone()).collect();
+        if shards == 20 {
+            assert!(
+                used_shards.len() > 10,
+                "keys spread over shards: {used_shards:?}"
+            );
+        }
+
+        let (handled, store) = (Handled::default(), MemoryOffsetStore::new());
+        let seen = Arc::clone(&handled);
+        consume_until(
+            &backend,
+            &stream,
+            store.clone(),
+            items_registry(&handled),
+            "g",
+            "101 records are handled",
+            || seen.lock().unwrap().len() >= 101,
+        )
+        .await;
+        let handled = handled.lock().unwrap().clone();
+        assert_eq!(
+            handled.len(),
+            101,
+            "each record handled once ({shards} shards)"
+        );
+        let keys: HashSet<_> = handled
+            .iter()
+            .map(|(key, n, _, _)| (key.clone(), *n))
+            .collect();
+        let expected: HashSet<_> = (1..=101).map(|n| (n.to_string(), n)).collect();
+        assert_eq!(keys, expected);
+
+        // The stored position of each shard is its last written record.
+        let mut last: BTreeMap<PartitionRef, String> = BTreeMap::new();
+        for (_, delivery) in &delivered {
+            let Position::Sequence(sequence) = &delivery.position else {
+                unreachable!()
+            };
+            let entry = last.entry(delivery.partition.clone()).or_default();
+            if sequence_key(sequence) > sequence_key(entry) {
+                *entry = sequence.clone();
+            }
+        }
+        let stored: BTreeMap<_, _> = store
+            .positions("g")
+            .into_iter()
+            .map(|(partition, position)| (partition, position.to_string()))
+            .collect();
+        assert_eq!(stored, last, "{shards} shards");
+    }
+}
+
+/// Wraps the SDK and answers some calls as a throttled Kinesis would.
+struct Flaky {
+    inner: Arc<SdkApi>,
+    put_calls: AtomicU32,
+    get_calls: AtomicU32,
+    /// Every how many `PutRecords` entries one is refused (0: none).
+    refuse_every_entry: u32,
+    /// Every how many `PutRecords` calls one is refused whole (0: none).
+    refuse_every_put: u32,
+    /// Every how many `GetRecords` calls one is throttled (0: none).
+    throttle_every_get: u32,
+    /// Every how many `GetRecords` calls one answers an expired iterator (0: none).
+    expire_every_get: u32,
+    refused_entries: AtomicU32,
+    refused_puts: AtomicU32,
+    throttled_gets: AtomicU32,
+    expired_gets: AtomicU32,
+}
+
+impl Flaky {
+    fn new(endpoint: &str) -> Self {
+        Self {
+            inner: sdk_api(endpoint),
+            put_calls: AtomicU32::new(0),
+            get_calls: AtomicU32::new(0),
+            refuse_every_entry: 0,
+            refuse_every_put: 0,
+            throttle_every_get: 0,
+            expire_every_get: 0,
+            refused_entries: AtomicU32::new(0),
+            refused_puts: AtomicU32::new(0),
+            throttled_gets: AtomicU32::new(0),
+            expired_gets: AtomicU32::new(0),
+        }
+    }
+
+    fn every(count: u32, every: u32) -> bool {
+        every != 0 && count % every == every - 1
+    }
+}
+
+impl KinesisApi for Flaky {
+    fn put_records(
+        &self,
+        stream: String,
+        entries: Vec<PutRecordsRequestEntry>,
+    ) -> BoxFuture<'_, Result<PutRecordsOutput, KinesisError>> {
+        Box::pin(async move {
+            let call = self.put_calls.fetch_add(1, Ordering::SeqCst);
+            if Self::every(call, self.refuse_every_put) {
+                self.refused_puts.fetch_add(1, Ordering::SeqCst);
+                return Err(KinesisError::service(
+                    "PutRecords",
+                    THROUGHPUT_EXCEEDED,
+                    "Rate exceeded for stream",
+                ));
+            }
+            // Refuse some entries (writing only the others), as Kinesis does when some
+            // shards of a request are over their limit.
+            let refused: Vec<bool> = (0..entries.len() as u32)
+                .map(|i| Self::every(call * 7 + i, self.refuse_every_entry))
+                .collect();
+            let written: Vec<_> = entries
+                .into_iter()
+                .zip(&refused)
+                .filter(|(_, refused)| !**refused)
+                .map(|(entry, _)| entry)
+                .collect();
+            let mut results = if written.is_empty() {
+                Vec::new()
+            } else {
+                self.inner
+                    .put_records(stream, written)
+                    .await?
+                    .records()
+                    .to_vec()
+            }
+            .into_iter();
+            let mut merged = Vec::new();
+            let mut failed = 0;
+            for refused in refused {
+                if refused {
+                    failed += 1;
+                    self.refused_entries.fetch_add(1, Ordering::SeqCst);
+                    merged.push(
+                        PutRecordsResultEntry::builder()
+                            .error_code(THROUGHPUT_EXCEEDED)
+                            .error_message("Rate exceeded for shard")
+                            .build(),
+                    );
+                } else {
+                    merged.push(results.next().unwrap());
+                }
+            }
+            Ok(PutRecordsOutput::builder()
+                .set_records(Some(merged))
+                .failed_record_count(failed)
+                .build()
+                .unwrap())
+        })
+    }
+
+    fn put_record(
+        &self,
+        request: PutRecordRequest,
+    ) -> BoxFuture<'_, Result<PutRecordOutput, KinesisError>> {
+        self.inner.put_record(request)
+    }
+
+    fn list_shards(
+        &self,
+        stream: String,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<ListShardsOutput, KinesisError>> {
+        self.inner.list_shards(stream, next_token)
+    }
+
+    fn get_shard_iterator(
+        &self,
+        stream: String,
+        shard_id: String,
+        start: StartPosition,
+    ) -> BoxFuture<'_, Result<String, KinesisError>> {
+        self.inner.get_shard_iterator(stream, shard_id, start)
+    }
+
+    fn get_records(
+        &self,
+        iterator: String,
+        limit: i32,
+    ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>> {
+        Box::pin(async move {
+            let call = self.get_calls.fetch_add(1, Ordering::SeqCst);
+            if Self::every(call, self.throttle_every_get) {
+                self.throttled_gets.fetch_add(1, Ordering::SeqCst);
+                return Err(KinesisError::service(
+                    "GetRecords",
+                    THROUGHPUT_EXCEEDED,
+                    "Rate exceeded for shard",
+                ));
+            }
+            if Self::every(call, self.expire_every_get) {
+                self.expired_gets.fetch_add(1, Ordering::SeqCst);
+                return Err(KinesisError::service(
+                    "GetRecords",
+                    EXPIRED_ITERATOR,
+                    "Iterator expired",
+                ));
+            }
+            self.inner.get_records(iterator, limit).await
+        })
+    }
+}
+
+// One thread: spawned sends start in the order they were spawned, which is the order
+// each key's records are sent in.
+#[tokio::test]
+async fn per_key_order_holds_when_batches_are_partly_refused_and_retried() {
+    let Some((endpoint, _, stream)) = fixture("order", 4).await else {
+        return;
+    };
+    let flaky = Arc::new(Flaky {
+        refuse_every_entry: 3,
+        refuse_every_put: 5,
+        ..Flaky::new(&endpoint)
+    });
+    let backend = backend_over(flaky.clone(), fast());
+    // 8 keys, 25 records each, all sent at once.
+    let items = (0..25)
+        .flat_map(|n| {
+            (0..8).map(move |k| Item {
+                key: format!("key-{k}"),
+                n,
+            })
+        })
+        .collect();
+    let delivered = send_all(&backend, &stream, items).await;
+    assert!(
+        flaky.refused_entries.load(Ordering::SeqCst) > 0,
+        "some entries were refused"
+    );
+    assert!(
+        flaky.refused_puts.load(Ordering::SeqCst) > 0,
+        "some calls were refused"
+    );
+
+    // Written in order per key: sequence numbers grow with n.
+    assert_written_in_order_per_key(delivered, 8);
+
+    // And read in order per key.
+    let handled = Handled::default();
+    let seen = Arc::clone(&handled);
+    consume_until(
+        &backend,
+        &stream,
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+        "200 records are handled",
+        || seen.lock().unwrap().len() >= 200,
+    )
+    .await;
+    let mut read: HashMap<String, Vec<u32>> = HashMap::new();
+    for (key, n, _, _) in handled.lock().unwrap().iter() {
+        read.entry(key.clone()).or_default().push(*n);
+    }
+    assert_eq!(read.len(), 8);
+    for (key, ns) in read {
+        assert_eq!(ns, (0..25).collect::<Vec<_>>(), "{key}");
+    }
+}
+
+// One thread: spawned sends start in the order they were spawned, which is the order
+// each key's records are sent in.
+#[tokio::test]
+async fn the_sequence_number_for_ordering_mode_writes_each_key_in_order() {
+    let Some((endpoint, _, stream)) = fixture("ordering-mode", 2).await else {
+        return;
+    };
+    let options = KinesisOptions {
+        write_mode: KinesisWriteMode::SequenceNumberForOrdering,
+        ordering_cache_keys: 2,
+        ..fast()
+    };
+    let backend = backend_over(sdk_api(&endpoint), options);
+    let items = (0..10)
+        .flat_map(|n| {
+            (0..3).map(move |k| Item {
+                key: format!("key-{k}"),
+                n,
+            })
+        })
+        .collect();
+    let delivered = send_all(&backend, &stream, items).await;
+    assert_written_in_order_per_key(delivered, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_over_1_mib_is_refused_with_a_clear_error() {
+    let Some(endpoint) = service("LOGPIPE_TEST_KINESIS") else {
+        return;
+    };
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    let record = OutgoingRecord {
+        stream: unique("too-large").into(),
+        key: Some(b"k".to_vec()),
+        value: vec![b'x'; 1024 * 1024],
+        headers: vec![],
+    };
+    let err = backend.send(record).await.unwrap_err();
+    assert_eq!(err.kind(), logpipe::backend::BackendErrorKind::Rejected);
+    assert!(!err.is_retriable());
+    let source = std::error::Error::source(&err).unwrap().to_string();
+    assert!(source.contains("over Kinesis' limit"), "{source}");
+}
+
+/// Splits `shard` of `stream` in two halves of its hash key range.
+async fn split(client: &sdk::Client, stream: &str, shard: &str) {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let range = shards
+        .shards()
+        .iter()
+        .find(|s| s.shard_id() == shard)
+        .unwrap()
+        .hash_key_range()
+        .unwrap()
+        .clone();
+    let (start, end): (u128, u128) = (
+        range.starting_hash_key().parse().unwrap(),
+        range.ending_hash_key().parse().unwrap(),
+    );
+    let middle = start + (end - start) / 2 + 1;
+    client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard)
+        .new_starting_hash_key(middle.to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(client, stream).await;
+}
+
+/// Parents of each shard of `stream`.
+async fn parents(client: &sdk::Client, stream: &str) -> HashMap<String, Vec<String>> {
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    shards
+        .shards()
+        .iter()
+        .map(|s| {
+            let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
+                .collect();
+            (s.shard_id().to_owned(), parents)
+        })
+        .collect()
+}
+
+/// Checks that every record of a parent shard was handled before any of its children's.
+fn assert_parents_first(
+    handled: &[(String, u32, String, String)],
+    parents: &HashMap<String, Vec<String>>,
+) {
+    for (child, its_parents) in parents {
+        let first_child = handled.iter().position(|(_, _, shard, _)| shard == child);
+        for parent in its_parents {
+            let last_parent = handled.iter().rposition(|(_, _, shard, _)| shard == parent);
+            if let (Some(first_child), Some(last_parent)) = (first_child, last_parent) {
+                assert!(
+                    last_parent < first_child,
+                    "{child} was read before its parent {parent} was finished"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splitting_shards_while_consuming_reads_every_record_and_parents_before_children() {
+    let Some((endpoint, client, stream)) = fixture("split", 1).await else {
+        return;
+    };
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    // Records in the parent, a split, records in the children: all before reading.
+    send_all(&backend, &stream, (0..40).map(item).collect()).await;
+    let parent = parents(&client, &stream).await.into_keys().next().unwrap();
+    split(&client, &stream, &parent).await;
+    send_all(&backend, &stream, (40..80).map(item).collect()).await;
+
+    let handled = Handled::default();
+    let running = Running::start(
+        &backend,
+        &stream,
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    );
+    wait_handled(&handled, 80).await;
+
+    // Split a child while the consumer runs, and write to its children.
+    let family = parents(&client, &stream).await;
+    let child = family
+        .iter()
+        .find(|(_, parents)| parents.contains(&parent))
+        .map(|(shard, _)| shard.clone())
+        .unwrap();
+    split(&client, &stream, &child).await;
+    send_all(&backend, &stream, (80..120).map(item).collect()).await;
+    wait_handled(&handled, 120).await;
+    running.stop().await;
+
+    let ns = handled_ns(&handled);
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(ns, (0..120).collect::<Vec<_>>(), "every record, once");
+    let family = parents(&client, &stream).await;
+    assert!(family.len() >= 5, "two splits made 5 shards: {family:?}");
+    let shards_read: HashSet<_> = handled
+        .iter()
+        .map(|(_, _, shard, _)| shard.clone())
+        .collect();
+    assert!(
+        shards_read.len() >= 4,
+        "records came from parents and children: {shards_read:?}"
+    );
+    assert_parents_first(&handled, &family);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_expired_iterators_drop_no_shard_and_lose_no_record() {
+    let Some((endpoint, _, stream)) = fixture("throttled", 4).await else {
+        return;
+    };
+    let flaky = Arc::new(Flaky {
+        refuse_every_put: 3,
+        throttle_every_get: 3,
+        expire_every_get: 4,
+        ..Flaky::new(&endpoint)
+    });
+    let backend = backend_over(flaky.clone(), fast());
+    send_all(&backend, &stream, (0..60).map(item).collect()).await;
+
+    let handled = Handled::default();
+    let running = Running::start(
+        &backend,
+        &stream,
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    );
+    wait_handled(&handled, 60).await;
+    // Every shard is still followed after the errors: later records arrive too.
+    wait_until("shards were throttled and iterators expired", WAIT, || {
+        flaky.throttled_gets.load(Ordering::SeqCst) >= 4
+            && flaky.expired_gets.load(Ordering::SeqCst) >= 4
+    })
+    .await;
+    send_all(&backend, &stream, (60..100).map(item).collect()).await;
+    wait_handled(&handled, 100).await;
+    running.stop().await;
+
+    let ns = handled_ns(&handled);
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(
+        ns,
+        (0..100).collect::<Vec<_>>(),
+        "every record once, none lost"
+    );
+    let shards: HashSet<_> = handled
+        .iter()
+        .map(|(_, _, shard, _)| shard.clone())
+        .collect();
+    assert_eq!(shards.len(), 4, "records from every shard");
+    assert!(flaky.refused_puts.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_without_a_position_start_at_the_configured_timestamp() {
+    let Some((endpoint, _, stream)) = fixture("at-timestamp", 2).await else {
+        return;
+    };
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    send_all(&backend, &stream, (0..20).map(item).collect()).await;
+    // Every record so far was acknowledged before this instant; the next ones arrive
+    // after it.
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 1;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send_all(&backend, &stream, (20..30).map(item).collect()).await;
+
+    let options = KinesisOptions {
+        start_at: logpipe::kinesis::StartAt::AtTimestamp,
+        start_timestamp_ms: Some(start),
+        ..fast()
+    };
+    let backend = backend_over(sdk_api(&endpoint), options);
+    let handled = Handled::default();
+    let running = Running::start(
+        &backend,
+        &stream,
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    );
+    wait_handled(&handled, 10).await;
+    running.stop().await;
+    assert_eq!(
+        handled_ns(&handled),
+        (20..30).collect::<Vec<_>>(),
+        "only records from the timestamp on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_consumer_resumes_from_its_sqlite_positions() {
+    let Some((endpoint, _, stream)) = fixture("restart", 3).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    let group = backend.group_in_region("restart");
+    assert_eq!(group, "restart@us-east-1");
+    send_all(&backend, &stream, (0..30).map(item).collect()).await;
+    let first = Handled::default();
+    let seen = Arc::clone(&first);
+    consume_until(
+        &backend,
+        &stream,
+        store.clone(),
+        items_registry(&first),
+        &group,
+        "30 records are handled",
+        || seen.lock().unwrap().len() >= 30,
+    )
+    .await;
+    assert_eq!(first.lock().unwrap().len(), 30);
+
+    send_all(&backend, &stream, (30..50).map(item).collect()).await;
+    // A new process: a new backend and store over the same file.
+    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    let second = Handled::default();
+    let seen = Arc::clone(&second);
+    consume_until(
+        &backend,
+        &stream,
+        store,
+        items_registry(&second),
+        &group,
+        "20 new records are handled",
+        || seen.lock().unwrap().len() >= 20,
+    )
+    .await;
+    assert_eq!(
+        handled_ns(&second),
+        (30..50).collect::<Vec<_>>(),
+        "only the records written since"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_records_written_raw_are_dead_lettered_unchanged_and_good_ones_handled() {
+    let Some(endpoint) = service("LOGPIPE_TEST_KINESIS") else {
+        return;
+    };
+    let client = client(&endpoint);
+    let (stream, dead) = (unique("bad"), unique("bad-dead"));
+    create_stream(&client, &stream, 1).await;
+    create_stream(&client, &dead, 1).await;
+    let vectors = decode_vectors();
+    // Written with the plain SDK, in order, one record a call.
+    for (index, vector) in vectors.iter().enumerate() {
+        client
+            .put_record()
+            .stream_name(&stream)
+            .partition_key(format!("k{index}"))
+            .data(Blob::new(vector.value()))
+            .send()
+            .await
+            .unwrap();
+    }
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    let store = MemoryOffsetStore::new();
+    let seen = Seen::default();
+    let options = ConsumerOptions {
+        on_bad_record: BadRecordPolicy::DeadLetter,
+        ..consumer_options()
+    };
+    let consumer = Consumer::new(
+        backend.consumer([stream.as_str()]),
+        store.clone(),
+        vectors_registry(&seen),
+        "g",
+    )
+    .with_options(options)
+    .with_dead_letter(DeadLetter::new(backend.clone(), dead.as_str()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    let last = client
+        .put_record()
+        .stream_name(&stream)
+        .partition_key("last")
+        .data(Blob::new(
+            b"json:{\"type\":\"audit\",\"version\":1,\"message\":{}}".to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .sequence_number()
+        .to_owned();
+    wait_until("the last record's position is stored", WAIT, || {
+        store
+            .positions("g")
+            .iter()
+            .any(|(_, position)| position.to_string() == last)
+    })
+    .await;
+    Running { shutdown, task }.stop().await;
+
+    let ok = vectors.iter().filter(|v| v.expect.outcome == "ok").count();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        ok,
+        "the good records are handled"
+    );
+    let expected: Vec<(String, Vec<u8>)> = vectors
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.expected_skip().is_some_and(|reason| reason != "ignored"))
+        .map(|(index, v)| (format!("k{index}"), v.value()))
+        .collect();
+    assert!(!expected.is_empty());
+    // Read the dead-letter stream with the plain SDK.
+    let mut iterator = first_shard_iterator(&client, &dead).await;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < expected.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead letters missing: {got:?}"
+        );
+        let page = client
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await
+            .unwrap();
+        for record in page.records() {
+            got.push((
+                record.partition_key().unwrap_or_default().to_owned(),
+                record.data().as_ref().to_vec(),
+            ));
+        }
+        iterator = page.next_shard_iterator().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        got, expected,
+        "bad records dead-lettered with their key and bytes intact, in order"
+    );
+}
+
+/// The example service over Kinesis, storing its table and positions in `db`.
+fn people_service(
+    endpoint: &str,
+    stream: &str,
+    db: &std::path::Path,
+    log: &std::path::Path,
+) -> Child {
+    Command::new(program("people_service"))
+        .env(
+            "LOGPIPE_BACKEND",
+            format!("kinesis://?region={REGION}&endpoint={endpoint}"),
+        )
+        .env("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display()))
+        .env("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "100")
+        .env("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "100")
+        .env("PEOPLE_STREAM", stream)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "logpipe=info,logpipe_kinesis=info")
+        .env_remove("LOGPIPE_CONFIG")
+        .env_remove("AWS_PROFILE")
+        .current_dir(db.parent().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap()
+}
+
+fn people_count(db: &std::path::Path) -> (i64, i64) {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return (0, 0);
+    };
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(MAX(applied), 0) FROM people",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .unwrap_or((0, 0))
+}
+
+fn wait_for_exit(child: &mut Child) -> ExitStatus {
+    let mut status = None;
+    wait_until_blocking("the process exits", WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct PersonV1 {
+    uuid: String,
+    name: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_process_killed_with_sigkill_loses_nothing() {
+    const PEOPLE: i64 = 300;
+    let Some((endpoint, _, stream)) = fixture("people", 2).await else {
+        return;
+    };
+    let backend = backend_over(sdk_api(&endpoint), fast());
+    let producer = Producer::new(backend.clone(), stream.as_str());
+    let send = |ids: std::ops::Range<i64>| {
+        let producer = producer.clone();
+        async move {
+            let sends: Vec<_> = ids
+                .map(|id| {
+                    let producer = producer.clone();
+                    let person = PersonV1 {
+                        uuid: format!("{id:06}"),
+                        name: format!("Person {id}"),
+                    };
+                    tokio::spawn(async move { producer.send(&person).await.unwrap() })
+                })
+                .collect();
+            for send in sends {
+                tokio::time::timeout(WAIT, send).await.unwrap().unwrap();
+            }
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, log) = (dir.path().join("people.db"), dir.path().join("service.log"));
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_for_people = |at_least: i64| {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until_blocking(&format!("{at_least} people are stored"), WAIT, || {
+                people_count(&db).0 >= at_least
+            });
+        })
+    };
+
+    // A third of the people, then SIGKILL once some are stored: nothing is stored on
+    // the way out, and the rest is not even written yet.
+    let mut child = people_service(&endpoint, &stream, &db, &log);
+    send(0..PEOPLE / 3).await;
+    if wait_for_people(10).await.is_err() {
+        let _ = child.kill();
+        panic!("service log:\n{}", show_log());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(people_count(&db).0 <= PEOPLE / 3);
+
+    // Another third while it is down, the last third once it runs again.
+    send(PEOPLE / 3..2 * PEOPLE / 3).await;
+    let mut child = people_service(&endpoint, &stream, &db, &log);
+    send(2 * PEOPLE / 3..PEOPLE).await;
+    if wait_for_people(PEOPLE).await.is_err() {
+        let _ = child.kill();
+        panic!("service log:\n{}", show_log());
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::task::spawn_blocking(move || wait_for_exit(&mut child))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", show_log());
+    let (count, most_applied) = people_count(&db);
+    assert_eq!(count, PEOPLE, "no person lost");
+    assert_eq!(
+        most_applied, 1,
+        "no message applied twice: the handler stores positions with its rows"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let groups: Vec<(String, String)> = conn
+        .prepare("SELECT DISTINCT consumer_group, stream FROM logpipe_positions")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        groups,
+        [("people_table@us-east-1".to_owned(), stream)],
+        "positions are keyed by group and region, stream (and shard)"
+    );
+}
