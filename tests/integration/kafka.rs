@@ -779,59 +779,69 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
 }
 
 // Interoperability with django-logpipe 1.6 (`tests/services/python`), both ways, in
-// both formats. The Python side is `tests/interop/django_logpipe_kafka.py`; both sides
-// make the same people with `person(n)`.
+// both formats, through the peer script `tests/django_logpipe/peer.py`.
 
+/// The peer's `person` v1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-#[logpipe(type = "interop-person", version = 1, key = "uuid")]
-struct InteropV1 {
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct PeerV1 {
     uuid: String,
     name: String,
-    n: u32,
 }
 
+/// The peer's `person` v2.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-#[logpipe(type = "interop-person", version = 2, key = "uuid")]
-struct InteropV2 {
+#[logpipe(type = "person", version = 2, key = "uuid")]
+struct PeerV2 {
     uuid: String,
     first_name: String,
     last_name: String,
-    n: u32,
+    age: u32,
     score: f64,
-    tags: Vec<String>,
     active: bool,
+    tags: Vec<String>,
+    nickname: Option<String>,
 }
 
-/// The n-th person, as the Python script makes it: (version, key, message).
+/// The n-th person both sides send: (version, key, message).
 fn interop_person(n: u32) -> (u64, String, serde_json::Value) {
     let uuid = format!("u-{}", n % 5);
     if n.is_multiple_of(2) {
-        let person = InteropV1 {
+        let person = PeerV1 {
             uuid: uuid.clone(),
             name: format!("Name {n} \u{e9}\u{2028}"),
-            n,
         };
         (1, uuid, serde_json::to_value(person).unwrap())
     } else {
-        let person = InteropV2 {
+        let person = PeerV2 {
             uuid: uuid.clone(),
             first_name: "First".into(),
             last_name: format!("Last {n}"),
-            n,
+            age: n,
             score: f64::from(n) / 4.0,
-            tags: vec!["a".into(), "\u{e9}".into(), "\u{1f600}".into()],
             active: n.is_multiple_of(3),
+            tags: vec!["a".into(), "\u{e9}".into(), "\u{1f600}".into()],
+            nickname: (n % 4 == 1).then(|| format!("nick {n}")),
         };
         (2, uuid, serde_json::to_value(person).unwrap())
     }
 }
 
-/// Runs the Python script with a Django settings module written for this test.
-fn django_logpipe(python: &str, dir: &Path, brokers: &str, format: &str, args: &[&str]) -> String {
+/// Runs the peer script with a Django settings module written for this test, feeding it
+/// `input`, and returns its output.
+fn django_logpipe(
+    python: &str,
+    dir: &Path,
+    brokers: &str,
+    format: &str,
+    args: &[&str],
+    input: &str,
+) -> String {
     let settings = format!(
         r#"SECRET_KEY = "interop"
 INSTALLED_APPS = ["logpipe"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": "{db}"}}}}
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}}
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 USE_TZ = True
 LOGPIPE = {{
     "KAFKA_BOOTSTRAP_SERVERS": ["{brokers}"],
@@ -841,23 +851,25 @@ LOGPIPE = {{
     "DEFAULT_FORMAT": "{format}",
 }}
 "#,
-        db = dir.join("django.sqlite3").display(),
         group = unique("django"),
     );
     std::fs::write(dir.join("interop_settings.py"), settings).unwrap();
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/django_logpipe_kafka.py");
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django_logpipe/peer.py");
     let mut child = Command::new(python)
-        .arg(script)
+        .arg(peer)
         .args(args)
         .env("PYTHONPATH", dir)
         .env("DJANGO_SETTINGS_MODULE", "interop_settings")
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    let writer =
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -871,9 +883,9 @@ LOGPIPE = {{
         text
     });
     let status = wait_for_exit(&mut child);
+    writer.join().unwrap().unwrap();
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "django-logpipe {args:?} failed:\n{err}");
-    eprintln!("django-logpipe {format}: {}", err.trim());
+    assert!(status.success(), "peer.py {args:?} failed:\n{err}\n{out}");
     out
 }
 
@@ -894,13 +906,21 @@ fn django_to_logpipe(format: &str) {
         .build()
         .unwrap();
     runtime.block_on(create_topics(&brokers, &[&topic]));
-    let count = INTEROP_COUNT.to_string();
+    let input: String = (0..INTEROP_COUNT)
+        .map(|n| {
+            let (version, _, message) = interop_person(n);
+            let line =
+                serde_json::json!({"type": "person", "version": version, "message": message});
+            format!("{line}\n")
+        })
+        .collect();
     django_logpipe(
         &python,
         dir.path(),
         &brokers,
         format,
-        &["send", &topic, &count],
+        &["send", &topic],
+        &input,
     );
 
     type Got = Arc<
@@ -929,11 +949,11 @@ fn django_to_logpipe(format: &str) {
     };
     let (v1, v2) = (Arc::clone(&got), Arc::clone(&got));
     let registry = Registry::builder()
-        .handle(handler_fn(move |p: InteropV1, context: Context| {
+        .handle(handler_fn(move |p: PeerV1, context: Context| {
             note(&v1, &context, serde_json::to_value(p).unwrap());
             async { Ok::<_, std::convert::Infallible>(()) }
         }))
-        .handle(handler_fn(move |p: InteropV2, context: Context| {
+        .handle(handler_fn(move |p: PeerV2, context: Context| {
             note(&v2, &context, serde_json::to_value(p).unwrap());
             async { Ok::<_, std::convert::Infallible>(()) }
         }))
@@ -941,36 +961,39 @@ fn django_to_logpipe(format: &str) {
         .unwrap();
     runtime.block_on(async {
         let client = client(&brokers);
-        let running = Running::start(
-            &client,
-            &unique("from-django"),
-            &topic,
-            client.offsets(),
-            registry,
-        );
+        let group = unique("from-django");
+        let running = Running::start(&client, &group, &topic, client.offsets(), registry);
         wait_until("every message from django-logpipe is handled", WAIT, || {
             got.lock().unwrap().len() >= INTEROP_COUNT as usize
         })
         .await;
         running.stop().await;
     });
-    let mut got = got.lock().unwrap().clone();
-    got.sort_by_key(|entry| entry.4["n"].as_u64());
+    let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), INTEROP_COUNT as usize);
-    for (n, entry) in (0..INTEROP_COUNT).zip(&got) {
-        let (version, key, message) = interop_person(n);
-        let expected = (
-            "interop-person".to_owned(),
-            version,
-            Some("django".to_owned()),
-            Some(key),
-            message,
-        );
-        assert_eq!(
-            entry, &expected,
-            "message {n} from django-logpipe ({format})"
-        );
-    }
+    let mut expected: Vec<_> = (0..INTEROP_COUNT)
+        .map(|n| {
+            let (version, key, message) = interop_person(n);
+            (
+                "person".to_owned(),
+                version,
+                Some("django".to_owned()),
+                Some(key),
+                message,
+            )
+        })
+        .collect();
+    let order = |entry: &(
+        String,
+        u64,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+    )| { entry.4.to_string() };
+    let mut got = got;
+    got.sort_by_key(order);
+    expected.sort_by_key(order);
+    assert_eq!(got, expected, "messages from django-logpipe ({format})");
 }
 
 fn logpipe_to_django(format: &str) {
@@ -995,15 +1018,11 @@ fn logpipe_to_django(format: &str) {
         for n in 0..INTEROP_COUNT {
             let (version, _, message) = interop_person(n);
             if version == 1 {
-                producer
-                    .send(&serde_json::from_value::<InteropV1>(message).unwrap())
-                    .await
-                    .unwrap();
+                let person: PeerV1 = serde_json::from_value(message).unwrap();
+                producer.send(&person).await.unwrap();
             } else {
-                producer
-                    .send(&serde_json::from_value::<InteropV2>(message).unwrap())
-                    .await
-                    .unwrap();
+                let person: PeerV2 = serde_json::from_value(message).unwrap();
+                producer.send(&person).await.unwrap();
             }
         }
     });
@@ -1013,28 +1032,32 @@ fn logpipe_to_django(format: &str) {
         dir.path(),
         &brokers,
         format,
-        &["consume", &topic, &count],
+        &["consume", &topic, "--count", &count, "--timeout", "90"],
+        "",
     );
     let mut lines: Vec<serde_json::Value> = out
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line.get("type").is_some())
         .collect();
-    lines.sort_by_key(|line| line["message"]["n"].as_u64());
-    assert_eq!(lines.len(), INTEROP_COUNT as usize);
-    for (n, line) in (0..INTEROP_COUNT).zip(&lines) {
-        let (version, key, message) = interop_person(n);
-        let expected = serde_json::json!({
-            "type": "interop-person",
-            "version": version,
-            "producer": "rust",
-            "key": key,
-            "message": message,
-        });
-        assert_eq!(
-            line, &expected,
-            "message {n} read by django-logpipe ({format})"
-        );
-    }
+    let mut expected: Vec<serde_json::Value> = (0..INTEROP_COUNT)
+        .map(|n| {
+            let (version, key, message) = interop_person(n);
+            serde_json::json!({
+                "type": "person",
+                "version": version,
+                "producer": "rust",
+                "key": key,
+                "message": message,
+            })
+        })
+        .collect();
+    lines.sort_by_key(ToString::to_string);
+    expected.sort_by_key(ToString::to_string);
+    assert_eq!(
+        lines, expected,
+        "messages read by django-logpipe ({format})"
+    );
 }
 
 #[test]
