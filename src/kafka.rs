@@ -24,7 +24,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_kafka::{ErrorKind, KafkaEvent, KafkaRecord, StartFrom};
@@ -154,7 +154,7 @@ impl ProducerBackend for KafkaClient {
         )
         .await?;
         Ok(Delivery {
-            partition: PartitionRef::new(Arc::clone(&record.stream), partition.to_string()),
+            partition: PartitionRef::new(Arc::clone(&record.stream), partition_name(partition)),
             position: Position::Offset(offset),
         })
     }
@@ -176,7 +176,7 @@ impl KafkaConsumerBackend {
     fn partition(&mut self, stream: &Arc<str>, partition: i32) -> PartitionRef {
         self.partitions
             .entry((Arc::clone(stream), partition))
-            .or_insert_with(|| PartitionRef::new(Arc::clone(stream), partition.to_string()))
+            .or_insert_with(|| PartitionRef::new(Arc::clone(stream), partition_name(partition)))
             .clone()
     }
 
@@ -233,6 +233,17 @@ impl ConsumerBackend for KafkaConsumerBackend {
         };
         Ok(self.inner.seek(&partition.stream, number, from)?)
     }
+}
+
+/// The text of a partition number, shared for the first ones (a send returns one).
+fn partition_name(partition: i32) -> Arc<str> {
+    static NAMES: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| (0..256).map(|p: i32| Arc::from(p.to_string())).collect());
+    usize::try_from(partition)
+        .ok()
+        .and_then(|index| names.get(index))
+        .cloned()
+        .unwrap_or_else(|| partition.to_string().into())
 }
 
 fn kafka_partition(partition: &PartitionRef) -> Result<i32, BackendError> {

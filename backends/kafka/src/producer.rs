@@ -1,5 +1,6 @@
 //! The client: connections, topic checks and the producer.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -117,8 +118,15 @@ impl KafkaClient {
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(i32, i64), KafkaError> {
-        let topic = self.inner.settings.topic(stream);
-        self.ensure_topics(std::slice::from_ref(&topic)).await?;
+        let settings = &self.inner.settings;
+        let topic: Cow<'_, str> = if settings.topic_prefix.is_empty() {
+            Cow::Borrowed(stream)
+        } else {
+            Cow::Owned(settings.topic(stream))
+        };
+        if !self.is_known(&topic) {
+            self.ensure_topics(&[topic.to_string()]).await?;
+        }
         let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
@@ -135,7 +143,10 @@ impl KafkaClient {
         }
         match self.inner.producer.send(record, QUEUE_TIMEOUT).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
-            Err((source, _)) => Err(KafkaError::Delivery { topic, source }),
+            Err((source, _)) => Err(KafkaError::Delivery {
+                topic: topic.into_owned(),
+                source,
+            }),
         }
     }
 
@@ -211,6 +222,15 @@ impl KafkaClient {
                 .insert(topic);
         }
         Ok(())
+    }
+
+    /// Whether `topic` is known to exist.
+    fn is_known(&self, topic: &str) -> bool {
+        self.inner
+            .known_topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(topic)
     }
 
     async fn topic_exists(&self, topic: &str) -> Result<bool, KafkaError> {
