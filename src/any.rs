@@ -19,6 +19,9 @@ pub enum AnyBackend {
     /// `kinesis://`.
     #[cfg(feature = "kinesis")]
     Kinesis(KinesisBackend),
+    /// `kafka://`.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::KafkaClient),
 }
 
 impl AnyBackend {
@@ -49,12 +52,29 @@ impl AnyBackend {
                     "kinesis:// needs logpipe built with the `kinesis` feature",
                 ));
             }
+            #[cfg(feature = "kafka")]
+            BackendUrl::Kafka(brokers) => {
+                AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
+            }
+            #[cfg(not(feature = "kafka"))]
+            BackendUrl::Kafka(_) => {
+                return Err(BackendError::new(
+                    crate::backend::BackendErrorKind::Other,
+                    "this program was built without the `kafka` feature",
+                ));
+            }
         })
     }
 
-    /// A consumer backend reading `streams`.
-    pub fn consumer(&self, streams: &[String]) -> AnyConsumer {
-        match self {
+    /// A consumer backend reading `streams` for consumer group `group` (Kafka consumers
+    /// join the group; the embedded log has no groups).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the consumer cannot be created.
+    pub fn consumer(&self, group: &str, streams: &[String]) -> Result<AnyConsumer, BackendError> {
+        let _ = group;
+        Ok(match self {
             AnyBackend::Embedded(log) => {
                 AnyConsumer::Embedded(log.consumer(streams.iter().map(String::as_str)))
             }
@@ -62,6 +82,26 @@ impl AnyBackend {
             AnyBackend::Kinesis(kinesis) => {
                 AnyConsumer::Kinesis(kinesis.consumer(streams.iter().map(String::as_str)))
             }
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => {
+                AnyConsumer::Kafka(crate::kafka::consumer(client, group, streams)?)
+            }
+        })
+    }
+
+    /// The offset store `config` names, sharing this backend where the store lives in it
+    /// (Kafka consumer-group commits go through the consumers of this backend).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when it cannot be opened.
+    pub fn offset_store(&self, config: &Config) -> Result<AnyOffsetStore, StoreError> {
+        match (self, config.offset_store_url()) {
+            #[cfg(feature = "kafka")]
+            (AnyBackend::Kafka(client), OffsetStoreUrl::Kafka) => {
+                Ok(AnyOffsetStore::Kafka(client.offsets()))
+            }
+            _ => AnyOffsetStore::open(config),
         }
     }
 
@@ -69,9 +109,9 @@ impl AnyBackend {
     /// or `GROUP@REGION` on Kinesis (see [`KinesisBackend::group_in_region`]).
     pub fn position_group(&self, group: String) -> String {
         match self {
-            AnyBackend::Embedded(_) => group,
             #[cfg(feature = "kinesis")]
             AnyBackend::Kinesis(kinesis) => kinesis.group_in_region(&group),
+            _ => group,
         }
     }
 }
@@ -82,6 +122,8 @@ impl ProducerBackend for AnyBackend {
             AnyBackend::Embedded(log) => log.send(record).await,
             #[cfg(feature = "kinesis")]
             AnyBackend::Kinesis(kinesis) => kinesis.send(record).await,
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => ProducerBackend::send(client, record).await,
         }
     }
 
@@ -90,6 +132,8 @@ impl ProducerBackend for AnyBackend {
             AnyBackend::Embedded(log) => log.flush().await,
             #[cfg(feature = "kinesis")]
             AnyBackend::Kinesis(kinesis) => kinesis.flush().await,
+            #[cfg(feature = "kafka")]
+            AnyBackend::Kafka(client) => ProducerBackend::flush(client).await,
         }
     }
 }
@@ -103,6 +147,9 @@ pub enum AnyConsumer {
     /// Of Kinesis.
     #[cfg(feature = "kinesis")]
     Kinesis(KinesisConsumer),
+    /// Of Kafka.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::KafkaConsumerBackend),
 }
 
 impl ConsumerBackend for AnyConsumer {
@@ -111,6 +158,8 @@ impl ConsumerBackend for AnyConsumer {
             AnyConsumer::Embedded(consumer) => consumer.next_event().await,
             #[cfg(feature = "kinesis")]
             AnyConsumer::Kinesis(consumer) => consumer.next_event().await,
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.next_event().await,
         }
     }
 
@@ -123,6 +172,8 @@ impl ConsumerBackend for AnyConsumer {
             AnyConsumer::Embedded(consumer) => consumer.seek(partition, after).await,
             #[cfg(feature = "kinesis")]
             AnyConsumer::Kinesis(consumer) => consumer.seek(partition, after).await,
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.seek(partition, after).await,
         }
     }
 }
@@ -135,10 +186,14 @@ pub enum AnyOffsetStore {
     Sqlite(SqliteOffsetStore),
     /// `memory://`.
     Memory(MemoryOffsetStore),
+    /// `kafka://`: commits to the consumer group.
+    #[cfg(feature = "kafka")]
+    Kafka(crate::kafka::GroupOffsets),
 }
 
 impl AnyOffsetStore {
-    /// Opens the configured store (see [`Config::offset_store_url`]).
+    /// Opens the configured store (see [`Config::offset_store_url`]). A store that lives
+    /// in the backend (`kafka://`) comes from [`AnyBackend::offset_store`] instead.
     ///
     /// # Errors
     ///
@@ -147,6 +202,16 @@ impl AnyOffsetStore {
         Ok(match config.offset_store_url() {
             OffsetStoreUrl::Sqlite(path) => AnyOffsetStore::Sqlite(SqliteOffsetStore::open(path)?),
             OffsetStoreUrl::Memory => AnyOffsetStore::Memory(MemoryOffsetStore::new()),
+            OffsetStoreUrl::Kafka => {
+                return Err(StoreError::Backend {
+                    group: String::new(),
+                    action: "loaded",
+                    source: BackendError::new(
+                        crate::backend::BackendErrorKind::Other,
+                        "kafka:// positions live in the consumer group; open the store with AnyBackend::offset_store",
+                    ),
+                });
+            }
         })
     }
 }
@@ -160,6 +225,8 @@ impl OffsetStore for AnyOffsetStore {
         match self {
             AnyOffsetStore::Sqlite(store) => store.load(group, partition).await,
             AnyOffsetStore::Memory(store) => store.load(group, partition).await,
+            #[cfg(feature = "kafka")]
+            AnyOffsetStore::Kafka(store) => store.load(group, partition).await,
         }
     }
 
@@ -171,6 +238,8 @@ impl OffsetStore for AnyOffsetStore {
         match self {
             AnyOffsetStore::Sqlite(store) => store.store(group, positions).await,
             AnyOffsetStore::Memory(store) => store.store(group, positions).await,
+            #[cfg(feature = "kafka")]
+            AnyOffsetStore::Kafka(store) => store.store(group, positions).await,
         }
     }
 }

@@ -23,12 +23,16 @@
 //! write_mode = "batched"               # or "sequence-number-for-ordering"
 //! ```
 //!
+//! With `backend = "kafka://h1:9092,h2:9092"` the `[kafka]` table applies (see
+//! [`KafkaOptions`]); positions are then committed to the consumer group unless
+//! `offset_store` names another store.
+//!
 //! Every key can be set by an environment variable: `LOGPIPE_` and the key in capitals,
 //! with `__` between a table and its key (`LOGPIPE_BACKEND`,
 //! `LOGPIPE_CONSUMER__MAX_RETRIES`). Variables win over the file. A bad value is an
 //! error naming the key, and the variable it came from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -117,6 +121,8 @@ pub enum BackendUrl {
         /// Another endpoint than AWS's, such as an emulator.
         endpoint: Option<String>,
     },
+    /// `kafka://HOST:PORT,HOST:PORT`: an Apache Kafka cluster, by its bootstrap brokers.
+    Kafka(String),
 }
 
 /// Where positions are stored, chosen by URL.
@@ -127,6 +133,8 @@ pub enum OffsetStoreUrl {
     Sqlite(PathBuf),
     /// `memory://`: positions are forgotten when the process ends.
     Memory,
+    /// `kafka://`: committed to the Kafka consumer group (with a `kafka://` backend only).
+    Kafka,
 }
 
 fn split_url(url: &str) -> Result<(&str, &str), String> {
@@ -149,8 +157,17 @@ impl FromStr for BackendUrl {
             ("sqlite", rest) => Ok(BackendUrl::Sqlite(sqlite_path(rest)?)),
             ("memory", "") => Ok(BackendUrl::Memory),
             ("kinesis", rest) => kinesis_url(rest),
+            ("kafka", brokers) => {
+                let brokers = brokers.trim_end_matches('/');
+                if brokers.is_empty() || brokers.split(',').any(|b| b.trim().is_empty()) {
+                    return Err(
+                        "kafka:// needs brokers, such as kafka://h1:9092,h2:9092".to_owned()
+                    );
+                }
+                Ok(BackendUrl::Kafka(brokers.to_owned()))
+            }
             (scheme, _) => Err(format!(
-                "unknown backend {scheme:?} (expected sqlite://, memory:// or kinesis://)"
+                "unknown backend {scheme:?} (expected sqlite://, memory://, kafka:// or kinesis://)"
             )),
         }
     }
@@ -163,8 +180,9 @@ impl FromStr for OffsetStoreUrl {
         match split_url(url)? {
             ("sqlite", rest) => Ok(OffsetStoreUrl::Sqlite(sqlite_path(rest)?)),
             ("memory", "") => Ok(OffsetStoreUrl::Memory),
+            ("kafka", "") => Ok(OffsetStoreUrl::Kafka),
             (scheme, _) => Err(format!(
-                "unknown offset store {scheme:?} (expected sqlite:// or memory://)"
+                "unknown offset store {scheme:?} (expected sqlite://, memory:// or kafka://)"
             )),
         }
     }
@@ -230,6 +248,7 @@ impl fmt::Display for BackendUrl {
                 }
                 Ok(())
             }
+            BackendUrl::Kafka(brokers) => write!(f, "kafka://{brokers}"),
         }
     }
 }
@@ -258,6 +277,105 @@ pub struct Config {
     pub embedded: EmbeddedOptions,
     /// Kinesis settings.
     pub kinesis: KinesisOptions,
+    /// Kafka settings, for a `kafka://` backend.
+    pub kafka: KafkaOptions,
+}
+
+/// Settings of the Kafka backend: the keys of the `[kafka]` table.
+///
+/// ```toml
+/// [kafka]
+/// topic_prefix = "prod."      # stream "people" is topic "prod.people"
+/// create_topics = false       # true: create missing topics instead of failing
+/// topic_partitions = -1       # of created topics; -1: the broker's default
+/// topic_replication = -1      # of created topics; -1: the broker's default
+///
+/// [kafka.global]              # librdkafka properties of every client
+/// "security.protocol" = "SASL_SSL"
+/// [kafka.producer]            # of producers, on top of global
+/// linger.ms = 20              # dotted keys are joined again: `linger.ms`
+/// [kafka.consumer]            # of consumers, on top of global
+/// "session.timeout.ms" = 30000
+/// ```
+///
+/// A variable sets a property too: `LOGPIPE_KAFKA__PRODUCER__LINGER__MS=20`. Properties
+/// are checked by librdkafka at start-up; a bad one is an error naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaOptions {
+    /// Put before every stream name to make its topic name. Default empty.
+    pub topic_prefix: String,
+    /// Create missing topics instead of failing. Default false.
+    pub create_topics: bool,
+    /// Partitions of created topics; -1 for the broker's default. Default -1.
+    pub topic_partitions: i32,
+    /// Replication factor of created topics; -1 for the broker's default. Default -1.
+    pub topic_replication: i32,
+    /// librdkafka properties of every client.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub global: BTreeMap<String, String>,
+    /// librdkafka properties of producers.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties of consumers.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        Self {
+            topic_prefix: String::new(),
+            create_topics: false,
+            topic_partitions: -1,
+            topic_replication: -1,
+            global: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+}
+
+/// Reads a table of librdkafka properties: nested tables are joined with dots, and
+/// numbers and booleans become text.
+fn librdkafka_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    fn flatten(
+        prefix: &str,
+        table: toml::Table,
+        out: &mut BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Table(inner) => {
+                    flatten(&key, inner, out)?;
+                    continue;
+                }
+                other => {
+                    return Err(format!(
+                        "`{key}`: {} is not a property value",
+                        other.type_str()
+                    ));
+                }
+            };
+            out.insert(key, text);
+        }
+        Ok(())
+    }
+    let table = toml::Table::deserialize(deserializer)?;
+    let mut out = BTreeMap::new();
+    flatten("", table, &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
 }
 
 impl Default for Config {
@@ -272,6 +390,7 @@ impl Default for Config {
             consumer: ConsumerOptions::default(),
             embedded: EmbeddedOptions::default(),
             kinesis: KinesisOptions::default(),
+            kafka: KafkaOptions::default(),
         }
     }
 }
@@ -309,7 +428,8 @@ impl Config {
     }
 
     /// Builds the configuration from a parsed file and environment variables (only
-    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and `LOGPIPE_TEST_*` excepted).
+    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and the test services'
+    /// `LOGPIPE_TEST_*` excepted).
     ///
     /// # Errors
     ///
@@ -339,7 +459,7 @@ impl Config {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            // LOGPIPE_TEST_* variables name the test suite's services, not settings.
+            // `LOGPIPE_TEST_*` name the test services (tests/services), not settings.
             if var == CONFIG_FILE_VAR || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
@@ -402,6 +522,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_kafka()?;
         if self.dead_letter_stream.as_deref() == Some("") {
             return Err(ConfigError::invalid(
                 "dead_letter_stream",
@@ -411,8 +532,31 @@ impl Config {
         Ok(())
     }
 
-    /// The offset store: the configured one, else the backend's SQLite file, else memory
-    /// for `memory://`, else `sqlite://logpipe.db` for Kinesis.
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let kafka_backend = matches!(self.backend, BackendUrl::Kafka(_));
+        if self.offset_store == Some(OffsetStoreUrl::Kafka) && !kafka_backend {
+            return Err(ConfigError::invalid(
+                "offset_store",
+                "kafka:// stores positions in a Kafka consumer group; it needs a kafka:// backend",
+            ));
+        }
+        #[cfg(feature = "kafka")]
+        if kafka_backend {
+            crate::kafka::validate(self)?;
+        }
+        #[cfg(not(feature = "kafka"))]
+        if kafka_backend {
+            return Err(ConfigError::invalid(
+                "backend",
+                "this program was built without the `kafka` feature",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The offset store: the configured one, else the backend's SQLite file, memory for
+    /// `memory://`, the consumer group's commits for `kafka://`, and
+    /// `sqlite://logpipe.db` for Kinesis.
     pub fn offset_store_url(&self) -> OffsetStoreUrl {
         match (&self.offset_store, &self.backend) {
             (Some(url), _) => url.clone(),
@@ -421,6 +565,7 @@ impl Config {
             (None, BackendUrl::Kinesis { .. }) => {
                 OffsetStoreUrl::Sqlite(PathBuf::from(DEFAULT_KINESIS_OFFSET_STORE))
             }
+            (None, BackendUrl::Kafka(_)) => OffsetStoreUrl::Kafka,
         }
     }
 }
@@ -538,6 +683,7 @@ mod tests {
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
                 ("LOGPIPE_TEST_KINESIS", "http://127.0.0.1:1"),
+                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
                 ("OTHER", "x"),
             ]),
         )

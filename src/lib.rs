@@ -49,6 +49,7 @@
 //! - [`Registry`]: (type, version) to handler, ignored types, bad-record reasons;
 //! - [`Producer`], [`Consumer`], [`MultiConsumer`]: sending and consuming;
 //! - [`backend`]: the traits a backend implements; [`embedded`]: the SQLite log;
+//!   `kafka`: Apache Kafka (feature `kafka`);
 //! - [`offsets`]: where consumer positions are stored;
 //! - [`config`], [`run`], `cli`: configuration, [`register_consumer!`] and the programs.
 
@@ -64,6 +65,8 @@ pub mod envelope;
 mod error;
 pub mod handler;
 mod hash;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod kinesis;
 pub mod message;
 pub mod multi;

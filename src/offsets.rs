@@ -28,6 +28,17 @@ pub enum StoreError {
         /// The partition.
         partition: PartitionRef,
     },
+    /// A store kept by the backend (Kafka consumer-group commits) failed.
+    #[error("the positions of group {group:?} could not be {action} in the backend")]
+    Backend {
+        /// The consumer group.
+        group: String,
+        /// `loaded` or `stored`.
+        action: &'static str,
+        /// The backend's error.
+        #[source]
+        source: crate::backend::BackendError,
+    },
 }
 
 /// Stores and loads consumer positions.

@@ -31,7 +31,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
-use crate::any::{AnyBackend, AnyOffsetStore};
+use crate::any::AnyBackend;
 use crate::config::Config;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetter;
@@ -129,7 +129,7 @@ pub fn registered() -> Vec<&'static Registration> {
 /// opened; otherwise the first error a consumer stopped with.
 pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
     let backend = AnyBackend::connect(config)?;
-    let store = AnyOffsetStore::open(config)?;
+    let store = backend.offset_store(config)?;
     let mut multi = MultiConsumer::new();
     let registrations = registered();
     if registrations.is_empty() {
@@ -160,7 +160,7 @@ pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Res
         let group = backend.position_group(group);
         tracing::info!(consumer = registration.name, %group, streams = ?spec.streams, backend = %config.backend, "starting consumer");
         let mut consumer = Consumer::new(
-            backend.consumer(&spec.streams),
+            backend.consumer(&group, &spec.streams)?,
             store.clone(),
             spec.registry,
             group,

@@ -4,6 +4,8 @@ mod support;
 
 mod cli;
 mod consumer;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod kinesis;
 mod kinesis_django;
 mod multi_consumer;

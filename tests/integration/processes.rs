@@ -36,7 +36,7 @@ fn service(db: &Path, extra_env: &[(&str, &str)]) -> Command {
     command
 }
 
-fn people_count(db: &Path) -> (i64, i64) {
+pub(crate) fn people_count(db: &Path) -> (i64, i64) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     conn.query_row(
@@ -58,7 +58,7 @@ fn records_covered(db: &Path, group: &str) -> i64 {
     .unwrap_or(0)
 }
 
-fn terminate(child: &Child) {
+pub(crate) fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -66,7 +66,7 @@ fn terminate(child: &Child) {
     assert!(status.success(), "kill -TERM failed");
 }
 
-fn wait_for_exit(child: &mut Child) -> ExitStatus {
+pub(crate) fn wait_for_exit(child: &mut Child) -> ExitStatus {
     let mut status = None;
     wait_until_blocking("the process exits", WAIT, || {
         status = child.try_wait().unwrap();

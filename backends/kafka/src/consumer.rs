@@ -1,0 +1,789 @@
+//! The consumer: a group member polled on a thread of its own, whose rebalances wait for
+//! the application.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc as std_mpsc};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::mpsc;
+
+use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
+
+/// Records handed over at most in one [`KafkaEvent::Records`].
+const MAX_BATCH: usize = 1000;
+/// Events waiting for the application, at most; past this the polling thread waits.
+const EVENT_CAPACITY: usize = 4;
+/// How long one poll waits for records; also how soon the thread sees a stop or a seek.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long reading or committing offsets may take.
+const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A partition of a stream: the stream name (without the topic prefix) and the partition.
+pub type StreamPartition = (Arc<str>, i32);
+
+/// A record read from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// The stream: the topic name without the prefix.
+    pub stream: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The key, if the record has one.
+    pub key: Option<Vec<u8>>,
+    /// The value (empty for a null value).
+    pub value: Vec<u8>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// When it was written, in milliseconds since the Unix epoch, if known.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What a [`KafkaConsumer`] has to say next.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KafkaEvent {
+    /// These partitions were assigned. Reading them starts where
+    /// [`KafkaConsumer::seek`] says, once the next
+    /// [`next_event`](KafkaConsumer::next_event) is called; a partition not sought starts
+    /// at the group's committed offset, else per `auto.offset.reset`.
+    Assigned(Vec<StreamPartition>),
+    /// These partitions are being taken away. They stay this consumer's (and their offsets
+    /// can be committed) until the next [`next_event`](KafkaConsumer::next_event) call.
+    /// Every record of them read before was delivered before this event.
+    Revoked(Vec<StreamPartition>),
+    /// Records, in order within each partition.
+    Records(Vec<KafkaRecord>),
+}
+
+/// Where [`KafkaConsumer::seek`] starts a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Just after this offset.
+    After(i64),
+    /// Where `auto.offset.reset` says (the earliest record by default).
+    Reset,
+}
+
+enum Reply {
+    Seek {
+        topic: String,
+        partition: i32,
+        offset: Offset,
+    },
+    /// The application is done with the last assignment or revocation.
+    Done,
+}
+
+type EventResult = Result<KafkaEvent, KafkaError>;
+
+/// A member of a consumer group, polled on a thread of its own.
+///
+/// Rebalances are handed to the application as [`KafkaEvent::Assigned`] and
+/// [`KafkaEvent::Revoked`], and the group waits until the application calls
+/// [`next_event`](Self::next_event) again: positions are stored before partitions are
+/// given up, and new partitions start where the application seeks them.
+///
+/// Dropping it leaves the group (in the background).
+pub struct KafkaConsumer {
+    group: String,
+    events: mpsc::Receiver<EventResult>,
+    replies: std_mpsc::Sender<Reply>,
+    awaiting_reply: bool,
+    stopping: Arc<AtomicBool>,
+    settings: Arc<KafkaSettings>,
+    /// The stream name of each topic read.
+    streams: StreamNames,
+    reset: Offset,
+    /// Says (by closing) that the polling thread has left the group.
+    left: std_mpsc::Receiver<()>,
+}
+
+/// How long dropping a consumer waits for it to leave its group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type StreamNames = Arc<Mutex<HashMap<String, Arc<str>>>>;
+
+impl std::fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaConsumer {
+    pub(crate) fn start(
+        client: KafkaClient,
+        group: &str,
+        topics: Vec<String>,
+    ) -> Result<Self, KafkaError> {
+        let settings = Arc::clone(&client.inner_settings());
+        let config = settings.client_config(SettingsLayer::Consumer, Some(group));
+        let reset = match config.get("auto.offset.reset") {
+            Some("latest" | "largest" | "end") => Offset::End,
+            Some("earliest" | "smallest" | "beginning") | None => Offset::Beginning,
+            Some(_) => Offset::Stored,
+        };
+        let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let (replies, reply_rx) = std_mpsc::channel();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let assignment = Arc::new(Mutex::new(HashSet::new()));
+        let commits = Arc::new(Mutex::new(Commits::default()));
+        let streams = StreamNames::default();
+        let context = GroupContext {
+            settings: Arc::clone(&settings),
+            events: event_tx,
+            replies: Mutex::new(reply_rx),
+            batch: Mutex::new(Vec::new()),
+            assignment: Arc::clone(&assignment),
+            commits: Arc::clone(&commits),
+            stopping: Arc::clone(&stopping),
+            streams: Arc::clone(&streams),
+        };
+        let consumer: BaseConsumer<GroupContext> =
+            config
+                .create_with_context(context)
+                .map_err(|source| match source {
+                    RdKafkaError::ClientConfig(..) => {
+                        settings.setting_error(SettingsLayer::Consumer, source)
+                    }
+                    source => KafkaError::Client {
+                        role: "consumer",
+                        source,
+                    },
+                })?;
+        let consumer = Arc::new(consumer);
+        client.offsets().register(Member {
+            group: group.to_owned(),
+            consumer: Arc::downgrade(&consumer),
+            assignment,
+            commits,
+        });
+        let name = format!("kafka-{group}");
+        let (left_tx, left) = std_mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(move || {
+                poll_thread(&client, &consumer, &topics);
+                send_commits(&consumer, true);
+                // The last owner closes the consumer, leaving the group; then `left_tx`
+                // is dropped, which is the signal.
+                drop(consumer);
+                drop(left_tx);
+            })
+            .map_err(|_| KafkaError::Closed)?;
+        Ok(Self {
+            group: group.to_owned(),
+            events,
+            replies,
+            awaiting_reply: false,
+            stopping,
+            settings,
+            streams,
+            reset,
+            left,
+        })
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Waits for the next event. Calling it also tells the group that the last
+    /// [`KafkaEvent::Assigned`] or [`KafkaEvent::Revoked`] was dealt with.
+    ///
+    /// Cancel-safe: dropping the future loses no event.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::TopicNotFound`] (and others from the start-up checks), then
+    /// [`KafkaError::Closed`]; [`KafkaError::Consume`] when librdkafka reports a failure
+    /// (often retriable).
+    pub async fn next_event(&mut self) -> Result<KafkaEvent, KafkaError> {
+        if std::mem::take(&mut self.awaiting_reply) {
+            // The thread may have stopped; then there is nobody to tell.
+            let _ = self.replies.send(Reply::Done);
+        }
+        let event = self.events.recv().await.ok_or(KafkaError::Closed)??;
+        if let KafkaEvent::Assigned(_) | KafkaEvent::Revoked(_) = &event {
+            self.awaiting_reply = true;
+        }
+        Ok(event)
+    }
+
+    /// Starts `partition` of `stream` just after an offset, or from `auto.offset.reset`.
+    /// Right after an assignment it takes effect before any record of the partition is
+    /// read; later, within about 100 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Closed`] when the consumer has stopped.
+    pub fn seek(
+        &mut self,
+        stream: &str,
+        partition: i32,
+        from: StartFrom,
+    ) -> Result<(), KafkaError> {
+        let offset = match from {
+            StartFrom::After(offset) => Offset::Offset(offset + 1),
+            StartFrom::Reset => self.reset,
+        };
+        let topic = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, name)| name.as_ref() == stream)
+            .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone());
+        self.replies
+            .send(Reply::Seek {
+                topic,
+                partition,
+                offset,
+            })
+            .map_err(|_| KafkaError::Closed)
+    }
+}
+
+impl Drop for KafkaConsumer {
+    /// Stops the polling thread and waits (at most ten seconds) until it has left the
+    /// group, so that a process that ends right after hands its partitions over at once
+    /// instead of after `session.timeout.ms`. On a multi-threaded Tokio runtime the wait
+    /// is done with `block_in_place`; on a current-thread runtime the consumer leaves in
+    /// the background.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Unblocks a thread waiting for room for its next event, and one waiting for an
+        // answer to a rebalance.
+        self.events.close();
+        let _ = self.replies.send(Reply::Done);
+        let wait = || {
+            let _ = self.left.recv_timeout(LEAVE_TIMEOUT);
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            Ok(_) => {}
+            Err(_) => wait(),
+        }
+    }
+}
+
+impl KafkaClient {
+    fn inner_settings(&self) -> Arc<KafkaSettings> {
+        Arc::clone(&self.offsets().settings)
+    }
+}
+
+/// The consumer's context: turns rebalances into events and waits for the application.
+struct GroupContext {
+    settings: Arc<KafkaSettings>,
+    events: mpsc::Sender<EventResult>,
+    replies: Mutex<std_mpsc::Receiver<Reply>>,
+    /// Records polled and not yet handed over.
+    batch: Mutex<Vec<KafkaRecord>>,
+    /// The partitions assigned now (full topic names).
+    assignment: Arc<Mutex<HashSet<(String, i32)>>>,
+    /// Offsets to commit.
+    commits: Arc<Mutex<Commits>>,
+    stopping: Arc<AtomicBool>,
+    /// Stream names of topics, made once.
+    streams: StreamNames,
+}
+
+impl GroupContext {
+    fn stream(&self, topic: &str) -> Arc<str> {
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stream) = streams.get(topic) {
+            return Arc::clone(stream);
+        }
+        let stream: Arc<str> = self.settings.stream(topic).into();
+        streams.insert(topic.to_owned(), Arc::clone(&stream));
+        stream
+    }
+
+    fn record(&self, message: &BorrowedMessage<'_>) -> KafkaRecord {
+        KafkaRecord {
+            stream: self.stream(message.topic()),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp_ms: message.timestamp().to_millis(),
+        }
+    }
+
+    fn push(&self, record: KafkaRecord) {
+        self.batch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
+    }
+
+    /// Hands the polled records over; false when nobody listens any more.
+    fn hand_over(&self) -> bool {
+        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(PoisonError::into_inner));
+        batch.is_empty()
+            || self
+                .events
+                .blocking_send(Ok(KafkaEvent::Records(batch)))
+                .is_ok()
+    }
+
+    fn report(&self, error: KafkaError) -> bool {
+        self.hand_over() && self.events.blocking_send(Err(error)).is_ok()
+    }
+
+    /// Sends a rebalance event after the records read before it, and waits until the
+    /// application has dealt with it. Returns the offsets it sought.
+    fn handshake(&self, event: KafkaEvent) -> HashMap<(String, i32), Offset> {
+        let mut seeks = HashMap::new();
+        if self.stopping.load(Ordering::SeqCst) || !self.hand_over() {
+            return seeks;
+        }
+        if self.events.blocking_send(Ok(event)).is_err() {
+            return seeks;
+        }
+        let replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Ok(Reply::Seek {
+            topic,
+            partition,
+            offset,
+        }) = replies.recv()
+        {
+            seeks.insert((topic, partition), offset);
+        }
+        seeks
+    }
+
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<StreamPartition> {
+        list.elements()
+            .iter()
+            .map(|e| (self.stream(e.topic()), e.partition()))
+            .collect()
+    }
+
+    fn assignment(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
+        self.assignment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let mut state = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        state.in_flight = false;
+        if let Err(error) = result {
+            tracing::warn!(%error, "committing offsets failed; trying again");
+            // Again with the next commit, unless newer offsets are waiting.
+            for element in offsets.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    state
+                        .waiting
+                        .entry((element.topic().to_owned(), element.partition()))
+                        .or_insert(offset);
+                }
+            }
+        }
+    }
+
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let elements: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let seeks = self.handshake(KafkaEvent::Assigned(self.partitions(tpl)));
+                for (topic, partition) in &elements {
+                    let offset = seeks
+                        .get(&(topic.clone(), *partition))
+                        .copied()
+                        .unwrap_or(Offset::Stored);
+                    if let Err(error) = tpl.set_partition_offset(topic, *partition, offset) {
+                        tracing::error!(topic, partition, %error, "cannot set the start offset");
+                    }
+                }
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                match assigned {
+                    Ok(()) => self.assignment().extend(elements),
+                    Err(source) => {
+                        tracing::error!(error = %source, "assigning partitions failed");
+                        self.report(KafkaError::Consume { source });
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.handshake(KafkaEvent::Revoked(self.partitions(tpl)));
+                // What the application stored for these partitions reaches the group
+                // before they are given up.
+                send_commits(consumer, true);
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = unassigned {
+                    tracing::error!(%error, "giving up partitions failed");
+                }
+                let mut assignment = self.assignment();
+                if cooperative {
+                    for element in &elements {
+                        assignment.remove(element);
+                    }
+                } else {
+                    assignment.clear();
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed; giving up every partition");
+                let _ = consumer.unassign();
+                self.assignment().clear();
+            }
+        }
+    }
+}
+
+fn poll_thread(
+    client: &KafkaClient,
+    consumer: &Arc<BaseConsumer<GroupContext>>,
+    topics: &[String],
+) {
+    let context = consumer.context();
+    let checked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|_| KafkaError::Closed)
+        .and_then(|runtime| runtime.block_on(client.ensure_topics(topics)));
+    if let Err(error) = checked {
+        context.report(error);
+        return;
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(source) = consumer.subscribe(&names) {
+        context.report(KafkaError::Consume { source });
+        return;
+    }
+    tracing::debug!(?topics, "subscribed");
+    while !context.stopping.load(Ordering::SeqCst) {
+        seek_now(consumer);
+        send_commits(consumer, false);
+        match consumer.poll(POLL_WAIT) {
+            None => continue,
+            Some(Ok(message)) => {
+                context.push(context.record(&message));
+                drop(message);
+                for _ in 1..MAX_BATCH {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(message)) => context.push(context.record(&message)),
+                        Some(Err(source)) => {
+                            if !context.report(KafkaError::Consume { source }) {
+                                return;
+                            }
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if !context.hand_over() {
+                    return;
+                }
+            }
+            Some(Err(source)) => {
+                if !context.report(KafkaError::Consume { source }) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Applies seeks asked for outside a rebalance.
+fn seek_now(consumer: &BaseConsumer<GroupContext>) {
+    let replies = consumer
+        .context()
+        .replies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    while let Ok(reply) = replies.try_recv() {
+        if let Reply::Seek {
+            topic,
+            partition,
+            offset,
+        } = reply
+            && let Err(source) = consumer.seek(&topic, partition, offset, OFFSETS_TIMEOUT)
+        {
+            tracing::error!(topic, partition, error = %source, "seek failed");
+        }
+    }
+}
+
+struct Member {
+    group: String,
+    consumer: Weak<BaseConsumer<GroupContext>>,
+    assignment: Arc<Mutex<HashSet<(String, i32)>>>,
+    commits: Arc<Mutex<Commits>>,
+}
+
+/// A member's commits: at most one on its way to the broker, the newest offsets waiting
+/// behind it (a commit takes a round trip to the group coordinator; sending one per
+/// batch would queue them up).
+#[derive(Default)]
+struct Commits {
+    in_flight: bool,
+    waiting: HashMap<(String, i32), i64>,
+}
+
+impl Commits {
+    fn take(&mut self) -> Option<TopicPartitionList> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in self.waiting.drain() {
+            // Only fails for an invalid offset, which `commit` never stores.
+            let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
+        }
+        Some(list)
+    }
+}
+
+/// Sends the waiting offsets unless a commit is on its way; with `wait`, sends them
+/// anyway and waits for the answer.
+fn send_commits(consumer: &BaseConsumer<GroupContext>, wait: bool) {
+    let commits = &consumer.context().commits;
+    let list = {
+        let mut state = commits.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.in_flight && !wait {
+            return;
+        }
+        let Some(list) = state.take() else { return };
+        if !wait {
+            state.in_flight = true;
+        }
+        list
+    };
+    let mode = if wait {
+        CommitMode::Sync
+    } else {
+        CommitMode::Async
+    };
+    if let Err(error) = consumer.commit(&list, mode) {
+        tracing::warn!(%error, "committing offsets failed; they are read again after a restart");
+        if !wait {
+            commits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .in_flight = false;
+        }
+    }
+}
+
+/// Offsets committed to consumer groups, through the consumers of one [`KafkaClient`]
+/// that are members of them (a group only takes commits from its members). Clones share
+/// the consumers.
+///
+/// Offsets here are Kafka's: the committed offset is that of the next record to read.
+#[derive(Clone)]
+pub struct GroupOffsets {
+    settings: Arc<KafkaSettings>,
+    members: Arc<Mutex<Vec<Member>>>,
+}
+
+impl std::fmt::Debug for GroupOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupOffsets").finish_non_exhaustive()
+    }
+}
+
+impl GroupOffsets {
+    pub(crate) fn new(settings: Arc<KafkaSettings>) -> Self {
+        Self {
+            settings,
+            members: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn register(&self, member: Member) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.retain(|m| m.consumer.strong_count() > 0);
+        members.push(member);
+    }
+
+    /// The live consumer of `group` holding `partition` of `topic`, and its commits.
+    fn holder(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Commits>>)> {
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members
+            .iter()
+            .filter(|m| m.group == group)
+            .filter(|m| {
+                m.assignment
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains(&(topic.to_owned(), partition))
+            })
+            .find_map(|m| Some((m.consumer.upgrade()?, Arc::clone(&m.commits))))
+    }
+
+    /// A live consumer of `group`, holding `partition` of `topic` when one is given.
+    fn member(
+        &self,
+        group: &str,
+        partition: Option<(&str, i32)>,
+    ) -> Option<Arc<BaseConsumer<GroupContext>>> {
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members
+            .iter()
+            .filter(|m| m.group == group)
+            .filter(|m| {
+                partition.is_none_or(|(topic, partition)| {
+                    m.assignment
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&(topic.to_owned(), partition))
+                })
+            })
+            .find_map(|m| m.consumer.upgrade())
+    }
+
+    /// The committed offset of `group` in `partition` of `stream`: the offset of the next
+    /// record to read, or `None` when the group has committed none.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::NotAssigned`] when no consumer of `group` was made by this client;
+    /// [`KafkaError::Offsets`] when the broker cannot be asked.
+    pub async fn committed(
+        &self,
+        group: &str,
+        stream: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, KafkaError> {
+        let topic = self.settings.topic(stream);
+        let not_assigned = || KafkaError::NotAssigned {
+            group: group.to_owned(),
+            topic: topic.clone(),
+            partition,
+        };
+        let consumer = self.member(group, None).ok_or_else(not_assigned)?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&topic, partition);
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, OFFSETS_TIMEOUT))
+                .await
+                .map_err(|_| KafkaError::Closed)?
+                .map_err(|source| KafkaError::Offsets {
+                    group: group.to_owned(),
+                    action: "read",
+                    source,
+                })?;
+        Ok(committed
+            .find_partition(&topic, partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(offset) => Some(offset),
+                _ => None,
+            }))
+    }
+
+    /// Commits, for each (stream, partition, next offset), the offset of the next record
+    /// to read, through the consumers of `group` that hold the partitions.
+    ///
+    /// The commit is sent without waiting for the broker's answer. librdkafka finishes
+    /// outstanding commits before it lets a rebalance go on or a consumer close, so the
+    /// offsets are committed before the partitions change hands; a failed commit is
+    /// logged, and the next one covers the same records (at worst, records are read
+    /// again, never skipped).
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::NotAssigned`] when no consumer of this client holds a partition;
+    /// [`KafkaError::Offsets`] when the group refused the commit (then some of the
+    /// offsets may have been committed, each partition's all or nothing).
+    pub async fn commit(
+        &self,
+        group: &str,
+        offsets: &[(&str, i32, i64)],
+    ) -> Result<(), KafkaError> {
+        let mut members = Vec::new();
+        for &(stream, partition, next) in offsets {
+            let topic = self.settings.topic(stream);
+            let (consumer, commits) =
+                self.holder(group, &topic, partition)
+                    .ok_or_else(|| KafkaError::NotAssigned {
+                        group: group.to_owned(),
+                        topic: topic.clone(),
+                        partition,
+                    })?;
+            commits
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .waiting
+                .insert((topic, partition), next);
+            if !members.iter().any(|m| Arc::ptr_eq(m, &consumer)) {
+                members.push(consumer);
+            }
+        }
+        for consumer in members {
+            send_commits(&consumer, false);
+        }
+        Ok(())
+    }
+}

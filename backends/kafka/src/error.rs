@@ -1,0 +1,236 @@
+//! What can go wrong talking to Kafka.
+
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+
+/// Which group of librdkafka settings a setting was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SettingsLayer {
+    /// Settings of every client (`[kafka.global]`).
+    Global,
+    /// Settings of producers (`[kafka.producer]`).
+    Producer,
+    /// Settings of consumers (`[kafka.consumer]`).
+    Consumer,
+    /// A default of this crate (a bug if it is refused).
+    Default,
+}
+
+impl std::fmt::Display for SettingsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SettingsLayer::Global => "global",
+            SettingsLayer::Producer => "producer",
+            SettingsLayer::Consumer => "consumer",
+            SettingsLayer::Default => "default",
+        })
+    }
+}
+
+/// What kind of failure a [`KafkaError`] is, in broad strokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A bad setting.
+    Config,
+    /// Brokers could not be reached or a connection broke.
+    Connection,
+    /// An operation did not finish in time.
+    Timeout,
+    /// A topic or partition does not exist.
+    NotFound,
+    /// The broker refused the request.
+    Rejected,
+    /// Anything else.
+    Other,
+}
+
+/// An error of the Kafka driver. The librdkafka error, when there is one, is the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KafkaError {
+    /// librdkafka refused a setting.
+    #[error("invalid {layer} librdkafka setting `{key}`: {message}")]
+    Setting {
+        /// The group of settings it came from.
+        layer: SettingsLayer,
+        /// The librdkafka property, such as `linger.ms`.
+        key: String,
+        /// What librdkafka said.
+        message: String,
+        /// The librdkafka error.
+        #[source]
+        source: Box<RdKafkaError>,
+    },
+    /// A client could not be created.
+    #[error("cannot create the Kafka {role}")]
+    Client {
+        /// `producer`, `consumer` or `admin client`.
+        role: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// A topic does not exist and topic creation is off.
+    #[error("Kafka topic {topic:?} does not exist (create it, or turn on create_topics)")]
+    TopicNotFound {
+        /// The topic, with its prefix.
+        topic: String,
+    },
+    /// Topic metadata could not be read.
+    #[error("cannot read the metadata of Kafka topic {topic:?}")]
+    Metadata {
+        /// The topic, with its prefix.
+        topic: String,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// A topic could not be created.
+    #[error("cannot create Kafka topic {topic:?}")]
+    CreateTopic {
+        /// The topic, with its prefix.
+        topic: String,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// A record was not delivered.
+    #[error("a record to Kafka topic {topic:?} was not delivered")]
+    Delivery {
+        /// The topic, with its prefix.
+        topic: String,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// Buffered records could not all be delivered in time.
+    #[error("flushing the Kafka producer failed")]
+    Flush {
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// Reading records failed.
+    #[error("reading from Kafka failed")]
+    Consume {
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// Committing or reading committed offsets failed.
+    #[error("the offsets of consumer group {group:?} could not be {action}")]
+    Offsets {
+        /// The consumer group.
+        group: String,
+        /// `committed` or `read`.
+        action: &'static str,
+        /// The librdkafka error.
+        #[source]
+        source: RdKafkaError,
+    },
+    /// No consumer of this process holds the partition, so its offset cannot be committed.
+    #[error("no consumer of group {group:?} in this process is assigned {topic}/{partition}")]
+    NotAssigned {
+        /// The consumer group.
+        group: String,
+        /// The topic, with its prefix.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// The consumer's polling thread has stopped.
+    #[error("the Kafka consumer has stopped")]
+    Closed,
+}
+
+impl KafkaError {
+    /// The librdkafka error code, when there is one.
+    pub fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            KafkaError::Setting { source, .. } => source.rdkafka_error_code(),
+            KafkaError::Client { source, .. }
+            | KafkaError::Metadata { source, .. }
+            | KafkaError::CreateTopic { source, .. }
+            | KafkaError::Delivery { source, .. }
+            | KafkaError::Flush { source, .. }
+            | KafkaError::Consume { source, .. }
+            | KafkaError::Offsets { source, .. } => source.rdkafka_error_code(),
+            _ => None,
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            KafkaError::Setting { .. } | KafkaError::Client { .. } => ErrorKind::Config,
+            KafkaError::TopicNotFound { .. } | KafkaError::NotAssigned { .. } => {
+                ErrorKind::NotFound
+            }
+            KafkaError::Closed => ErrorKind::Other,
+            _ => self.code().map_or(ErrorKind::Other, code_kind),
+        }
+    }
+
+    /// Whether the operation may succeed when tried again.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            KafkaError::Setting { .. }
+            | KafkaError::Client { .. }
+            | KafkaError::TopicNotFound { .. }
+            | KafkaError::NotAssigned { .. }
+            | KafkaError::Closed => false,
+            // A consumer reports passing trouble (a topic not yet in its metadata, a
+            // broker going away) this way and goes on reading; only refusals are final.
+            KafkaError::Consume { .. } => self.kind() != ErrorKind::Rejected,
+            _ => self.code().is_some_and(code_is_retriable),
+        }
+    }
+}
+
+fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageTimedOut | C::OperationTimedOut | C::RequestTimedOut | C::TimedOutQueue => {
+            ErrorKind::Timeout
+        }
+        C::BrokerTransportFailure
+        | C::AllBrokersDown
+        | C::NetworkException
+        | C::Resolve
+        | C::BrokerNotAvailable
+        | C::CoordinatorNotAvailable
+        | C::NotCoordinator
+        | C::LeaderNotAvailable
+        | C::NotLeaderForPartition
+        | C::WaitingForCoordinator => ErrorKind::Connection,
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => ErrorKind::NotFound,
+        C::MessageSizeTooLarge
+        | C::InvalidMessageSize
+        | C::InvalidRecord
+        | C::TopicAuthorizationFailed
+        | C::GroupAuthorizationFailed
+        | C::ClusterAuthorizationFailed
+        | C::InvalidTopic
+        | C::PolicyViolation
+        | C::MessageBatchTooLarge => ErrorKind::Rejected,
+        _ => ErrorKind::Other,
+    }
+}
+
+fn code_is_retriable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(code_kind(code), ErrorKind::Timeout | ErrorKind::Connection)
+        || matches!(
+            code,
+            C::QueueFull
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::RebalanceInProgress
+                | C::CoordinatorLoadInProgress
+                | C::KafkaStorageError
+                | C::Retry
+                | C::WaitCache
+                | C::OutOfOrderSequenceNumber
+        )
+}

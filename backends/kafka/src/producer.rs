@@ -1,0 +1,284 @@
+//! The client: connections, topic checks and the producer.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::consumer::{GroupOffsets, KafkaConsumer};
+use crate::{KafkaError, KafkaSettings, SettingsLayer};
+
+/// How long a metadata request may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `send` waits for room in librdkafka's queue when it is full.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends librdkafka's logs to `tracing`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TracingContext;
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::log_line(level, fac, log_message);
+    }
+
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Arc<KafkaSettings>,
+    producer: FutureProducer<TracingContext>,
+    admin: AdminClient<TracingContext>,
+    /// Topics known to exist (full names).
+    known_topics: RwLock<HashSet<String>>,
+    pub(crate) offsets: GroupOffsets,
+}
+
+/// A connection to a Kafka cluster: writes records and makes consumers. Clones share it.
+///
+/// Records are written by one idempotent producer (`acks=all`), batched by librdkafka
+/// (`linger.ms`, `batch.size`, `compression.type`: see [`KafkaSettings`]).
+#[derive(Clone)]
+pub struct KafkaClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KafkaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaClient")
+            .field("brokers", &self.inner.settings.brokers)
+            .field("topic_prefix", &self.inner.settings.topic_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaClient {
+    /// Creates the producer and admin clients. Nothing is sent to the brokers yet, so an
+    /// unreachable cluster shows up on the first send.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Setting`] when librdkafka refuses a property (whichever layer it
+    /// came from), [`KafkaError::Client`] when a client cannot be created.
+    pub fn connect(settings: KafkaSettings) -> Result<Self, KafkaError> {
+        settings.validate()?;
+        let config = settings.client_config(SettingsLayer::Producer, None);
+        let producer = config
+            .create_with_context(TracingContext)
+            .map_err(|source| KafkaError::Client {
+                role: "producer",
+                source,
+            })?;
+        let admin = config
+            .create_with_context(TracingContext)
+            .map_err(|source| KafkaError::Client {
+                role: "admin client",
+                source,
+            })?;
+        let settings = Arc::new(settings);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                offsets: GroupOffsets::new(Arc::clone(&settings)),
+                settings,
+                producer,
+                admin,
+                known_topics: RwLock::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// The settings this client was made with.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.inner.settings
+    }
+
+    /// Writes one record to `stream` and returns its partition and offset once the
+    /// brokers acknowledged it. A keyless record goes to a random partition.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::TopicNotFound`] when the topic does not exist and `create_topics` is
+    /// off; [`KafkaError::Delivery`] when the record was not written (such as after
+    /// `message.timeout.ms`); [`KafkaError::is_retriable`] says whether sending it again
+    /// may work.
+    pub async fn send(
+        &self,
+        stream: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<(i32, i64), KafkaError> {
+        let topic = self.inner.settings.topic(stream);
+        self.ensure_topics(std::slice::from_ref(&topic)).await?;
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if !headers.is_empty() {
+            let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+            for (name, value) in headers {
+                owned = owned.insert(Header {
+                    key: name,
+                    value: Some(*value),
+                });
+            }
+            record = record.headers(owned);
+        }
+        match self.inner.producer.send(record, QUEUE_TIMEOUT).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((source, _)) => Err(KafkaError::Delivery { topic, source }),
+        }
+    }
+
+    /// Waits until every record sent so far is acknowledged or has failed.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Flush`] when records are still undelivered.
+    pub async fn flush(&self) -> Result<(), KafkaError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.producer.flush(Timeout::Never))
+            .await
+            .map_err(|_| KafkaError::Closed)?
+            .map_err(|source| KafkaError::Flush { source })
+    }
+
+    /// A consumer of `streams` in consumer group `group`. It checks that the topics exist
+    /// (or creates them) and joins the group in the background; failures come out of
+    /// [`KafkaConsumer::next_event`].
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Setting`] or [`KafkaError::Client`] when the consumer cannot be
+    /// created.
+    pub fn consumer<I, S>(&self, group: &str, streams: I) -> Result<KafkaConsumer, KafkaError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let topics = streams
+            .into_iter()
+            .map(|stream| self.inner.settings.topic(stream.as_ref()))
+            .collect();
+        KafkaConsumer::start(self.clone(), group, topics)
+    }
+
+    /// Offsets committed to consumer groups, through this client's consumers.
+    pub fn offsets(&self) -> GroupOffsets {
+        self.inner.offsets.clone()
+    }
+
+    /// Makes sure the topics exist: checks their metadata once, and creates missing ones
+    /// when `create_topics` is on. Patterns (`^...`) are not checked.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::TopicNotFound`], [`KafkaError::Metadata`] or
+    /// [`KafkaError::CreateTopic`].
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), KafkaError> {
+        let missing: Vec<String> = {
+            let known = self
+                .inner
+                .known_topics
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            topics
+                .iter()
+                .filter(|topic| !topic.starts_with('^') && !known.contains(*topic))
+                .cloned()
+                .collect()
+        };
+        for topic in missing {
+            if !self.topic_exists(&topic).await? {
+                if !self.inner.settings.create_topics {
+                    return Err(KafkaError::TopicNotFound { topic });
+                }
+                self.create_topic(&topic).await?;
+            }
+            self.inner
+                .known_topics
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(topic);
+        }
+        Ok(())
+    }
+
+    async fn topic_exists(&self, topic: &str) -> Result<bool, KafkaError> {
+        let inner = Arc::clone(&self.inner);
+        let name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+        })
+        .await
+        .map_err(|_| KafkaError::Closed)?
+        .map_err(|source| KafkaError::Metadata {
+            topic: topic.to_owned(),
+            source,
+        })?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(false);
+        };
+        match found.error() {
+            None => Ok(!found.partitions().is_empty()),
+            Some(code) => {
+                let code = RDKafkaErrorCode::from(code);
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+                ) {
+                    Ok(false)
+                } else {
+                    Err(KafkaError::Metadata {
+                        topic: topic.to_owned(),
+                        source: RdKafkaError::MetadataFetch(code),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn create_topic(&self, topic: &str) -> Result<(), KafkaError> {
+        let settings = &self.inner.settings;
+        let new_topic = NewTopic::new(
+            topic,
+            settings.topic_partitions,
+            TopicReplication::Fixed(settings.topic_replication),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let results = self
+            .inner
+            .admin
+            .create_topics([&new_topic], &options)
+            .await
+            .map_err(|source| KafkaError::CreateTopic {
+                topic: topic.to_owned(),
+                source,
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(KafkaError::CreateTopic {
+                        topic: topic.to_owned(),
+                        source: RdKafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        tracing::info!(topic, "created Kafka topic");
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! Produce and consume throughput on a real Kafka broker through logpipe, beside plain
+//! rdkafka doing the same on the same broker, in the same run, with 200-byte records.
+//!
+//! ```text
+//! tests/services/run cargo bench --bench kafka
+//! ```
+//!
+//! It needs `LOGPIPE_TEST_KAFKA` (set by `tests/services/run`); without it, it says so and
+//! measures nothing. It prints criterion's figures, then records per second and the ratio
+//! of each logpipe measurement to its rdkafka baseline.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, Throughput};
+use logpipe::kafka::{KafkaClient, KafkaSettings};
+use logpipe::{Consumer, Context, Message, Producer, Registry, handler_fn};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Records sent in one produce measurement.
+const PRODUCE: u64 = 20_000;
+/// Records read in one consume measurement.
+const CONSUME: u64 = 100_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 2, key = "uuid")]
+struct Person {
+    uuid: String,
+    first_name: String,
+    last_name: String,
+    email: String,
+    city: String,
+    age: u32,
+    active: bool,
+}
+
+fn person(n: u64) -> Person {
+    Person {
+        uuid: format!("6f1c2a4e-8b9d-4c3e-a1f0-{n:012}"),
+        first_name: "Grace".into(),
+        last_name: "Hopper".into(),
+        email: "grace.hopper@example.com".into(),
+        city: "New York".into(),
+        age: 85,
+        active: true,
+    }
+}
+
+fn output_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion")
+}
+
+fn unique(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("bench-{name}-{}-{nanos}", std::process::id())
+}
+
+/// The producer settings logpipe uses, for the rdkafka baseline.
+fn raw_producer(brokers: &str) -> FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap()
+}
+
+fn client(brokers: &str) -> KafkaClient {
+    let mut settings = KafkaSettings::new(brokers);
+    settings.create_topics = true;
+    settings.topic_partitions = 3;
+    KafkaClient::connect(settings).unwrap()
+}
+
+fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
+    let client = client(brokers);
+    let topic = unique("produce");
+    runtime
+        .block_on(client.ensure_topics(std::slice::from_ref(&topic)))
+        .unwrap();
+    let value = logpipe::envelope::encode(
+        logpipe::envelope::Format::Json,
+        &logpipe::envelope::Header {
+            message_type: Person::TYPE,
+            version: Person::VERSION,
+            producer: None,
+        },
+        &person(0),
+    )
+    .unwrap();
+    println!("record value: {} bytes", value.len());
+    let value: Arc<[u8]> = value.into();
+    let raw = raw_producer(brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+
+    let mut produce = c.benchmark_group("kafka_produce");
+    produce.throughput(Throughput::Elements(PRODUCE));
+    produce.sample_size(10);
+    produce.bench_function("rdkafka", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                runtime.block_on(async {
+                    let mut sends = JoinSet::new();
+                    for n in 0..PRODUCE {
+                        let (raw, topic, value) = (raw.clone(), topic.clone(), Arc::clone(&value));
+                        sends.spawn(async move {
+                            let key = format!("6f1c2a4e-8b9d-4c3e-a1f0-{n:012}");
+                            let record = FutureRecord::to(&topic).key(&key).payload(&*value);
+                            raw.send(record, Duration::from_secs(60)).await.map(drop)
+                        });
+                    }
+                    while let Some(sent) = sends.join_next().await {
+                        sent.unwrap().map_err(|(e, _)| e).unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        })
+    });
+    produce.bench_function("logpipe", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                runtime.block_on(async {
+                    let mut sends = JoinSet::new();
+                    for n in 0..PRODUCE {
+                        let producer = producer.clone();
+                        sends.spawn(async move { producer.send(&person(n)).await.map(drop) });
+                    }
+                    while let Some(sent) = sends.join_next().await {
+                        sent.unwrap().unwrap();
+                    }
+                });
+            }
+            start.elapsed()
+        })
+    });
+    produce.finish();
+
+    // A topic holding CONSUME records, read from the start by a new group each time.
+    let topic = unique("consume");
+    runtime.block_on(async {
+        client
+            .ensure_topics(std::slice::from_ref(&topic))
+            .await
+            .unwrap();
+        let producer = Producer::new(client.clone(), topic.as_str());
+        let mut sends = JoinSet::new();
+        for n in 0..CONSUME {
+            let producer = producer.clone();
+            sends.spawn(async move { producer.send(&person(n)).await.map(drop) });
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.unwrap().unwrap();
+        }
+    });
+
+    let mut consume = c.benchmark_group("kafka_consume");
+    consume.throughput(Throughput::Elements(CONSUME));
+    consume.sample_size(10);
+    consume.bench_function("rdkafka", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .set("group.id", unique("raw"))
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .create()
+                    .unwrap();
+                consumer.subscribe(&[&topic]).unwrap();
+                let mut read = 0;
+                while read < CONSUME {
+                    if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                        black_box(rdkafka::Message::payload(&message.unwrap()));
+                        read += 1;
+                    }
+                }
+            }
+            start.elapsed()
+        })
+    });
+    consume.bench_function("logpipe", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                let handled = Arc::new(AtomicU64::new(0));
+                let shutdown = CancellationToken::new();
+                let (counter, stop) = (Arc::clone(&handled), shutdown.clone());
+                let registry = Registry::builder()
+                    .handle(handler_fn(move |person: Person, _: Context| {
+                        black_box(person);
+                        if counter.fetch_add(1, Ordering::Relaxed) + 1 == CONSUME {
+                            stop.cancel();
+                        }
+                        async { Ok::<_, std::convert::Infallible>(()) }
+                    }))
+                    .build()
+                    .unwrap();
+                let group = unique("logpipe");
+                let backend = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+                let consumer = Consumer::new(backend, client.offsets(), registry, group.as_str());
+                runtime.block_on(consumer.run(shutdown)).unwrap();
+                assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
+            }
+            start.elapsed()
+        })
+    });
+    consume.finish();
+}
+
+/// The mean time of one criterion measurement, in nanoseconds.
+fn mean_ns(group: &str, id: &str) -> Option<f64> {
+    let path = output_dir().join(group).join(id).join("new/estimates.json");
+    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    estimates["mean"]["point_estimate"].as_f64()
+}
+
+fn report() {
+    println!(
+        "\n{:<14} {:<10} {:>14} {:>16}",
+        "group", "client", "records/s", "vs rdkafka"
+    );
+    for (group, records) in [("kafka_produce", PRODUCE), ("kafka_consume", CONSUME)] {
+        let Some(baseline) = mean_ns(group, "rdkafka") else {
+            continue;
+        };
+        for id in ["rdkafka", "logpipe"] {
+            if let Some(ns) = mean_ns(group, id) {
+                // Throughput ratio: above 1 means logpipe is faster.
+                println!(
+                    "{group:<14} {id:<10} {:>14.0} {:>15.2}x",
+                    records as f64 * 1e9 / ns,
+                    baseline / ns
+                );
+            }
+        }
+    }
+}
+
+fn main() {
+    let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA") else {
+        eprintln!(
+            "LOGPIPE_TEST_KAFKA is not set: run `tests/services/run cargo bench --bench kafka`"
+        );
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut criterion = Criterion::default()
+        .output_directory(&output_dir())
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+        .configure_from_args();
+    bench(&mut criterion, &runtime, &brokers);
+    criterion.final_summary();
+    report();
+}

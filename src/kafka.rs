@@ -1,0 +1,360 @@
+//! The Kafka backend: the traits of [`backend`](crate::backend) and
+//! [`offsets`](crate::offsets) for the driver crate [`logpipe_kafka`].
+//!
+//! `backend = "kafka://h1:9092,h2:9092"` selects it; the `[kafka]` table
+//! ([`KafkaOptions`](crate::config::KafkaOptions)) sets topic names, topic creation and
+//! librdkafka properties. Positions are committed to the consumer group by default
+//! (`offset_store = "kafka://"`); a SQLite store works too.
+//!
+//! ```no_run
+//! use logpipe::kafka::{KafkaClient, KafkaSettings};
+//! use logpipe::{Consumer, Producer, Registry};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn example(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
+//! let kafka = KafkaClient::connect(KafkaSettings::new("127.0.0.1:9092"))?;
+//! let producer = Producer::new(kafka.clone(), "people");
+//! // Positions committed to the group "billing", through its consumers.
+//! let consumer = logpipe::kafka::consumer(&kafka, "billing", ["people"])?;
+//! Consumer::new(consumer, kafka.offsets(), registry, "billing")
+//!     .run(CancellationToken::new())
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use logpipe_kafka::{ErrorKind, KafkaEvent, KafkaRecord, StartFrom};
+pub use logpipe_kafka::{
+    GroupOffsets, KafkaClient, KafkaConsumer, KafkaError, KafkaSettings, SettingsLayer,
+};
+
+use crate::backend::{
+    BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery, OutgoingRecord,
+    PartitionRef, Position, ProducerBackend, Record, RecordHeader,
+};
+use crate::config::{BackendUrl, Config, ConfigError};
+use crate::offsets::{OffsetStore, StoreError};
+
+/// The driver settings a configuration names, for the brokers `brokers`.
+pub fn settings(config: &Config, brokers: &str) -> KafkaSettings {
+    let options = &config.kafka;
+    let mut settings = KafkaSettings::new(brokers);
+    settings.topic_prefix.clone_from(&options.topic_prefix);
+    settings.create_topics = options.create_topics;
+    settings.topic_partitions = options.topic_partitions;
+    settings.topic_replication = options.topic_replication;
+    settings.global.clone_from(&options.global);
+    settings.producer.clone_from(&options.producer);
+    settings.consumer.clone_from(&options.consumer);
+    settings
+}
+
+/// Checks the `[kafka]` settings of a configuration with a `kafka://` backend.
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let BackendUrl::Kafka(brokers) = &config.backend else {
+        return Ok(());
+    };
+    for (key, value) in [
+        ("kafka.topic_partitions", config.kafka.topic_partitions),
+        ("kafka.topic_replication", config.kafka.topic_replication),
+    ] {
+        if value == 0 || value < -1 {
+            return Err(ConfigError::invalid(
+                key,
+                "must be at least 1, or -1 for the broker's default",
+            ));
+        }
+    }
+    match settings(config, brokers).validate() {
+        Ok(()) => Ok(()),
+        Err(KafkaError::Setting {
+            layer,
+            key,
+            message,
+            ..
+        }) => Err(ConfigError::invalid(
+            match layer {
+                SettingsLayer::Global => format!("kafka.global.{key}"),
+                SettingsLayer::Producer => format!("kafka.producer.{key}"),
+                SettingsLayer::Consumer => format!("kafka.consumer.{key}"),
+                _ => "kafka".to_owned(),
+            },
+            message,
+        )),
+        Err(other) => Err(ConfigError::invalid("kafka", crate::error_chain(&other))),
+    }
+}
+
+/// Connects to the brokers of a `kafka://` configuration.
+///
+/// # Errors
+///
+/// [`BackendError`] when the clients cannot be created.
+pub fn connect(config: &Config, brokers: &str) -> Result<KafkaClient, BackendError> {
+    Ok(KafkaClient::connect(settings(config, brokers))?)
+}
+
+/// A consumer backend reading `streams` as a member of consumer group `group`.
+///
+/// # Errors
+///
+/// [`BackendError`] when the consumer cannot be created. A missing topic is reported by
+/// its first [`next_event`](ConsumerBackend::next_event).
+pub fn consumer<I, S>(
+    client: &KafkaClient,
+    group: &str,
+    streams: I,
+) -> Result<KafkaConsumerBackend, BackendError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    Ok(KafkaConsumerBackend {
+        inner: client.consumer(group, streams)?,
+        partitions: HashMap::new(),
+    })
+}
+
+impl From<KafkaError> for BackendError {
+    fn from(error: KafkaError) -> Self {
+        let kind = match error.kind() {
+            ErrorKind::Connection => BackendErrorKind::Connection,
+            ErrorKind::Timeout => BackendErrorKind::Timeout,
+            ErrorKind::NotFound => BackendErrorKind::NotFound,
+            ErrorKind::Rejected | ErrorKind::Config => BackendErrorKind::Rejected,
+            _ => BackendErrorKind::Other,
+        };
+        let retriable = error.is_retriable();
+        let backend = BackendError::new(kind, error.to_string()).with_source(error);
+        if retriable {
+            backend.retriable()
+        } else {
+            backend
+        }
+    }
+}
+
+impl ProducerBackend for KafkaClient {
+    async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
+        let headers: Vec<(&str, &[u8])> = record
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice()))
+            .collect();
+        let (partition, offset) = KafkaClient::send(
+            self,
+            &record.stream,
+            record.key.as_deref(),
+            &record.value,
+            &headers,
+        )
+        .await?;
+        Ok(Delivery {
+            partition: PartitionRef::new(Arc::clone(&record.stream), partition.to_string()),
+            position: Position::Offset(offset),
+        })
+    }
+
+    async fn flush(&self) -> Result<(), BackendError> {
+        Ok(KafkaClient::flush(self).await?)
+    }
+}
+
+/// A Kafka consumer as a [`ConsumerBackend`]: a member of a consumer group whose
+/// rebalances wait until the [`Consumer`](crate::Consumer) has stored its positions.
+#[derive(Debug)]
+pub struct KafkaConsumerBackend {
+    inner: KafkaConsumer,
+    partitions: HashMap<(Arc<str>, i32), PartitionRef>,
+}
+
+impl KafkaConsumerBackend {
+    fn partition(&mut self, stream: &Arc<str>, partition: i32) -> PartitionRef {
+        self.partitions
+            .entry((Arc::clone(stream), partition))
+            .or_insert_with(|| PartitionRef::new(Arc::clone(stream), partition.to_string()))
+            .clone()
+    }
+
+    fn record(&mut self, record: KafkaRecord) -> Record {
+        Record {
+            partition: self.partition(&record.stream, record.partition),
+            position: Position::Offset(record.offset),
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|(name, value)| RecordHeader { name, value })
+                .collect(),
+            timestamp: record
+                .timestamp_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    fn partitions(&mut self, list: Vec<(Arc<str>, i32)>) -> Vec<PartitionRef> {
+        list.iter().map(|(s, p)| self.partition(s, *p)).collect()
+    }
+}
+
+impl ConsumerBackend for KafkaConsumerBackend {
+    async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
+        Ok(match self.inner.next_event().await? {
+            KafkaEvent::Assigned(list) => ConsumerEvent::Assigned(self.partitions(list)),
+            KafkaEvent::Revoked(list) => ConsumerEvent::Revoked(self.partitions(list)),
+            KafkaEvent::Records(records) => {
+                ConsumerEvent::Records(records.into_iter().map(|r| self.record(r)).collect())
+            }
+            _ => ConsumerEvent::Records(Vec::new()),
+        })
+    }
+
+    async fn seek(
+        &mut self,
+        partition: &PartitionRef,
+        after: Option<&Position>,
+    ) -> Result<(), BackendError> {
+        let number = kafka_partition(partition)?;
+        let from = match after {
+            None => StartFrom::Reset,
+            Some(Position::Offset(offset)) => StartFrom::After(*offset),
+            Some(Position::Sequence(sequence)) => {
+                return Err(BackendError::new(
+                    BackendErrorKind::Rejected,
+                    format!("{partition}: {sequence:?} is a sequence number, not a Kafka offset"),
+                ));
+            }
+        };
+        Ok(self.inner.seek(&partition.stream, number, from)?)
+    }
+}
+
+fn kafka_partition(partition: &PartitionRef) -> Result<i32, BackendError> {
+    partition.partition.parse().map_err(|_| {
+        BackendError::new(
+            BackendErrorKind::NotFound,
+            format!("{partition} is not a Kafka partition"),
+        )
+    })
+}
+
+fn store_error(group: &str, action: &'static str, source: impl Into<BackendError>) -> StoreError {
+    StoreError::Backend {
+        group: group.to_owned(),
+        action,
+        source: source.into(),
+    }
+}
+
+/// Positions committed to the Kafka consumer group, through the group's consumers made by
+/// the same [`KafkaClient`]. The group's committed offset is the next record to read, so
+/// a stored position `p` is committed as `p + 1`.
+impl OffsetStore for GroupOffsets {
+    async fn load(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Option<Position>, StoreError> {
+        let number = kafka_partition(partition).map_err(|e| store_error(group, "loaded", e))?;
+        let committed = self
+            .committed(group, &partition.stream, number)
+            .await
+            .map_err(|e| store_error(group, "loaded", e))?;
+        Ok(committed.map(|next| Position::Offset(next - 1)))
+    }
+
+    async fn store(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        let mut offsets = Vec::with_capacity(positions.len());
+        for (partition, position) in positions {
+            let number = kafka_partition(partition).map_err(|e| store_error(group, "stored", e))?;
+            let Position::Offset(offset) = position else {
+                return Err(StoreError::Corrupt {
+                    group: group.to_owned(),
+                    partition: partition.clone(),
+                });
+            };
+            offsets.push((partition.stream.as_ref(), number, offset + 1));
+        }
+        self.commit(group, &offsets)
+            .await
+            .map_err(|e| store_error(group, "stored", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_parts(
+            text.parse().unwrap(),
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn kafka_urls_and_tables_are_read() {
+        let config = config(
+            "backend = \"kafka://h1:9092,h2:9092\"\n[kafka]\ntopic_prefix = \"prod.\"\n[kafka.producer]\nlinger.ms = 20\n\"compression.type\" = \"zstd\"",
+            &[("LOGPIPE_KAFKA__CONSUMER__SESSION__TIMEOUT__MS", "30000")],
+        )
+        .unwrap();
+        assert_eq!(config.backend, BackendUrl::Kafka("h1:9092,h2:9092".into()));
+        assert_eq!(
+            config.offset_store_url(),
+            crate::config::OffsetStoreUrl::Kafka
+        );
+        let settings = settings(&config, "h1:9092,h2:9092");
+        assert_eq!(settings.topic("people"), "prod.people");
+        assert_eq!(settings.producer["linger.ms"], "20");
+        assert_eq!(settings.producer["compression.type"], "zstd");
+        assert_eq!(settings.consumer["session.timeout.ms"], "30000");
+    }
+
+    #[test]
+    fn bad_kafka_settings_name_their_key() {
+        for (text, vars, key) in [
+            (
+                "backend = \"kafka://b:9092\"\n[kafka.producer]\nlinger.ms = \"soon\"",
+                &[][..],
+                "kafka.producer.linger.ms",
+            ),
+            (
+                "backend = \"kafka://b:9092\"",
+                &[("LOGPIPE_KAFKA__GLOBAL__NO__SUCH", "1")][..],
+                "kafka.global.no.such",
+            ),
+            (
+                "backend = \"kafka://b:9092\"\n[kafka]\ntopic_partitions = 0",
+                &[][..],
+                "kafka.topic_partitions",
+            ),
+            ("backend = \"kafka://\"", &[][..], "backend"),
+            ("offset_store = \"kafka://\"", &[][..], "offset_store"),
+        ] {
+            let err = config(text, vars).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn errors_keep_their_source_and_say_whether_to_retry() {
+        let error = BackendError::from(KafkaError::TopicNotFound {
+            topic: "people".into(),
+        });
+        assert_eq!(error.kind(), BackendErrorKind::NotFound);
+        assert!(!error.is_retriable());
+        assert!(error.to_string().contains("people"));
+        assert!(std::error::Error::source(&error).is_some());
+    }
+}

@@ -1,0 +1,1163 @@
+//! The Kafka backend against a real Apache Kafka broker (`tests/services/kafka`, address in
+//! `LOGPIPE_TEST_KAFKA`). Every test uses topics and groups of its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use logpipe::backend::{ConsumerBackend, ConsumerEvent};
+use logpipe::consumer::BadRecordPolicy;
+use logpipe::dead_letter::{self, DeadLetter};
+use logpipe::kafka::{KafkaClient, KafkaSettings};
+use logpipe::offsets::{OffsetStore, SqliteOffsetStore};
+use logpipe::{
+    Consumer, ConsumerOptions, Context, Message, Producer, Record, Registry, handler_fn,
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio_util::sync::CancellationToken;
+
+use crate::processes::{people_count, terminate, wait_for_exit};
+use crate::support::{decode_vectors, program, service, wait_until, wait_until_blocking};
+
+/// The longest any single wait may take.
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Tests take it shared; the test that restarts the broker takes it alone.
+static BROKER: RwLock<()> = RwLock::const_new(());
+
+/// The broker's address and a share of it, or `None` (skip) when it is not running.
+async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+    let address = service("LOGPIPE_TEST_KAFKA")?;
+    Some((address, BROKER.read().await))
+}
+
+/// The same, for tests that are not async.
+fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+    let address = service("LOGPIPE_TEST_KAFKA")?;
+    Some((address, BROKER.blocking_read()))
+}
+
+/// A name no other test or run uses.
+fn unique(name: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{name}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// Client settings that make group changes quick.
+fn settings(brokers: &str) -> KafkaSettings {
+    let mut settings = KafkaSettings::new(brokers);
+    settings.topic_partitions = 3;
+    for (key, value) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ] {
+        settings.consumer.insert(key.into(), value.into());
+    }
+    settings
+}
+
+fn client(brokers: &str) -> KafkaClient {
+    KafkaClient::connect(settings(brokers)).unwrap()
+}
+
+/// Creates `topics` with 3 partitions each.
+async fn create_topics(brokers: &str, topics: &[&str]) {
+    let mut settings = settings(brokers);
+    settings.create_topics = true;
+    let client = KafkaClient::connect(settings).unwrap();
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    client.ensure_topics(&topics).await.unwrap();
+}
+
+fn fast_options() -> ConsumerOptions {
+    ConsumerOptions {
+        commit_every: 10,
+        commit_interval_ms: 100,
+        retry_backoff_ms: 1,
+        ..ConsumerOptions::default()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct PersonV1 {
+    uuid: String,
+    seq: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 2, key = "uuid")]
+struct PersonV2 {
+    uuid: String,
+    seq: u32,
+    name: String,
+}
+
+/// Keyless.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "order", version = 1)]
+struct Order {
+    seq: u32,
+}
+
+/// One handled message: (type, version, key, seq, partition, offset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handled {
+    message_type: String,
+    version: u64,
+    key: Option<String>,
+    seq: u32,
+    partition: String,
+}
+
+type Seen = Arc<Mutex<Vec<Handled>>>;
+
+fn note(seen: &Seen, context: &Context, seq: u32) {
+    seen.lock().unwrap().push(Handled {
+        message_type: context.message_type.to_string(),
+        version: context.version,
+        key: context
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        seq,
+        partition: context.partition.partition.to_string(),
+    });
+}
+
+fn registry(seen: &Seen) -> Registry {
+    let (v1, v2, orders) = (Arc::clone(seen), Arc::clone(seen), Arc::clone(seen));
+    Registry::builder()
+        .handle(handler_fn(move |p: PersonV1, context: Context| {
+            note(&v1, &context, p.seq);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .handle(handler_fn(move |p: PersonV2, context: Context| {
+            assert_eq!(p.name, format!("name {}", p.seq));
+            note(&v2, &context, p.seq);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .handle(handler_fn(move |o: Order, context: Context| {
+            note(&orders, &context, o.seq);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap()
+}
+
+/// Sends people `seqs` one after another (so that each key's order is the send order), on
+/// six keys, even ones as version 1 and odd ones as version 2.
+async fn send_people(producer: &Producer<KafkaClient>, seqs: std::ops::Range<u32>) {
+    for seq in seqs {
+        let uuid = format!("key-{}", seq % 6);
+        if seq % 2 == 0 {
+            producer.send(&PersonV1 { uuid, seq }).await.unwrap();
+        } else {
+            let name = format!("name {seq}");
+            producer.send(&PersonV2 { uuid, seq, name }).await.unwrap();
+        }
+    }
+}
+
+/// A consumer running in a task of its own until it is stopped.
+struct Running {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
+}
+
+impl Running {
+    fn start<S: OffsetStore>(
+        client: &KafkaClient,
+        group: &str,
+        topic: &str,
+        store: S,
+        registry: Registry,
+    ) -> Self {
+        let backend = logpipe::kafka::consumer(client, group, [topic]).unwrap();
+        let consumer = Consumer::new(backend, store, registry, group).with_options(fast_options());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        Self { shutdown, task }
+    }
+
+    /// Stops it and checks that it stopped cleanly.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the consumer stops in time")
+            .unwrap()
+            .expect("the consumer stops without an error");
+    }
+}
+
+fn seqs(seen: &Seen) -> Vec<u32> {
+    seen.lock().unwrap().iter().map(|h| h.seq).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_round_trip_of_several_types_and_versions_keeps_each_keys_order() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("round-trip");
+    create_topics(&brokers, &[&topic]).await;
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str()).with_producer_id("tests");
+    send_people(&producer, 0..60).await;
+    let mut keyless_partitions = BTreeSet::new();
+    for seq in 100..130 {
+        let delivery = producer.send(&Order { seq }).await.unwrap();
+        keyless_partitions.insert(delivery.partition.partition.to_string());
+    }
+    assert!(
+        keyless_partitions.len() > 1,
+        "keyless messages are spread over partitions, not pinned to one: {keyless_partitions:?}"
+    );
+
+    let seen = Seen::default();
+    let group = unique("round-trip");
+    let running = Running::start(&client, &group, &topic, client.offsets(), registry(&seen));
+    wait_until("90 messages are handled", WAIT, || {
+        seen.lock().unwrap().len() >= 90
+    })
+    .await;
+    running.stop().await;
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 90, "each message handled once");
+    let count = |t: &str, v: u64| {
+        seen.iter()
+            .filter(|h| h.message_type == t && h.version == v)
+            .count()
+    };
+    assert_eq!(
+        (count("person", 1), count("person", 2), count("order", 1)),
+        (30, 30, 30)
+    );
+    let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut partitions_of_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for handled in seen.iter().filter(|h| h.message_type == "person") {
+        let key = handled.key.clone().expect("people have keys");
+        assert_eq!(key, format!("key-{}", handled.seq % 6));
+        by_key.entry(key.clone()).or_default().push(handled.seq);
+        partitions_of_key
+            .entry(key)
+            .or_default()
+            .insert(handled.partition.clone());
+    }
+    assert_eq!(by_key.len(), 6);
+    for (key, order) in &by_key {
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            order, &sorted,
+            "messages of {key} handled in the order sent"
+        );
+        assert_eq!(partitions_of_key[key].len(), 1, "one key, one partition");
+    }
+    assert!(
+        seen.iter()
+            .filter(|h| h.message_type == "order")
+            .all(|h| h.key.is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_over_from_the_other() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("two-consumers");
+    create_topics(&brokers, &[&topic]).await;
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    let group = unique("two-consumers");
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let a = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_a));
+    let b = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_b));
+
+    // Keep sending until both have handled something: then both are in the group.
+    let mut sent = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen_a.lock().unwrap().is_empty() || seen_b.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both consumers get partitions"
+        );
+        send_people(&producer, sent..sent + 6).await;
+        sent += 6;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = sent;
+    send_people(&producer, sent..sent + 60).await;
+    sent += 60;
+    let all_seen = |sent: u32| {
+        let mut union: BTreeSet<u32> = seqs(&seen_a).into_iter().collect();
+        union.extend(seqs(&seen_b));
+        union.len() == sent as usize
+    };
+    wait_until("every message is handled", WAIT, || all_seen(sent)).await;
+    let partitions = |seen: &Seen| -> BTreeSet<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.seq >= before)
+            .map(|h| h.partition.clone())
+            .collect()
+    };
+    let (of_a, of_b) = (partitions(&seen_a), partitions(&seen_b));
+    assert!(
+        !of_a.is_empty() && !of_b.is_empty(),
+        "both read: {of_a:?} {of_b:?}"
+    );
+    assert!(
+        of_a.is_disjoint(&of_b),
+        "no partition read by both: {of_a:?} {of_b:?}"
+    );
+    assert_eq!(of_a.len() + of_b.len(), 3);
+
+    a.stop().await;
+    let handled_by_b = seen_b.lock().unwrap().len();
+    send_people(&producer, sent..sent + 60).await;
+    sent += 60;
+    wait_until(
+        "every message is handled after one consumer left",
+        WAIT,
+        || all_seen(sent),
+    )
+    .await;
+    let taken_over: BTreeSet<String> = seen_b.lock().unwrap()[handled_by_b..]
+        .iter()
+        .map(|h| h.partition.clone())
+        .collect();
+    assert_eq!(
+        taken_over.len(),
+        3,
+        "the remaining consumer reads every partition"
+    );
+    b.stop().await;
+}
+
+async fn restart_resumes<S: OffsetStore + Clone>(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    store: impl Fn(&KafkaClient) -> S,
+) {
+    let first_client = client(brokers);
+    let producer = Producer::new(first_client.clone(), topic);
+    send_people(&producer, 0..30).await;
+    let seen = Seen::default();
+    let running = Running::start(
+        &first_client,
+        group,
+        topic,
+        store(&first_client),
+        registry(&seen),
+    );
+    wait_until("the first 30 are handled", WAIT, || {
+        seen.lock().unwrap().len() >= 30
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(seen.lock().unwrap().len(), 30);
+
+    send_people(&producer, 30..60).await;
+    // A new client: nothing is remembered but what the store keeps.
+    let second_client = client(brokers);
+    let seen = Seen::default();
+    let running = Running::start(
+        &second_client,
+        group,
+        topic,
+        store(&second_client),
+        registry(&seen),
+    );
+    wait_until("the next 30 are handled", WAIT, || {
+        seen.lock().unwrap().len() >= 30
+    })
+    .await;
+    running.stop().await;
+    let mut handled = seqs(&seen);
+    handled.sort_unstable();
+    assert_eq!(
+        handled,
+        (30..60).collect::<Vec<_>>(),
+        "the second run resumes where the first stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_restart_resumes_from_positions_committed_to_the_group() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("resume-broker");
+    create_topics(&brokers, &[&topic]).await;
+    restart_resumes(
+        &brokers,
+        &topic,
+        &unique("resume-broker"),
+        KafkaClient::offsets,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_restart_resumes_from_positions_stored_in_sqlite() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("resume-sqlite");
+    create_topics(&brokers, &[&topic]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
+    restart_resumes(&brokers, &topic, &unique("resume-sqlite"), |_| {
+        store.clone()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_missing_topic_is_an_error_naming_it() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("missing");
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    let err = producer.send(&Order { seq: 1 }).await.unwrap_err();
+    assert!(logpipe_error_text(&err).contains(&topic), "{err}");
+
+    let group = unique("missing");
+    let consumer = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+    let consumer = Consumer::new(
+        consumer,
+        client.offsets(),
+        registry(&Seen::default()),
+        group.as_str(),
+    );
+    let outcome = tokio::time::timeout(WAIT, consumer.run(CancellationToken::new()))
+        .await
+        .expect("the consumer stops by itself");
+    let err = outcome.unwrap_err();
+    assert!(logpipe_error_text(&err).contains(&topic), "{err}");
+}
+
+fn logpipe_error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a_partition() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("bad-records");
+    let dead = format!("{topic}.dead");
+    create_topics(&brokers, &[&topic, &dead]).await;
+    // The vectors' values, written with plain rdkafka, on every partition, then one good
+    // message on each partition after them.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let vectors = decode_vectors();
+    for partition in 0..3 {
+        for vector in &vectors {
+            let value = vector.value();
+            raw.send(
+                FutureRecord::<(), [u8]>::to(&topic)
+                    .partition(partition)
+                    .payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    send_people(&producer, 0..30).await;
+
+    let bad = vectors
+        .iter()
+        .filter(|v| v.expected_skip().is_some_and(|reason| reason != "ignored"))
+        .count();
+    assert!(bad > 0);
+    let seen = Seen::default();
+    let group = unique("bad-records");
+    let backend = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+    let consumer = Consumer::new(
+        backend,
+        client.offsets(),
+        vectors_and_people(&seen),
+        group.as_str(),
+    )
+    .with_options(ConsumerOptions {
+        on_bad_record: BadRecordPolicy::DeadLetter,
+        ..fast_options()
+    })
+    .with_dead_letter(DeadLetter::new(client.clone(), dead.as_str()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(consumer.run(shutdown.clone()));
+    wait_until(
+        "the good messages after the bad ones are handled",
+        WAIT,
+        || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|h| h.message_type == "person")
+                .count()
+                >= 30
+        },
+    )
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    // Every bad record is on the dead-letter topic, with where it came from and why.
+    let records = read_topic(&client, &dead, 3 * bad).await;
+    let mut origins = BTreeSet::new();
+    for record in &records {
+        let header = |name: &str| {
+            let found = record.headers.iter().find(|h| h.name == name);
+            String::from_utf8(
+                found
+                    .unwrap_or_else(|| panic!("header {name}"))
+                    .value
+                    .clone(),
+            )
+            .unwrap()
+        };
+        assert_eq!(header(dead_letter::HEADER_STREAM), topic);
+        let reason = header(dead_letter::HEADER_REASON);
+        assert!(
+            vectors
+                .iter()
+                .any(|v| v.expected_skip() == Some(reason.as_str()) && v.value() == record.value),
+            "reason {reason} matches the vector"
+        );
+        origins.insert((
+            header(dead_letter::HEADER_PARTITION),
+            header(dead_letter::HEADER_POSITION),
+        ));
+    }
+    assert_eq!(origins.len(), 3 * bad, "each bad record dead-lettered once");
+}
+
+/// The vector handlers plus the people ones, noting people in `seen`.
+fn vectors_and_people(seen: &Seen) -> Registry {
+    let (v1, v2) = (Arc::clone(seen), Arc::clone(seen));
+    Registry::builder()
+        .handle(handler_fn(
+            |_: crate::support::AnyState, _: Context| async {
+                Ok::<_, std::convert::Infallible>(())
+            },
+        ))
+        .handle(handler_fn(move |p: PersonV1, context: Context| {
+            note(&v1, &context, p.seq);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .handle(handler_fn(move |p: PersonV2, context: Context| {
+            note(&v2, &context, p.seq);
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .ignore("audit")
+        .build()
+        .unwrap()
+}
+
+/// Reads `count` records of `topic` from the start, with a group of its own.
+async fn read_topic(client: &KafkaClient, topic: &str, count: usize) -> Vec<Record> {
+    let mut consumer = logpipe::kafka::consumer(client, &unique("reader"), [topic]).unwrap();
+    let mut records = Vec::new();
+    let read = async {
+        while records.len() < count {
+            match consumer.next_event().await.unwrap() {
+                ConsumerEvent::Assigned(partitions) => {
+                    for partition in &partitions {
+                        consumer.seek(partition, None).await.unwrap();
+                    }
+                }
+                ConsumerEvent::Records(batch) => records.extend(batch),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the records arrive in time");
+    assert_eq!(
+        records.len(),
+        count,
+        "no more records than expected in {topic}"
+    );
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() {
+    let Some(brokers) = service("LOGPIPE_TEST_KAFKA") else {
+        return;
+    };
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/kafka");
+    if !scripts.join("work/broker.pid").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "under CI the broker must be the one tests/services/kafka/start runs"
+        );
+        eprintln!("skipping: the broker was not started by tests/services/kafka/start");
+        return;
+    }
+    // Alone: the other Kafka tests wait while the broker is down.
+    let _alone = BROKER.write().await;
+    let topic = unique("broker-restart");
+    create_topics(&brokers, &[&topic]).await;
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    const COUNT: u32 = 600;
+    let ok = Arc::new(Mutex::new(BTreeMap::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        let (ok, failed, producer) = (Arc::clone(&ok), Arc::clone(&failed), producer.clone());
+        tokio::spawn(async move {
+            let mut sends = tokio::task::JoinSet::new();
+            for seq in 0..COUNT {
+                let producer = producer.clone();
+                sends.spawn(async move { (seq, producer.send(&Order { seq }).await) });
+                if seq % 20 == 19 {
+                    while let Some(done) = sends.join_next().await {
+                        match done.unwrap() {
+                            (seq, Ok(delivery)) => {
+                                ok.lock().unwrap().insert(seq, delivery.position);
+                            }
+                            (_, Err(_)) => {
+                                failed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    wait_until("some sends succeeded", WAIT, || {
+        ok.lock().unwrap().len() >= 100
+    })
+    .await;
+    let run = |script: &str| {
+        let status = Command::new(scripts.join(script))
+            .env("KEEP_DATA", "1")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tests/services/kafka/{script}");
+    };
+    tokio::task::block_in_place(|| {
+        run("stop");
+        run("start");
+    });
+    tokio::time::timeout(Duration::from_secs(600), sending)
+        .await
+        .expect("every send ends")
+        .unwrap();
+    let ok = ok.lock().unwrap().clone();
+    assert_eq!(ok.len() + failed.load(Ordering::SeqCst), COUNT as usize);
+    assert!(ok.len() > 100, "sends after the restart succeed too");
+
+    let records = read_topic(&client, &topic, ok.len()).await;
+    let mut found: BTreeMap<u32, usize> = BTreeMap::new();
+    for record in &records {
+        let body: serde_json::Value =
+            serde_json::from_slice(record.value.strip_prefix(b"json:").unwrap()).unwrap();
+        let seq = u32::try_from(body["message"]["seq"].as_u64().unwrap()).unwrap();
+        *found.entry(seq).or_default() += 1;
+    }
+    for seq in ok.keys() {
+        assert_eq!(
+            found.get(seq),
+            Some(&1),
+            "a successful send is there exactly once: {seq}"
+        );
+    }
+    assert!(found.values().all(|n| *n == 1), "no record twice");
+}
+
+#[test]
+fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
+    const PEOPLE: i64 = 3000;
+    let Some((brokers, _broker)) = broker_blocking() else {
+        return;
+    };
+    let prefix = format!("{}.", unique("kill"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(create_topics(&brokers, &[&format!("{prefix}people")]));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("people.db");
+    let env = [
+        ("LOGPIPE_BACKEND", format!("kafka://{brokers}")),
+        ("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display())),
+        ("LOGPIPE_KAFKA__TOPIC_PREFIX", prefix.clone()),
+        ("LOGPIPE_GROUP_PREFIX", prefix.clone()),
+        (
+            "LOGPIPE_KAFKA__CONSUMER__SESSION__TIMEOUT__MS",
+            "6000".to_owned(),
+        ),
+        (
+            "LOGPIPE_KAFKA__CONSUMER__HEARTBEAT__INTERVAL__MS",
+            "500".to_owned(),
+        ),
+    ];
+    let command = |name: &str| {
+        let mut command = Command::new(program(name));
+        command
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("LOGPIPE_CONFIG")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    let mut consumer = command("people_service").spawn().unwrap();
+    let mut producer = command("people_producer")
+        .arg(PEOPLE.to_string())
+        .spawn()
+        .unwrap();
+    wait_until_blocking("the consumer has handled some people", WAIT, || {
+        people_count(&db).0 >= 300
+    });
+    consumer.kill().unwrap(); // SIGKILL: nothing stored on the way out
+    consumer.wait().unwrap();
+    assert!(people_count(&db).0 < PEOPLE, "killed mid-stream");
+
+    let mut consumer = command("people_service").spawn().unwrap();
+    assert!(
+        wait_for_exit(&mut producer).success(),
+        "the producer sent everything"
+    );
+    wait_until_blocking("every person is stored", WAIT, || {
+        people_count(&db).0 == PEOPLE
+    });
+    terminate(&consumer);
+    assert_eq!(wait_for_exit(&mut consumer).code(), Some(0));
+    let (count, most_applied) = people_count(&db);
+    assert_eq!(count, PEOPLE, "no person lost");
+    // The handler writes its row and the position in one SQLite transaction, so the
+    // duplicates a kill allows (those after the last stored position) are none.
+    assert_eq!(
+        most_applied, 1,
+        "no message applied twice, even across the kill"
+    );
+}
+
+// Interoperability with django-logpipe 1.6 (`tests/services/python`), both ways, in
+// both formats. The Python side is `tests/interop/django_logpipe_kafka.py`; both sides
+// make the same people with `person(n)`.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[logpipe(type = "interop-person", version = 1, key = "uuid")]
+struct InteropV1 {
+    uuid: String,
+    name: String,
+    n: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+#[logpipe(type = "interop-person", version = 2, key = "uuid")]
+struct InteropV2 {
+    uuid: String,
+    first_name: String,
+    last_name: String,
+    n: u32,
+    score: f64,
+    tags: Vec<String>,
+    active: bool,
+}
+
+/// The n-th person, as the Python script makes it: (version, key, message).
+fn interop_person(n: u32) -> (u64, String, serde_json::Value) {
+    let uuid = format!("u-{}", n % 5);
+    if n.is_multiple_of(2) {
+        let person = InteropV1 {
+            uuid: uuid.clone(),
+            name: format!("Name {n} \u{e9}\u{2028}"),
+            n,
+        };
+        (1, uuid, serde_json::to_value(person).unwrap())
+    } else {
+        let person = InteropV2 {
+            uuid: uuid.clone(),
+            first_name: "First".into(),
+            last_name: format!("Last {n}"),
+            n,
+            score: f64::from(n) / 4.0,
+            tags: vec!["a".into(), "\u{e9}".into(), "\u{1f600}".into()],
+            active: n.is_multiple_of(3),
+        };
+        (2, uuid, serde_json::to_value(person).unwrap())
+    }
+}
+
+/// Runs the Python script with a Django settings module written for this test.
+fn django_logpipe(python: &str, dir: &Path, brokers: &str, format: &str, args: &[&str]) -> String {
+    let settings = format!(
+        r#"SECRET_KEY = "interop"
+INSTALLED_APPS = ["logpipe"]
+DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": "{db}"}}}}
+USE_TZ = True
+LOGPIPE = {{
+    "KAFKA_BOOTSTRAP_SERVERS": ["{brokers}"],
+    "KAFKA_CONSUMER_KWARGS": {{"group_id": "{group}", "max_partition_fetch_bytes": 10485760}},
+    "OFFSET_BACKEND": "logpipe.backend.kafka.KafkaOffsetStore",
+    "PRODUCER_ID": "django",
+    "DEFAULT_FORMAT": "{format}",
+}}
+"#,
+        db = dir.join("django.sqlite3").display(),
+        group = unique("django"),
+    );
+    std::fs::write(dir.join("interop_settings.py"), settings).unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/django_logpipe_kafka.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", dir)
+        .env("DJANGO_SETTINGS_MODULE", "interop_settings")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let status = wait_for_exit(&mut child);
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "django-logpipe {args:?} failed:\n{err}");
+    eprintln!("django-logpipe {format}: {}", err.trim());
+    out
+}
+
+const INTEROP_COUNT: u32 = 200;
+
+fn django_to_logpipe(format: &str) {
+    let Some((brokers, _broker)) = broker_blocking() else {
+        return;
+    };
+    let Some(python) = service("LOGPIPE_TEST_PYTHON") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique(&format!("from-django-{format}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(create_topics(&brokers, &[&topic]));
+    let count = INTEROP_COUNT.to_string();
+    django_logpipe(
+        &python,
+        dir.path(),
+        &brokers,
+        format,
+        &["send", &topic, &count],
+    );
+
+    type Got = Arc<
+        Mutex<
+            Vec<(
+                String,
+                u64,
+                Option<String>,
+                Option<String>,
+                serde_json::Value,
+            )>,
+        >,
+    >;
+    let got = Got::default();
+    let note = |got: &Got, context: &Context, message: serde_json::Value| {
+        got.lock().unwrap().push((
+            context.message_type.to_string(),
+            context.version,
+            context.producer.as_deref().map(str::to_owned),
+            context
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8(k.to_vec()).unwrap()),
+            message,
+        ));
+    };
+    let (v1, v2) = (Arc::clone(&got), Arc::clone(&got));
+    let registry = Registry::builder()
+        .handle(handler_fn(move |p: InteropV1, context: Context| {
+            note(&v1, &context, serde_json::to_value(p).unwrap());
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .handle(handler_fn(move |p: InteropV2, context: Context| {
+            note(&v2, &context, serde_json::to_value(p).unwrap());
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = client(&brokers);
+        let running = Running::start(
+            &client,
+            &unique("from-django"),
+            &topic,
+            client.offsets(),
+            registry,
+        );
+        wait_until("every message from django-logpipe is handled", WAIT, || {
+            got.lock().unwrap().len() >= INTEROP_COUNT as usize
+        })
+        .await;
+        running.stop().await;
+    });
+    let mut got = got.lock().unwrap().clone();
+    got.sort_by_key(|entry| entry.4["n"].as_u64());
+    assert_eq!(got.len(), INTEROP_COUNT as usize);
+    for (n, entry) in (0..INTEROP_COUNT).zip(&got) {
+        let (version, key, message) = interop_person(n);
+        let expected = (
+            "interop-person".to_owned(),
+            version,
+            Some("django".to_owned()),
+            Some(key),
+            message,
+        );
+        assert_eq!(
+            entry, &expected,
+            "message {n} from django-logpipe ({format})"
+        );
+    }
+}
+
+fn logpipe_to_django(format: &str) {
+    let Some((brokers, _broker)) = broker_blocking() else {
+        return;
+    };
+    let Some(python) = service("LOGPIPE_TEST_PYTHON") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique(&format!("to-django-{format}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        create_topics(&brokers, &[&topic]).await;
+        let producer = Producer::new(client(&brokers), topic.as_str())
+            .with_producer_id("rust")
+            .with_format(format.parse().unwrap());
+        for n in 0..INTEROP_COUNT {
+            let (version, _, message) = interop_person(n);
+            if version == 1 {
+                producer
+                    .send(&serde_json::from_value::<InteropV1>(message).unwrap())
+                    .await
+                    .unwrap();
+            } else {
+                producer
+                    .send(&serde_json::from_value::<InteropV2>(message).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let count = INTEROP_COUNT.to_string();
+    let out = django_logpipe(
+        &python,
+        dir.path(),
+        &brokers,
+        format,
+        &["consume", &topic, &count],
+    );
+    let mut lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    lines.sort_by_key(|line| line["message"]["n"].as_u64());
+    assert_eq!(lines.len(), INTEROP_COUNT as usize);
+    for (n, line) in (0..INTEROP_COUNT).zip(&lines) {
+        let (version, key, message) = interop_person(n);
+        let expected = serde_json::json!({
+            "type": "interop-person",
+            "version": version,
+            "producer": "rust",
+            "key": key,
+            "message": message,
+        });
+        assert_eq!(
+            line, &expected,
+            "message {n} read by django-logpipe ({format})"
+        );
+    }
+}
+
+#[test]
+fn kafka_django_logpipe_json_messages_are_read_by_logpipe() {
+    django_to_logpipe("json");
+}
+
+#[test]
+fn kafka_django_logpipe_msgpack_messages_are_read_by_logpipe() {
+    django_to_logpipe("msgpack");
+}
+
+#[test]
+fn kafka_logpipe_json_messages_are_read_by_django_logpipe() {
+    logpipe_to_django("json");
+}
+
+#[test]
+fn kafka_logpipe_msgpack_messages_are_read_by_django_logpipe() {
+    logpipe_to_django("msgpack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_partitions_added_to_a_topic_later_are_read_too() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let topic = unique("grows");
+    let mut one_partition = settings(&brokers);
+    one_partition.create_topics = true;
+    one_partition.topic_partitions = 1;
+    let client = KafkaClient::connect(one_partition).unwrap();
+    client
+        .ensure_topics(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), topic.as_str());
+    send_people(&producer, 0..6).await;
+    let seen = Seen::default();
+    let group = unique("grows");
+    let running = Running::start(&client, &group, &topic, client.offsets(), registry(&seen));
+    wait_until("the first partition is read", WAIT, || {
+        seen.lock().unwrap().len() >= 6
+    })
+    .await;
+
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let added = admin
+        .create_partitions(&[NewPartitions::new(&topic, 3)], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    // Written straight to the new partitions once the producer sees them.
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (partition, seq) in [(1, 100), (2, 101)] {
+        let value = serde_json::to_vec(&serde_json::json!({
+            "type": "order", "version": 1, "message": {"seq": seq}
+        }))
+        .unwrap();
+        let value = [b"json:".as_slice(), &value].concat();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let record = FutureRecord::<(), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(&value);
+            match raw.send(record, Duration::from_secs(10)).await {
+                Ok(_) => break,
+                Err((error, _)) => {
+                    assert!(tokio::time::Instant::now() < deadline, "{error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    wait_until(
+        "the records of the new partitions are handled",
+        WAIT,
+        || {
+            let seen = seen.lock().unwrap();
+            [100, 101]
+                .iter()
+                .all(|seq| seen.iter().any(|h| h.seq == *seq))
+        },
+    )
+    .await;
+    running.stop().await;
+    let partitions: BTreeSet<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| h.partition.clone())
+        .collect();
+    assert_eq!(partitions.len(), 3, "{partitions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_consumer_subscribed_by_pattern_reads_every_matching_topic() {
+    let Some((brokers, _broker)) = broker().await else {
+        return;
+    };
+    let base = unique("pattern");
+    let (first, second) = (format!("{base}.a"), format!("{base}.b"));
+    create_topics(&brokers, &[&first, &second]).await;
+    let client = client(&brokers);
+    send_people(&Producer::new(client.clone(), first.as_str()), 0..10).await;
+    send_people(&Producer::new(client.clone(), second.as_str()), 10..20).await;
+    let seen = Seen::default();
+    let group = unique("pattern");
+    let pattern = format!("^{}\\..*", base.replace('-', "\\-"));
+    let running = Running::start(&client, &group, &pattern, client.offsets(), registry(&seen));
+    wait_until("both topics are read", WAIT, || {
+        seen.lock().unwrap().len() >= 20
+    })
+    .await;
+    running.stop().await;
+    let mut handled = seqs(&seen);
+    handled.sort_unstable();
+    assert_eq!(handled, (0..20).collect::<Vec<_>>());
+}
