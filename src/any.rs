@@ -45,17 +45,6 @@ impl AnyBackend {
                     config.kinesis.clone(),
                 )?)
             }
-            #[cfg(feature = "kafka")]
-            BackendUrl::Kafka(brokers) => {
-                AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
-            }
-            #[cfg(not(feature = "kafka"))]
-            BackendUrl::Kafka(_) => {
-                return Err(BackendError::new(
-                    crate::backend::BackendErrorKind::Rejected,
-                    "kafka:// needs logpipe built with the `kafka` feature",
-                ));
-            }
             #[cfg(not(feature = "kinesis"))]
             BackendUrl::Kinesis { .. } => {
                 return Err(BackendError::new(
@@ -63,11 +52,22 @@ impl AnyBackend {
                     "kinesis:// needs logpipe built with the `kinesis` feature",
                 ));
             }
+            #[cfg(feature = "kafka")]
+            BackendUrl::Kafka(brokers) => {
+                AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
+            }
+            #[cfg(not(feature = "kafka"))]
+            BackendUrl::Kafka(_) => {
+                return Err(BackendError::new(
+                    crate::backend::BackendErrorKind::Other,
+                    "this program was built without the `kafka` feature",
+                ));
+            }
         })
     }
 
     /// A consumer backend reading `streams` for consumer group `group` (Kafka consumers
-    /// join the group; the embedded log and Kinesis have no groups).
+    /// join the group; the embedded log has no groups).
     ///
     /// # Errors
     ///
@@ -109,11 +109,9 @@ impl AnyBackend {
     /// or `GROUP@REGION` on Kinesis (see [`KinesisBackend::group_in_region`]).
     pub fn position_group(&self, group: String) -> String {
         match self {
-            AnyBackend::Embedded(_) => group,
             #[cfg(feature = "kinesis")]
             AnyBackend::Kinesis(kinesis) => kinesis.group_in_region(&group),
-            #[cfg(feature = "kafka")]
-            AnyBackend::Kafka(_) => group,
+            _ => group,
         }
     }
 }

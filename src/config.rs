@@ -113,8 +113,6 @@ pub enum BackendUrl {
     Sqlite(PathBuf),
     /// `memory://`: the embedded log in memory.
     Memory,
-    /// `kafka://HOST:PORT,HOST:PORT`: an Apache Kafka cluster, by its bootstrap brokers.
-    Kafka(String),
     /// `kinesis://?region=REGION&endpoint=URL`: AWS Kinesis. Both parameters are
     /// optional: the region defaults to `AWS_REGION`, the endpoint to AWS's.
     Kinesis {
@@ -123,6 +121,8 @@ pub enum BackendUrl {
         /// Another endpoint than AWS's, such as an emulator.
         endpoint: Option<String>,
     },
+    /// `kafka://HOST:PORT,HOST:PORT`: an Apache Kafka cluster, by its bootstrap brokers.
+    Kafka(String),
 }
 
 /// Where positions are stored, chosen by URL.
@@ -156,6 +156,7 @@ impl FromStr for BackendUrl {
         match split_url(url)? {
             ("sqlite", rest) => Ok(BackendUrl::Sqlite(sqlite_path(rest)?)),
             ("memory", "") => Ok(BackendUrl::Memory),
+            ("kinesis", rest) => kinesis_url(rest),
             ("kafka", brokers) => {
                 let brokers = brokers.trim_end_matches('/');
                 if brokers.is_empty() || brokers.split(',').any(|b| b.trim().is_empty()) {
@@ -165,7 +166,6 @@ impl FromStr for BackendUrl {
                 }
                 Ok(BackendUrl::Kafka(brokers.to_owned()))
             }
-            ("kinesis", rest) => kinesis_url(rest),
             (scheme, _) => Err(format!(
                 "unknown backend {scheme:?} (expected sqlite://, memory://, kafka:// or kinesis://)"
             )),
@@ -237,7 +237,6 @@ impl fmt::Display for BackendUrl {
         match self {
             BackendUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
             BackendUrl::Memory => f.write_str("memory://"),
-            BackendUrl::Kafka(brokers) => write!(f, "kafka://{brokers}"),
             BackendUrl::Kinesis { region, endpoint } => {
                 f.write_str("kinesis://")?;
                 let params: Vec<String> = [("region", region), ("endpoint", endpoint)]
@@ -249,6 +248,7 @@ impl fmt::Display for BackendUrl {
                 }
                 Ok(())
             }
+            BackendUrl::Kafka(brokers) => write!(f, "kafka://{brokers}"),
         }
     }
 }
@@ -389,8 +389,8 @@ impl Default for Config {
             dead_letter_stream: None,
             consumer: ConsumerOptions::default(),
             embedded: EmbeddedOptions::default(),
-            kafka: KafkaOptions::default(),
             kinesis: KinesisOptions::default(),
+            kafka: KafkaOptions::default(),
         }
     }
 }
@@ -428,7 +428,8 @@ impl Config {
     }
 
     /// Builds the configuration from a parsed file and environment variables (only
-    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and `LOGPIPE_TEST_*` excepted).
+    /// `LOGPIPE_*` ones are read, `LOGPIPE_CONFIG` and the test services'
+    /// `LOGPIPE_TEST_*` excepted).
     ///
     /// # Errors
     ///
@@ -458,7 +459,7 @@ impl Config {
             let Some(key) = var.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            // LOGPIPE_TEST_* variables name the test suite's services, not settings.
+            // `LOGPIPE_TEST_*` name the test services (tests/services), not settings.
             if var == CONFIG_FILE_VAR || key.is_empty() || key.starts_with("TEST_") {
                 continue;
             }
@@ -553,18 +554,18 @@ impl Config {
         Ok(())
     }
 
-    /// The offset store: the configured one, else the backend's SQLite file, else memory
-    /// for `memory://`, the consumer group's commits for `kafka://`, and
+    /// The offset store: the configured one, else the backend's SQLite file, memory for
+    /// `memory://`, the consumer group's commits for `kafka://`, and
     /// `sqlite://logpipe.db` for Kinesis.
     pub fn offset_store_url(&self) -> OffsetStoreUrl {
         match (&self.offset_store, &self.backend) {
             (Some(url), _) => url.clone(),
             (None, BackendUrl::Sqlite(path)) => OffsetStoreUrl::Sqlite(path.clone()),
             (None, BackendUrl::Memory) => OffsetStoreUrl::Memory,
-            (None, BackendUrl::Kafka(_)) => OffsetStoreUrl::Kafka,
             (None, BackendUrl::Kinesis { .. }) => {
                 OffsetStoreUrl::Sqlite(PathBuf::from(DEFAULT_KINESIS_OFFSET_STORE))
             }
+            (None, BackendUrl::Kafka(_)) => OffsetStoreUrl::Kafka,
         }
     }
 }
@@ -681,8 +682,8 @@ mod tests {
                 ("LOGPIPE_PRODUCER_ID", "42"),
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
-                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
                 ("LOGPIPE_TEST_KINESIS", "http://127.0.0.1:1"),
+                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
                 ("OTHER", "x"),
             ]),
         )
