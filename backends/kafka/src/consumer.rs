@@ -660,7 +660,8 @@ impl GroupOffsets {
         members.push(member);
     }
 
-    /// A live consumer of `group`, holding `partition` of `topic` when one is given.
+    /// A live consumer of `group` that is not stopping, holding `partition` of `topic`
+    /// when one is given.
     fn member(
         &self,
         group: &str,
@@ -670,7 +671,9 @@ impl GroupOffsets {
         members
             .iter()
             .filter(|m| m.group == group)
-            .filter(|m| {
+            .filter_map(|m| Some((m, m.consumer.upgrade()?)))
+            .filter(|(_, consumer)| !consumer.context().stopping.load(Ordering::SeqCst))
+            .filter(|(m, _)| {
                 partition.is_none_or(|(topic, partition)| {
                     m.assignment
                         .lock()
@@ -678,7 +681,8 @@ impl GroupOffsets {
                         .contains(&(topic.to_owned(), partition))
                 })
             })
-            .find_map(|m| m.consumer.upgrade())
+            .map(|(_, consumer)| consumer)
+            .next()
     }
 
     /// The committed offset of `group` in `partition` of `stream`: the offset of the next
@@ -700,18 +704,33 @@ impl GroupOffsets {
             topic: topic.clone(),
             partition,
         };
-        let consumer = self.member(group, None).ok_or_else(not_assigned)?;
         let mut list = TopicPartitionList::new();
         list.add_partition(&topic, partition);
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, OFFSETS_TIMEOUT))
-                .await
-                .map_err(|_| KafkaError::Closed)?
-                .map_err(|source| KafkaError::Offsets {
-                    group: group.to_owned(),
-                    action: "read",
-                    source,
-                })?;
+        // The coordinator may be moving or loading (right after a broker restart, say):
+        // ask again for a while before giving up, through whichever member is live then.
+        let mut wait = Duration::from_millis(100);
+        let committed = loop {
+            let consumer = self.member(group, None).ok_or_else(not_assigned)?;
+            let list = list.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                consumer.committed_offsets(list, OFFSETS_TIMEOUT)
+            })
+            .await
+            .map_err(|_| KafkaError::Closed)?
+            .map_err(|source| KafkaError::Offsets {
+                group: group.to_owned(),
+                action: "read",
+                source,
+            });
+            match outcome {
+                Err(error) if error.is_retriable() && wait < OFFSETS_TIMEOUT => {
+                    tracing::warn!(group, %error, "reading committed offsets failed; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                outcome => break outcome?,
+            }
+        };
         Ok(committed
             .find_partition(&topic, partition)
             .and_then(|e| match e.offset() {
