@@ -284,8 +284,8 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
     let producer = Producer::new(client.clone(), topic.as_str());
     let group = unique("two-consumers");
     let (seen_a, seen_b) = (Seen::default(), Seen::default());
-    let a = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_a));
-    let b = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_b));
+    let mut a = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_a));
+    let mut b = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_b));
 
     // Keep sending until both have handled something: then both are in the group.
     let mut sent = 0;
@@ -295,6 +295,12 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
             tokio::time::Instant::now() < deadline,
             "both consumers get partitions"
         );
+        for (name, running) in [("a", &mut a), ("b", &mut b)] {
+            if running.task.is_finished() {
+                let outcome = (&mut running.task).await;
+                panic!("consumer {name} stopped early: {outcome:?}");
+            }
+        }
         send_people(&producer, sent..sent + 6).await;
         sent += 6;
         tokio::time::sleep(Duration::from_millis(100)).await;
