@@ -266,18 +266,18 @@ fn store_error(group: &str, action: &'static str, source: impl Into<BackendError
 /// Positions committed to the Kafka consumer group, through the group's consumers made by
 /// the same [`KafkaClient`]. The group's committed offset is the next record to read, so
 /// a stored position `p` is committed as `p + 1`.
+///
+/// `load` answers `None`: a Kafka consumer starts a partition sought to no position where
+/// its group left off (librdkafka reads the committed offset as part of the assignment,
+/// else applies `auto.offset.reset`), which is the stored position. Read a committed
+/// offset with [`GroupOffsets::committed`].
 impl OffsetStore for GroupOffsets {
     async fn load(
         &self,
-        group: &str,
-        partition: &PartitionRef,
+        _group: &str,
+        _partition: &PartitionRef,
     ) -> Result<Option<Position>, StoreError> {
-        let number = kafka_partition(partition).map_err(|e| store_error(group, "loaded", e))?;
-        let committed = self
-            .committed(group, &partition.stream, number)
-            .await
-            .map_err(|e| store_error(group, "loaded", e))?;
-        Ok(committed.map(|next| Position::Offset(next - 1)))
+        Ok(None)
     }
 
     async fn store(

@@ -70,7 +70,9 @@ pub enum KafkaEvent {
 pub enum StartFrom {
     /// Just after this offset.
     After(i64),
-    /// Where `auto.offset.reset` says (the earliest record by default).
+    /// Where the group left off (its committed offset), else where `auto.offset.reset`
+    /// says (the earliest record by default). librdkafka reads the committed offset as
+    /// part of the assignment.
     Reset,
 }
 
@@ -103,7 +105,6 @@ pub struct KafkaConsumer {
     settings: Arc<KafkaSettings>,
     /// The stream name of each topic read.
     streams: StreamNames,
-    reset: Offset,
     /// Says (by closing) that the polling thread has left the group.
     left: std_mpsc::Receiver<()>,
 }
@@ -129,11 +130,6 @@ impl KafkaConsumer {
     ) -> Result<Self, KafkaError> {
         let settings = Arc::clone(&client.inner_settings());
         let config = settings.client_config(SettingsLayer::Consumer, Some(group));
-        let reset = match config.get("auto.offset.reset") {
-            Some("latest" | "largest" | "end") => Offset::End,
-            Some("earliest" | "smallest" | "beginning") | None => Offset::Beginning,
-            Some(_) => Offset::Stored,
-        };
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (replies, reply_rx) = std_mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
@@ -188,7 +184,6 @@ impl KafkaConsumer {
             stopping,
             settings,
             streams,
-            reset,
             left,
         })
     }
@@ -220,7 +215,7 @@ impl KafkaConsumer {
         Ok(event)
     }
 
-    /// Starts `partition` of `stream` just after an offset, or from `auto.offset.reset`.
+    /// Starts `partition` of `stream` just after an offset, or where the group left off.
     /// Right after an assignment it takes effect before any record of the partition is
     /// read; later, within about 100 ms.
     ///
@@ -235,7 +230,7 @@ impl KafkaConsumer {
     ) -> Result<(), KafkaError> {
         let offset = match from {
             StartFrom::After(offset) => Offset::Offset(offset + 1),
-            StartFrom::Reset => self.reset,
+            StartFrom::Reset => Offset::Stored,
         };
         let topic = self
             .streams
