@@ -53,6 +53,7 @@
 //! - [`offsets`]: where consumer positions are stored;
 //! - [`config`], [`run`], `cli`: configuration, [`register_consumer!`] and the programs.
 
+pub mod admin;
 pub mod any;
 pub mod backend;
 #[cfg(feature = "cli")]

@@ -632,6 +632,9 @@ fn send_commits(consumer: &BaseConsumer<GroupContext>, wait: bool) {
     }
 }
 
+/// A consumer holding a partition, and its commits.
+type Holder = (Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Commits>>);
+
 /// Offsets committed to consumer groups, through the consumers of one [`KafkaClient`]
 /// that are members of them (a group only takes commits from its members). Clones share
 /// the consumers.
@@ -664,12 +667,7 @@ impl GroupOffsets {
     }
 
     /// The live consumer of `group` holding `partition` of `topic`, and its commits.
-    fn holder(
-        &self,
-        group: &str,
-        topic: &str,
-        partition: i32,
-    ) -> Option<(Arc<BaseConsumer<GroupContext>>, Arc<Mutex<Commits>>)> {
+    fn holder(&self, group: &str, topic: &str, partition: i32) -> Option<Holder> {
         let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         members
             .iter()

@@ -105,6 +105,38 @@ pub trait KinesisApi: Send + Sync + 'static {
         iterator: String,
         limit: i32,
     ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>>;
+
+    /// The names of every stream (all pages of `ListStreams`). Operator tools use it; the
+    /// default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn list_streams(&self) -> BoxFuture<'_, Result<Vec<String>, KinesisError>> {
+        Box::pin(async { Err(not_available("ListStreams")) })
+    }
+
+    /// `CreateStream` of `stream` with `shards` shards (provisioned). Operator tools use
+    /// it; the default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn create_stream(
+        &self,
+        stream: String,
+        shards: i32,
+    ) -> BoxFuture<'_, Result<(), KinesisError>> {
+        let _ = (stream, shards);
+        Box::pin(async { Err(not_available("CreateStream")) })
+    }
+}
+
+fn not_available(operation: &'static str) -> KinesisError {
+    KinesisError::Other {
+        operation,
+        source: "this KinesisApi does not make this call".into(),
+    }
 }
 
 /// Where the SDK client connects.
@@ -263,6 +295,50 @@ impl KinesisApi for SdkApi {
                 .send()
                 .await
                 .map_err(|err| KinesisError::from_sdk("GetRecords", err))
+        })
+    }
+
+    fn list_streams(&self) -> BoxFuture<'_, Result<Vec<String>, KinesisError>> {
+        Box::pin(async move {
+            let client = self.client().await;
+            let mut names = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let call = client.list_streams();
+                let call = match token.take() {
+                    Some(token) => call.next_token(token),
+                    None => call,
+                };
+                let page = call
+                    .send()
+                    .await
+                    .map_err(|err| KinesisError::from_sdk("ListStreams", err))?;
+                names.extend(page.stream_names().iter().cloned());
+                match page.next_token() {
+                    Some(next) if page.has_more_streams() => token = Some(next.to_owned()),
+                    _ => break,
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn create_stream(
+        &self,
+        stream: String,
+        shards: i32,
+    ) -> BoxFuture<'_, Result<(), KinesisError>> {
+        Box::pin(async move {
+            self.client()
+                .await
+                .create_stream()
+                .stream_name(stream)
+                .shard_count(shards)
+                .send()
+                .await
+                .map_err(|err| KinesisError::from_sdk("CreateStream", err))?;
+            Ok(())
         })
     }
 }
