@@ -112,19 +112,21 @@ impl AnyBackend {
                     .create_stream(stream.to_owned(), count)
                     .await
                     .map_err(crate::kinesis::backend_error)?;
-                // A new stream answers ListShards once it is active.
+                // A new stream takes writes once it is active.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
                 loop {
-                    match self.describe_stream(stream).await {
-                        Ok(info) if !info.is_empty() => return Ok(()),
-                        Ok(_) => {}
-                        Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
-                        Err(_) => {}
+                    let status = kinesis
+                        .api()
+                        .stream_status(stream.to_owned())
+                        .await
+                        .map_err(crate::kinesis::backend_error)?;
+                    if status == "ACTIVE" {
+                        return Ok(());
                     }
                     if tokio::time::Instant::now() >= deadline {
                         return Err(BackendError::new(
                             BackendErrorKind::Timeout,
-                            format!("stream {stream:?} did not become active within 60 s"),
+                            format!("stream {stream:?} is still {status} after 60 s"),
                         ));
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;

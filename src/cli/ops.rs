@@ -262,7 +262,10 @@ async fn produce(config: Config, args: ProduceArgs) -> Result<(), Failure> {
                 headers: Vec::new(),
             });
         }
-        if window.len() == SEND_WINDOW || (line.is_none() && !window.is_empty()) {
+        // The first record goes alone: a backend's first send may wait (Kafka checks the
+        // topic), and records behind it must not overtake it.
+        let full = if sent == 0 { 1 } else { SEND_WINDOW };
+        if window.len() == full || (line.is_none() && !window.is_empty()) {
             let count = window.len() as u64;
             send_in_order(&backend, std::mem::take(&mut window))
                 .await

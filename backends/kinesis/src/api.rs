@@ -116,6 +116,17 @@ pub trait KinesisApi: Send + Sync + 'static {
         Box::pin(async { Err(not_available("ListStreams")) })
     }
 
+    /// The status of `stream` (`CREATING`, `ACTIVE`, ...), from `DescribeStreamSummary`.
+    /// Operator tools use it; the default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn stream_status(&self, stream: String) -> BoxFuture<'_, Result<String, KinesisError>> {
+        let _ = stream;
+        Box::pin(async { Err(not_available("DescribeStreamSummary")) })
+    }
+
     /// `CreateStream` of `stream` with `shards` shards (provisioned). Operator tools use
     /// it; the default answers that the call is not available.
     ///
@@ -339,6 +350,23 @@ impl KinesisApi for SdkApi {
                 .await
                 .map_err(|err| KinesisError::from_sdk("CreateStream", err))?;
             Ok(())
+        })
+    }
+
+    fn stream_status(&self, stream: String) -> BoxFuture<'_, Result<String, KinesisError>> {
+        Box::pin(async move {
+            let output = self
+                .client()
+                .await
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .map_err(|err| KinesisError::from_sdk("DescribeStreamSummary", err))?;
+            Ok(output
+                .stream_description_summary()
+                .map(|summary| summary.stream_status().as_str().to_owned())
+                .unwrap_or_default())
         })
     }
 }
