@@ -49,6 +49,23 @@ fn not_found(stream: &str) -> BackendError {
     )
 }
 
+/// How far a reader of a Kinesis shard is behind its newest record:
+/// [`AnyBackend::kinesis_behind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardBehind {
+    /// Records after the reader's position that were counted.
+    pub records: u64,
+    /// Whether `records` is all of them (else reading stopped early and it is a lower
+    /// bound).
+    pub exact: bool,
+    /// How long ago the oldest unread record arrived; `None` when none is unread.
+    pub behind: Option<Duration>,
+}
+
+/// Most `GetRecords` calls [`AnyBackend::kinesis_behind`] makes for one shard.
+const MAX_COUNT_CALLS: u32 = 20;
+
 /// Milliseconds since the Unix epoch (0 before it).
 pub(crate) fn millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
@@ -250,6 +267,83 @@ impl AnyBackend {
                     .collect())
             }
         }
+    }
+}
+
+impl AnyBackend {
+    /// Kinesis: how far a reader just after `after` (else at the oldest record kept) in
+    /// `partition` is behind the newest record, read with `GetRecords` (up to 20 calls of
+    /// 10,000 records; past that the count is a lower bound).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] of kind `Rejected` on other backends or for a position that is
+    /// not a sequence number; other kinds when Kinesis fails.
+    pub async fn kinesis_behind(
+        &self,
+        partition: &PartitionRef,
+        after: Option<&Position>,
+    ) -> Result<ShardBehind, BackendError> {
+        #[cfg(feature = "kinesis")]
+        if let AnyBackend::Kinesis(kinesis) = self {
+            use logpipe_kinesis::StartPosition;
+            let start = match after {
+                None => StartPosition::TrimHorizon,
+                Some(Position::Sequence(sequence)) => {
+                    StartPosition::AfterSequenceNumber(sequence.clone())
+                }
+                Some(Position::Offset(offset)) => {
+                    return Err(BackendError::new(
+                        BackendErrorKind::Rejected,
+                        format!("Kinesis has sequence numbers, not offsets like {offset}"),
+                    ));
+                }
+            };
+            let api = kinesis.api();
+            let error = crate::kinesis::backend_error;
+            let mut iterator = Some(
+                api.get_shard_iterator(
+                    partition.stream.to_string(),
+                    partition.partition.to_string(),
+                    start,
+                )
+                .await
+                .map_err(error)?,
+            );
+            let mut found = ShardBehind {
+                records: 0,
+                exact: false,
+                behind: None,
+            };
+            for _ in 0..MAX_COUNT_CALLS {
+                let Some(current) = iterator.take() else {
+                    // A closed shard read to its end.
+                    found.exact = true;
+                    break;
+                };
+                let page = api.get_records(current, 10_000).await.map_err(error)?;
+                if found.behind.is_none()
+                    && let Some(first) = page.records().first()
+                {
+                    found.behind = first
+                        .approximate_arrival_timestamp()
+                        .and_then(|at| SystemTime::try_from(*at).ok())
+                        .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
+                }
+                found.records += page.records().len() as u64;
+                iterator = page.next_shard_iterator().map(str::to_owned);
+                if page.millis_behind_latest() == Some(0) {
+                    found.exact = true;
+                    break;
+                }
+            }
+            return Ok(found);
+        }
+        let _ = (partition, after);
+        Err(BackendError::new(
+            BackendErrorKind::Rejected,
+            "records behind a position are counted this way on Kinesis only",
+        ))
     }
 }
 

@@ -883,60 +883,86 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
 
 async fn lag(config: Config, args: LagArgs) -> Result<(), Failure> {
     let backend = connect(&config)?;
-    if matches!(config.backend, BackendUrl::Kinesis { .. }) {
-        return Err(Failure::Data(
-            "lag on Kinesis is not available yet: Kinesis tells no record counts".to_owned(),
-        ));
-    }
     let positions = Positions::open(&backend, &config)?;
     let group = position_group(&backend, &config, &args.target.group);
     let partitions = describe(&backend, &args.target.stream).await?;
     let refs: Vec<PartitionRef> = partitions.iter().map(|p| p.partition.clone()).collect();
     let stored = positions.load(&group, &refs).await?;
+    let kinesis = matches!(config.backend, BackendUrl::Kinesis { .. });
     let mut rows = vec![[
         "PARTITION".to_owned(),
         "POSITION".to_owned(),
-        "END".to_owned(),
+        if kinesis { "BEHIND" } else { "END" }.to_owned(),
         "LAG".to_owned(),
     ]];
-    let mut total = 0_i64;
+    let mut total = 0_u64;
+    let mut exact = true;
     for (info, position) in partitions.iter().zip(stored) {
-        let end = info.end_offset.unwrap_or(0);
-        // Without a stored position a consumer starts at the oldest record kept.
-        let next = match &position {
-            Some(Position::Offset(offset)) => offset + 1,
-            _ => match &info.earliest {
-                Some(Position::Offset(first)) => *first,
+        let (lag, lag_text, third, json) = if kinesis {
+            let found = backend
+                .kinesis_behind(&info.partition, position.as_ref())
+                .await
+                .map_err(|err| {
+                    Failure::backend(&format!("cannot read {}", info.partition), &err)
+                })?;
+            exact &= found.exact;
+            let behind_ms = found
+                .behind
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            (
+                found.records,
+                format!("{}{}", found.records, if found.exact { "" } else { "+" }),
+                found
+                    .behind
+                    .map_or_else(|| "0s".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
+                serde_json::json!({
+                    "lag": found.records,
+                    "exact": found.exact,
+                    "behind_ms": behind_ms.unwrap_or(0),
+                }),
+            )
+        } else {
+            let end = info.end_offset.unwrap_or(0);
+            // Without a stored position a consumer starts at the oldest record kept.
+            let next = match (&position, &info.earliest) {
+                (Some(Position::Offset(offset)), _) => offset + 1,
+                (None, Some(Position::Offset(first))) => *first,
                 _ => end,
-            },
+            };
+            let lag = u64::try_from(end - next).unwrap_or(0);
+            (
+                lag,
+                lag.to_string(),
+                end.to_string(),
+                serde_json::json!({"lag": lag, "end_offset": end}),
+            )
         };
-        let lag = (end - next).max(0);
         total += lag;
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "group": group,
-                    "stream": &*info.partition.stream,
-                    "partition": &*info.partition.partition,
-                    "position": position.as_ref().map(ToString::to_string),
-                    "end_offset": end,
-                    "lag": lag,
-                })
-            );
+            let mut line = serde_json::json!({
+                "group": group,
+                "stream": &*info.partition.stream,
+                "partition": &*info.partition.partition,
+                "position": position.as_ref().map(ToString::to_string),
+            });
+            if let (Some(line), serde_json::Value::Object(more)) = (line.as_object_mut(), json) {
+                line.extend(more);
+            }
+            println!("{line}");
         } else {
             rows.push([
                 info.partition.partition.to_string(),
                 show(position.as_ref()),
-                end.to_string(),
-                lag.to_string(),
+                third,
+                lag_text,
             ]);
         }
     }
     if !args.json {
         println!(
-            "group {group}, stream {}: {total} records behind",
-            args.target.stream
+            "group {group}, stream {}: {total}{} records behind",
+            args.target.stream,
+            if exact { "" } else { "+" }
         );
         print_table(&rows);
     }
