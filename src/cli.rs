@@ -21,6 +21,7 @@ use crate::error_chain;
 use crate::run::{registered, run_registered, shutdown_on_signals};
 
 mod ops;
+mod replay;
 
 /// Exit status for a configuration error (`EX_CONFIG` of sysexits.h).
 pub const EXIT_CONFIG: u8 = 78;

@@ -44,6 +44,25 @@ pub(super) enum OpsCommand {
     Offsets(OffsetsCommand),
     /// How far a consumer group is behind, per partition or shard.
     Lag(LagArgs),
+    /// Send the records of a range of a stream again, to another stream.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ReplayArgs {
+    /// The stream to read.
+    pub(super) stream: String,
+    /// The first record: an offset (in every partition; Kafka and the embedded log) or a
+    /// UTC time such as `2026-11-25T01:00:00Z`.
+    #[arg(long)]
+    pub(super) from: String,
+    /// Where to stop, not included: an offset or a UTC time (default: the end of the
+    /// stream when the replay starts).
+    #[arg(long)]
+    pub(super) until: Option<String>,
+    /// The stream to write to.
+    #[arg(long)]
+    pub(super) to: String,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +175,7 @@ pub(super) struct LagArgs {
 }
 
 /// Why a command failed, and so its exit status.
-enum Failure {
+pub(super) enum Failure {
     /// The configuration is wrong (78).
     Config(String),
     /// The input is wrong (65).
@@ -166,7 +185,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn backend(what: &str, error: &BackendError) -> Self {
+    pub(super) fn backend(what: &str, error: &BackendError) -> Self {
         Failure::Failed(format!("{what}: {}", error_chain(error)))
     }
 }
@@ -203,6 +222,7 @@ pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
             OpsCommand::Streams(command) => streams(config, command).await,
             OpsCommand::Offsets(command) => offsets(config, command).await,
             OpsCommand::Lag(args) => lag(config, args).await,
+            OpsCommand::Replay(args) => super::replay::replay(config, args).await,
         }
     });
     // Background work of the clients (Kinesis iterators, Kafka polling) is not waited for.
@@ -224,7 +244,7 @@ pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
     }
 }
 
-fn connect(config: &Config) -> Result<AnyBackend, Failure> {
+pub(super) fn connect(config: &Config) -> Result<AnyBackend, Failure> {
     AnyBackend::connect(config).map_err(|err| {
         Failure::Config(format!(
             "cannot open the backend {}: {}",
@@ -244,7 +264,7 @@ async fn produce(config: Config, args: ProduceArgs) -> Result<(), Failure> {
     let stream: Arc<str> = args.stream.as_str().into();
     let mut lines = stdin_lines();
     let mut line_number = 0_u64;
-    let mut sent = 0_u64;
+    let mut sender = InOrder::new(&backend);
     let mut window = Vec::with_capacity(SEND_WINDOW);
     loop {
         let line = lines.recv().await.transpose()?;
@@ -262,15 +282,11 @@ async fn produce(config: Config, args: ProduceArgs) -> Result<(), Failure> {
                 headers: Vec::new(),
             });
         }
-        // The first record goes alone: a backend's first send may wait (Kafka checks the
-        // topic), and records behind it must not overtake it.
-        let full = if sent == 0 { 1 } else { SEND_WINDOW };
-        if window.len() == full || (line.is_none() && !window.is_empty()) {
-            let count = window.len() as u64;
-            send_in_order(&backend, std::mem::take(&mut window))
+        if window.len() == SEND_WINDOW || (line.is_none() && !window.is_empty()) {
+            sender
+                .send(std::mem::take(&mut window))
                 .await
                 .map_err(|err| Failure::backend(&format!("cannot write to {stream:?}"), &err))?;
-            sent += count;
         }
         if line.is_none() {
             break;
@@ -280,8 +296,40 @@ async fn produce(config: Config, args: ProduceArgs) -> Result<(), Failure> {
         .flush()
         .await
         .map_err(|err| Failure::backend("cannot flush", &err))?;
-    eprintln!("logpipe: sent {sent} records to {stream}");
+    eprintln!("logpipe: sent {} records to {stream}", sender.sent);
     Ok(())
+}
+
+/// Sends records in batches, each record handed to the backend in order.
+pub(super) struct InOrder<'a> {
+    backend: &'a AnyBackend,
+    /// Records written so far.
+    pub(super) sent: u64,
+}
+
+impl<'a> InOrder<'a> {
+    pub(super) fn new(backend: &'a AnyBackend) -> Self {
+        Self { backend, sent: 0 }
+    }
+
+    /// Sends `records` and waits until they are written.
+    pub(super) async fn send(
+        &mut self,
+        mut records: Vec<OutgoingRecord>,
+    ) -> Result<(), BackendError> {
+        if self.sent == 0 && records.len() > 1 {
+            // The first record goes alone: a backend's first send may wait (Kafka checks
+            // the topic), and records behind it must not overtake it.
+            let rest = records.split_off(1);
+            send_in_order(self.backend, records).await?;
+            self.sent = 1;
+            records = rest;
+        }
+        let count = records.len() as u64;
+        send_in_order(self.backend, records).await?;
+        self.sent += count;
+        Ok(())
+    }
 }
 
 /// The lines of stdin, read on a thread of their own (reading stdin blocks).
@@ -382,16 +430,9 @@ async fn tail(mut config: Config, args: TailArgs) -> Result<(), Failure> {
         let Some(event) = event else { break };
         let event = match event {
             Ok(event) => event,
-            Err(err) if err.is_retriable() => {
-                tracing::warn!(error = %error_chain(&err), "reading failed; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
             Err(err) => {
-                return Err(Failure::backend(
-                    &format!("cannot read {:?}", args.stream),
-                    &err,
-                ));
+                pause_if_retriable(&args.stream, err).await?;
+                continue;
             }
         };
         match event {
@@ -427,6 +468,16 @@ async fn tail(mut config: Config, args: TailArgs) -> Result<(), Failure> {
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Waits a little after a read error that may pass; any other is the command's failure.
+pub(super) async fn pause_if_retriable(stream: &str, err: BackendError) -> Result<(), Failure> {
+    if !err.is_retriable() {
+        return Err(Failure::backend(&format!("cannot read {stream:?}"), &err));
+    }
+    tracing::warn!(error = %error_chain(&err), "reading failed; trying again");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(())
 }
 
@@ -584,7 +635,10 @@ async fn streams(config: Config, command: StreamsCommand) -> Result<(), Failure>
     Ok(())
 }
 
-async fn describe(backend: &AnyBackend, stream: &str) -> Result<Vec<PartitionInfo>, Failure> {
+pub(super) async fn describe(
+    backend: &AnyBackend,
+    stream: &str,
+) -> Result<Vec<PartitionInfo>, Failure> {
     backend
         .describe_stream(stream)
         .await
@@ -970,7 +1024,7 @@ async fn lag(config: Config, args: LagArgs) -> Result<(), Failure> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
-fn parse_time(text: &str) -> Option<SystemTime> {
+pub(super) fn parse_time(text: &str) -> Option<SystemTime> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
     let mut date = date.splitn(3, '-').map(str::parse::<i64>);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logpipe::any::AnyBackend;
 use logpipe::backend::{OutgoingRecord, ProducerBackend};
@@ -195,6 +195,7 @@ on_every_backend!(
     offsets_set_then_show,
     offsets_reset,
     lag_counts_records_behind_the_group,
+    replay_copies_exactly_the_range,
 );
 
 fn streams_create_list_describe(setup: Setup) {
@@ -576,4 +577,120 @@ fn lag_counts_records_behind_the_group(setup: Setup) {
         4,
         "a title, a header and 2 rows: {table}"
     );
+}
+
+/// The `n` of every message in `stream`, in order (one partition), read with `tail`.
+fn numbers_in(setup: &Setup, stream: &str, count: usize) -> Vec<u64> {
+    let max = count.to_string();
+    let shown = setup.json_lines(&[
+        "tail",
+        stream,
+        "--from-beginning",
+        "--json",
+        "--max",
+        &max,
+        "--timeout",
+        "60",
+    ]);
+    shown
+        .iter()
+        .map(|r| r["message"]["n"].as_u64().unwrap())
+        .collect()
+}
+
+/// Records in `stream`, all partitions, counted by `lag` of a group that never read.
+fn records_in(setup: &Setup, stream: &str) -> u64 {
+    setup
+        .json_lines(&["lag", "--group", &unique("count"), stream, "--json"])
+        .iter()
+        .map(|p| {
+            if setup.is_kinesis() {
+                assert_eq!(p["exact"], true, "{p}");
+            }
+            p["lag"].as_u64().unwrap()
+        })
+        .sum()
+}
+
+fn replay_copies_exactly_the_range(setup: Setup) {
+    let stream = unique("replay");
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let produce = [
+        "produce",
+        &stream,
+        "--type",
+        "t",
+        "--version",
+        "1",
+        "--key",
+        "k",
+    ];
+    setup.ok(&produce, "{\"n\":1}\n{\"n\":2}\n");
+    // Arrival times of Kinesis records may be kept to the second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let middle = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.ok(&produce, "{\"n\":3}\n{\"n\":4}\n{\"n\":5}\n");
+    let from = format_utc(middle);
+
+    // From a time to the end.
+    let copy = unique("copy");
+    setup.ok(&["streams", "create", &copy, "--partitions", "1"], "");
+    let output = setup.run(&["replay", &stream, "--from", &from, "--to", &copy], "");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("replayed 3 records"),
+        "{output:?}"
+    );
+    assert_eq!(numbers_in(&setup, &copy, 3), [3, 4, 5]);
+    assert_eq!(records_in(&setup, &copy), 3);
+
+    if setup.is_kinesis() {
+        let refused = setup.run(&["replay", &stream, "--from", "1", "--to", &copy], "");
+        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+        return;
+    }
+    // Offsets: from the second record up to the fourth, not included.
+    let part = unique("part");
+    setup.ok(&["streams", "create", &part, "--partitions", "1"], "");
+    setup.ok(
+        &[
+            "replay", &stream, "--from", "1", "--until", "3", "--to", &part,
+        ],
+        "",
+    );
+    assert_eq!(numbers_in(&setup, &part, 2), [2, 3]);
+    assert_eq!(records_in(&setup, &part), 2);
+    // The key came along.
+    let shown = setup.json_lines(&[
+        "tail",
+        &part,
+        "--from-beginning",
+        "--json",
+        "--max",
+        "1",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(shown[0]["key"], "k");
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SS.fffZ`, computed with `date`, which the machine has.
+fn format_utc(time: SystemTime) -> String {
+    let millis = time.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let output = Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", millis / 1000),
+            "+%Y-%m-%dT%H:%M:%S",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    format!(
+        "{}.{:03}Z",
+        String::from_utf8(output.stdout).unwrap().trim(),
+        millis % 1000
+    )
 }
