@@ -2,8 +2,10 @@
 //! run as the real binary against the embedded log, the Kafka broker
 //! (`LOGPIPE_TEST_KAFKA`) and kinesis-mock (`LOGPIPE_TEST_KINESIS`).
 
+use std::future::Future;
 use std::io::Write;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,6 +141,28 @@ impl Setup {
             );
         }
         AnyBackend::connect(config).unwrap()
+    }
+
+    /// A new stream of `partitions` partitions holding `lines` as messages of type `t`
+    /// version 1.
+    fn stream_with(&self, what: &str, partitions: u32, lines: &str) -> String {
+        let stream = unique(what);
+        let count = partitions.to_string();
+        self.ok(&["streams", "create", &stream, "--partitions", &count], "");
+        if !lines.is_empty() {
+            self.ok(
+                &["produce", &stream, "--type", "t", "--version", "1"],
+                lines,
+            );
+        }
+        stream
+    }
+
+    /// Runs `logpipe offsets set`.
+    fn set_position(&self, group: &str, stream: &str, partition: &str, position: &str) -> Output {
+        let args = ["offsets", "set", "--group", group, stream];
+        let at = ["--partition", partition, "--position", position];
+        self.run(&[&args[..], &at[..]].concat(), "")
     }
 
     /// The partitions or shard ids of `stream`, in order.
@@ -403,9 +427,8 @@ fn zombie(pid: u32) -> bool {
 }
 
 fn offsets_set_then_show(setup: Setup) {
-    let stream = unique("offsets");
+    let stream = setup.stream_with("offsets", 2, "");
     let group = unique("group");
-    setup.ok(&["streams", "create", &stream, "--partitions", "2"], "");
     let partitions = setup.partitions(&stream);
     let shown = setup.json_lines(&["offsets", "show", "--group", &group, &stream, "--json"]);
     assert_eq!(shown.len(), 2);
@@ -416,20 +439,8 @@ fn offsets_set_then_show(setup: Setup) {
     } else {
         "41"
     };
-    setup.ok(
-        &[
-            "offsets",
-            "set",
-            "--group",
-            &group,
-            &stream,
-            "--partition",
-            &partitions[1],
-            "--position",
-            position,
-        ],
-        "",
-    );
+    let output = setup.set_position(&group, &stream, &partitions[1], position);
+    assert!(output.status.success(), "{output:?}");
     let shown = setup.json_lines(&["offsets", "show", "--group", &group, &stream, "--json"]);
     assert_eq!(shown[0]["position"], Value::Null, "{shown:?}");
     assert_eq!(shown[1]["partition"], partitions[1].as_str());
@@ -439,32 +450,14 @@ fn offsets_set_then_show(setup: Setup) {
         assert_eq!(shown[1]["group"], format!("{group}@us-east-1"));
     }
 
-    let bad = setup.run(
-        &[
-            "offsets",
-            "set",
-            "--group",
-            &group,
-            &stream,
-            "--partition",
-            "nine",
-            "--position",
-            "1",
-        ],
-        "",
-    );
+    let bad = setup.set_position(&group, &stream, "nine", "1");
     assert_eq!(bad.status.code(), Some(65), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no partition \"nine\""));
 }
 
 fn offsets_reset(setup: Setup) {
-    let stream = unique("reset");
+    let stream = setup.stream_with("reset", 1, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     let group = unique("group");
-    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
-    setup.ok(
-        &["produce", &stream, "--type", "t", "--version", "1"],
-        "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n",
-    );
     let reset = |to: &str| {
         setup.run(
             &["offsets", "reset", "--group", &group, &stream, "--to", to],
@@ -502,37 +495,50 @@ struct Numbered {
     n: u64,
 }
 
-/// Runs a consumer of `group` until it handled `count` records, then stops it, as
-/// `run_consumers` would run it.
+/// A consumer's `run`, to await or spawn.
+type ConsumerRun = Pin<Box<dyn Future<Output = Result<(), logpipe::Error>> + Send>>;
+
+/// A consumer of `group` built as `run_consumers` builds one, and the count of records
+/// it handled; it stops by itself after `stop_after` records, if given. Call it inside a
+/// runtime.
+fn numbered_consumer(
+    setup: &Setup,
+    stream: &str,
+    group: &str,
+    stop_after: Option<usize>,
+) -> (ConsumerRun, CancellationToken, Arc<AtomicUsize>) {
+    let config = setup.config();
+    let backend = setup.backend(&config);
+    let store = backend.offset_store(&config).unwrap();
+    let group = backend.position_group(group.to_owned());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let (seen, stop) = (Arc::clone(&handled), shutdown.clone());
+    let registry = Registry::builder()
+        .handle(handler_fn(move |_: Numbered, _: Context| {
+            let now = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if stop_after == Some(now) {
+                stop.cancel();
+            }
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap();
+    let consumer = Consumer::new(
+        backend.consumer(&group, &[stream.to_owned()]).unwrap(),
+        store,
+        registry,
+        group.as_str(),
+    );
+    (Box::pin(consumer.run(shutdown.clone())), shutdown, handled)
+}
+
+/// Runs a consumer of `group` until it handled `count` records, then stops it.
 fn consume(setup: &Setup, stream: &str, group: &str, count: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let config = setup.config();
-        let backend = setup.backend(&config);
-        let store = backend.offset_store(&config).unwrap();
-        let group = backend.position_group(group.to_owned());
-        let handled = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
-        let (seen, stop) = (Arc::clone(&handled), shutdown.clone());
-        let registry = Registry::builder()
-            .handle(handler_fn(move |_: Numbered, _: Context| {
-                let (seen, stop) = (Arc::clone(&seen), stop.clone());
-                async move {
-                    if seen.fetch_add(1, Ordering::SeqCst) + 1 == count {
-                        stop.cancel();
-                    }
-                    Ok::<_, std::convert::Infallible>(())
-                }
-            }))
-            .build()
-            .unwrap();
-        let consumer = Consumer::new(
-            backend.consumer(&group, &[stream.to_owned()]).unwrap(),
-            store,
-            registry,
-            group.as_str(),
-        );
-        tokio::time::timeout(WAIT, consumer.run(shutdown))
+        let (run, _, handled) = numbered_consumer(setup, stream, group, Some(count));
+        tokio::time::timeout(WAIT, run)
             .await
             .expect("the consumer catches up in time")
             .unwrap();
@@ -541,11 +547,9 @@ fn consume(setup: &Setup, stream: &str, group: &str, count: usize) {
 }
 
 fn lag_counts_records_behind_the_group(setup: Setup) {
-    let stream = unique("lag");
+    let stream = setup.stream_with("lag", 2, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     let group = unique("group");
-    setup.ok(&["streams", "create", &stream, "--partitions", "2"], "");
     let produce = ["produce", &stream, "--type", "t", "--version", "1"];
-    setup.ok(&produce, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
     let total = |setup: &Setup| -> i64 {
         setup
             .json_lines(&["lag", "--group", &group, &stream, "--json"])
@@ -634,8 +638,7 @@ fn replay_copies_exactly_the_range(setup: Setup) {
     let from = format_utc(middle);
 
     // From a time to the end.
-    let copy = unique("copy");
-    setup.ok(&["streams", "create", &copy, "--partitions", "1"], "");
+    let copy = setup.stream_with("copy", 1, "");
     let output = setup.run(&["replay", &stream, "--from", &from, "--to", &copy], "");
     assert!(output.status.success(), "{output:?}");
     assert!(
@@ -651,8 +654,7 @@ fn replay_copies_exactly_the_range(setup: Setup) {
         return;
     }
     // Offsets: from the second record up to the fourth, not included.
-    let part = unique("part");
-    setup.ok(&["streams", "create", &part, "--partitions", "1"], "");
+    let part = setup.stream_with("part", 1, "");
     setup.ok(
         &[
             "replay", &stream, "--from", "1", "--until", "3", "--to", &part,
@@ -693,4 +695,65 @@ fn format_utc(time: SystemTime) -> String {
         String::from_utf8(output.stdout).unwrap().trim(),
         millis % 1000
     )
+}
+
+#[test]
+fn tail_ends_cleanly_on_ctrl_c() {
+    let setup = Setup::embedded().unwrap();
+    let stream = setup.stream_with("interrupt", 1, "{\"n\":1}\n");
+    let mut tail = setup
+        .command(&["tail", &stream, "--from-beginning"])
+        .spawn()
+        .unwrap();
+    // Once it printed the record, it is reading and listening for Ctrl-C.
+    let mut stdout = tail.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = Vec::new();
+        let mut byte = [0_u8];
+        while std::io::Read::read(&mut stdout, &mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            first.push(byte[0]);
+        }
+        let _ = line_tx.send(String::from_utf8_lossy(&first).into_owned());
+    });
+    let first = line_rx.recv_timeout(WAIT).expect("tail prints the record");
+    assert!(first.contains("t v1: {\"n\":1}"), "{first}");
+    let sent = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = wait_output(tail, &["tail"]);
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn kafka_offsets_set_refuses_a_group_with_active_members() {
+    let Some(setup) = Setup::kafka() else {
+        return;
+    };
+    let stream = setup.stream_with("busy", 1, "{\"n\":1}\n");
+    let group = unique("group");
+    let set = || setup.set_position(&group, &stream, "0", "0");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (run, shutdown, handled) = numbered_consumer(&setup, &stream, &group, None);
+        let task = tokio::spawn(run);
+        crate::support::wait_until("the consumer handled the record", WAIT, || {
+            handled.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let refused = tokio::task::block_in_place(set);
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("active members"), "{stderr}");
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(WAIT, task).await;
+        stopped
+            .expect("the consumer stops in time")
+            .unwrap()
+            .unwrap();
+    });
+    let output = set();
+    assert!(output.status.success(), "{output:?}");
 }
