@@ -61,6 +61,9 @@ pub struct ShardBehind {
     pub exact: bool,
     /// How long ago the oldest unread record arrived; `None` when none is unread.
     pub behind: Option<Duration>,
+    /// The sequence number of the last record counted: the newest record of the shard
+    /// when `exact`.
+    pub last: Option<Position>,
 }
 
 /// Most `GetRecords` calls [`AnyBackend::kinesis_behind`] makes for one shard.
@@ -314,6 +317,7 @@ impl AnyBackend {
                 records: 0,
                 exact: false,
                 behind: None,
+                last: None,
             };
             for _ in 0..MAX_COUNT_CALLS {
                 let Some(current) = iterator.take() else {
@@ -331,6 +335,9 @@ impl AnyBackend {
                         .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
                 }
                 found.records += page.records().len() as u64;
+                if let Some(last) = page.records().last() {
+                    found.last = Some(Position::Sequence(last.sequence_number().to_owned()));
+                }
                 iterator = page.next_shard_iterator().map(str::to_owned);
                 if page.millis_behind_latest() == Some(0) {
                     found.exact = true;

@@ -154,8 +154,8 @@ pub(super) enum OffsetsCommand {
         #[arg(long)]
         position: String,
     },
-    /// Move every partition to its earliest or latest record, or to a time (Kafka and
-    /// the embedded log).
+    /// Move every partition to its earliest or latest record, or to a time (Kinesis:
+    /// latest only).
     Reset {
         #[command(flatten)]
         target: GroupArgs,
@@ -883,9 +883,8 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
             let group = position_group(&backend, &config, &target.group);
             let partitions = describe(&backend, &target.stream).await?;
             if partitions.iter().any(|p| p.end_offset.is_none()) {
-                return Err(Failure::Data(
-                    "Kinesis tells no earliest, latest or timed positions to reset to; use `offsets set` with a sequence number".to_owned(),
-                ));
+                return reset_kinesis_to_latest(&backend, &positions, &group, &partitions, &to)
+                    .await;
             }
             let next_offsets: Vec<i64> = match to.as_str() {
                 "earliest" => partitions
@@ -931,6 +930,49 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
                 println!("group {group}: {partition} set to {position}");
             }
         }
+    }
+    Ok(())
+}
+
+/// Kinesis: moves every shard to its newest record, found by reading the shard from the
+/// stored position on. A shard without records keeps its position (there is nothing to
+/// skip). Kinesis tells no position before a shard's first record, nor one for a time.
+async fn reset_kinesis_to_latest(
+    backend: &AnyBackend,
+    positions: &Positions,
+    group: &str,
+    partitions: &[PartitionInfo],
+    to: &str,
+) -> Result<(), Failure> {
+    if to != "latest" {
+        return Err(Failure::Data(format!(
+            "Kinesis tells no position before a shard's first record nor one for a time, so it resets to `latest` only, not {to:?}; `offsets set` takes a sequence number"
+        )));
+    }
+    let refs: Vec<PartitionRef> = partitions.iter().map(|p| p.partition.clone()).collect();
+    let stored = positions.load(group, &refs).await?;
+    let mut new = Vec::new();
+    for (partition, mut position) in refs.into_iter().zip(stored) {
+        loop {
+            let found = backend
+                .kinesis_behind(&partition, position.as_ref())
+                .await
+                .map_err(|err| Failure::backend(&format!("cannot read {partition}"), &err))?;
+            if found.last.is_some() {
+                position = found.last;
+            }
+            if found.exact {
+                break;
+            }
+        }
+        match position {
+            Some(position) => new.push((partition, position)),
+            None => println!("group {group}: {partition} holds no records; left as it is"),
+        }
+    }
+    positions.store(group, &new).await?;
+    for (partition, position) in &new {
+        println!("group {group}: {partition} set to {position}");
     }
     Ok(())
 }

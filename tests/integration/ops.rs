@@ -469,7 +469,23 @@ fn offsets_reset(setup: Setup) {
             .clone()
     };
     if setup.is_kinesis() {
-        let refused = reset("latest");
+        // To the newest record: nothing is left to read.
+        let output = reset("latest");
+        assert!(output.status.success(), "{output:?}");
+        let newest = position();
+        assert!(newest.is_string(), "{newest}");
+        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
+        assert_eq!(lag[0]["lag"], 0, "{lag:?}");
+        // Records written after it are the ones behind.
+        setup.ok(
+            &["produce", &stream, "--type", "t", "--version", "1"],
+            "{\"n\":4}\n",
+        );
+        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
+        assert_eq!(lag[0]["lag"], 1, "{lag:?}");
+        assert!(reset("latest").status.success());
+        assert_ne!(position(), newest);
+        let refused = reset("earliest");
         assert_eq!(refused.status.code(), Some(65), "{refused:?}");
         assert!(String::from_utf8_lossy(&refused.stderr).contains("offsets set"));
         return;
