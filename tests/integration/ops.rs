@@ -657,9 +657,11 @@ fn replay_copies_exactly_the_range(setup: Setup) {
     let copy = setup.stream_with("copy", 1, "");
     let output = setup.run(&["replay", &stream, "--from", &from, "--to", &copy], "");
     assert!(output.status.success(), "{output:?}");
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("replayed 3 records"),
-        "{output:?}"
+    // One line on stderr: no progress bar when stderr is not a terminal.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr,
+        format!("logpipe: replayed 3 records from {stream} to {copy}\n")
     );
     assert_eq!(numbers_in(&setup, &copy, 3), [3, 4, 5]);
     assert_eq!(records_in(&setup, &copy), 3);
@@ -772,4 +774,23 @@ fn kafka_offsets_set_refuses_a_group_with_active_members() {
     });
     let output = set();
     assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn a_bad_configuration_exits_78_naming_the_key() {
+    let setup = Setup::embedded().unwrap();
+    let mut command = setup.command(&["streams", "list"]);
+    command.env("LOGPIPE_BACKEND", "postgres://db");
+    let output = wait_output(command.spawn().unwrap(), &["streams", "list"]);
+    assert_eq!(output.status.code(), Some(78), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("backend"),
+        "{output:?}"
+    );
+
+    let missing = setup.run(
+        &["--config", "/nonexistent/logpipe.toml", "streams", "list"],
+        "",
+    );
+    assert_eq!(missing.status.code(), Some(78), "{missing:?}");
 }
