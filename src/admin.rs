@@ -101,8 +101,8 @@ impl AnyBackend {
     ///
     /// # Errors
     ///
-    /// [`BackendError`] of kind `Rejected` when the stream exists already (the embedded
-    /// log: with another partition count) or the count is not valid; other kinds when the
+    /// [`BackendError`] when the stream exists already or the count is not valid (kind
+    /// `Rejected` on the embedded log; Kafka and Kinesis say it their way), or the
     /// backend fails.
     pub async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
         let count = i32::try_from(partitions)
@@ -116,13 +116,13 @@ impl AnyBackend {
             })?;
         match self {
             AnyBackend::Embedded(log) => {
-                let existing = log.create_stream(stream, partitions).await?;
-                if existing != partitions {
+                if log.partition_spans(stream).await?.is_some() {
                     return Err(BackendError::new(
                         BackendErrorKind::Rejected,
-                        format!("stream {stream:?} exists with {existing} partitions"),
+                        format!("stream {stream:?} exists already"),
                     ));
                 }
+                log.create_stream(stream, partitions).await?;
                 Ok(())
             }
             #[cfg(feature = "kinesis")]

@@ -226,6 +226,12 @@ fn streams_create_list_describe(setup: Setup) {
     let stream = unique("streams");
     let created = setup.ok(&["streams", "create", &stream, "--partitions", "3"], "");
     assert!(created.contains(&stream), "{created}");
+    let again = setup.run(&["streams", "create", &stream, "--partitions", "3"], "");
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("cannot create {stream:?}")),
+        "{again:?}"
+    );
     let listed = setup.ok(&["streams", "list"], "");
     assert!(listed.lines().any(|line| line == stream), "{listed}");
     let partitions = setup.json_lines(&["streams", "describe", &stream, "--json"]);
