@@ -67,6 +67,7 @@ pub struct ShardBehind {
 }
 
 /// Most `GetRecords` calls [`AnyBackend::kinesis_behind`] makes for one shard.
+#[cfg(feature = "kinesis")]
 const MAX_COUNT_CALLS: u32 = 20;
 
 /// Milliseconds since the Unix epoch (0 before it).
@@ -122,7 +123,7 @@ impl AnyBackend {
                         format!("stream {stream:?} exists already"),
                     ));
                 }
-                log.create_stream(stream, partitions).await?;
+                log.create_stream(stream, count.unsigned_abs()).await?;
                 Ok(())
             }
             #[cfg(feature = "kinesis")]
