@@ -186,8 +186,24 @@ pub(super) enum Failure {
 
 impl Failure {
     pub(super) fn backend(what: &str, error: &BackendError) -> Self {
-        Failure::Failed(format!("{what}: {}", error_chain(error)))
+        Failure::Failed(format!("{what}: {}", reason(error)))
     }
+}
+
+/// An error and its sources, each left out when the text so far already says it (the
+/// drivers' errors often repeat their source in their own message).
+fn reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl From<std::io::Error> for Failure {
@@ -1137,6 +1153,22 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_do_not_repeat_their_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot create topic \"t\": {0}")]
+        struct Outer(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("already exists")]
+        struct Inner;
+        let error = BackendError::new(crate::backend::BackendErrorKind::Other, "Kafka")
+            .with_source(Outer(Inner));
+        assert_eq!(
+            reason(&error),
+            "backend error: Kafka: cannot create topic \"t\": already exists"
+        );
+    }
 
     #[test]
     fn times_are_read_and_written_in_utc() {
