@@ -312,23 +312,27 @@ impl KinesisApi for SdkApi {
     fn list_streams(&self) -> BoxFuture<'_, Result<Vec<String>, KinesisError>> {
         Box::pin(async move {
             let client = self.client().await;
-            let mut names = Vec::new();
+            let mut names: Vec<String> = Vec::new();
             let mut token: Option<String> = None;
             loop {
                 let call = client.list_streams();
-                let call = match token.take() {
-                    Some(token) => call.next_token(token),
-                    None => call,
+                // Pages follow the token, or (where none is given, as in older servers
+                // and emulators) the last name of the page before.
+                let call = match (token.take(), names.last()) {
+                    (Some(token), _) => call.next_token(token),
+                    (None, Some(last)) => call.exclusive_start_stream_name(last.clone()),
+                    (None, None) => call,
                 };
                 let page = call
                     .send()
                     .await
                     .map_err(|err| KinesisError::from_sdk("ListStreams", err))?;
+                let before = names.len();
                 names.extend(page.stream_names().iter().cloned());
-                match page.next_token() {
-                    Some(next) if page.has_more_streams() => token = Some(next.to_owned()),
-                    _ => break,
+                if !page.has_more_streams() || names.len() == before {
+                    break;
                 }
+                token = page.next_token().map(str::to_owned);
             }
             names.sort();
             Ok(names)
