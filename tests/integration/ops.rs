@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
 use std::pin::Pin;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -401,15 +400,14 @@ fn tail_without_from_beginning_shows_only_new_records(setup: Setup) {
     setup.ok(&["streams", "create", &stream, "--partitions", "2"], "");
     let produce = ["produce", &stream, "--type", "t", "--version", "1"];
     setup.ok(&produce, "{\"n\":\"old\"}\n");
-    let tail = setup
+    let mut tail = setup
         .command(&["tail", &stream, "--json", "--max", "1", "--timeout", "100"])
         .spawn()
         .unwrap();
     // The tail cannot say when it is reading, so new records go on until it saw one.
-    let pid = tail.id();
     let deadline = Instant::now() + WAIT;
     let mut sent = 0;
-    while Path::new(&format!("/proc/{pid}/stat")).exists() && !zombie(pid) {
+    while tail.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the tail showed no new record");
         setup.ok(&produce, &format!("{{\"n\":\"new-{sent}\"}}\n"));
         sent += 1;
@@ -420,16 +418,6 @@ fn tail_without_from_beginning_shows_only_new_records(setup: Setup) {
     let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
     let n = shown["message"]["n"].as_str().unwrap();
     assert!(n.starts_with("new-"), "the tail showed {shown}");
-}
-
-/// Whether process `pid` has exited and waits to be reaped.
-fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 fn offsets_set_then_show(setup: Setup) {
