@@ -20,6 +20,9 @@ use crate::error::Error;
 use crate::error_chain;
 use crate::run::{registered, run_registered, shutdown_on_signals};
 
+mod ops;
+mod replay;
+
 /// Exit status for a configuration error (`EX_CONFIG` of sysexits.h).
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit status for input that cannot be decoded (`EX_DATAERR` of sysexits.h).
@@ -42,8 +45,13 @@ struct RunConsumersArgs {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `level`).
+fn init_tracing_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,6 +112,9 @@ pub fn run_consumers_main() -> ExitCode {
 #[derive(Debug, Parser)]
 #[command(name = "logpipe", version, about = "Inspect and steer logpipe streams")]
 struct LogpipeArgs {
+    /// Configuration file (default: $LOGPIPE_CONFIG, else ./logpipe.toml if it exists).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +124,8 @@ enum Command {
     /// Encode or decode record values.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +155,11 @@ pub fn logpipe_main() -> ExitCode {
     let args = LogpipeArgs::parse();
     match args.command {
         Command::Envelope(command) => envelope_command(command),
+        Command::Ops(command) => {
+            // Warnings only, so that the output stays clean.
+            init_tracing_at("warn");
+            ops::run(command, args.config.as_deref())
+        }
     }
 }
 

@@ -42,6 +42,8 @@ use crate::backend::{
 use crate::hash::fnv1a;
 use crate::sqlite::SqliteDb;
 
+mod admin;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS logpipe_streams (
     name TEXT PRIMARY KEY,

@@ -136,6 +136,8 @@ impl KinesisOptions {
 }
 
 #[cfg(feature = "kinesis")]
+pub(crate) use backend::backend_error;
+#[cfg(feature = "kinesis")]
 pub use backend::{KinesisBackend, KinesisConsumer};
 
 #[cfg(feature = "kinesis")]
@@ -256,6 +258,11 @@ mod backend {
                 region: region.into(),
                 options,
             })
+        }
+
+        /// The Kinesis calls this backend makes, for operator tools.
+        pub fn api(&self) -> &Arc<dyn KinesisApi> {
+            &self.api
         }
 
         /// The region.

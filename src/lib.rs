@@ -51,8 +51,10 @@
 //! - [`backend`]: the traits a backend implements; [`embedded`]: the SQLite log;
 //!   `kafka`: Apache Kafka (feature `kafka`);
 //! - [`offsets`]: where consumer positions are stored;
+//! - [`admin`]: streams, their partitions and positions, for operator tools;
 //! - [`config`], [`run`], `cli`: configuration, [`register_consumer!`] and the programs.
 
+pub mod admin;
 pub mod any;
 pub mod backend;
 #[cfg(feature = "cli")]

@@ -45,7 +45,7 @@ struct Item {
 }
 
 /// A stream name no other test (or earlier run against the same emulator) uses.
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

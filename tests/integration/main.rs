@@ -9,6 +9,7 @@ mod kafka;
 mod kinesis;
 mod kinesis_django;
 mod multi_consumer;
+mod ops;
 mod processes;
 mod properties;
 mod vectors;

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod consumer;
 mod error;
 mod producer;
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 
+pub use admin::{PartitionWatermarks, is_group_busy};
 pub use consumer::{GroupOffsets, KafkaConsumer, KafkaEvent, KafkaRecord, StartFrom};
 pub use error::{ErrorKind, KafkaError, SettingsLayer};
 pub use producer::KafkaClient;

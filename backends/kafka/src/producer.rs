@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
@@ -17,7 +17,7 @@ use crate::consumer::{GroupOffsets, KafkaConsumer};
 use crate::{KafkaError, KafkaSettings, SettingsLayer};
 
 /// How long a metadata request may take.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `send` waits for room in librdkafka's queue when it is full.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -37,8 +37,8 @@ impl ClientContext for TracingContext {
 
 pub(crate) struct Inner {
     pub(crate) settings: Arc<KafkaSettings>,
-    producer: FutureProducer<TracingContext>,
-    admin: AdminClient<TracingContext>,
+    pub(crate) producer: FutureProducer<TracingContext>,
+    pub(crate) admin: AdminClient<TracingContext>,
     /// Topics known to exist (full names).
     known_topics: RwLock<HashSet<String>>,
     pub(crate) offsets: GroupOffsets,
@@ -50,7 +50,7 @@ pub(crate) struct Inner {
 /// (`linger.ms`, `batch.size`, `compression.type`: see [`KafkaSettings`]).
 #[derive(Clone)]
 pub struct KafkaClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for KafkaClient {
@@ -271,33 +271,8 @@ impl KafkaClient {
     }
 
     async fn create_topic(&self, topic: &str) -> Result<(), KafkaError> {
-        let settings = &self.inner.settings;
-        let new_topic = NewTopic::new(
-            topic,
-            settings.topic_partitions,
-            TopicReplication::Fixed(settings.topic_replication),
-        );
-        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
-        let results = self
-            .inner
-            .admin
-            .create_topics([&new_topic], &options)
-            .await
-            .map_err(|source| KafkaError::CreateTopic {
-                topic: topic.to_owned(),
-                source,
-            })?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(KafkaError::CreateTopic {
-                        topic: topic.to_owned(),
-                        source: RdKafkaError::AdminOp(code),
-                    });
-                }
-            }
-        }
+        self.create_topic_with(topic, self.inner.settings.topic_partitions, true)
+            .await?;
         tracing::info!(topic, "created Kafka topic");
         Ok(())
     }

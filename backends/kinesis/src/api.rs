@@ -105,6 +105,49 @@ pub trait KinesisApi: Send + Sync + 'static {
         iterator: String,
         limit: i32,
     ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>>;
+
+    /// The names of every stream (all pages of `ListStreams`). Operator tools use it; the
+    /// default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn list_streams(&self) -> BoxFuture<'_, Result<Vec<String>, KinesisError>> {
+        Box::pin(async { Err(not_available("ListStreams")) })
+    }
+
+    /// The status of `stream` (`CREATING`, `ACTIVE`, ...), from `DescribeStreamSummary`.
+    /// Operator tools use it; the default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn stream_status(&self, stream: String) -> BoxFuture<'_, Result<String, KinesisError>> {
+        let _ = stream;
+        Box::pin(async { Err(not_available("DescribeStreamSummary")) })
+    }
+
+    /// `CreateStream` of `stream` with `shards` shards (provisioned). Operator tools use
+    /// it; the default answers that the call is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError`] when the call fails or is not available.
+    fn create_stream(
+        &self,
+        stream: String,
+        shards: i32,
+    ) -> BoxFuture<'_, Result<(), KinesisError>> {
+        let _ = (stream, shards);
+        Box::pin(async { Err(not_available("CreateStream")) })
+    }
+}
+
+fn not_available(operation: &'static str) -> KinesisError {
+    KinesisError::Other {
+        operation,
+        source: "this KinesisApi does not make this call".into(),
+    }
 }
 
 /// Where the SDK client connects.
@@ -263,6 +306,71 @@ impl KinesisApi for SdkApi {
                 .send()
                 .await
                 .map_err(|err| KinesisError::from_sdk("GetRecords", err))
+        })
+    }
+
+    fn list_streams(&self) -> BoxFuture<'_, Result<Vec<String>, KinesisError>> {
+        Box::pin(async move {
+            let client = self.client().await;
+            let mut names: Vec<String> = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let call = client.list_streams();
+                // Pages follow the token, or (where none is given, as in older servers
+                // and emulators) the last name of the page before.
+                let call = match (token.take(), names.last()) {
+                    (Some(token), _) => call.next_token(token),
+                    (None, Some(last)) => call.exclusive_start_stream_name(last.clone()),
+                    (None, None) => call,
+                };
+                let page = call
+                    .send()
+                    .await
+                    .map_err(|err| KinesisError::from_sdk("ListStreams", err))?;
+                let before = names.len();
+                names.extend(page.stream_names().iter().cloned());
+                if !page.has_more_streams() || names.len() == before {
+                    break;
+                }
+                token = page.next_token().map(str::to_owned);
+            }
+            names.sort();
+            Ok(names)
+        })
+    }
+
+    fn create_stream(
+        &self,
+        stream: String,
+        shards: i32,
+    ) -> BoxFuture<'_, Result<(), KinesisError>> {
+        Box::pin(async move {
+            self.client()
+                .await
+                .create_stream()
+                .stream_name(stream)
+                .shard_count(shards)
+                .send()
+                .await
+                .map_err(|err| KinesisError::from_sdk("CreateStream", err))?;
+            Ok(())
+        })
+    }
+
+    fn stream_status(&self, stream: String) -> BoxFuture<'_, Result<String, KinesisError>> {
+        Box::pin(async move {
+            let output = self
+                .client()
+                .await
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .map_err(|err| KinesisError::from_sdk("DescribeStreamSummary", err))?;
+            Ok(output
+                .stream_description_summary()
+                .map(|summary| summary.stream_status().as_str().to_owned())
+                .unwrap_or_default())
         })
     }
 }

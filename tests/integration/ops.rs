@@ -1,0 +1,790 @@
+//! The operator commands of `logpipe` (`streams`, `produce`, `tail`, `offsets`, `lag`),
+//! run as the real binary against the embedded log, the Kafka broker
+//! (`LOGPIPE_TEST_KAFKA`) and kinesis-mock (`LOGPIPE_TEST_KINESIS`).
+
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use logpipe::any::AnyBackend;
+use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::config::Config;
+use logpipe::kinesis::KinesisBackend;
+use logpipe::{Consumer, Context, Message, Registry, handler_fn};
+use logpipe_kinesis::SdkApi;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{program, service};
+
+/// The longest any one command or wait may take.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Where the commands of a test run: the variables naming a backend, and a directory
+/// for SQLite files.
+struct Setup {
+    vars: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn embedded() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log.db");
+        Some(Self {
+            vars: vec![(
+                "LOGPIPE_BACKEND".into(),
+                format!("sqlite://{}", db.display()),
+            )],
+            _dir: dir,
+        })
+    }
+
+    fn kafka() -> Option<Self> {
+        let brokers = service("LOGPIPE_TEST_KAFKA")?;
+        Some(Self {
+            vars: vec![("LOGPIPE_BACKEND".into(), format!("kafka://{brokers}"))],
+            _dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    fn kinesis() -> Option<Self> {
+        let endpoint = service("LOGPIPE_TEST_KINESIS")?;
+        let dir = tempfile::tempdir().unwrap();
+        let offsets = dir.path().join("offsets.db");
+        Some(Self {
+            vars: vec![
+                (
+                    "LOGPIPE_BACKEND".into(),
+                    format!("kinesis://?region=us-east-1&endpoint={endpoint}"),
+                ),
+                (
+                    "LOGPIPE_OFFSET_STORE".into(),
+                    format!("sqlite://{}", offsets.display()),
+                ),
+                ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+                ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            ],
+            _dir: dir,
+        })
+    }
+
+    fn is_kinesis(&self) -> bool {
+        self.vars[0].1.starts_with("kinesis://")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(program("logpipe"));
+        command
+            .args(args)
+            .env_remove("LOGPIPE_CONFIG")
+            .env_remove("AWS_PROFILE")
+            .env_remove("RUST_LOG")
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Runs `logpipe ARGS` with `stdin`, waiting at most [`WAIT`].
+    fn run(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self.command(args).spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        wait_output(child, args)
+    }
+
+    /// Runs `logpipe ARGS` and checks that it succeeded; returns its stdout.
+    fn ok(&self, args: &[&str], stdin: &str) -> String {
+        let output = self.run(args, stdin);
+        assert!(
+            output.status.success(),
+            "logpipe {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The JSON lines `logpipe ARGS` prints.
+    fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        self.ok(args, "")
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect()
+    }
+
+    fn config(&self) -> Config {
+        Config::from_parts(Default::default(), self.vars.iter().cloned()).unwrap()
+    }
+
+    /// The backend, in this process (Kinesis with the emulator's dummy credentials).
+    fn backend(&self, config: &Config) -> AnyBackend {
+        if self.is_kinesis() {
+            let endpoint = service("LOGPIPE_TEST_KINESIS").unwrap();
+            let api = SdkApi::from_client(crate::kinesis::client(&endpoint));
+            return AnyBackend::Kinesis(
+                KinesisBackend::with_api(Arc::new(api), "us-east-1", config.kinesis.clone())
+                    .unwrap(),
+            );
+        }
+        AnyBackend::connect(config).unwrap()
+    }
+
+    /// A new stream of `partitions` partitions holding `lines` as messages of type `t`
+    /// version 1.
+    fn stream_with(&self, what: &str, partitions: u32, lines: &str) -> String {
+        let stream = unique(what);
+        let count = partitions.to_string();
+        self.ok(&["streams", "create", &stream, "--partitions", &count], "");
+        if !lines.is_empty() {
+            self.ok(
+                &["produce", &stream, "--type", "t", "--version", "1"],
+                lines,
+            );
+        }
+        stream
+    }
+
+    /// Runs `logpipe offsets set`.
+    fn set_position(&self, group: &str, stream: &str, partition: &str, position: &str) -> Output {
+        let args = ["offsets", "set", "--group", group, stream];
+        let at = ["--partition", partition, "--position", position];
+        self.run(&[&args[..], &at[..]].concat(), "")
+    }
+
+    /// The partitions or shard ids of `stream`, in order.
+    fn partitions(&self, stream: &str) -> Vec<String> {
+        self.json_lines(&["streams", "describe", stream, "--json"])
+            .iter()
+            .map(|p| p["partition"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Waits for `child` to exit, killing it after [`WAIT`].
+fn wait_output(mut child: Child, args: &[&str]) -> Output {
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("logpipe {args:?} did not finish within {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A stream or group name of its own.
+fn unique(what: &str) -> String {
+    crate::kinesis::unique(&format!("ops-{what}"))
+}
+
+/// Runs each scenario on the three backends, a test each (skipped, outside CI, when the
+/// service is not running).
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        on_every_backend!(@embedded [$($scenario)*]);
+        on_every_backend!(@kafka [$($scenario)*]);
+        on_every_backend!(@kinesis [$($scenario)*]);
+    };
+    (@$backend:ident [$($scenario:ident)*]) => {
+        mod $backend {
+            $(#[test]
+            fn $scenario() {
+                if let Some(setup) = super::Setup::$backend() {
+                    super::$scenario(setup);
+                }
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    streams_create_list_describe,
+    produce_then_tail_shows_every_field,
+    tail_without_from_beginning_shows_only_new_records,
+    offsets_set_then_show,
+    offsets_reset,
+    lag_counts_records_behind_the_group,
+    replay_copies_exactly_the_range,
+);
+
+fn streams_create_list_describe(setup: Setup) {
+    let stream = unique("streams");
+    let created = setup.ok(&["streams", "create", &stream, "--partitions", "3"], "");
+    assert!(created.contains(&stream), "{created}");
+    let again = setup.run(&["streams", "create", &stream, "--partitions", "3"], "");
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("cannot create {stream:?}")),
+        "{again:?}"
+    );
+    let listed = setup.ok(&["streams", "list"], "");
+    assert!(listed.lines().any(|line| line == stream), "{listed}");
+    let partitions = setup.json_lines(&["streams", "describe", &stream, "--json"]);
+    assert_eq!(partitions.len(), 3, "{partitions:?}");
+    for partition in &partitions {
+        assert_eq!(partition["stream"], stream.as_str());
+    }
+    let table = setup.ok(&["streams", "describe", &stream], "");
+    assert_eq!(table.lines().count(), 4, "a header and 3 rows: {table}");
+
+    let missing = setup.run(&["streams", "describe", &unique("missing")], "");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot describe"),
+        "{missing:?}"
+    );
+}
+
+/// Writes a record value that is not an envelope, with the library.
+fn write_raw(setup: &Setup, stream: &str, value: &[u8]) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let backend = setup.backend(&setup.config());
+        tokio::time::timeout(
+            WAIT,
+            backend.send(OutgoingRecord {
+                stream: stream.into(),
+                key: Some(b"k".to_vec()),
+                value: value.to_vec(),
+                headers: Vec::new(),
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        backend.flush().await.unwrap();
+    });
+}
+
+fn produce_then_tail_shows_every_field(setup: Setup) {
+    let stream = unique("tail");
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let produce = [
+        "produce",
+        &stream,
+        "--type",
+        "person",
+        "--version",
+        "2",
+        "--key",
+        "k",
+    ];
+    let output = setup.run(&produce, "{\"uuid\":\"a1\",\"name\":\"Ann\"}\n");
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sent 1 records"));
+    setup.ok(
+        &[
+            "produce",
+            &stream,
+            "--type",
+            "pet",
+            "--version",
+            "1",
+            "--key",
+            "k",
+        ],
+        "{\"name\":\"Rex\"}\n",
+    );
+    write_raw(&setup, &stream, b"json:{not an envelope");
+    setup.ok(&produce, "{\"uuid\":\"b2\",\"name\":\"Bob\"}\n\n");
+
+    let bad = setup.run(&produce, "{\"uuid\":\"c3\"}\nnot json\n");
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("line 2"),
+        "{bad:?}"
+    );
+
+    // Everything, in order: the record the bad input left out is not there.
+    let all = setup.json_lines(&[
+        "tail",
+        &stream,
+        "--from-beginning",
+        "--json",
+        "--max",
+        "4",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all[0]["type"], "person");
+    assert_eq!(all[0]["version"], 2);
+    assert_eq!(all[0]["key"], "k");
+    assert_eq!(all[0]["format"], "json");
+    assert_eq!(
+        all[0]["message"],
+        serde_json::json!({"uuid": "a1", "name": "Ann"})
+    );
+    assert_eq!(all[0]["stream"], stream.as_str());
+    assert!(all[0]["timestamp_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(all[1]["type"], "pet");
+    assert!(
+        all[2]["malformed"].as_str().unwrap().len() > 3,
+        "{:?}",
+        all[2]
+    );
+    assert_eq!(all[2]["value"], "json:{not an envelope");
+    assert_eq!(all[3]["message"]["name"], "Bob");
+    let positions: Vec<&str> = all
+        .iter()
+        .map(|r| r["position"].as_str().unwrap())
+        .collect();
+    let partition = all[0]["partition"].as_str().unwrap();
+    assert!(all.iter().all(|r| r["partition"] == partition), "{all:?}");
+    if !setup.is_kinesis() {
+        assert_eq!(positions, ["0", "1", "2", "3"]);
+    }
+
+    // Only persons, and the malformed record, which is never hidden.
+    let people = setup.json_lines(&[
+        "tail",
+        &stream,
+        "--from-beginning",
+        "--json",
+        "--type",
+        "person",
+        "--max",
+        "3",
+        "--timeout",
+        "60",
+    ]);
+    let names: Vec<&Value> = people.iter().map(|r| &r["message"]["name"]).collect();
+    assert_eq!(
+        names,
+        [&Value::from("Ann"), &Value::Null, &Value::from("Bob")]
+    );
+    assert!(people[1]["malformed"].is_string());
+
+    // The text form shows the same fields.
+    let text = setup.ok(
+        &[
+            "tail",
+            &stream,
+            "--from-beginning",
+            "--max",
+            "3",
+            "--timeout",
+            "60",
+        ],
+        "",
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("{stream}/{partition}@{}", positions[0])),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("key=k person v2: {\"uuid\":\"a1\",\"name\":\"Ann\"}"),
+        "{text}"
+    );
+    assert!(lines[2].contains("MALFORMED ("), "{text}");
+}
+
+fn tail_without_from_beginning_shows_only_new_records(setup: Setup) {
+    let stream = unique("new");
+    setup.ok(&["streams", "create", &stream, "--partitions", "2"], "");
+    let produce = ["produce", &stream, "--type", "t", "--version", "1"];
+    setup.ok(&produce, "{\"n\":\"old\"}\n");
+    let mut tail = setup
+        .command(&["tail", &stream, "--json", "--max", "1", "--timeout", "100"])
+        .spawn()
+        .unwrap();
+    // The tail cannot say when it is reading, so new records go on until it saw one.
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    while tail.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the tail showed no new record");
+        setup.ok(&produce, &format!("{{\"n\":\"new-{sent}\"}}\n"));
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = wait_output(tail, &["tail"]);
+    assert!(output.status.success(), "{output:?}");
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let n = shown["message"]["n"].as_str().unwrap();
+    assert!(n.starts_with("new-"), "the tail showed {shown}");
+}
+
+fn offsets_set_then_show(setup: Setup) {
+    let stream = setup.stream_with("offsets", 2, "");
+    let group = unique("group");
+    let partitions = setup.partitions(&stream);
+    let shown = setup.json_lines(&["offsets", "show", "--group", &group, &stream, "--json"]);
+    assert_eq!(shown.len(), 2);
+    assert!(shown.iter().all(|p| p["position"].is_null()), "{shown:?}");
+
+    let position = if setup.is_kinesis() {
+        "49680538823000460305650030634928846360478251554288173058"
+    } else {
+        "41"
+    };
+    let output = setup.set_position(&group, &stream, &partitions[1], position);
+    assert!(output.status.success(), "{output:?}");
+    let shown = setup.json_lines(&["offsets", "show", "--group", &group, &stream, "--json"]);
+    assert_eq!(shown[0]["position"], Value::Null, "{shown:?}");
+    assert_eq!(shown[1]["partition"], partitions[1].as_str());
+    assert_eq!(shown[1]["position"], position, "{shown:?}");
+    if setup.is_kinesis() {
+        // Positions of Kinesis consumers are kept as GROUP@REGION.
+        assert_eq!(shown[1]["group"], format!("{group}@us-east-1"));
+    }
+
+    let bad = setup.set_position(&group, &stream, "nine", "1");
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no partition \"nine\""));
+}
+
+fn offsets_reset(setup: Setup) {
+    let stream = setup.stream_with("reset", 1, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    let group = unique("group");
+    let reset = |to: &str| {
+        setup.run(
+            &["offsets", "reset", "--group", &group, &stream, "--to", to],
+            "",
+        )
+    };
+    let position = || {
+        setup.json_lines(&["offsets", "show", "--group", &group, &stream, "--json"])[0]["position"]
+            .clone()
+    };
+    if setup.is_kinesis() {
+        // To the newest record: nothing is left to read.
+        let output = reset("latest");
+        assert!(output.status.success(), "{output:?}");
+        let newest = position();
+        assert!(newest.is_string(), "{newest}");
+        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
+        assert_eq!(lag[0]["lag"], 0, "{lag:?}");
+        // Records written after it are the ones behind.
+        setup.ok(
+            &["produce", &stream, "--type", "t", "--version", "1"],
+            "{\"n\":4}\n",
+        );
+        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
+        assert_eq!(lag[0]["lag"], 1, "{lag:?}");
+        assert!(reset("latest").status.success());
+        assert_ne!(position(), newest);
+        let refused = reset("earliest");
+        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("offsets set"));
+        return;
+    }
+    for (to, expected) in [
+        ("latest", "2"),
+        ("earliest", "-1"),
+        ("2100-01-01T00:00:00Z", "2"),
+        ("2000-01-01T00:00:00Z", "-1"),
+    ] {
+        let output = reset(to);
+        assert!(output.status.success(), "{to}: {output:?}");
+        assert_eq!(position(), expected, "after a reset to {to}");
+    }
+    let bad = reset("yesterday");
+    assert_eq!(bad.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("yesterday"));
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "t", version = 1)]
+struct Numbered {
+    n: u64,
+}
+
+/// A consumer's `run`, to await or spawn.
+type ConsumerRun = Pin<Box<dyn Future<Output = Result<(), logpipe::Error>> + Send>>;
+
+/// A consumer of `group` built as `run_consumers` builds one, and the count of records
+/// it handled; it stops by itself after `stop_after` records, if given. Call it inside a
+/// runtime.
+fn numbered_consumer(
+    setup: &Setup,
+    stream: &str,
+    group: &str,
+    stop_after: Option<usize>,
+) -> (ConsumerRun, CancellationToken, Arc<AtomicUsize>) {
+    let config = setup.config();
+    let backend = setup.backend(&config);
+    let store = backend.offset_store(&config).unwrap();
+    let group = backend.position_group(group.to_owned());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let (seen, stop) = (Arc::clone(&handled), shutdown.clone());
+    let registry = Registry::builder()
+        .handle(handler_fn(move |_: Numbered, _: Context| {
+            let now = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if stop_after == Some(now) {
+                stop.cancel();
+            }
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap();
+    let consumer = Consumer::new(
+        backend.consumer(&group, &[stream.to_owned()]).unwrap(),
+        store,
+        registry,
+        group.as_str(),
+    );
+    (Box::pin(consumer.run(shutdown.clone())), shutdown, handled)
+}
+
+/// Runs a consumer of `group` until it handled `count` records, then stops it.
+fn consume(setup: &Setup, stream: &str, group: &str, count: usize) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (run, _, handled) = numbered_consumer(setup, stream, group, Some(count));
+        tokio::time::timeout(WAIT, run)
+            .await
+            .expect("the consumer catches up in time")
+            .unwrap();
+        assert_eq!(handled.load(Ordering::SeqCst), count);
+    });
+}
+
+fn lag_counts_records_behind_the_group(setup: Setup) {
+    let stream = setup.stream_with("lag", 2, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+    let group = unique("group");
+    let produce = ["produce", &stream, "--type", "t", "--version", "1"];
+    let total = |setup: &Setup| -> i64 {
+        setup
+            .json_lines(&["lag", "--group", &group, &stream, "--json"])
+            .iter()
+            .map(|p| p["lag"].as_i64().unwrap())
+            .sum()
+    };
+    // A group that never read is behind by every record kept.
+    assert_eq!(total(&setup), 3);
+    consume(&setup, &stream, &group, 3);
+    assert_eq!(total(&setup), 0);
+    setup.ok(&produce, "{\"n\":4}\n{\"n\":5}\n");
+    assert_eq!(total(&setup), 2);
+    if setup.is_kinesis() {
+        // Counted exactly, with how long ago the oldest unread record arrived.
+        let lines = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
+        assert!(lines.iter().all(|p| p["exact"] == true), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|p| p["lag"].as_u64() > Some(0) && p["behind_ms"].as_u64().is_some()),
+            "{lines:?}"
+        );
+    }
+    let table = setup.ok(&["lag", "--group", &group, &stream], "");
+    assert!(table.contains("2 records behind"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        4,
+        "a title, a header and 2 rows: {table}"
+    );
+}
+
+/// The `n` of every message in `stream`, in order (one partition), read with `tail`.
+fn numbers_in(setup: &Setup, stream: &str, count: usize) -> Vec<u64> {
+    let max = count.to_string();
+    let shown = setup.json_lines(&[
+        "tail",
+        stream,
+        "--from-beginning",
+        "--json",
+        "--max",
+        &max,
+        "--timeout",
+        "60",
+    ]);
+    shown
+        .iter()
+        .map(|r| r["message"]["n"].as_u64().unwrap())
+        .collect()
+}
+
+/// Records in `stream`, all partitions, counted by `lag` of a group that never read.
+fn records_in(setup: &Setup, stream: &str) -> u64 {
+    setup
+        .json_lines(&["lag", "--group", &unique("count"), stream, "--json"])
+        .iter()
+        .map(|p| {
+            if setup.is_kinesis() {
+                assert_eq!(p["exact"], true, "{p}");
+            }
+            p["lag"].as_u64().unwrap()
+        })
+        .sum()
+}
+
+fn replay_copies_exactly_the_range(setup: Setup) {
+    let stream = unique("replay");
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let produce = [
+        "produce",
+        &stream,
+        "--type",
+        "t",
+        "--version",
+        "1",
+        "--key",
+        "k",
+    ];
+    setup.ok(&produce, "{\"n\":1}\n{\"n\":2}\n");
+    // Arrival times of Kinesis records may be kept to the second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let middle = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.ok(&produce, "{\"n\":3}\n{\"n\":4}\n{\"n\":5}\n");
+    let from = format_utc(middle);
+
+    // From a time to the end.
+    let copy = setup.stream_with("copy", 1, "");
+    let output = setup.run(&["replay", &stream, "--from", &from, "--to", &copy], "");
+    assert!(output.status.success(), "{output:?}");
+    // One line on stderr: no progress bar when stderr is not a terminal.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr,
+        format!("logpipe: replayed 3 records from {stream} to {copy}\n")
+    );
+    assert_eq!(numbers_in(&setup, &copy, 3), [3, 4, 5]);
+    assert_eq!(records_in(&setup, &copy), 3);
+
+    if setup.is_kinesis() {
+        let refused = setup.run(&["replay", &stream, "--from", "1", "--to", &copy], "");
+        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+        return;
+    }
+    // Offsets: from the second record up to the fourth, not included.
+    let part = setup.stream_with("part", 1, "");
+    setup.ok(
+        &[
+            "replay", &stream, "--from", "1", "--until", "3", "--to", &part,
+        ],
+        "",
+    );
+    assert_eq!(numbers_in(&setup, &part, 2), [2, 3]);
+    assert_eq!(records_in(&setup, &part), 2);
+    // The key came along.
+    let shown = setup.json_lines(&[
+        "tail",
+        &part,
+        "--from-beginning",
+        "--json",
+        "--max",
+        "1",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(shown[0]["key"], "k");
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SS.fffZ`, computed with `date`, which the machine has.
+fn format_utc(time: SystemTime) -> String {
+    let millis = time.duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let output = Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", millis / 1000),
+            "+%Y-%m-%dT%H:%M:%S",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    format!(
+        "{}.{:03}Z",
+        String::from_utf8(output.stdout).unwrap().trim(),
+        millis % 1000
+    )
+}
+
+#[test]
+fn tail_ends_cleanly_on_ctrl_c() {
+    let setup = Setup::embedded().unwrap();
+    let stream = setup.stream_with("interrupt", 1, "{\"n\":1}\n");
+    let mut tail = setup
+        .command(&["tail", &stream, "--from-beginning"])
+        .spawn()
+        .unwrap();
+    // Once it printed the record, it is reading and listening for Ctrl-C.
+    let mut stdout = tail.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut first = Vec::new();
+        let mut byte = [0_u8];
+        while std::io::Read::read(&mut stdout, &mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            first.push(byte[0]);
+        }
+        let _ = line_tx.send(String::from_utf8_lossy(&first).into_owned());
+    });
+    let first = line_rx.recv_timeout(WAIT).expect("tail prints the record");
+    assert!(first.contains("t v1: {\"n\":1}"), "{first}");
+    let sent = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = wait_output(tail, &["tail"]);
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn kafka_offsets_set_refuses_a_group_with_active_members() {
+    let Some(setup) = Setup::kafka() else {
+        return;
+    };
+    let stream = setup.stream_with("busy", 1, "{\"n\":1}\n");
+    let group = unique("group");
+    let set = || setup.set_position(&group, &stream, "0", "0");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (run, shutdown, handled) = numbered_consumer(&setup, &stream, &group, None);
+        let task = tokio::spawn(run);
+        crate::support::wait_until("the consumer handled the record", WAIT, || {
+            handled.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let refused = tokio::task::block_in_place(set);
+        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("active members"), "{stderr}");
+        shutdown.cancel();
+        let stopped = tokio::time::timeout(WAIT, task).await;
+        stopped
+            .expect("the consumer stops in time")
+            .unwrap()
+            .unwrap();
+    });
+    let output = set();
+    assert!(output.status.success(), "{output:?}");
+}
+
+#[test]
+fn a_bad_configuration_exits_78_naming_the_key() {
+    let setup = Setup::embedded().unwrap();
+    let mut command = setup.command(&["streams", "list"]);
+    command.env("LOGPIPE_BACKEND", "postgres://db");
+    let output = wait_output(command.spawn().unwrap(), &["streams", "list"]);
+    assert_eq!(output.status.code(), Some(78), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("backend"),
+        "{output:?}"
+    );
+
+    let missing = setup.run(
+        &["--config", "/nonexistent/logpipe.toml", "streams", "list"],
+        "",
+    );
+    assert_eq!(missing.status.code(), Some(78), "{missing:?}");
+}
