@@ -6,7 +6,7 @@
 //! every message takes effect exactly once, even if the process is killed.
 //!
 //! ```text
-//! LOGPIPE_BACKEND=sqlite://people.db cargo run --example people_service
+//! LOGPIPE_BACKEND=sqlite://people.db cargo run --example people_service -- --metrics-addr 127.0.0.1:9898
 //! ```
 
 mod people;
@@ -28,6 +28,10 @@ async fn save(
     uuid: String,
     name: String,
 ) -> Result<(), BoxError> {
+    // Refused: the handler fails, is retried, then (by default) stops the consumer.
+    if name.trim().is_empty() {
+        return Err(format!("person {uuid} has no name").into());
+    }
     let version = i64::try_from(context.version)?;
     store
         .transaction(&context, move |tx| {

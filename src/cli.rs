@@ -15,10 +15,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::config::ConfigError;
 use crate::envelope::{self, Format, Header};
 use crate::error::Error;
 use crate::error_chain;
-use crate::run::{registered, run_registered, shutdown_on_signals};
+use crate::health::Health;
+use crate::run::{registered, run_registered_with_health, shutdown_on_signals};
+use crate::serve::Endpoints;
+use tokio_util::sync::CancellationToken;
 
 mod ops;
 mod replay;
@@ -41,21 +45,39 @@ struct RunConsumersArgs {
     /// Print the registered consumers and exit.
     #[arg(long)]
     list: bool,
+    /// Serve /metrics, /healthz and /readyz on this IP:port (config key `metrics_addr`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// How log lines are written to stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    init_tracing_at("info");
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `level`).
+/// Logs to stderr as text, filtered by `RUST_LOG` (default `level`).
 fn init_tracing_at(level: &str) {
+    init_tracing(LogFormat::Text, level);
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `level`).
+fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// The `run_consumers` program: loads the configuration (`--config`, `LOGPIPE_CONFIG`,
@@ -66,14 +88,17 @@ fn init_tracing_at(level: &str) {
 /// an error.
 pub fn run_consumers_main() -> ExitCode {
     let args = RunConsumersArgs::parse();
-    init_tracing();
-    let config = match Config::load(args.config.as_deref()) {
+    init_tracing(args.log_format, "info");
+    let mut config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("run_consumers: {}", error_chain(&err));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if args.metrics_addr.is_some() {
+        config.metrics_addr = args.metrics_addr;
+    }
     if args.list {
         for registration in registered() {
             println!("{}", registration.name());
@@ -95,7 +120,26 @@ pub fn run_consumers_main() -> ExitCode {
             consumer: String::new(),
             source: err.into(),
         })?;
-        run_registered(&config, shutdown).await
+        let health = Health::new();
+        let endpoints = match config.metrics_addr {
+            Some(addr) => Some(Endpoints::bind(addr, health.clone()).await.map_err(|err| {
+                Error::Config(ConfigError::invalid("metrics_addr", error_chain(&err)))
+            })?),
+            None => None,
+        };
+        let stop_serving = CancellationToken::new();
+        let server = endpoints.map(|endpoints| {
+            if let Ok(addr) = endpoints.local_addr() {
+                tracing::info!("serving /metrics, /healthz and /readyz on http://{addr}");
+            }
+            tokio::spawn(endpoints.serve(stop_serving.clone()))
+        });
+        let outcome = run_registered_with_health(&config, shutdown, &health).await;
+        stop_serving.cancel();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
+        outcome
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -279,6 +279,9 @@ pub struct Config {
     pub kinesis: KinesisOptions,
     /// Kafka settings, for a `kafka://` backend.
     pub kafka: KafkaOptions,
+    /// Where `run_consumers` serves `/metrics`, `/healthz` and `/readyz`, as `IP:port`.
+    /// Default none (not served).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Settings of the Kafka backend: the keys of the `[kafka]` table.
@@ -391,6 +394,7 @@ impl Default for Config {
             embedded: EmbeddedOptions::default(),
             kinesis: KinesisOptions::default(),
             kafka: KafkaOptions::default(),
+            metrics_addr: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::config::ConfigError;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
 use crate::handler::Context;
+use crate::health::ConsumerHealth;
 use crate::offsets::OffsetStore;
 use crate::registry::{DispatchError, Registry, SkipReason};
 use crate::{BoxError, error_chain};
@@ -143,6 +144,7 @@ pub struct Consumer<B, S> {
     group: Arc<str>,
     options: ConsumerOptions,
     dead_letter: Option<DeadLetter>,
+    health: Option<ConsumerHealth>,
 }
 
 impl<B, S> std::fmt::Debug for Consumer<B, S> {
@@ -176,6 +178,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             group: group.into(),
             options: ConsumerOptions::default(),
             dead_letter: None,
+            health: None,
         }
     }
 
@@ -190,6 +193,13 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     #[must_use]
     pub fn with_dead_letter(mut self, dead_letter: DeadLetter) -> Self {
         self.dead_letter = Some(dead_letter);
+        self
+    }
+
+    /// Reports this consumer's state (started, assigned, retrying, stopped) to `health`.
+    #[must_use]
+    pub fn with_health(mut self, health: ConsumerHealth) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -228,6 +238,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             group,
             options,
             dead_letter,
+            health,
         } = self;
         let worker = Worker {
             store,
@@ -235,13 +246,19 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             group,
             options,
             dead_letter,
+            health,
         };
         let mut state = RunState::new(&worker.options);
         tracing::info!(group = %worker.group, "consumer started");
+        worker.report(ConsumerHealth::started);
         let outcome = worker.run_loop(&mut backend, &mut state, &shutdown).await;
         let stored = worker.commit(&mut state).await;
         tracing::info!(group = %worker.group, ok = outcome.is_ok(), "consumer stopped");
-        outcome.and(stored)
+        let outcome = outcome.and(stored);
+        if let Some(health) = &worker.health {
+            health.stopped(outcome.as_ref().err().map(|err| error_chain(err)));
+        }
+        outcome
     }
 }
 
@@ -253,9 +270,16 @@ struct Worker<S> {
     group: Arc<str>,
     options: ConsumerOptions,
     dead_letter: Option<DeadLetter>,
+    health: Option<ConsumerHealth>,
 }
 
 impl<S: OffsetStore> Worker<S> {
+    fn report(&self, update: impl FnOnce(&ConsumerHealth)) {
+        if let Some(health) = &self.health {
+            update(health);
+        }
+    }
+
     async fn run_loop<B: ConsumerBackend>(
         &self,
         backend: &mut B,
@@ -319,6 +343,7 @@ impl<S: OffsetStore> Worker<S> {
                     tracing::info!(%partition, position = ?position, "partition assigned");
                     backend.seek(&partition, position.as_ref()).await?;
                 }
+                self.report(ConsumerHealth::assigned);
             }
             ConsumerEvent::Revoked(partitions) => {
                 self.commit(state).await?;
@@ -368,7 +393,9 @@ impl<S: OffsetStore> Worker<S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
+            let started = Instant::now();
             let outcome = self.registry.dispatch(&record.value, &mut context).await;
+            let elapsed = started.elapsed();
             if attempts == 1 && !context.message_type.is_empty() {
                 let span = tracing::Span::current();
                 span.record("type", context.message_type);
@@ -376,6 +403,16 @@ impl<S: OffsetStore> Worker<S> {
             }
             match outcome {
                 Ok(()) => {
+                    metrics::histogram!(
+                        "logpipe_handler_seconds",
+                        "stream" => Arc::clone(&record.partition.stream),
+                        "type" => context.message_type,
+                    )
+                    .record(elapsed);
+                    if state.retrying {
+                        state.retrying = false;
+                        self.report(ConsumerHealth::assigned);
+                    }
                     metrics::counter!(
                         "logpipe_records_handled_total",
                         "stream" => Arc::clone(&record.partition.stream),
@@ -392,6 +429,10 @@ impl<S: OffsetStore> Worker<S> {
                     metrics::counter!("logpipe_handler_retries_total", "stream" => Arc::clone(&record.partition.stream))
                         .increment(1);
                     tracing::warn!(attempt = attempts, error = %error_chain(&*err), ?backoff, "handler failed; retrying");
+                    if !state.retrying {
+                        state.retrying = true;
+                        self.report(ConsumerHealth::retrying);
+                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(Flow::Stop),
                         () = tokio::time::sleep(backoff) => {}
@@ -471,6 +512,10 @@ impl<S: OffsetStore> Worker<S> {
                 tracing::error!(attempts, error = %detail, "handler failed; dead-lettering the record");
                 self.dead_letter(&record, "handler_error", &detail).await?;
                 state.mark(&record);
+                if state.retrying {
+                    state.retrying = false;
+                    self.report(ConsumerHealth::assigned);
+                }
                 Ok(Flow::Continue)
             }
         }
@@ -548,6 +593,8 @@ struct RunState {
     last_commit: Instant,
     commit_interval: Duration,
     read_backoff: Option<Duration>,
+    /// Whether a handler failed on the record in hand and is being retried.
+    retrying: bool,
 }
 
 impl RunState {
@@ -559,6 +606,7 @@ impl RunState {
             last_commit: Instant::now(),
             commit_interval: Duration::from_millis(options.commit_interval_ms),
             read_backoff: None,
+            retrying: false,
         }
     }
 

@@ -67,6 +67,7 @@ pub mod envelope;
 mod error;
 pub mod handler;
 mod hash;
+pub mod health;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod kinesis;
@@ -76,6 +77,8 @@ pub mod offsets;
 mod producer;
 pub mod registry;
 pub mod run;
+#[cfg(feature = "cli")]
+pub mod serve;
 mod sqlite;
 
 pub use backend::{Delivery, PartitionRef, Position, Record};

@@ -36,6 +36,7 @@ use crate::config::Config;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
+use crate::health::Health;
 use crate::multi::MultiConsumer;
 use crate::registry::Registry;
 
@@ -128,6 +129,20 @@ pub fn registered() -> Vec<&'static Registration> {
 /// [`Error::Backend`] or [`Error::Store`] when the configured backend or store cannot be
 /// opened; otherwise the first error a consumer stopped with.
 pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
+    run_registered_with_health(config, shutdown, &Health::new()).await
+}
+
+/// [`run_registered`], each consumer reporting its state to `health` under its
+/// registered name.
+///
+/// # Errors
+///
+/// As [`run_registered`].
+pub async fn run_registered_with_health(
+    config: &Config,
+    shutdown: CancellationToken,
+    health: &Health,
+) -> Result<(), Error> {
     let backend = AnyBackend::connect(config)?;
     let store = backend.offset_store(config)?;
     let mut multi = MultiConsumer::new();
@@ -165,7 +180,8 @@ pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Res
             spec.registry,
             group,
         )
-        .with_options(config.consumer.clone());
+        .with_options(config.consumer.clone())
+        .with_health(health.register(registration.name));
         if let Some(stream) = &config.dead_letter_stream {
             consumer = consumer.with_dead_letter(DeadLetter::new(backend.clone(), stream.as_str()));
         }

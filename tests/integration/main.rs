@@ -12,4 +12,5 @@ mod multi_consumer;
 mod ops;
 mod processes;
 mod properties;
+mod serve;
 mod vectors;

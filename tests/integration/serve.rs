@@ -1,0 +1,261 @@
+//! The example service's `--metrics-addr` endpoints, scraped while it runs on an
+//! embedded log.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::embedded::EmbeddedLog;
+use logpipe::{Message, Producer};
+use serde::{Deserialize, Serialize};
+
+use crate::processes::{terminate, wait_for_exit};
+use crate::support::{program, wait_until_blocking};
+
+const WAIT: Duration = Duration::from_secs(60);
+const STREAM: &str = "people-serve";
+
+/// The example service's version 1 person.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct Person {
+    uuid: String,
+    name: String,
+}
+
+/// Sends `people` (their names) and `malformed` records that are not envelopes.
+fn send(db: &Path, names: &[&str], malformed: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let log = EmbeddedLog::open(db).unwrap();
+        let producer = Producer::new(log.clone(), STREAM);
+        for (n, name) in names.iter().enumerate() {
+            let person = Person {
+                uuid: format!("{name}-{n}"),
+                name: (*name).to_owned(),
+            };
+            producer.send(&person).await.unwrap();
+        }
+        for _ in 0..malformed {
+            let record = OutgoingRecord {
+                stream: STREAM.into(),
+                key: None,
+                value: b"json:{not json".to_vec(),
+                headers: vec![],
+            };
+            log.send(record).await.unwrap();
+        }
+    });
+}
+
+/// The service, logging JSON lines; returns it, its endpoints' address and its log lines.
+fn start(db: &Path, extra_env: &[(&str, &str)]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let mut command = Command::new(program("people_service"));
+    command
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env("PEOPLE_STREAM", STREAM)
+        .env("RUST_LOG", "info")
+        .env_remove("LOGPIPE_CONFIG")
+        .current_dir(db.parent().unwrap())
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let addr = loop {
+        let line = received
+            .recv_timeout(WAIT)
+            .expect("the service logs where it serves");
+        if line.contains("http://") {
+            break served_addr(&line);
+        }
+    };
+    (child, addr, received)
+}
+
+/// The log lines left, up to the end of the process's stderr.
+fn rest(log: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        match log.recv_timeout(WAIT) {
+            Ok(line) => lines.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return lines,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("stderr was not closed: {lines:?}"),
+        }
+    }
+}
+
+/// The address in the JSON log line that says where the endpoints are served.
+fn served_addr(line: &str) -> SocketAddr {
+    let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(entry["level"], "INFO", "{line}");
+    assert_eq!(entry["target"], "logpipe::cli", "{line}");
+    assert!(entry["timestamp"].is_string(), "{line}");
+    let message = entry["fields"]["message"]
+        .as_str()
+        .expect("a message field");
+    let addr = message
+        .rsplit_once("http://")
+        .unwrap_or_else(|| panic!("no address in {line}"))
+        .1;
+    addr.parse().unwrap()
+}
+
+/// GETs `path`: the status and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name{labels}` in a scrape, 0 when absent.
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    sample(&body, series)
+}
+
+const HANDLED: &str = r#"logpipe_records_handled_total{stream="people-serve",type="person"}"#;
+const SKIPPED: &str = r#"logpipe_records_skipped_total{stream="people-serve",reason="malformed"}"#;
+const HANDLER_COUNT: &str = r#"logpipe_handler_seconds_count{stream="people-serve",type="person"}"#;
+const RETRIES: &str = r#"logpipe_handler_retries_total{stream="people-serve"}"#;
+
+#[test]
+fn the_service_serves_metrics_and_probes_and_its_counters_move_as_records_are_handled_and_skipped()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    send(&db, &["ada", "grace"], 0);
+    let (mut child, addr, log) = start(
+        &db,
+        &[
+            // A refused person is retried for as long as the test needs.
+            ("LOGPIPE_CONSUMER__MAX_RETRIES", "1000000"),
+            ("LOGPIPE_CONSUMER__RETRY_BACKOFF_MS", "5"),
+            ("LOGPIPE_CONSUMER__MAX_RETRY_BACKOFF_MS", "5"),
+        ],
+    );
+    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(get(addr, "/nowhere").0, 404);
+    wait_until_blocking("the consumer is ready", WAIT, || {
+        get(addr, "/readyz").0 == 200
+    });
+    wait_until_blocking("2 handled records are counted", WAIT, || {
+        metric(addr, HANDLED) == 2.0
+    });
+    assert_eq!(metric(addr, HANDLER_COUNT), 2.0, "handler latencies");
+    assert_eq!(metric(addr, SKIPPED), 0.0);
+
+    send(&db, &["edsger", "barbara", "donald"], 4);
+    wait_until_blocking("5 handled and 4 skipped records are counted", WAIT, || {
+        let (_, scrape) = get(addr, "/metrics");
+        sample(&scrape, HANDLED) == 5.0 && sample(&scrape, SKIPPED) == 4.0
+    });
+    let (status, body) = get(addr, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "people_table: running\n"));
+
+    // A person without a name: the handler fails and is retried; no progress is made.
+    send(&db, &[" "], 0);
+    wait_until_blocking("the retrying consumer is unready", WAIT, || {
+        get(addr, "/readyz").0 == 503
+    });
+    let (_, body) = get(addr, "/readyz");
+    assert!(body.contains("retrying"), "{body}");
+    let retries = metric(addr, RETRIES);
+    assert!(retries >= 1.0, "retries counted: {retries}");
+    wait_until_blocking("more retries are counted", WAIT, || {
+        metric(addr, RETRIES) > retries
+    });
+    assert_eq!(metric(addr, HANDLED), 5.0);
+
+    terminate(&child);
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
+    let lines = rest(&log);
+    for line in &lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}"));
+        assert!(entry["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|line| line.contains("SIGTERM received")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn the_service_stops_with_status_1_when_a_handler_keeps_failing_under_the_stop_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let (mut child, addr, log) = start(
+        &db,
+        &[
+            ("LOGPIPE_CONSUMER__MAX_RETRIES", "1"),
+            ("LOGPIPE_CONSUMER__RETRY_BACKOFF_MS", "1"),
+        ],
+    );
+    wait_until_blocking("the consumer is ready", WAIT, || {
+        get(addr, "/readyz").0 == 200
+    });
+    send(&db, &["ada", ""], 0);
+    let status = wait_for_exit(&mut child);
+    let lines = rest(&log);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    assert!(
+        lines.iter().any(|line| line.contains("has no name")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_metrics_address_that_is_not_ip_and_port_fails_at_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(program("people_service"))
+        .env("LOGPIPE_BACKEND", "memory://")
+        .env("LOGPIPE_METRICS_ADDR", "localhost")
+        .env_remove("LOGPIPE_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("metrics_addr") && stderr.contains("LOGPIPE_METRICS_ADDR"),
+        "{stderr}"
+    );
+}
