@@ -70,6 +70,7 @@ impl Endpoints {
             .map_err(ServeError::Recorder)?
             .install_recorder()
             .map_err(ServeError::Recorder)?;
+        describe();
         Ok(Self {
             listener,
             metrics,
@@ -122,6 +123,46 @@ impl Endpoints {
             }
         }
     }
+}
+
+/// The help text of logpipe's metrics, for the recorder just installed.
+fn describe() {
+    use metrics::Unit;
+    metrics::describe_counter!(
+        "logpipe_records_handled_total",
+        "Records whose handler succeeded"
+    );
+    metrics::describe_counter!(
+        "logpipe_records_skipped_total",
+        "Records skipped, by reason"
+    );
+    metrics::describe_counter!(
+        "logpipe_records_dead_lettered_total",
+        "Records written to the dead-letter stream, by reason"
+    );
+    metrics::describe_counter!(
+        "logpipe_handler_retries_total",
+        "Handler calls retried after a failure"
+    );
+    metrics::describe_counter!(
+        "logpipe_handler_failures_total",
+        "Records whose handler still failed after its retries"
+    );
+    metrics::describe_histogram!(
+        "logpipe_handler_seconds",
+        Unit::Seconds,
+        "Time to decode and handle a record, successful calls"
+    );
+    metrics::describe_histogram!(
+        "logpipe_commit_seconds",
+        Unit::Seconds,
+        "Time to store a batch of positions"
+    );
+    metrics::describe_gauge!(
+        "logpipe_kinesis_millis_behind_latest",
+        Unit::Milliseconds,
+        "How far reading a Kinesis shard is behind its newest record"
+    );
 }
 
 /// Reads one request head and answers it.
@@ -209,4 +250,105 @@ async fn respond(
     }
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves `health` on a free port (with a recorder of its own, not installed) and
+    /// sends `request`: the status line and the body.
+    async fn ask(health: Health, request: &str) -> (String, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoints = Endpoints {
+            listener,
+            metrics: PrometheusBuilder::new().build_recorder().handle(),
+            health,
+        };
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(endpoints.serve(stop.clone()));
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        let read = stream.read_to_string(&mut response);
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        stop.cancel();
+        server.await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_naming_the_error_once_a_consumer_stopped_on_one() {
+        let health = Health::new();
+        let people = health.register("people");
+        let orders = health.register("orders");
+        for consumer in [&people, &orders] {
+            consumer.started();
+            consumer.assigned();
+        }
+        let get = "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (status, body) = ask(health.clone(), get).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, "people: running\norders: running\n");
+
+        orders.stopped(Some("handler failed".to_owned()));
+        let (status, body) = ask(health.clone(), get).await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(
+            body,
+            "people: running\norders: stopped on an error: handler failed\n"
+        );
+        let (status, body) = ask(health, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ok\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_before_any_consumer_is_assigned_and_when_one_is_dropped() {
+        let health = Health::new();
+        let get = "GET /readyz HTTP/1.1\r\n\r\n";
+        let (status, body) = ask(health.clone(), get).await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 503 Service Unavailable", "no consumers\n")
+        );
+        let people = health.register("people");
+        people.started();
+        let (status, body) = ask(health.clone(), get).await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(body, "people: started, nothing assigned yet\n");
+        people.assigned();
+        drop(people); // as when its task panicked
+        let (status, body) = ask(health, get).await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(
+            body,
+            "people: stopped on an error: ended without stopping\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_methods_paths_and_garbage_get_their_own_answers() {
+        let cases = [
+            (
+                "POST /readyz HTTP/1.1\r\n\r\n",
+                "HTTP/1.1 405 Method Not Allowed",
+            ),
+            ("GET /other HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
+            ("GET /metrics?x=1 HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
+            ("\u{ff}\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(ask(Health::new(), request).await.0, expected, "{request:?}");
+        }
+        let (status, body) = ask(Health::new(), "HEAD /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    }
 }

@@ -441,6 +441,15 @@ impl KinesisConsumer {
                     if let Some(last) = got.last() {
                         state.last_sequence = Some(last.sequence_number().to_owned());
                     }
+                    if let Some(behind) = output.millis_behind_latest() {
+                        // How far this shard's reading is behind its newest record.
+                        metrics::gauge!(
+                            "logpipe_kinesis_millis_behind_latest",
+                            "stream" => Arc::clone(&read.shard.stream),
+                            "shard" => Arc::clone(&read.shard.shard_id),
+                        )
+                        .set(behind as f64);
+                    }
                     let caught_up =
                         got.is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
                     state.iterator = output.next_shard_iterator().map(str::to_owned);
