@@ -640,6 +640,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_child_is_read_after_its_parent_ends_and_expired_iterators_are_renewed() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _recorder = metrics::set_default_local_recorder(&recorder);
         let api = Arc::new(FakeStream::default());
         let options = ConsumerOptions {
             initial_position: InitialPosition::Latest,
@@ -678,6 +681,26 @@ mod tests {
         assert_eq!(calls[0], "iterator p Latest");
         assert!(calls[2].starts_with("iterator p AtTimestamp"), "{calls:?}");
         assert_eq!(calls[first_child_call], "iterator c TrimHorizon");
+        // Each shard's MillisBehindLatest (0 in every answer here) is a gauge.
+        let mut behind: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "logpipe_kinesis_millis_behind_latest")
+            .map(|(key, _, _, value)| {
+                let labels: Vec<_> = key.key().labels().map(|l| l.value().to_owned()).collect();
+                (labels, value)
+            })
+            .collect();
+        behind.sort_by(|a, b| a.0.cmp(&b.0));
+        let zero = || metrics_util::debugging::DebugValue::Gauge(0.0.into());
+        assert_eq!(
+            behind,
+            [
+                (vec!["s".to_owned(), "c".to_owned()], zero()),
+                (vec!["s".to_owned(), "p".to_owned()], zero())
+            ]
+        );
         assert_eq!(
             consumer.shards(),
             [
