@@ -4,8 +4,10 @@
 //! `cargo bench --bench envelope` prints criterion's figures, then the ratio of each
 //! logpipe measurement to its baseline and the messages per second on one core.
 
+mod common;
+
+use common::{mean_ns, output_dir};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
@@ -51,10 +53,6 @@ fn complete<F: Future>(future: F) -> F::Output {
         Poll::Ready(output) => output,
         Poll::Pending => panic!("the handler waited"),
     }
-}
-
-fn output_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion")
 }
 
 fn bench(c: &mut Criterion) {
@@ -107,13 +105,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| complete(registry.dispatch(black_box(&msgpack), &mut context)).unwrap())
     });
     decode.finish();
-}
-
-/// The mean time of one criterion measurement, in nanoseconds.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = output_dir().join(group).join(id).join("new/estimates.json");
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    estimates["mean"]["point_estimate"].as_f64()
 }
 
 fn report() {

@@ -9,8 +9,10 @@
 //! measures nothing. It prints criterion's figures, then records per second and the ratio
 //! of each logpipe measurement to its rdkafka baseline.
 
+mod common;
+
+use common::{mean_ns, output_dir};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -51,10 +53,6 @@ fn person(n: u64) -> Person {
         age: 85,
         active: true,
     }
-}
-
-fn output_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion")
 }
 
 fn unique(name: &str) -> String {
@@ -222,13 +220,6 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
         })
     });
     consume.finish();
-}
-
-/// The mean time of one criterion measurement, in nanoseconds.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = output_dir().join(group).join(id).join("new/estimates.json");
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    estimates["mean"]["point_estimate"].as_f64()
 }
 
 fn report() {

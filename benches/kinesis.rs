@@ -19,7 +19,10 @@
 //! Needs `LOGPIPE_TEST_KINESIS` (the emulator's endpoint); without it, it says so and
 //! measures nothing.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{mean_ns, output_dir};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -246,10 +249,6 @@ async fn logpipe_read(backend: &KinesisBackend, stream: &str) {
     assert!(handled.load(Ordering::SeqCst) >= READS);
 }
 
-fn output_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("criterion")
-}
-
 fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
     let client = client(endpoint);
     let backend = backend(&client);
@@ -318,13 +317,6 @@ fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
         b.iter(|| runtime.block_on(logpipe_read(&backend, &stream)))
     });
     consumer.finish();
-}
-
-/// The mean time of one criterion measurement, in nanoseconds.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let path = output_dir().join(group).join(id).join("new/estimates.json");
-    let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    estimates["mean"]["point_estimate"].as_f64()
 }
 
 /// Records a second django-logpipe's producer sends, timed by the peer script.
