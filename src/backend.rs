@@ -6,7 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::BoxError;
 
@@ -212,6 +212,20 @@ pub enum ConsumerEvent {
     Revoked(Vec<PartitionRef>),
     /// Records, in order within each partition.
     Records(Vec<Record>),
+    /// Reads the backend retries by itself keep failing (a Kinesis shard throttled or
+    /// unreachable): none succeeded since `since`; `reason` says what failed last. Sent
+    /// again when `since` changes, and followed by
+    /// [`ReadsSucceed`](Self::ReadsSucceed) once they work again.
+    ReadsFailing {
+        /// When the failures began.
+        since: Instant,
+        /// What failed last.
+        reason: String,
+    },
+    /// Reads work again, after [`ReadsFailing`](Self::ReadsFailing) or after retriable
+    /// errors from [`next_event`](ConsumerBackend::next_event) (such as when the brokers
+    /// answer again while no record arrives).
+    ReadsSucceed,
 }
 
 /// Reads records from the partitions assigned to it.

@@ -83,6 +83,10 @@ pub struct ConsumerOptions {
     /// Do not handle a record younger than this, in milliseconds (django-logpipe's
     /// `MIN_MESSAGE_LAG_MS`). Only that record's partition waits. Default 0.
     pub min_message_lag_ms: u64,
+    /// How long reads may keep failing, none succeeding, before the consumer reports
+    /// itself stalled (not ready; see [`health`](crate::health)), in milliseconds.
+    /// Default 60000.
+    pub stalled_after_ms: u64,
 }
 
 impl Default for ConsumerOptions {
@@ -97,6 +101,7 @@ impl Default for ConsumerOptions {
             on_bad_record: BadRecordPolicy::Skip,
             strict: false,
             min_message_lag_ms: 0,
+            stalled_after_ms: 60_000,
         }
     }
 }
@@ -317,12 +322,18 @@ impl<S: OffsetStore> Worker<S> {
                 () = sleep_until(ripe_at), if ripe_at.is_some() => {}
                 event = read_after(backend, read_backoff), if can_read => match event {
                     Ok(event) => {
-                        state.read_backoff = None;
+                        if state.read_backoff.take().is_some() {
+                            state.read_errors_since = None;
+                            self.report_reads(state, None);
+                        }
                         self.on_event(backend, event, state).await?;
                     }
                     Err(err) if err.is_retriable() => {
                         let wait = state.next_read_backoff();
-                        tracing::warn!(error = %error_chain(&err), ?wait, "reading failed; trying again");
+                        let reason = error_chain(&err);
+                        tracing::warn!(error = %reason, ?wait, "reading failed; trying again");
+                        state.read_errors_since.get_or_insert_with(Instant::now);
+                        self.report_reads(state, Some(reason));
                     }
                     Err(err) => return Err(err.into()),
                 },
@@ -353,8 +364,35 @@ impl<S: OffsetStore> Worker<S> {
                 state.queue.remove(&partitions);
             }
             ConsumerEvent::Records(records) => state.queue.extend(records),
+            ConsumerEvent::ReadsFailing { since, reason } => {
+                state.backend_failing_since = Some(since);
+                self.report_reads(state, Some(reason));
+            }
+            ConsumerEvent::ReadsSucceed => {
+                state.read_errors_since = None;
+                state.backend_failing_since = None;
+                self.report_reads(state, None);
+            }
         }
         Ok(())
+    }
+
+    /// Reports since when reads have been failing (the earlier of the errors
+    /// `next_event` returned and what the backend says), or that they succeed.
+    fn report_reads(&self, state: &mut RunState, reason: Option<String>) {
+        if let Some(reason) = reason {
+            state.read_failure = reason;
+        }
+        let since = state
+            .read_errors_since
+            .into_iter()
+            .chain(state.backend_failing_since)
+            .min();
+        let stalled_after = Duration::from_millis(self.options.stalled_after_ms);
+        self.report(|health| match since {
+            Some(since) => health.reads_failing(since, state.read_failure.clone(), stalled_after),
+            None => health.reads_succeed(),
+        });
     }
 
     async fn process(
@@ -593,6 +631,12 @@ struct RunState {
     last_commit: Instant,
     commit_interval: Duration,
     read_backoff: Option<Duration>,
+    /// Since when `next_event` has returned retriable errors, no event in between.
+    read_errors_since: Option<Instant>,
+    /// Since when the backend says its own reads have been failing.
+    backend_failing_since: Option<Instant>,
+    /// What failed last, of those.
+    read_failure: String,
     /// Whether a handler failed on the record in hand and is being retried.
     retrying: bool,
 }
@@ -606,6 +650,9 @@ impl RunState {
             last_commit: Instant::now(),
             commit_interval: Duration::from_millis(options.commit_interval_ms),
             read_backoff: None,
+            read_errors_since: None,
+            backend_failing_since: None,
+            read_failure: String::new(),
             retrying: false,
         }
     }

@@ -16,8 +16,20 @@
 //! people.stopped(Some("handler failed".to_owned()));
 //! assert!(!health.report().ready);
 //! ```
+//!
+//! # When a consumer counts as stalled
+//!
+//! A running consumer is not ready while it makes no progress:
+//! - at once while a handler failed on a record and is being retried;
+//! - when reading has kept failing for the consumer's
+//!   [`stalled_after_ms`](crate::ConsumerOptions::stalled_after_ms) (default 60 s) with no
+//!   read succeeding in between: the broker cannot be reached, a Kinesis shard is
+//!   throttled or unreachable call after call. A read succeeds when the backend answers,
+//!   with records or without, so an idle stream is not a stalled one. It is ready again
+//!   as soon as a read succeeds.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Where one consumer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +66,46 @@ impl ConsumerState {
     }
 }
 
+/// Reads failing without a success in between.
+#[derive(Debug, Clone)]
+struct ReadFailure {
+    since: Instant,
+    /// When the consumer counts as stalled if reads keep failing.
+    stalled_at: Instant,
+    reason: String,
+}
+
 #[derive(Debug)]
 struct Entry {
     name: String,
     state: ConsumerState,
+    reads: Option<ReadFailure>,
+}
+
+impl Entry {
+    /// Whether it is ready at `now`.
+    fn is_ready(&self, now: Instant) -> bool {
+        self.state.is_ready() && self.stalled_reads(now).is_none()
+    }
+
+    /// The failing reads that make a running consumer stalled at `now`.
+    fn stalled_reads(&self, now: Instant) -> Option<&ReadFailure> {
+        let running = matches!(self.state, ConsumerState::Started | ConsumerState::Assigned);
+        self.reads
+            .as_ref()
+            .filter(|reads| running && reads.stalled_at <= now)
+    }
+
+    fn describe(&self, now: Instant) -> String {
+        match self.stalled_reads(now) {
+            Some(reads) => format!(
+                "stalled: reading has failed for {} s: {}",
+                now.duration_since(reads.since).as_secs(),
+                reads.reason
+            ),
+            None => self.state.describe(),
+        }
+    }
 }
 
 /// The health of every consumer of a process. Cloning shares it.
@@ -89,6 +137,7 @@ impl Health {
         entries.push(Entry {
             name: name.into(),
             state: ConsumerState::NotStarted,
+            reads: None,
         });
         ConsumerHealth {
             health: self.clone(),
@@ -107,12 +156,13 @@ impl Health {
     /// Whether every consumer is ready, with a line for each.
     pub fn report(&self) -> Report {
         let entries = self.lock();
-        let ready = !entries.is_empty() && entries.iter().all(|entry| entry.state.is_ready());
+        let now = Instant::now();
+        let ready = !entries.is_empty() && entries.iter().all(|entry| entry.is_ready(now));
         let mut text = String::new();
         for entry in entries.iter() {
             text.push_str(&entry.name);
             text.push_str(": ");
-            text.push_str(&entry.state.describe());
+            text.push_str(&entry.describe(now));
             text.push('\n');
         }
         if entries.is_empty() {
@@ -141,6 +191,10 @@ impl ConsumerHealth {
         self.health.lock()[self.index].state = state;
     }
 
+    fn set_reads(&self, reads: Option<ReadFailure>) {
+        self.health.lock()[self.index].reads = reads;
+    }
+
     /// The consumer runs.
     pub fn started(&self) {
         self.set(ConsumerState::Started);
@@ -156,6 +210,21 @@ impl ConsumerHealth {
         self.set(ConsumerState::Retrying);
     }
 
+    /// Reads have failed since `since`, none succeeding since then, `reason` saying what
+    /// failed last: the consumer counts as stalled once they failed for `stalled_after`.
+    pub fn reads_failing(&self, since: Instant, reason: String, stalled_after: Duration) {
+        self.set_reads(Some(ReadFailure {
+            since,
+            stalled_at: since + stalled_after,
+            reason,
+        }));
+    }
+
+    /// Reads succeed (again).
+    pub fn reads_succeed(&self) {
+        self.set_reads(None);
+    }
+
     /// The consumer stopped, on `error` if there is one.
     pub fn stopped(&self, error: Option<String>) {
         self.set(ConsumerState::Stopped(error));
@@ -169,5 +238,52 @@ impl Drop for ConsumerHealth {
         if !matches!(state, ConsumerState::Stopped(_) | ConsumerState::NotStarted) {
             *state = ConsumerState::Stopped(Some("ended without stopping".to_owned()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_failing_for_longer_than_allowed_stall_a_running_consumer_until_one_succeeds() {
+        let health = Health::new();
+        let people = health.register("people");
+        people.started();
+        people.assigned();
+        let minute = Duration::from_secs(60);
+        // Failing, but not for long yet.
+        people.reads_failing(Instant::now(), "broker down".to_owned(), minute);
+        assert_eq!(
+            health.report(),
+            Report {
+                ready: true,
+                text: "people: running\n".to_owned()
+            }
+        );
+        let since = Instant::now()
+            .checked_sub(Duration::from_secs(75))
+            .expect("the clock is past 75 s");
+        people.reads_failing(since, "broker down".to_owned(), minute);
+        assert_eq!(
+            health.report(),
+            Report {
+                ready: false,
+                text: "people: stalled: reading has failed for 75 s: broker down\n".to_owned()
+            }
+        );
+        // Before anything is assigned too (the broker may never have answered).
+        people.started();
+        assert!(!health.report().ready);
+        people.assigned();
+        people.reads_succeed();
+        assert!(health.report().ready);
+        // A stopped consumer says why it stopped.
+        people.reads_failing(since, "broker down".to_owned(), minute);
+        people.stopped(Some("handler failed".to_owned()));
+        assert_eq!(
+            health.report().text,
+            "people: stopped on an error: handler failed\n"
+        );
     }
 }

@@ -116,6 +116,8 @@ where
     Ok(KafkaConsumerBackend {
         inner: client.consumer(group, streams)?,
         partitions: HashMap::new(),
+        client: client.clone(),
+        reads_failing: false,
     })
 }
 
@@ -164,12 +166,24 @@ impl ProducerBackend for KafkaClient {
     }
 }
 
+/// How often the brokers are asked for metadata while reads fail, to tell when they
+/// answer again even though no record arrives.
+const BROKERS_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// A Kafka consumer as a [`ConsumerBackend`]: a member of a consumer group whose
 /// rebalances wait until the [`Consumer`](crate::Consumer) has stored its positions.
+///
+/// librdkafka reconnects by itself and says nothing when the brokers answer again, so
+/// after a retriable error [`next_event`](ConsumerBackend::next_event) also asks the
+/// brokers for metadata every 5 seconds, and reports
+/// [`ConsumerEvent::ReadsSucceed`] once they answer (or any event comes).
 #[derive(Debug)]
 pub struct KafkaConsumerBackend {
     inner: KafkaConsumer,
     partitions: HashMap<(Arc<str>, i32), PartitionRef>,
+    client: KafkaClient,
+    /// Whether the last event was a retriable error.
+    reads_failing: bool,
 }
 
 impl KafkaConsumerBackend {
@@ -203,9 +217,37 @@ impl KafkaConsumerBackend {
     }
 }
 
+/// Returns once the brokers answer a metadata request, asking every
+/// [`BROKERS_CHECK_EVERY`].
+async fn brokers_answer(client: &KafkaClient) {
+    loop {
+        tokio::time::sleep(BROKERS_CHECK_EVERY).await;
+        if client.list_streams().await.is_ok() {
+            return;
+        }
+    }
+}
+
 impl ConsumerBackend for KafkaConsumerBackend {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
-        Ok(match self.inner.next_event().await? {
+        let event = if self.reads_failing {
+            tokio::select! {
+                event = self.inner.next_event() => event,
+                () = brokers_answer(&self.client) => {
+                    self.reads_failing = false;
+                    return Ok(ConsumerEvent::ReadsSucceed);
+                }
+            }
+        } else {
+            self.inner.next_event().await
+        };
+        let event = event.map_err(|error| {
+            let error = BackendError::from(error);
+            self.reads_failing = error.is_retriable();
+            error
+        })?;
+        self.reads_failing = false;
+        Ok(match event {
             KafkaEvent::Assigned(list) => ConsumerEvent::Assigned(self.partitions(list)),
             KafkaEvent::Revoked(list) => ConsumerEvent::Revoked(self.partitions(list)),
             KafkaEvent::Records(records) => {
@@ -356,6 +398,43 @@ mod tests {
             let err = config(text, vars).unwrap_err();
             assert_eq!(err.key(), Some(key), "{text}: {err}");
         }
+    }
+
+    /// After a retriable error, an idle consumer learns that reads work again from the
+    /// brokers' answer to a metadata request. Needs the broker of `tests/services`.
+    #[tokio::test]
+    async fn after_a_retriable_error_an_idle_consumer_reads_again_once_the_brokers_answer() {
+        let brokers = match std::env::var("LOGPIPE_TEST_KAFKA") {
+            Ok(brokers) if !brokers.is_empty() => brokers,
+            _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+                panic!("LOGPIPE_TEST_KAFKA is not set under CI=true")
+            }
+            _ => return eprintln!("skipping: LOGPIPE_TEST_KAFKA is not set"),
+        };
+        let unique = format!(
+            "reads-again-{}-{}",
+            std::process::id(),
+            crate::admin::millis(std::time::SystemTime::now())
+        );
+        let mut settings = KafkaSettings::new(brokers);
+        settings.create_topics = true;
+        let client = KafkaClient::connect(settings).unwrap();
+        let mut consumer = consumer(&client, &unique, [&unique]).unwrap();
+        let wait = Duration::from_secs(60);
+        let first = tokio::time::timeout(wait, consumer.next_event()).await;
+        let ConsumerEvent::Assigned(_) = first.unwrap().unwrap() else {
+            panic!("the partition is assigned first")
+        };
+        // The topic is empty: the consumer has nothing more to say, so only the brokers'
+        // answer can tell that reads work after a (here pretended) failure.
+        consumer.reads_failing = true;
+        let event = tokio::time::timeout(wait, consumer.next_event()).await;
+        let event = event.unwrap().unwrap();
+        assert!(
+            matches!(event, ConsumerEvent::ReadsSucceed),
+            "the brokers answered: {event:?}"
+        );
+        assert!(!consumer.reads_failing);
     }
 
     #[test]

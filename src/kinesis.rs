@@ -388,6 +388,10 @@ mod backend {
                         })
                         .collect(),
                 )),
+                driver::Event::ReadsFailing { since, reason } => {
+                    Ok(ConsumerEvent::ReadsFailing { since, reason })
+                }
+                driver::Event::ReadsSucceed => Ok(ConsumerEvent::ReadsSucceed),
                 other => Err(BackendError::new(
                     BackendErrorKind::Other,
                     format!("unexpected Kinesis consumer event {other:?}"),

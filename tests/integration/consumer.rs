@@ -3,9 +3,12 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::backend::{
+    BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, OutgoingRecord, PartitionRef,
+    ProducerBackend, Record,
+};
 use logpipe::consumer::{BadRecordPolicy, HandlerErrorPolicy};
 use logpipe::dead_letter::{
     DeadLetter, HEADER_PARTITION, HEADER_POSITION, HEADER_REASON, HEADER_STREAM,
@@ -20,7 +23,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Seen, decode_vectors, read_records, vectors_registry, wait_until};
+use crate::support::{Reporting, Seen, decode_vectors, read_records, vectors_registry, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -574,6 +577,86 @@ async fn records_younger_than_the_minimum_lag_wait_for_it() {
             "handled {lag:?} after it was written"
         );
     }
+}
+
+type Scripted = Result<ConsumerEvent, BackendError>;
+
+/// A backend that hands out the events a test sends it, then waits.
+struct ScriptedBackend(tokio::sync::mpsc::UnboundedReceiver<Scripted>);
+
+impl ConsumerBackend for ScriptedBackend {
+    async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
+        match self.0.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn seek(&mut self, _: &PartitionRef, _: Option<&Position>) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let handled = Handled::default();
+    let consumer = Consumer::new(
+        ScriptedBackend(received),
+        MemoryOffsetStore::new(),
+        always_ok(&handled),
+        "g",
+    )
+    // Stalled as soon as reads fail; how long they may fail first is the health
+    // module's own test.
+    .with_options(ConsumerOptions {
+        stalled_after_ms: 0,
+        ..fast_options()
+    });
+    let running = Reporting::start(consumer, "people");
+    let send = |event: Scripted| events.send(event).unwrap();
+    send(Ok(ConsumerEvent::Assigned(vec![PartitionRef::new(
+        "people", "0",
+    )])));
+    assert_eq!(running.wait_ready(true).await, "people: running\n");
+
+    // Errors that next_event returns, such as while the brokers cannot be reached.
+    let down = BackendError::new(BackendErrorKind::Connection, "broker down").retriable();
+    send(Err(down));
+    assert_eq!(
+        running.wait_ready(false).await,
+        "people: stalled: reading has failed for 0 s: connection error: broker down\n"
+    );
+    // Any answer is a read that succeeded, records or none.
+    send(Ok(ConsumerEvent::Records(Vec::new())));
+    running.wait_ready(true).await;
+
+    // Reads the backend retries by itself, such as a throttled Kinesis shard.
+    send(Ok(ConsumerEvent::ReadsFailing {
+        since: Instant::now(),
+        reason: "shard 0 of people: throttled".to_owned(),
+    }));
+    let text = running.wait_ready(false).await;
+    assert!(text.ends_with(": shard 0 of people: throttled\n"), "{text}");
+    // Records of its other shards do not say that this one reads again.
+    send(Ok(ConsumerEvent::Records(vec![Record {
+        partition: PartitionRef::new("people", "1"),
+        position: Position::Offset(0),
+        key: None,
+        value: br#"json:{"type":"person","version":1,"message":{"uuid":"a"}}"#.to_vec(),
+        headers: Vec::new(),
+        timestamp: None,
+    }])));
+    wait_until("the record is handled", WAIT, || {
+        handled.lock().unwrap().len() == 1
+    })
+    .await;
+    assert!(!running.health.report().ready);
+    send(Ok(ConsumerEvent::ReadsSucceed));
+    assert_eq!(running.wait_ready(true).await, "people: running\n");
+    let health = running.health.clone();
+    running.stop().await;
+    assert_eq!(health.report().text, "people: stopped\n");
 }
 
 #[test]

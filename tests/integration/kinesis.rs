@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    Seen, decode_vectors, program, service, vectors_registry, wait_until, wait_until_blocking,
+    Reporting, Seen, decode_vectors, program, service, vectors_registry, wait_until,
+    wait_until_blocking,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -394,6 +395,8 @@ struct Flaky {
     refuse_every_put: u32,
     /// Every how many `GetRecords` calls one is throttled (0: none).
     throttle_every_get: u32,
+    /// Whether every `GetRecords` call is throttled, for now.
+    throttle_every_get_now: AtomicBool,
     /// Every how many `GetRecords` calls one answers an expired iterator (0: none).
     expire_every_get: u32,
     refused_entries: AtomicU32,
@@ -411,6 +414,7 @@ impl Flaky {
             refuse_every_entry: 0,
             refuse_every_put: 0,
             throttle_every_get: 0,
+            throttle_every_get_now: AtomicBool::new(false),
             expire_every_get: 0,
             refused_entries: AtomicU32::new(0),
             refused_puts: AtomicU32::new(0),
@@ -516,7 +520,9 @@ impl KinesisApi for Flaky {
     ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>> {
         Box::pin(async move {
             let call = self.get_calls.fetch_add(1, Ordering::SeqCst);
-            if Self::every(call, self.throttle_every_get) {
+            if Self::every(call, self.throttle_every_get)
+                || self.throttle_every_get_now.load(Ordering::SeqCst)
+            {
                 self.throttled_gets.fetch_add(1, Ordering::SeqCst);
                 return Err(KinesisError::service(
                     "GetRecords",
@@ -808,6 +814,44 @@ async fn throttling_and_expired_iterators_drop_no_shard_and_lose_no_record() {
         .collect();
     assert_eq!(shards.len(), 4, "records from every shard");
     assert!(flaky.refused_puts.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_throttled_without_end_make_the_consumer_stalled_until_they_read_again() {
+    let Some((endpoint, _, stream)) = fixture("stalled", 2).await else {
+        return;
+    };
+    let flaky = Arc::new(Flaky::new(&endpoint));
+    let backend = backend_over(flaky.clone(), fast());
+    let handled = Handled::default();
+    let consumer = Consumer::new(
+        backend.consumer([stream.as_str()]),
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    )
+    .with_options(ConsumerOptions {
+        stalled_after_ms: 500,
+        ..consumer_options()
+    });
+    let running = Reporting::start(consumer, "items");
+    running.wait_ready(true).await;
+
+    flaky.throttle_every_get_now.store(true, Ordering::SeqCst);
+    let text = running.wait_ready(false).await;
+    assert!(
+        text.starts_with("items: stalled: reading has failed for ")
+            && text.contains(&format!(
+                " of {stream}: Kinesis GetRecords failed with {THROUGHPUT_EXCEEDED}"
+            )),
+        "{text}"
+    );
+
+    flaky.throttle_every_get_now.store(false, Ordering::SeqCst);
+    send_all(&backend, &stream, vec![item(1)]).await;
+    wait_handled(&handled, 1).await;
+    assert_eq!(running.wait_ready(true).await, "items: running\n");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,3 +234,50 @@ pub fn service(var: &str) -> Option<String> {
         }
     }
 }
+
+/// A consumer running in a task, reporting its state to a [`Health`] of its own.
+pub struct Reporting {
+    pub health: logpipe::health::Health,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
+}
+
+impl Reporting {
+    /// Runs `consumer`, which reports under `name`. Call it inside a runtime.
+    pub fn start<B, S>(consumer: logpipe::Consumer<B, S>, name: &str) -> Self
+    where
+        B: logpipe::backend::ConsumerBackend,
+        S: logpipe::offsets::OffsetStore,
+    {
+        let health = logpipe::health::Health::new();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let consumer = consumer.with_health(health.register(name));
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        Self {
+            health,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Waits until the report says ready (or not), and returns its text.
+    pub async fn wait_ready(&self, ready: bool) -> String {
+        wait_until(
+            &format!("ready is {ready}"),
+            Duration::from_secs(60),
+            || self.health.report().ready == ready,
+        )
+        .await;
+        self.health.report().text
+    }
+
+    /// Stops the consumer and checks that it ended well.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the consumer stops on shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}

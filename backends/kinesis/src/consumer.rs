@@ -112,6 +112,18 @@ pub enum Event {
     Assigned(Vec<ShardRef>),
     /// Records, in order within each shard.
     Records(Vec<ShardRecord>),
+    /// Reading a shard keeps failing (throttled, unreachable) and is retried: no read of
+    /// it has succeeded since `since`, the earliest such time over the shards failing
+    /// now. Sent again when that changes; [`Event::ReadsSucceed`] follows once every
+    /// shard reads again.
+    ReadsFailing {
+        /// When the failures of the shard failing longest began.
+        since: std::time::Instant,
+        /// Its shard and its last error.
+        reason: String,
+    },
+    /// Every shard reads again, after [`Event::ReadsFailing`].
+    ReadsSucceed,
 }
 
 #[derive(Debug)]
@@ -128,6 +140,8 @@ struct ShardState {
     finished: bool,
     ready_at: Instant,
     backoff: Option<Duration>,
+    /// Since when reads of it have failed, and the last error, while they do.
+    failing: Option<(Instant, String)>,
 }
 
 /// The result of reading one shard.
@@ -156,6 +170,8 @@ pub struct KinesisConsumer {
     shards: BTreeMap<ShardRef, ShardState>,
     next_discovery: Option<Instant>,
     stashed_error: Option<KinesisError>,
+    /// The `since` of the last [`Event::ReadsFailing`], until [`Event::ReadsSucceed`].
+    reported_failing: Option<Instant>,
 }
 
 impl std::fmt::Debug for KinesisConsumer {
@@ -191,6 +207,7 @@ impl KinesisConsumer {
             shards: BTreeMap::new(),
             next_discovery: None,
             stashed_error: None,
+            reported_failing: None,
         })
     }
 
@@ -247,6 +264,9 @@ impl KinesisConsumer {
             return Err(error);
         }
         loop {
+            if let Some(event) = self.failing_changed() {
+                return Ok(event);
+            }
             let now = Instant::now();
             if self.next_discovery.is_none_or(|at| at <= now) {
                 let found = self.discover().await?;
@@ -277,6 +297,29 @@ impl KinesisConsumer {
                 .unwrap_or_else(|| Instant::now() + self.options.shard_discovery_interval);
             tokio::time::sleep_until(wake).await;
         }
+    }
+
+    /// [`Event::ReadsFailing`] or [`Event::ReadsSucceed`] when the shard failing longest
+    /// changed since the last one.
+    fn failing_changed(&mut self) -> Option<Event> {
+        let longest = self
+            .shards
+            .iter()
+            .filter_map(|(shard, state)| Some((shard, state.failing.as_ref()?)))
+            .min_by_key(|(_, (since, _))| *since);
+        let since = longest.map(|(_, (since, _))| *since);
+        if since == self.reported_failing {
+            return None;
+        }
+        let event = match longest {
+            Some((shard, (since, error))) => Event::ReadsFailing {
+                since: since.into_std(),
+                reason: format!("shard {} of {}: {error}", shard.shard_id, shard.stream),
+            },
+            None => Event::ReadsSucceed,
+        };
+        self.reported_failing = since;
+        Some(event)
     }
 
     /// Shards that may be read: seeked, not finished, with every parent finished.
@@ -344,6 +387,7 @@ impl KinesisConsumer {
                     finished: false,
                     ready_at: Instant::now(),
                     backoff: None,
+                    failing: None,
                 },
             );
             found.push(key);
@@ -426,6 +470,7 @@ impl KinesisConsumer {
             match read.result {
                 Ok(output) => {
                     state.backoff = None;
+                    state.failing = None;
                     let got = output.records();
                     for record in got {
                         records.push(ShardRecord {
@@ -480,6 +525,8 @@ impl KinesisConsumer {
                     if error.is_throttling() {
                         metrics::counter!("logpipe_kinesis_read_throttled_total").increment(1);
                     }
+                    let since = state.failing.as_ref().map_or(now, |(since, _)| *since);
+                    state.failing = Some((since, error.to_string()));
                     tracing::warn!(stream = %read.shard.stream, shard = %read.shard.shard_id, error = %error, ?wait, "reading the shard failed; trying again");
                 }
                 Err(error) => {
@@ -528,13 +575,21 @@ mod tests {
     use crate::api::{BoxFuture, PutRecordRequest};
 
     /// A stream of a closed parent shard `p` (one record) and its child `c` (one record,
-    /// then nothing). The first `GetRecords` of each shard answers an expired iterator.
+    /// then nothing), where the first `GetRecords` of each shard answers an expired
+    /// iterator; or, `open_pair`, of two open shards `a` and `b` without records. Shards
+    /// named in `throttled` answer every `GetRecords` with throttling.
     #[derive(Default)]
     struct FakeStream {
+        open_pair: bool,
         calls: Mutex<Vec<String>>,
+        throttled: Mutex<Vec<&'static str>>,
     }
 
     impl FakeStream {
+        fn throttle(&self, shards: &[&'static str]) {
+            *self.throttled.lock().unwrap() = shards.to_vec();
+        }
+
         fn log(&self, call: String) -> usize {
             let mut calls = self.calls.lock().unwrap();
             calls.push(call.clone());
@@ -584,10 +639,16 @@ mod tests {
             _: String,
             _: Option<String>,
         ) -> BoxFuture<'_, Result<ListShardsOutput, KinesisError>> {
-            let output = ListShardsOutput::builder()
-                .shards(shard("p", None))
-                .shards(shard("c", Some("p")))
-                .build();
+            let output = if self.open_pair {
+                ListShardsOutput::builder()
+                    .shards(shard("a", None))
+                    .shards(shard("b", None))
+            } else {
+                ListShardsOutput::builder()
+                    .shards(shard("p", None))
+                    .shards(shard("c", Some("p")))
+            }
+            .build();
             Box::pin(async move { Ok(output) })
         }
 
@@ -607,7 +668,14 @@ mod tests {
             _: i32,
         ) -> BoxFuture<'_, Result<GetRecordsOutput, KinesisError>> {
             let nth = self.log(format!("records {iterator}"));
+            let throttled = self.throttled.lock().unwrap().contains(&iterator.as_str());
             let output = match (iterator.as_str(), nth) {
+                _ if throttled => Err(KinesisError::service(
+                    "GetRecords",
+                    crate::THROUGHPUT_EXCEEDED,
+                    "Rate exceeded for shard",
+                )),
+                (shard, _) if self.open_pair => Ok(page(None, Some(shard))),
                 (_, 1) => Err(KinesisError::service(
                     "GetRecords",
                     crate::EXPIRED_ITERATOR,
@@ -636,6 +704,48 @@ mod tests {
             .millis_behind_latest(0)
             .build()
             .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shards_failing_call_after_call_are_reported_from_the_one_failing_longest() {
+        let api = Arc::new(FakeStream {
+            open_pair: true,
+            ..FakeStream::default()
+        });
+        let mut consumer =
+            KinesisConsumer::new(api.clone(), ["s"], ConsumerOptions::default()).unwrap();
+        let Event::Assigned(shards) = consumer.next_event().await.unwrap() else {
+            panic!("shards first")
+        };
+        for shard in &shards {
+            consumer.seek(shard, None).unwrap();
+        }
+        let throttled = "Kinesis GetRecords failed with ProvisionedThroughputExceededException";
+        api.throttle(&["a"]);
+        let Event::ReadsFailing { since, reason } = consumer.next_event().await.unwrap() else {
+            panic!("a fails")
+        };
+        assert_eq!(reason, format!("shard a of s: {throttled}"));
+        // `b` fails too, later: `a` is still the one failing longest, so nothing is new.
+        api.throttle(&["a", "b"]);
+        let quiet = tokio::time::timeout(Duration::from_secs(60), consumer.next_event()).await;
+        assert!(quiet.is_err(), "no event while a fails: {quiet:?}");
+        // `a` reads again: `b` is now the one failing longest, since later.
+        api.throttle(&["b"]);
+        let Event::ReadsFailing {
+            since: b_since,
+            reason,
+        } = consumer.next_event().await.unwrap()
+        else {
+            panic!("b still fails")
+        };
+        assert_eq!(reason, format!("shard b of s: {throttled}"));
+        assert!(b_since > since);
+        api.throttle(&[]);
+        assert!(matches!(
+            consumer.next_event().await.unwrap(),
+            Event::ReadsSucceed
+        ));
     }
 
     #[tokio::test(start_paused = true)]
