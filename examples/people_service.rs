@@ -5,11 +5,19 @@
 //! Each handler writes its row and the record's position in one SQLite transaction, so
 //! every message takes effect exactly once, even if the process is killed.
 //!
+//! When `PEOPLE_WEBHOOK_URL` names an `http://HOST:PORT/PATH`, a second consumer,
+//! `people_webhook`, also posts each person there as JSON, and fails (to be retried)
+//! unless the answer is a 2xx.
+//!
 //! ```text
 //! LOGPIPE_BACKEND=sqlite://people.db cargo run --example people_service -- --metrics-addr 127.0.0.1:9898
 //! ```
 
 mod people;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 use logpipe::config::{Config, OffsetStoreUrl};
 use logpipe::offsets::SqliteOffsetStore;
@@ -65,12 +73,70 @@ fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
         }))
         .ignore("audit")
         .build()?;
-    // The stream is `people` unless PEOPLE_STREAM names another.
-    let stream = std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned());
-    Ok(ConsumerSpec::new([stream], registry))
+    Ok(ConsumerSpec::new([people_stream()], registry))
+}
+
+/// The stream: `people` unless PEOPLE_STREAM names another.
+fn people_stream() -> String {
+    std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned())
+}
+
+/// POSTs `body` to `url` (`http://HOST:PORT/PATH`); fails unless the answer is a 2xx.
+fn post(url: &str, body: &[u8]) -> Result<(), BoxError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("PEOPLE_WEBHOOK_URL {url:?} does not start with http://"))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status)?;
+    match status.split(' ').nth(1) {
+        Some(code) if code.starts_with('2') => Ok(()),
+        _ => Err(format!("{url} answered {:?}", status.trim_end()).into()),
+    }
+}
+
+/// Posts each person to the webhook, if PEOPLE_WEBHOOK_URL names one; else reads nothing
+/// and so is not run.
+fn people_webhook(_config: &Config) -> Result<ConsumerSpec, BoxError> {
+    let Ok(url) = std::env::var("PEOPLE_WEBHOOK_URL") else {
+        return Ok(ConsumerSpec::new(
+            Vec::<String>::new(),
+            Registry::builder().build()?,
+        ));
+    };
+    let notify = move |uuid: String, name: String| {
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({ "uuid": uuid, "name": name }).to_string();
+            tokio::task::spawn_blocking(move || post(&url, body.as_bytes())).await?
+        }
+    };
+    let notify_v2 = notify.clone();
+    let registry = Registry::builder()
+        .handle(handler_fn(move |person: PersonV1, _: Context| {
+            notify(person.uuid, person.name)
+        }))
+        .handle(handler_fn(move |person: PersonV2, _: Context| {
+            notify_v2(
+                person.uuid,
+                format!("{} {}", person.first_name, person.last_name),
+            )
+        }))
+        .ignore("audit")
+        .build()?;
+    Ok(ConsumerSpec::new([people_stream()], registry))
 }
 
 logpipe::register_consumer!(people_table);
+logpipe::register_consumer!(people_webhook);
 
 fn main() -> std::process::ExitCode {
     logpipe::cli::run_consumers_main()

@@ -256,7 +256,17 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
         let mut state = RunState::new(&worker.options);
         tracing::info!(group = %worker.group, "consumer started");
         worker.report(ConsumerHealth::started);
-        let outcome = worker.run_loop(&mut backend, &mut state, &shutdown).await;
+        // Not ready from the moment it is asked to stop, while it finishes the record in
+        // hand.
+        let stopping = async {
+            shutdown.cancelled().await;
+            worker.report(ConsumerHealth::stopping);
+            std::future::pending().await
+        };
+        let outcome = tokio::select! {
+            outcome = worker.run_loop(&mut backend, &mut state, &shutdown) => outcome,
+            () = stopping => unreachable!("it waits for ever once it reported"),
+        };
         let stored = worker.commit(&mut state).await;
         tracing::info!(group = %worker.group, ok = outcome.is_ok(), "consumer stopped");
         let outcome = outcome.and(stored);

@@ -44,6 +44,9 @@ pub enum ConsumerState {
     /// Running, but a handler keeps failing on a record and is being retried: the
     /// consumer makes no progress.
     Retrying,
+    /// Asked to stop (SIGTERM, or another consumer of the process failed): finishing the
+    /// record in hand and storing its positions.
+    Stopping,
     /// Stopped: cleanly (`None`) or on the error given.
     Stopped(Option<String>),
 }
@@ -60,6 +63,7 @@ impl ConsumerState {
             Self::Started => "started, nothing assigned yet".to_owned(),
             Self::Assigned => "running".to_owned(),
             Self::Retrying => "stalled: retrying a failed handler".to_owned(),
+            Self::Stopping => "stopping: finishing the record in hand".to_owned(),
             Self::Stopped(None) => "stopped".to_owned(),
             Self::Stopped(Some(error)) => format!("stopped on an error: {error}"),
         }
@@ -223,6 +227,11 @@ impl ConsumerHealth {
     /// Reads succeed (again).
     pub fn reads_succeed(&self) {
         self.set_reads(None);
+    }
+
+    /// The consumer was asked to stop and finishes what it is doing.
+    pub fn stopping(&self) {
+        self.set(ConsumerState::Stopping);
     }
 
     /// The consumer stopped, on `error` if there is one.

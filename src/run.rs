@@ -52,6 +52,9 @@ impl ConsumerSpec {
     /// Reads `streams` with the handlers of `registry`. The consumer group is the name
     /// the consumer was registered under, unless [`with_group`](Self::with_group) says
     /// otherwise.
+    ///
+    /// A consumer given no streams is turned off: it is not run, which lets a service
+    /// run a consumer only when its configuration asks for it.
     pub fn new<I, S>(streams: I, registry: Registry) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -125,7 +128,8 @@ pub fn registered() -> Vec<&'static Registration> {
 ///
 /// # Errors
 ///
-/// [`Error::Build`] when a consumer cannot be built or two share a name;
+/// [`Error::Build`] when a consumer cannot be built, two share a name or none reads a
+/// stream;
 /// [`Error::Backend`] or [`Error::Store`] when the configured backend or store cannot be
 /// opened; otherwise the first error a consumer stopped with.
 pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
@@ -167,6 +171,13 @@ pub async fn run_registered_with_health(
             consumer: registration.name.to_owned(),
             source,
         })?;
+        if spec.streams.is_empty() {
+            tracing::info!(
+                consumer = registration.name,
+                "consumer reads no streams; not run"
+            );
+            continue;
+        }
         let group = format!(
             "{}{}",
             config.group_prefix,
@@ -186,6 +197,12 @@ pub async fn run_registered_with_health(
             consumer = consumer.with_dead_letter(DeadLetter::new(backend.clone(), stream.as_str()));
         }
         multi.push(consumer);
+    }
+    if multi.is_empty() {
+        return Err(Error::Build {
+            consumer: String::new(),
+            source: "every registered consumer reads no streams: there is nothing to run".into(),
+        });
     }
     multi.run(shutdown).await
 }

@@ -1,6 +1,6 @@
 //! The HTTP endpoints of `run_consumers --metrics-addr`: `/metrics` (Prometheus text
 //! format), `/healthz` (the process is alive) and `/readyz` (every consumer runs with its
-//! partitions assigned, and none is stuck retrying).
+//! partitions assigned, none is stalled or stopping: see [`health`](crate::health)).
 //!
 //! The server is a small HTTP/1.1 responder over Tokio: it reads one request head (at
 //! most 8 KiB, within 10 seconds), answers `GET` or `HEAD` and closes the connection.

@@ -247,5 +247,8 @@ fn the_service_lists_its_registered_consumers() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "people_table\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "people_table\npeople_webhook\n"
+    );
 }

@@ -2,7 +2,7 @@
 //! embedded log.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -240,6 +240,109 @@ fn the_service_stops_with_status_1_when_a_handler_keeps_failing_under_the_stop_p
         lines.iter().any(|line| line.contains("has no name")),
         "{lines:?}"
     );
+}
+
+/// Accepts the next call of the service's webhook (waiting at most [`WAIT`]) and reads
+/// it: the connection, to answer on, and the request's body.
+fn webhook_call(webhook: &TcpListener) -> (TcpStream, String) {
+    webhook.set_nonblocking(true).unwrap();
+    let mut accepted = None;
+    wait_until_blocking("the webhook is called", WAIT, || {
+        match webhook.accept() {
+            Ok((call, _)) => accepted = Some(call),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => panic!("{err}"),
+        }
+        accepted.is_some()
+    });
+    let call = accepted.unwrap();
+    call.set_nonblocking(false).unwrap();
+    call.set_read_timeout(Some(WAIT)).unwrap();
+    let mut request = BufReader::new(call.try_clone().unwrap());
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        request.read_line(&mut line).unwrap();
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    request.read_exact(&mut body).unwrap();
+    (call, String::from_utf8(body).unwrap())
+}
+
+/// The stored position of `group` in partition 0 of the stream.
+fn stored_offset(db: &Path, group: &str) -> Option<i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT position_offset FROM logpipe_positions WHERE consumer_group = ?1 AND partition = '0'",
+        [group],
+        |row| row.get(0),
+    )
+    .ok()
+}
+
+#[test]
+fn readyz_names_the_consumer_that_failed_while_the_others_finish_then_the_service_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let webhook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/people", webhook.local_addr().unwrap());
+    let (mut child, addr, log) = start(
+        &db,
+        &[
+            ("PEOPLE_WEBHOOK_URL", &url),
+            ("LOGPIPE_EMBEDDED__PARTITIONS", "1"),
+            ("LOGPIPE_CONSUMER__MAX_RETRIES", "0"),
+        ],
+    );
+    wait_until_blocking("both consumers are ready", WAIT, || {
+        get(addr, "/readyz").0 == 200
+    });
+    assert_eq!(
+        get(addr, "/readyz").1,
+        "people_table: running\npeople_webhook: running\n"
+    );
+    // The webhook consumer posts ada, and waits for the answer.
+    send(&db, &["ada"], 0);
+    let (mut call, body) = webhook_call(&webhook);
+    assert!(body.contains(r#""name":"ada""#), "{body}");
+    // people_table refuses a person without a name and stops; the process stops the
+    // others, which first finish the record in hand: the webhook call.
+    send(&db, &[" "], 0);
+    wait_until_blocking("readyz is 503", WAIT, || get(addr, "/readyz").0 == 503);
+    let (_, body) = get(addr, "/readyz");
+    let lines: Vec<&str> = body.lines().collect();
+    assert!(
+        lines[0].starts_with("people_table: stopped on an error: ")
+            && lines[0].contains("has no name"),
+        "{body}"
+    );
+    assert_eq!(
+        lines[1..],
+        ["people_webhook: stopping: finishing the record in hand"],
+        "{body}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the service waits for the webhook"
+    );
+    assert_eq!(stored_offset(&db, "people_webhook"), None);
+
+    call.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    drop(call);
+    let status = wait_for_exit(&mut child);
+    let lines = rest(&log);
+    assert_eq!(status.code(), Some(1), "{lines:?}");
+    // The webhook consumer stored the position of the record it finished.
+    assert_eq!(stored_offset(&db, "people_webhook"), Some(0));
 }
 
 #[test]
