@@ -10,12 +10,12 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Subcommand};
 
 use super::{EXIT_CONFIG, EXIT_DATA, decode_to_json_line, encode_json_message};
-use crate::admin::{PartitionInfo, millis};
+use crate::admin::{PartitionInfo, format_time, millis, parse_time};
 use crate::any::{AnyBackend, AnyOffsetStore};
 use crate::backend::{
     BackendError, ConsumerBackend, ConsumerEvent, OutgoingRecord, PartitionRef, Position,
@@ -52,12 +52,13 @@ pub(super) enum OpsCommand {
 pub(super) struct ReplayArgs {
     /// The stream to read.
     pub(super) stream: String,
-    /// The first record: an offset (in every partition; Kafka and the embedded log) or a
-    /// UTC time such as `2026-11-25T01:00:00Z`.
+    /// The first record: an offset (in every partition; Kafka and the embedded log), a
+    /// UTC time such as `2026-11-25T01:00:00Z`, or `PARTITION:POSITION` to replay one
+    /// partition from a record (Kinesis: `SHARD:SEQUENCE`).
     #[arg(long)]
     pub(super) from: String,
-    /// Where to stop, not included: an offset or a UTC time (default: the end of the
-    /// stream when the replay starts).
+    /// Where to stop, not included, in the same forms (default: the end of the stream
+    /// when the replay starts).
     #[arg(long)]
     pub(super) until: Option<String>,
     /// The stream to write to.
@@ -150,12 +151,11 @@ pub(super) enum OffsetsCommand {
         #[arg(long)]
         partition: String,
         /// The position of the last record handled (an offset, or a Kinesis sequence
-        /// number).
+        /// number; on Kinesis also `TRIM_HORIZON` or `AT_TIMESTAMP:TIME`, where to start).
         #[arg(long)]
         position: String,
     },
-    /// Move every partition to its earliest or latest record, or to a time (Kinesis:
-    /// latest only).
+    /// Move every partition to its earliest or latest record, or to a time.
     Reset {
         #[command(flatten)]
         target: GroupArgs,
@@ -884,7 +884,11 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
                 )));
             };
             let position = if info.sequence_range.is_some() {
-                Position::Sequence(position)
+                crate::kinesis::ShardPosition::parse(&position)
+                    .map_err(|err| {
+                        Failure::Data(format!("cannot set {}: {}", info.partition, reason(&err)))
+                    })?
+                    .to_position()
             } else {
                 Position::Offset(position.parse().map_err(|_| {
                     Failure::Data(format!("position {position:?} is not an offset"))
@@ -896,30 +900,33 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
             println!("group {group}: {} set to {position}", info.partition);
         }
         OffsetsCommand::Reset { target, to } => {
+            let to = match to.as_str() {
+                "earliest" => ResetTo::Earliest,
+                "latest" => ResetTo::Latest,
+                time => ResetTo::Time(parse_time(time).ok_or_else(|| {
+                    Failure::Data(format!(
+                        "--to {time:?} is not `earliest`, `latest` or a UTC time like 2026-11-25T01:00:00Z"
+                    ))
+                })?),
+            };
             let group = position_group(&backend, &config, &target.group);
             let partitions = describe(&backend, &target.stream).await?;
             if partitions.iter().any(|p| p.end_offset.is_none()) {
-                return reset_kinesis_to_latest(&backend, &positions, &group, &partitions, &to)
-                    .await;
+                return reset_kinesis(&backend, &positions, &group, &partitions, to).await;
             }
-            let next_offsets: Vec<i64> = match to.as_str() {
-                "earliest" => partitions
+            let next_offsets: Vec<i64> = match to {
+                ResetTo::Earliest => partitions
                     .iter()
                     .map(|p| match &p.earliest {
                         Some(Position::Offset(first)) => *first,
                         _ => p.end_offset.unwrap_or(0),
                     })
                     .collect(),
-                "latest" => partitions
+                ResetTo::Latest => partitions
                     .iter()
                     .map(|p| p.end_offset.unwrap_or(0))
                     .collect(),
-                time => {
-                    let time = parse_time(time).ok_or_else(|| {
-                        Failure::Data(format!(
-                            "--to {time:?} is not `earliest`, `latest` or a UTC time like 2026-11-25T01:00:00Z"
-                        ))
-                    })?;
+                ResetTo::Time(time) => {
                     let found = backend
                         .positions_at(&target.stream, time)
                         .await
@@ -950,40 +957,60 @@ async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure>
     Ok(())
 }
 
-/// Kinesis: moves every shard to its newest record, found by reading the shard from the
-/// stored position on. A shard without records keeps its position (there is nothing to
-/// skip). Kinesis tells no position before a shard's first record, nor one for a time.
-async fn reset_kinesis_to_latest(
+/// Where `offsets reset` moves a group.
+#[derive(Debug, Clone, Copy)]
+enum ResetTo {
+    Earliest,
+    Latest,
+    Time(SystemTime),
+}
+
+/// Kinesis: stores for every shard where its consumers start next. Kinesis tells no
+/// sequence number before a shard's first record nor one for a time, so `earliest` and a
+/// time are stored as the starting points a shard iterator takes (`TRIM_HORIZON`,
+/// `AT_TIMESTAMP`); `latest` is the shard's newest record, found by reading the shard
+/// from the stored position on (a shard without records keeps its position: there is
+/// nothing to skip).
+async fn reset_kinesis(
     backend: &AnyBackend,
     positions: &Positions,
     group: &str,
     partitions: &[PartitionInfo],
-    to: &str,
+    to: ResetTo,
 ) -> Result<(), Failure> {
-    if to != "latest" {
-        return Err(Failure::Data(format!(
-            "Kinesis tells no position before a shard's first record nor one for a time, so it resets to `latest` only, not {to:?}; `offsets set` takes a sequence number"
-        )));
-    }
+    use crate::kinesis::ShardPosition;
+
     let refs: Vec<PartitionRef> = partitions.iter().map(|p| p.partition.clone()).collect();
-    let stored = positions.load(group, &refs).await?;
+    let start = match to {
+        ResetTo::Earliest => Some(ShardPosition::TrimHorizon),
+        ResetTo::Time(time) => Some(ShardPosition::at_timestamp(time)),
+        ResetTo::Latest => None,
+    };
     let mut new = Vec::new();
-    for (partition, mut position) in refs.into_iter().zip(stored) {
-        loop {
-            let found = backend
-                .kinesis_behind(&partition, position.as_ref())
-                .await
-                .map_err(|err| Failure::backend(&format!("cannot read {partition}"), &err))?;
-            if found.last.is_some() {
-                position = found.last;
+    if let Some(start) = start {
+        new = refs
+            .into_iter()
+            .map(|partition| (partition, start.to_position()))
+            .collect();
+    } else {
+        let stored = positions.load(group, &refs).await?;
+        for (partition, mut position) in refs.into_iter().zip(stored) {
+            loop {
+                let found = backend
+                    .kinesis_behind(&partition, position.as_ref())
+                    .await
+                    .map_err(|err| Failure::backend(&format!("cannot read {partition}"), &err))?;
+                if found.last.is_some() {
+                    position = found.last;
+                }
+                if found.exact {
+                    break;
+                }
             }
-            if found.exact {
-                break;
+            match position {
+                Some(position) => new.push((partition, position)),
+                None => println!("group {group}: {partition} holds no records; left as it is"),
             }
-        }
-        match position {
-            Some(position) => new.push((partition, position)),
-            None => println!("group {group}: {partition} holds no records; left as it is"),
         }
     }
     positions.store(group, &new).await?;
@@ -1081,75 +1108,6 @@ async fn lag(config: Config, args: LagArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
-pub(super) fn parse_time(text: &str) -> Option<SystemTime> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
-    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
-    let (time, fraction) = match time.split_once('.') {
-        Some((time, fraction)) => (time, fraction),
-        None => (time, ""),
-    };
-    let mut time = time.splitn(3, ':').map(str::parse::<i64>);
-    let (hour, minute, second) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let millis = if fraction.is_empty() {
-        0
-    } else {
-        let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
-        digits.parse::<i64>().ok()?
-    };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    let total = u64::try_from(seconds * 1000 + millis).ok()?;
-    Some(UNIX_EPOCH + Duration::from_millis(total))
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.fffZ`.
-fn format_time(millis: i64) -> String {
-    let (days, rest) = (millis.div_euclid(86_400_000), millis.rem_euclid(86_400_000));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3_600_000,
-        rest / 60_000 % 60,
-        rest / 1000 % 60,
-        rest % 1000
-    )
-}
-
-/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The date of a day counted from 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1168,20 +1126,5 @@ mod tests {
             reason(&error),
             "backend error: Kafka: cannot create topic \"t\": already exists"
         );
-    }
-
-    #[test]
-    fn times_are_read_and_written_in_utc() {
-        let time = parse_time("2026-11-25T01:02:03.456Z").unwrap();
-        let ms = millis(time);
-        assert_eq!(ms, 1_795_568_523_456);
-        assert_eq!(format_time(ms), "2026-11-25T01:02:03.456Z");
-        assert_eq!(format_time(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            millis(parse_time("2000-02-29T00:00:00Z").unwrap()),
-            951_782_400_000
-        );
-        assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_time("2026-11-25 01:02:03"), None);
     }
 }

@@ -8,17 +8,19 @@ use std::time::SystemTime;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::ops::{Failure, InOrder, ReplayArgs, connect, describe, parse_time, pause_if_retriable};
-use crate::admin::{PartitionInfo, millis};
+use super::ops::{Failure, InOrder, ReplayArgs, connect, describe, pause_if_retriable};
+use crate::admin::{PartitionInfo, millis, parse_time};
 use crate::any::AnyBackend;
 use crate::backend::{ConsumerBackend, ConsumerEvent, OutgoingRecord, PartitionRef, Position};
 use crate::config::Config;
 
-/// A bound of the range: an offset in every partition, or a time.
-#[derive(Debug, Clone, Copy)]
+/// A bound of the range: an offset in every partition, a time, or a position in one
+/// partition (`PARTITION:POSITION`; on Kinesis a shard id and a sequence number).
+#[derive(Debug, Clone)]
 enum Bound {
     Offset(i64),
     Time(SystemTime),
+    In { partition: String, position: String },
 }
 
 /// What to replay: the partitions of the stream read, the bounds, the stream written.
@@ -34,11 +36,51 @@ fn bound(option: &str, text: &str) -> Result<Bound, Failure> {
     if let Ok(offset) = text.parse::<i64>() {
         return Ok(Bound::Offset(offset));
     }
-    parse_time(text).map(Bound::Time).ok_or_else(|| {
-        Failure::Data(format!(
-            "{option} {text:?} is neither an offset nor a UTC time like 2026-11-25T01:00:00Z"
-        ))
-    })
+    if let Some(time) = parse_time(text) {
+        return Ok(Bound::Time(time));
+    }
+    match text.rsplit_once(':') {
+        Some((partition, position)) if !partition.is_empty() && !position.is_empty() => {
+            Ok(Bound::In {
+                partition: partition.to_owned(),
+                position: position.to_owned(),
+            })
+        }
+        _ => Err(Failure::Data(format!(
+            "{option} {text:?} is neither an offset, a UTC time like 2026-11-25T01:00:00Z nor PARTITION:POSITION"
+        ))),
+    }
+}
+
+/// The partitions a range covers: all, or the one its bounds name.
+fn covered<'a>(
+    partitions: &'a [PartitionInfo],
+    from: &Bound,
+    until: &Bound,
+) -> Result<Vec<&'a PartitionInfo>, Failure> {
+    let named = [from, until].into_iter().filter_map(|bound| match bound {
+        Bound::In { partition, .. } => Some(partition.as_str()),
+        _ => None,
+    });
+    let mut only = None;
+    for partition in named {
+        if only.is_some_and(|other| other != partition) {
+            return Err(Failure::Data(format!(
+                "--from and --until name two partitions, {} and {partition}: a range is in one",
+                only.unwrap_or_default()
+            )));
+        }
+        only = Some(partition);
+    }
+    let Some(only) = only else {
+        return Ok(partitions.iter().collect());
+    };
+    match partitions.iter().find(|p| *p.partition.partition == *only) {
+        Some(info) => Ok(vec![info]),
+        None => Err(Failure::Data(format!(
+            "the stream has no partition {only:?} (see `logpipe streams describe`)"
+        ))),
+    }
 }
 
 /// A progress bar on stderr when it is a terminal, else nothing.
@@ -72,6 +114,10 @@ pub(super) async fn replay(config: Config, args: ReplayArgs) -> Result<(), Failu
     }
     let backend = connect(&config)?;
     let partitions = describe(&backend, &args.stream).await?;
+    let partitions: Vec<PartitionInfo> = covered(&partitions, &from, &until)?
+        .into_iter()
+        .cloned()
+        .collect();
     let to: Arc<str> = args.to.as_str().into();
     let range = Range {
         backend: &backend,
@@ -97,14 +143,20 @@ async fn offsets_of(
     backend: &AnyBackend,
     stream: &str,
     partitions: &[PartitionInfo],
-    bound: Bound,
+    bound: &Bound,
 ) -> Result<Vec<i64>, Failure> {
     let ends = partitions.iter().map(|p| p.end_offset.unwrap_or(0));
     match bound {
-        Bound::Offset(offset) => Ok(ends.map(|end| offset.min(end)).collect()),
+        Bound::Offset(offset) => Ok(ends.map(|end| (*offset).min(end)).collect()),
+        Bound::In { position, .. } => {
+            let offset: i64 = position
+                .parse()
+                .map_err(|_| Failure::Data(format!("{position:?} is not an offset")))?;
+            Ok(ends.map(|end| offset.min(end)).collect())
+        }
         Bound::Time(time) => {
             let found = backend
-                .positions_at(stream, time)
+                .positions_at(stream, *time)
                 .await
                 .map_err(|err| Failure::backend("cannot find positions by time", &err))?;
             Ok(partitions
@@ -131,8 +183,8 @@ async fn replay_offsets(range: Range<'_>, stream: &str) -> Result<u64, Failure> 
         until,
         to,
     } = range;
-    let starts = offsets_of(backend, stream, partitions, from).await?;
-    let ends = offsets_of(backend, stream, partitions, until).await?;
+    let starts = offsets_of(backend, stream, partitions, &from).await?;
+    let ends = offsets_of(backend, stream, partitions, &until).await?;
     let mut ranges: HashMap<PartitionRef, (i64, i64)> = HashMap::new();
     for ((info, start), end) in partitions.iter().zip(starts).zip(ends) {
         let first = match &info.earliest {
@@ -246,8 +298,27 @@ async fn flush(backend: &AnyBackend, to: &str) -> Result<(), Failure> {
         .map_err(|err| Failure::backend(&format!("cannot write to {to:?}"), &err))
 }
 
-/// Kinesis: each shard from a time (its `AT_TIMESTAMP` iterator) until a time or its
-/// newest record.
+/// A Kinesis sequence number of a `SHARD:SEQUENCE` bound.
+#[cfg(feature = "kinesis")]
+fn sequence_number(position: &str) -> Result<&str, Failure> {
+    if position.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(position)
+    } else {
+        Err(Failure::Data(format!(
+            "{position:?} is not a Kinesis sequence number"
+        )))
+    }
+}
+
+/// Whether sequence number `a` comes at or after `b` in their shard (both are decimal
+/// numbers of up to 128 digits).
+#[cfg(feature = "kinesis")]
+fn at_or_after(a: &str, b: &str) -> bool {
+    (a.len(), a) >= (b.len(), b)
+}
+
+/// Kinesis: each shard from a time (its `AT_TIMESTAMP` iterator), or one shard from a
+/// record (`AT_SEQUENCE_NUMBER`), until a time, a record or its newest record.
 #[cfg(feature = "kinesis")]
 async fn replay_kinesis(range: Range<'_>) -> Result<u64, Failure> {
     let (backend, partitions, to) = (range.backend, range.partitions, range.to);
@@ -256,10 +327,35 @@ async fn replay_kinesis(range: Range<'_>) -> Result<u64, Failure> {
     let AnyBackend::Kinesis(kinesis) = backend else {
         return Ok(0);
     };
-    let (Bound::Time(from), Bound::Time(until)) = (range.from, range.until) else {
-        return Err(Failure::Data(
-            "Kinesis has no offsets: --from and --until take UTC times".to_owned(),
-        ));
+    let no_offsets = || {
+        Failure::Data(
+            "Kinesis has no offsets: --from and --until take a UTC time, or SHARD:SEQUENCE \
+             for a record of one shard (such as shardId-000000000000:4968...)"
+                .to_owned(),
+        )
+    };
+    let start = match &range.from {
+        Bound::Time(from) => StartPosition::AtTimestamp(*from),
+        Bound::In { position, .. } => {
+            StartPosition::AtSequenceNumber(sequence_number(position)?.to_owned())
+        }
+        Bound::Offset(_) => return Err(no_offsets()),
+    };
+    let past_end: Box<dyn Fn(&logpipe_kinesis::sdk::types::Record) -> bool> = match &range.until {
+        Bound::Time(until) => {
+            let until = *until;
+            Box::new(move |record| {
+                record
+                    .approximate_arrival_timestamp()
+                    .and_then(|at| SystemTime::try_from(*at).ok())
+                    .is_some_and(|at| at >= until)
+            })
+        }
+        Bound::In { position, .. } => {
+            let until = sequence_number(position)?.to_owned();
+            Box::new(move |record| at_or_after(record.sequence_number(), &until))
+        }
+        Bound::Offset(_) => return Err(no_offsets()),
     };
     let api = kinesis.api();
     let failed =
@@ -275,7 +371,7 @@ async fn replay_kinesis(range: Range<'_>) -> Result<u64, Failure> {
             api.get_shard_iterator(
                 shard.stream.to_string(),
                 shard.partition.to_string(),
-                StartPosition::AtTimestamp(from),
+                start.clone(),
             )
             .await
             .map_err(failed(format!("cannot read {shard}")))?,
@@ -292,10 +388,7 @@ async fn replay_kinesis(range: Range<'_>) -> Result<u64, Failure> {
             let mut batch = Vec::new();
             let mut reached_end = page.millis_behind_latest() == Some(0);
             for record in page.records() {
-                let arrival = record
-                    .approximate_arrival_timestamp()
-                    .and_then(|at| SystemTime::try_from(*at).ok());
-                if arrival.is_some_and(|at| at >= until) {
+                if past_end(record) {
                     reached_end = true;
                     break;
                 }

@@ -447,6 +447,17 @@ fn offsets_set_then_show(setup: Setup) {
     let bad = setup.set_position(&group, &stream, "nine", "1");
     assert_eq!(bad.status.code(), Some(65), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no partition \"nine\""));
+    let bad = setup.set_position(&group, &stream, &partitions[0], "4968x");
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    let said = if setup.is_kinesis() {
+        "\"4968x\" is not a Kinesis sequence number"
+    } else {
+        "is not an offset"
+    };
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains(said),
+        "{bad:?}"
+    );
 }
 
 fn offsets_reset(setup: Setup) {
@@ -463,25 +474,48 @@ fn offsets_reset(setup: Setup) {
             .clone()
     };
     if setup.is_kinesis() {
+        let lag =
+            || setup.json_lines(&["lag", "--group", &group, &stream, "--json"])[0]["lag"].clone();
         // To the newest record: nothing is left to read.
         let output = reset("latest");
         assert!(output.status.success(), "{output:?}");
         let newest = position();
         assert!(newest.is_string(), "{newest}");
-        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
-        assert_eq!(lag[0]["lag"], 0, "{lag:?}");
-        // Records written after it are the ones behind.
+        assert_eq!(lag(), 0);
+        // Records written after it are the ones behind. Arrival times of Kinesis
+        // records may be kept to the second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let before_4 = format_utc(SystemTime::now());
+        std::thread::sleep(Duration::from_millis(1500));
         setup.ok(
             &["produce", &stream, "--type", "t", "--version", "1"],
             "{\"n\":4}\n",
         );
-        let lag = setup.json_lines(&["lag", "--group", &group, &stream, "--json"]);
-        assert_eq!(lag[0]["lag"], 1, "{lag:?}");
+        assert_eq!(lag(), 1);
         assert!(reset("latest").status.success());
         assert_ne!(position(), newest);
-        let refused = reset("earliest");
-        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
-        assert!(String::from_utf8_lossy(&refused.stderr).contains("offsets set"));
+
+        // To the oldest record: a starting point, which consumers honour.
+        let output = reset("earliest");
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(position(), "TRIM_HORIZON");
+        assert_eq!(lag(), 4);
+        consume(&setup, &stream, &group, 4);
+        assert_eq!(
+            lag(),
+            0,
+            "the consumer read the 4 records from the oldest on"
+        );
+
+        // To a time: from the first record that arrived then or later.
+        let output = reset(&before_4);
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(position(), format!("AT_TIMESTAMP:{before_4}"));
+        assert_eq!(lag(), 1);
+        consume(&setup, &stream, &group, 1);
+        assert_eq!(lag(), 0, "the consumer read record 4, and only it");
+        let bad = reset("yesterday");
+        assert_eq!(bad.status.code(), Some(65));
         return;
     }
     for (to, expected) in [
@@ -660,22 +694,43 @@ fn replay_copies_exactly_the_range(setup: Setup) {
     assert_eq!(numbers_in(&setup, &copy, 3), [3, 4, 5]);
     assert_eq!(records_in(&setup, &copy), 3);
 
-    if setup.is_kinesis() {
-        let refused = setup.run(&["replay", &stream, "--from", "1", "--to", &copy], "");
-        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
-        return;
-    }
-    // Offsets: from the second record up to the fourth, not included.
+    // One partition from a record up to another, not included, as PARTITION:POSITION
+    // (on Kinesis a shard id and a sequence number).
+    let shown = setup.json_lines(&[
+        "tail",
+        &stream,
+        "--from-beginning",
+        "--json",
+        "--max",
+        "5",
+        "--timeout",
+        "60",
+    ]);
+    let at = |i: usize| {
+        let record = &shown[i];
+        format!(
+            "{}:{}",
+            record["partition"].as_str().unwrap(),
+            record["position"].as_str().unwrap()
+        )
+    };
     let part = setup.stream_with("part", 1, "");
     setup.ok(
         &[
-            "replay", &stream, "--from", "1", "--until", "3", "--to", &part,
+            "replay",
+            &stream,
+            "--from",
+            &at(1),
+            "--until",
+            &at(3),
+            "--to",
+            &part,
         ],
         "",
     );
     assert_eq!(numbers_in(&setup, &part, 2), [2, 3]);
     assert_eq!(records_in(&setup, &part), 2);
-    // The key came along.
+    // The keys came along.
     let shown = setup.json_lines(&[
         "tail",
         &part,
@@ -687,6 +742,32 @@ fn replay_copies_exactly_the_range(setup: Setup) {
         "60",
     ]);
     assert_eq!(shown[0]["key"], "k");
+    let refused = setup.run(&["replay", &stream, "--from", "nine:1", "--to", &part], "");
+    assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("has no partition \"nine\""),
+        "{refused:?}"
+    );
+
+    if setup.is_kinesis() {
+        let refused = setup.run(&["replay", &stream, "--from", "1", "--to", &copy], "");
+        assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("SHARD:SEQUENCE"),
+            "{refused:?}"
+        );
+        return;
+    }
+    // Offsets, in every partition: from the second record up to the fourth, not included.
+    let offsets = setup.stream_with("offsets", 1, "");
+    setup.ok(
+        &[
+            "replay", &stream, "--from", "1", "--until", "3", "--to", &offsets,
+        ],
+        "",
+    );
+    assert_eq!(numbers_in(&setup, &offsets, 2), [2, 3]);
+    assert_eq!(records_in(&setup, &offsets), 2);
 }
 
 /// `time` as `YYYY-MM-DDTHH:MM:SS.fffZ`, computed with `date`, which the machine has.

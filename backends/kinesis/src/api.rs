@@ -29,6 +29,8 @@ pub enum StartPosition {
     AtTimestamp(SystemTime),
     /// Just after the record with this sequence number.
     AfterSequenceNumber(String),
+    /// At the record with this sequence number.
+    AtSequenceNumber(String),
 }
 
 /// One `PutRecord` call.
@@ -279,6 +281,9 @@ impl KinesisApi for SdkApi {
                     .timestamp(DateTime::from(at)),
                 StartPosition::AfterSequenceNumber(sequence) => call
                     .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(sequence),
+                StartPosition::AtSequenceNumber(sequence) => call
+                    .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
                     .starting_sequence_number(sequence),
             };
             let output = call

@@ -218,11 +218,12 @@ impl KinesisConsumer {
     ///
     /// [`KinesisError::NotAssigned`] when the shard was not assigned.
     pub fn seek(&mut self, shard: &ShardRef, after: Option<&str>) -> Result<(), KinesisError> {
-        let initial = match self.options.initial_position {
-            InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
-            InitialPosition::Latest => StartPosition::Latest,
-            InitialPosition::AtTimestamp(at) => StartPosition::AtTimestamp(at),
-        };
+        if let Some(sequence) = after {
+            return self.seek_to(
+                shard,
+                StartPosition::AfterSequenceNumber(sequence.to_owned()),
+            );
+        }
         let followed_parent = self.shards.get(shard).is_some_and(|state| {
             state.parents.iter().any(|parent| {
                 self.shards.contains_key(&ShardRef {
@@ -231,6 +232,21 @@ impl KinesisConsumer {
                 })
             })
         });
+        let start = match self.options.initial_position {
+            _ if followed_parent => StartPosition::TrimHorizon,
+            InitialPosition::TrimHorizon => StartPosition::TrimHorizon,
+            InitialPosition::Latest => StartPosition::Latest,
+            InitialPosition::AtTimestamp(at) => StartPosition::AtTimestamp(at),
+        };
+        self.seek_to(shard, start)
+    }
+
+    /// Reads `shard` from `start`, such as a time or the oldest record kept.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::NotAssigned`] when the shard was not assigned.
+    pub fn seek_to(&mut self, shard: &ShardRef, start: StartPosition) -> Result<(), KinesisError> {
         let state = self
             .shards
             .get_mut(shard)
@@ -240,12 +256,11 @@ impl KinesisConsumer {
             })?;
         state.seeked = true;
         state.iterator = None;
-        state.last_sequence = after.map(str::to_owned);
-        state.start = Some(match after {
-            Some(sequence) => StartPosition::AfterSequenceNumber(sequence.to_owned()),
-            None if followed_parent => StartPosition::TrimHorizon,
-            None => initial,
-        });
+        state.last_sequence = match &start {
+            StartPosition::AfterSequenceNumber(sequence) => Some(sequence.clone()),
+            _ => None,
+        };
+        state.start = Some(start);
         Ok(())
     }
 
