@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use logpipe::backend::{ConsumerBackend, ConsumerEvent};
 use logpipe::consumer::BadRecordPolicy;
 use logpipe::dead_letter::{self, DeadLetter};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
@@ -22,7 +21,9 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::processes::{people_count, terminate, wait_for_exit};
-use crate::support::{decode_vectors, program, service, wait_until, wait_until_blocking};
+use crate::support::{
+    decode_vectors, program, read_from_start, service, wait_until, wait_until_blocking,
+};
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(90);
@@ -37,7 +38,7 @@ async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
 }
 
 /// The same, for tests that are not async.
-fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+pub(crate) fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)> {
     let address = service("LOGPIPE_TEST_KAFKA")?;
     Some((address, BROKER.blocking_read()))
 }
@@ -599,30 +600,8 @@ fn vectors_and_people(seen: &Seen) -> Registry {
 
 /// Reads `count` records of `topic` from the start, with a group of its own.
 async fn read_topic(client: &KafkaClient, topic: &str, count: usize) -> Vec<Record> {
-    let mut consumer = logpipe::kafka::consumer(client, &unique("reader"), [topic]).unwrap();
-    let mut records = Vec::new();
-    let read = async {
-        while records.len() < count {
-            match consumer.next_event().await.unwrap() {
-                ConsumerEvent::Assigned(partitions) => {
-                    for partition in &partitions {
-                        consumer.seek(partition, None).await.unwrap();
-                    }
-                }
-                ConsumerEvent::Records(batch) => records.extend(batch),
-                _ => {}
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read)
-        .await
-        .expect("the records arrive in time");
-    assert_eq!(
-        records.len(),
-        count,
-        "no more records than expected in {topic}"
-    );
-    records
+    let consumer = logpipe::kafka::consumer(client, &unique("reader"), [topic]).unwrap();
+    read_from_start(consumer, count).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use logpipe::any::AnyBackend;
-use logpipe::backend::{OutgoingRecord, ProducerBackend};
+use logpipe::backend::{OutgoingRecord, ProducerBackend, Record, RecordHeader};
 use logpipe::config::Config;
 use logpipe::kinesis::KinesisBackend;
 use logpipe::{Consumer, Context, Message, Registry, handler_fn};
@@ -30,6 +30,8 @@ const WAIT: Duration = Duration::from_secs(120);
 struct Setup {
     vars: Vec<(String, String)>,
     _dir: tempfile::TempDir,
+    /// Kafka: a share of the broker, which a test restarting it waits for.
+    _broker: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Setup {
@@ -42,14 +44,16 @@ impl Setup {
                 format!("sqlite://{}", db.display()),
             )],
             _dir: dir,
+            _broker: None,
         })
     }
 
     fn kafka() -> Option<Self> {
-        let brokers = service("LOGPIPE_TEST_KAFKA")?;
+        let (brokers, broker) = crate::kafka::broker_blocking()?;
         Some(Self {
             vars: vec![("LOGPIPE_BACKEND".into(), format!("kafka://{brokers}"))],
             _dir: tempfile::tempdir().unwrap(),
+            _broker: Some(broker),
         })
     }
 
@@ -72,6 +76,7 @@ impl Setup {
                 ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
             ],
             _dir: dir,
+            _broker: None,
         })
     }
 
@@ -219,6 +224,7 @@ on_every_backend!(
     offsets_reset,
     lag_counts_records_behind_the_group,
     replay_copies_exactly_the_range,
+    replay_keeps_keys_values_and_headers,
 );
 
 fn streams_create_list_describe(setup: Setup) {
@@ -249,8 +255,9 @@ fn streams_create_list_describe(setup: Setup) {
     );
 }
 
-/// Writes a record value that is not an envelope, with the library.
-fn write_raw(setup: &Setup, stream: &str, value: &[u8]) {
+/// Writes a record value (which need not be an envelope) with its headers, under the key
+/// `k`, with the library.
+fn write_raw(setup: &Setup, stream: &str, value: &[u8], headers: Vec<RecordHeader>) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let backend = setup.backend(&setup.config());
@@ -260,7 +267,7 @@ fn write_raw(setup: &Setup, stream: &str, value: &[u8]) {
                 stream: stream.into(),
                 key: Some(b"k".to_vec()),
                 value: value.to_vec(),
-                headers: Vec::new(),
+                headers,
             }),
         )
         .await
@@ -299,7 +306,7 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
         ],
         "{\"name\":\"Rex\"}\n",
     );
-    write_raw(&setup, &stream, b"json:{not an envelope");
+    write_raw(&setup, &stream, b"json:{not an envelope", Vec::new());
     setup.ok(&produce, "{\"uuid\":\"b2\",\"name\":\"Bob\"}\n\n");
 
     let bad = setup.run(&produce, "{\"uuid\":\"c3\"}\nnot json\n");
@@ -768,6 +775,60 @@ fn replay_copies_exactly_the_range(setup: Setup) {
     );
     assert_eq!(numbers_in(&setup, &offsets, 2), [2, 3]);
     assert_eq!(records_in(&setup, &offsets), 2);
+}
+
+/// The first `count` records of `stream`, read with the library from the oldest on.
+fn read_from_start(setup: &Setup, stream: &str, count: usize) -> Vec<Record> {
+    let mut config = setup.config();
+    config
+        .kafka
+        .consumer
+        .insert("auto.offset.reset".into(), "earliest".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let backend = setup.backend(&config);
+        let consumer = backend
+            .consumer(&unique("reader"), &[stream.to_owned()])
+            .unwrap();
+        crate::support::read_from_start(consumer, count).await
+    })
+}
+
+fn replay_keeps_keys_values_and_headers(setup: Setup) {
+    let stream = setup.stream_with("headers", 1, "");
+    let value = br#"json:{"type":"t","version":1,"message":{"n":1},"producer":"billing"}"#;
+    let headers = vec![
+        RecordHeader {
+            name: "trace-id".into(),
+            value: b"4bf92f35".to_vec(),
+        },
+        RecordHeader {
+            name: "raw".into(),
+            value: vec![0, 159, 255],
+        },
+    ];
+    write_raw(&setup, &stream, value, headers.clone());
+    let copy = setup.stream_with("headers-copy", 1, "");
+    setup.ok(
+        &[
+            "replay",
+            &stream,
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            &copy,
+        ],
+        "",
+    );
+    let copied = read_from_start(&setup, &copy, 1);
+    assert_eq!(copied[0].key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(copied[0].value, value, "the value, envelope and all");
+    if setup.is_kinesis() {
+        // Kinesis records have no headers: none were written, none are made up.
+        assert_eq!(copied[0].headers, []);
+    } else {
+        assert_eq!(copied[0].headers, headers);
+    }
 }
 
 /// `time` as `YYYY-MM-DDTHH:MM:SS.fffZ`, computed with `date`, which the machine has.
