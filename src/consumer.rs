@@ -201,7 +201,8 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
         self
     }
 
-    /// Reports this consumer's state (started, assigned, retrying, stopped) to `health`.
+    /// Reports this consumer's state (started, assigned, retrying, failing reads,
+    /// stopping, stopped) to `health`.
     #[must_use]
     pub fn with_health(mut self, health: ConsumerHealth) -> Self {
         self.health = Some(health);

@@ -27,6 +27,9 @@
 //!   throttled or unreachable call after call. A read succeeds when the backend answers,
 //!   with records or without, so an idle stream is not a stalled one. It is ready again
 //!   as soon as a read succeeds.
+//!
+//! A consumer asked to stop (SIGTERM, or another consumer of the process failed) is not
+//! ready either while it finishes the record in hand: [`ConsumerState::Stopping`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! driver; and its settings, the `[kinesis]` table of the configuration.
 //!
 //! - Shards are partitions: [`PartitionRef`](crate::PartitionRef) `{ stream, partition: shard id }`, and
-//!   positions are [`Position::Sequence`](crate::Position::Sequence) sequence numbers.
+//!   positions are [`Position::Sequence`] sequence numbers.
 //! - Records keep their partition key as their key; keyless messages get a random one.
 //!   Kinesis records have no headers: headers (such as a dead-letter's origin and reason)
 //!   are not written, and the consumer's log says where a dead-lettered record came
