@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::processes::{people_count, terminate, wait_for_exit};
-use crate::support::{decode_vectors, program, service, wait_until, wait_until_blocking};
+use crate::killed::Scenario;
+use crate::processes::wait_for_exit;
+use crate::support::{decode_vectors, service, wait_until};
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(90);
@@ -713,9 +714,9 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
     assert!(found.values().all(|n| *n == 1), "no record twice");
 }
 
-#[test]
-fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
-    const PEOPLE: i64 = 3000;
+/// Kills the example service with SIGKILL while it consumes a 3-partition topic, with
+/// `store_env` saying where positions go, and starts it again (see [`Scenario`]).
+fn killed_service(max_duplicates: i64, store_env: &[(&'static str, String)]) {
     let Some((brokers, _broker)) = broker_blocking() else {
         return;
     };
@@ -726,10 +727,9 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
         .unwrap();
     runtime.block_on(create_topics(&brokers, &[&format!("{prefix}people")]));
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("people.db");
-    let env = [
+    // The example service and producer, with topic and group names of their own.
+    let mut env = vec![
         ("LOGPIPE_BACKEND", format!("kafka://{brokers}")),
-        ("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display())),
         ("LOGPIPE_KAFKA__TOPIC_PREFIX", prefix.clone()),
         ("LOGPIPE_GROUP_PREFIX", prefix.clone()),
         (
@@ -741,46 +741,48 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
             "500".to_owned(),
         ),
     ];
-    let command = |name: &str| {
-        let mut command = Command::new(program(name));
+    env.extend_from_slice(store_env);
+    Scenario {
+        people: 3000,
+        kill_after: 300,
+        max_duplicates,
+        db: &dir.path().join("people.db"),
+        log: &dir.path().join("service.log"),
+    }
+    .run(|program| {
+        let mut command = Command::new(program);
         command
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "logpipe=debug,logpipe_kafka=debug")
             .env_remove("LOGPIPE_CONFIG")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .current_dir(dir.path());
         command
-    };
-    let mut consumer = command("people_service").spawn().unwrap();
-    let mut producer = command("people_producer")
-        .arg(PEOPLE.to_string())
-        .spawn()
-        .unwrap();
-    wait_until_blocking("the consumer has handled some people", WAIT, || {
-        people_count(&db).0 >= 300
     });
-    consumer.kill().unwrap(); // SIGKILL: nothing stored on the way out
-    consumer.wait().unwrap();
-    assert!(people_count(&db).0 < PEOPLE, "killed mid-stream");
+}
 
-    let mut consumer = command("people_service").spawn().unwrap();
-    assert!(
-        wait_for_exit(&mut producer).success(),
-        "the producer sent everything"
+#[test]
+fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
+    // The handler writes its row and the position in one SQLite transaction (the
+    // service's table, `people.db` in its directory), so a kill leaves no record handled
+    // past its stored position.
+    killed_service(
+        0,
+        &[("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned())],
     );
-    wait_until_blocking("every person is stored", WAIT, || {
-        people_count(&db).0 == PEOPLE
-    });
-    terminate(&consumer);
-    assert_eq!(wait_for_exit(&mut consumer).code(), Some(0));
-    let (count, most_applied) = people_count(&db);
-    assert_eq!(count, PEOPLE, "no person lost");
-    // The handler writes its row and the position in one SQLite transaction, so the
-    // duplicates a kill allows (those after the last stored position) are none.
-    assert_eq!(
-        most_applied, 1,
-        "no message applied twice, even across the kill"
+}
+
+#[test]
+fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing() {
+    // Positions are stored every `commit_every` records (the position batch) and sent to
+    // the group one commit at a time, each as soon as the broker answered the one before.
+    // A kill leaves handled but not committed: fewer than `commit_every` records not
+    // stored yet, the one whose row was just written, and the batch on its way to the
+    // broker. Only one batch is on its way while a commit takes less time than handling
+    // a batch (milliseconds against a SQLite write per record here).
+    let position_batch = i64::from(ConsumerOptions::default().commit_every);
+    killed_service(
+        2 * position_batch,
+        &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())],
     );
 }
 
