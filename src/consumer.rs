@@ -252,7 +252,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
         tracing::info!(group = %worker.group, "consumer started");
         worker.report(ConsumerHealth::started);
         let outcome = worker.run_loop(&mut backend, &mut state, &shutdown).await;
-        let stored = worker.commit(&mut state).await;
+        let stored = worker.commit(&mut backend, &mut state).await;
         tracing::info!(group = %worker.group, ok = outcome.is_ok(), "consumer stopped");
         let outcome = outcome.and(stored);
         if let Some(health) = &worker.health {
@@ -294,7 +294,7 @@ impl<S: OffsetStore> Worker<S> {
                     return Ok(());
                 }
                 if state.pending_records >= commit_every {
-                    self.commit(state).await?;
+                    self.commit(backend, state).await?;
                 }
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -313,7 +313,7 @@ impl<S: OffsetStore> Worker<S> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                () = sleep_until(commit_at), if commit_at.is_some() => self.commit(state).await?,
+                () = sleep_until(commit_at), if commit_at.is_some() => self.commit(backend, state).await?,
                 () = sleep_until(ripe_at), if ripe_at.is_some() => {}
                 event = read_after(backend, read_backoff), if can_read => match event {
                     Ok(event) => {
@@ -346,7 +346,7 @@ impl<S: OffsetStore> Worker<S> {
                 self.report(ConsumerHealth::assigned);
             }
             ConsumerEvent::Revoked(partitions) => {
-                self.commit(state).await?;
+                self.commit(backend, state).await?;
                 for partition in &partitions {
                     tracing::info!(%partition, "partition revoked");
                 }
@@ -543,7 +543,11 @@ impl<S: OffsetStore> Worker<S> {
         Ok(())
     }
 
-    async fn commit(&self, state: &mut RunState) -> Result<(), Error> {
+    async fn commit<B: ConsumerBackend>(
+        &self,
+        backend: &mut B,
+        state: &mut RunState,
+    ) -> Result<(), Error> {
         state.last_commit = Instant::now();
         if state.pending.is_empty() {
             return Ok(());
@@ -554,6 +558,7 @@ impl<S: OffsetStore> Worker<S> {
             .map(|(p, pos)| (p.clone(), pos.clone()))
             .collect();
         self.store.store(&self.group, &positions).await?;
+        backend.stored(&positions);
         metrics::histogram!("logpipe_commit_seconds")
             .record(state.last_commit.elapsed().as_secs_f64());
         tracing::debug!(

@@ -15,6 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc;
 
+use crate::lag::Lag;
 use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
 
 /// Records handed over at most in one [`KafkaEvent::Records`].
@@ -109,6 +110,7 @@ pub struct KafkaConsumer {
     streams: StreamNames,
     /// Says (by closing) that the polling thread has left the group.
     left: std_mpsc::Receiver<()>,
+    lag: Arc<Lag>,
 }
 
 /// How long dropping a consumer waits for it to leave its group.
@@ -137,6 +139,7 @@ impl KafkaConsumer {
         let stopping = Arc::new(AtomicBool::new(false));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
         let streams = StreamNames::default();
+        let lag = Arc::new(Lag::new(group, config.get("auto.offset.reset")));
         let context = GroupContext {
             settings: Arc::clone(&settings),
             events: event_tx,
@@ -146,6 +149,7 @@ impl KafkaConsumer {
             commits: Commits::default(),
             stopping: Arc::clone(&stopping),
             streams: Arc::clone(&streams),
+            lag: Arc::clone(&lag),
         };
         let consumer: BaseConsumer<GroupContext> =
             config
@@ -167,23 +171,36 @@ impl KafkaConsumer {
         });
         let name = format!("kafka-{group}");
         let (left_tx, left) = std_mpsc::channel::<()>();
-        let committer = format!("commit-{group}");
+        let helper = |role: &str| {
+            format!("{role}-{group}")
+                .chars()
+                .take(15)
+                .collect::<String>()
+        };
+        let (committer, measurer) = (helper("commit"), helper("lag"));
         std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || {
                 std::thread::scope(|scope| {
-                    let commit_thread = std::thread::Builder::new()
-                        .name(committer.chars().take(15).collect())
-                        .spawn_scoped(scope, || commit_thread(&consumer));
-                    match commit_thread {
+                    let context = consumer.context();
+                    let helpers = std::thread::Builder::new()
+                        .name(committer)
+                        .spawn_scoped(scope, || commit_thread(&consumer))
+                        .and_then(|_| {
+                            std::thread::Builder::new()
+                                .name(measurer)
+                                .spawn_scoped(scope, || context.lag.run(&*consumer))
+                        });
+                    match helpers {
                         Ok(_) => poll_thread(&client, &consumer, &topics),
                         Err(_) => {
-                            consumer.context().report(KafkaError::Closed);
+                            context.report(KafkaError::Closed);
                         }
                     }
                     // What was stored last reaches the group before the consumer leaves.
                     commit_now(&consumer);
-                    consumer.context().commits.close();
+                    context.commits.close();
+                    context.lag.close();
                 });
                 // The last owner closes the consumer, leaving the group; then `left_tx`
                 // is dropped, which is the signal.
@@ -200,6 +217,7 @@ impl KafkaConsumer {
             settings,
             streams,
             left,
+            lag,
         })
     }
 
@@ -247,13 +265,8 @@ impl KafkaConsumer {
             StartFrom::After(offset) => Offset::Offset(offset + 1),
             StartFrom::Reset => Offset::Stored,
         };
-        let topic = self
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(_, name)| name.as_ref() == stream)
-            .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone());
+        let topic = self.topic(stream);
+        self.lag.sought(&(topic.clone(), partition), offset);
         self.replies
             .send(Reply::Seek {
                 topic,
@@ -261,6 +274,29 @@ impl KafkaConsumer {
                 offset,
             })
             .map_err(|_| KafkaError::Closed)
+    }
+
+    /// Tells the consumer the positions the application stored, for each (stream,
+    /// partition, offset) the last record it handled: the lag gauge
+    /// `logpipe_kafka_consumer_lag` counts the records after them. Cheap; call it once per
+    /// batch of positions, not per record.
+    pub fn stored<'a>(&self, positions: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+        let positions: Vec<((String, i32), i64)> = positions
+            .into_iter()
+            .map(|(stream, partition, offset)| ((self.topic(stream), partition), offset + 1))
+            .collect();
+        self.lag
+            .stored(positions.iter().map(|(key, next)| (key, *next)));
+    }
+
+    /// The topic of `stream`: the one read under that name, else the configured one.
+    fn topic(&self, stream: &str) -> String {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, name)| name.as_ref() == stream)
+            .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone())
     }
 }
 
@@ -307,6 +343,8 @@ struct GroupContext {
     stopping: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
+    /// The lag of the assigned partitions.
+    lag: Arc<Lag>,
 }
 
 impl GroupContext {
@@ -446,7 +484,13 @@ impl ConsumerContext for GroupContext {
                     consumer.assign(tpl)
                 };
                 match assigned {
-                    Ok(()) => self.assignment().extend(elements),
+                    Ok(()) => {
+                        self.lag.assigned(tpl.elements().iter().map(|e| {
+                            let key = (e.topic().to_owned(), e.partition());
+                            (key, self.stream(e.topic()), e.offset())
+                        }));
+                        self.assignment().extend(elements);
+                    }
                     Err(source) => {
                         tracing::error!(error = %source, "assigning partitions failed");
                         self.report(KafkaError::Consume { source });
@@ -477,11 +521,13 @@ impl ConsumerContext for GroupContext {
                 // Offsets of a failed commit are not sent for partitions given up: the
                 // group may have committed newer ones from their new owner.
                 self.commits.forget(&elements);
+                self.lag.revoked(&elements);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed; giving up every partition");
                 let _ = consumer.unassign();
-                self.assignment().clear();
+                let lost: Vec<(String, i32)> = self.assignment().drain().collect();
+                self.lag.revoked(&lost);
             }
         }
     }
