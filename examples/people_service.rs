@@ -2,8 +2,13 @@
 //! handler for each schema version, registered with `register_consumer!` and run by
 //! logpipe's `run_consumers` main until SIGINT or SIGTERM.
 //!
-//! Each handler writes its row and the record's position in one SQLite transaction, so
-//! every message takes effect exactly once, even if the process is killed.
+//! With a SQLite offset store, each handler writes its row and the record's position in
+//! one SQLite transaction, so every message takes effect exactly once, even if the
+//! process is killed. With positions committed to a Kafka consumer group
+//! (`offset_store = "kafka://"`), the table is the SQLite file `PEOPLE_DB` (default
+//! `people.db`) and a message takes effect at least once: after a crash, the records
+//! handled since the last commit that reached the broker are applied again (the `applied`
+//! column counts how often).
 //!
 //! When `PEOPLE_WEBHOOK_URL` names an `http://HOST:PORT/PATH`, a second consumer,
 //! `people_webhook`, also posts each person there as JSON, and fails (to be retried)
@@ -17,6 +22,7 @@ mod people;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use logpipe::config::{Config, OffsetStoreUrl};
@@ -24,52 +30,79 @@ use logpipe::offsets::SqliteOffsetStore;
 use logpipe::run::ConsumerSpec;
 use logpipe::{BoxError, Context, Registry, handler_fn};
 use people::{PersonV1, PersonV2};
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 /// Inserts or updates a person, counting how many times it was applied.
 const UPSERT: &str = "INSERT INTO people (uuid, name, version, applied) VALUES (?1, ?2, ?3, 1)
     ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, version = excluded.version, applied = applied + 1";
 
-async fn save(
-    store: SqliteOffsetStore,
-    context: Context,
-    uuid: String,
-    name: String,
-) -> Result<(), BoxError> {
+/// Where the handlers write their rows.
+#[derive(Clone)]
+enum Table {
+    /// In the transaction that also stores the record's position.
+    WithPositions(SqliteOffsetStore),
+    /// On a connection of its own; the positions are stored elsewhere.
+    Alone(Arc<Mutex<Connection>>),
+}
+
+async fn save(table: Table, context: Context, uuid: String, name: String) -> Result<(), BoxError> {
     // Refused: the handler fails, is retried, then (by default) stops the consumer.
     if name.trim().is_empty() {
         return Err(format!("person {uuid} has no name").into());
     }
     let version = i64::try_from(context.version)?;
-    store
-        .transaction(&context, move |tx| {
-            tx.execute(UPSERT, params![uuid, name, version]).map(drop)
-        })
-        .await?;
+    match table {
+        Table::WithPositions(store) => {
+            store
+                .transaction(&context, move |tx| {
+                    tx.execute(UPSERT, params![uuid, name, version]).map(drop)
+                })
+                .await?;
+        }
+        Table::Alone(conn) => {
+            tokio::task::spawn_blocking(move || {
+                let conn = conn
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                conn.execute(UPSERT, params![uuid, name, version])
+            })
+            .await??;
+        }
+    }
     Ok(())
 }
 
 fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
-    let OffsetStoreUrl::Sqlite(path) = config.offset_store_url() else {
-        return Err(
-            "people_service keeps its table beside the positions: use a sqlite:// offset store"
-                .into(),
-        );
+    let path = match config.offset_store_url() {
+        OffsetStoreUrl::Sqlite(path) => path,
+        OffsetStoreUrl::Kafka => std::env::var_os("PEOPLE_DB")
+            .map_or_else(|| "people.db".into(), std::path::PathBuf::from),
+        OffsetStoreUrl::Memory | _ => {
+            return Err(
+                "people_service keeps its table in SQLite: use a sqlite:// or kafka:// offset store"
+                    .into(),
+            );
+        }
     };
-    rusqlite::Connection::open(&path)?.execute_batch(
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS people (
              uuid TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL, applied INTEGER NOT NULL
          )",
     )?;
-    let store = SqliteOffsetStore::open(&path)?;
-    let store_v2 = store.clone();
+    let table = match config.offset_store_url() {
+        OffsetStoreUrl::Sqlite(_) => Table::WithPositions(SqliteOffsetStore::open(&path)?),
+        _ => Table::Alone(Arc::new(Mutex::new(conn))),
+    };
+    let table_v2 = table.clone();
     let registry = Registry::builder()
         .handle(handler_fn(move |person: PersonV1, context: Context| {
-            save(store.clone(), context, person.uuid, person.name)
+            save(table.clone(), context, person.uuid, person.name)
         }))
         .handle(handler_fn(move |person: PersonV2, context: Context| {
             let name = format!("{} {}", person.first_name, person.last_name);
-            save(store_v2.clone(), context, person.uuid, name)
+            save(table_v2.clone(), context, person.uuid, name)
         }))
         .ignore("audit")
         .build()?;

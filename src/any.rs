@@ -176,6 +176,16 @@ impl ConsumerBackend for AnyConsumer {
             AnyConsumer::Kafka(consumer) => consumer.seek(partition, after).await,
         }
     }
+
+    fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
+        match self {
+            AnyConsumer::Embedded(consumer) => consumer.stored(positions),
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.stored(positions),
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.stored(positions),
+        }
+    }
 }
 
 /// The offset store a [`Config`] names. Clones share it.

@@ -251,4 +251,11 @@ pub trait ConsumerBackend: Send + 'static {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Tells the backend that the consumer stored these positions (the last record handled
+    /// of each partition, once per batch), for a backend that reports how far behind the
+    /// consumer is. Does nothing by default.
+    fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
+        let _ = positions;
+    }
 }

@@ -268,7 +268,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             outcome = worker.run_loop(&mut backend, &mut state, &shutdown) => outcome,
             () = stopping => unreachable!("it waits for ever once it reported"),
         };
-        let stored = worker.commit(&mut state).await;
+        let stored = worker.commit(&mut backend, &mut state).await;
         tracing::info!(group = %worker.group, ok = outcome.is_ok(), "consumer stopped");
         let outcome = outcome.and(stored);
         if let Some(health) = &worker.health {
@@ -310,7 +310,7 @@ impl<S: OffsetStore> Worker<S> {
                     return Ok(());
                 }
                 if state.pending_records >= commit_every {
-                    self.commit(state).await?;
+                    self.commit(backend, state).await?;
                 }
                 if shutdown.is_cancelled() {
                     return Ok(());
@@ -329,7 +329,7 @@ impl<S: OffsetStore> Worker<S> {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                () = sleep_until(commit_at), if commit_at.is_some() => self.commit(state).await?,
+                () = sleep_until(commit_at), if commit_at.is_some() => self.commit(backend, state).await?,
                 () = sleep_until(ripe_at), if ripe_at.is_some() => {}
                 event = read_after(backend, read_backoff), if can_read => match event {
                     Ok(event) => {
@@ -368,7 +368,7 @@ impl<S: OffsetStore> Worker<S> {
                 self.report(ConsumerHealth::assigned);
             }
             ConsumerEvent::Revoked(partitions) => {
-                self.commit(state).await?;
+                self.commit(backend, state).await?;
                 for partition in &partitions {
                     tracing::info!(%partition, "partition revoked");
                 }
@@ -592,7 +592,11 @@ impl<S: OffsetStore> Worker<S> {
         Ok(())
     }
 
-    async fn commit(&self, state: &mut RunState) -> Result<(), Error> {
+    async fn commit<B: ConsumerBackend>(
+        &self,
+        backend: &mut B,
+        state: &mut RunState,
+    ) -> Result<(), Error> {
         state.last_commit = Instant::now();
         if state.pending.is_empty() {
             return Ok(());
@@ -603,6 +607,7 @@ impl<S: OffsetStore> Worker<S> {
             .map(|(p, pos)| (p.clone(), pos.clone()))
             .collect();
         self.store.store(&self.group, &positions).await?;
+        backend.stored(&positions);
         metrics::histogram!("logpipe_commit_seconds")
             .record(state.last_commit.elapsed().as_secs_f64());
         tracing::debug!(

@@ -275,6 +275,20 @@ impl ConsumerBackend for KafkaConsumerBackend {
         };
         Ok(self.inner.seek(&partition.stream, number, from)?)
     }
+
+    fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
+        self.inner
+            .stored(positions.iter().filter_map(|(partition, position)| {
+                let Position::Offset(offset) = position else {
+                    return None;
+                };
+                Some((
+                    &*partition.stream,
+                    kafka_partition(partition).ok()?,
+                    *offset,
+                ))
+            }));
+    }
 }
 
 /// The text of a partition number, shared for the first ones (a send returns one).

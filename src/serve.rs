@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,9 @@ const MAX_HEAD: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often histograms are trimmed of old samples.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// A gauge not set for this long is left out of `/metrics`: the lag of a partition given
+/// up or a shard no longer read. Live ones are set every few seconds.
+const GAUGE_IDLE: Duration = Duration::from_secs(60);
 /// Histogram buckets, in seconds, of handler and commit latencies.
 const BUCKETS: &[f64] = &[
     0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -66,6 +70,7 @@ impl Endpoints {
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let metrics = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
             .set_buckets(BUCKETS)
             .map_err(ServeError::Recorder)?
             .install_recorder()
@@ -162,6 +167,11 @@ fn describe() {
         "logpipe_kinesis_millis_behind_latest",
         Unit::Milliseconds,
         "How far reading a Kinesis shard is behind its newest record"
+    );
+    metrics::describe_gauge!(
+        "logpipe_kafka_consumer_lag",
+        Unit::Count,
+        "Records of a Kafka partition not handled yet: its end offset minus the next offset the group's consumer handles"
     );
 }
 

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::processes::{people_count, terminate, wait_for_exit};
-use crate::support::{
-    decode_vectors, program, read_from_start, service, wait_until, wait_until_blocking,
-};
+use crate::killed::Scenario;
+use crate::processes::{terminate, wait_for_exit};
+use crate::serve;
+use crate::support::{decode_vectors, read_from_start, service, wait_until, wait_until_blocking};
 
 /// The longest any single wait may take.
 const WAIT: Duration = Duration::from_secs(90);
@@ -692,23 +692,46 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
     assert!(found.values().all(|n| *n == 1), "no record twice");
 }
 
-#[test]
-fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
-    const PEOPLE: i64 = 3000;
-    let Some((brokers, _broker)) = broker_blocking() else {
+/// For a test that is not async and runs the example service: the broker, a topic prefix
+/// of its own with the 3-partition stream `people` under it, and a runtime for async calls.
+/// Kept for the whole test: it holds the test's share of the broker.
+struct PeopleTopic {
+    brokers: String,
+    prefix: String,
+    runtime: tokio::runtime::Runtime,
+    _broker: RwLockReadGuard<'static, ()>,
+}
+
+impl PeopleTopic {
+    /// `None` (skip the test) when the broker is not running.
+    fn new(name: &str) -> Option<Self> {
+        let (brokers, broker) = broker_blocking()?;
+        let prefix = format!("{}.", unique(name));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(create_topics(&brokers, &[&format!("{prefix}people")]));
+        Some(Self {
+            brokers,
+            prefix,
+            runtime,
+            _broker: broker,
+        })
+    }
+}
+
+/// Kills the example service with SIGKILL while it consumes a 3-partition topic, with
+/// `store_env` saying where positions go, and starts it again (see [`Scenario`]).
+fn killed_service(max_duplicates: i64, store_env: &[(&'static str, String)]) {
+    let Some(topic) = PeopleTopic::new("kill") else {
         return;
     };
-    let prefix = format!("{}.", unique("kill"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(create_topics(&brokers, &[&format!("{prefix}people")]));
+    let (brokers, prefix) = (&topic.brokers, &topic.prefix);
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("people.db");
-    let env = [
+    // The example service and producer, with topic and group names of their own.
+    let mut env = vec![
         ("LOGPIPE_BACKEND", format!("kafka://{brokers}")),
-        ("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display())),
         ("LOGPIPE_KAFKA__TOPIC_PREFIX", prefix.clone()),
         ("LOGPIPE_GROUP_PREFIX", prefix.clone()),
         (
@@ -720,46 +743,48 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
             "500".to_owned(),
         ),
     ];
-    let command = |name: &str| {
-        let mut command = Command::new(program(name));
+    env.extend_from_slice(store_env);
+    Scenario {
+        people: 3000,
+        kill_after: 300,
+        max_duplicates,
+        db: &dir.path().join("people.db"),
+        log: &dir.path().join("service.log"),
+    }
+    .run(|program| {
+        let mut command = Command::new(program);
         command
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "logpipe=debug,logpipe_kafka=debug")
             .env_remove("LOGPIPE_CONFIG")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .current_dir(dir.path());
         command
-    };
-    let mut consumer = command("people_service").spawn().unwrap();
-    let mut producer = command("people_producer")
-        .arg(PEOPLE.to_string())
-        .spawn()
-        .unwrap();
-    wait_until_blocking("the consumer has handled some people", WAIT, || {
-        people_count(&db).0 >= 300
     });
-    consumer.kill().unwrap(); // SIGKILL: nothing stored on the way out
-    consumer.wait().unwrap();
-    assert!(people_count(&db).0 < PEOPLE, "killed mid-stream");
+}
 
-    let mut consumer = command("people_service").spawn().unwrap();
-    assert!(
-        wait_for_exit(&mut producer).success(),
-        "the producer sent everything"
+#[test]
+fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
+    // The handler writes its row and the position in one SQLite transaction (the
+    // service's table, `people.db` in its directory), so a kill leaves no record handled
+    // past its stored position.
+    killed_service(
+        0,
+        &[("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned())],
     );
-    wait_until_blocking("every person is stored", WAIT, || {
-        people_count(&db).0 == PEOPLE
-    });
-    terminate(&consumer);
-    assert_eq!(wait_for_exit(&mut consumer).code(), Some(0));
-    let (count, most_applied) = people_count(&db);
-    assert_eq!(count, PEOPLE, "no person lost");
-    // The handler writes its row and the position in one SQLite transaction, so the
-    // duplicates a kill allows (those after the last stored position) are none.
-    assert_eq!(
-        most_applied, 1,
-        "no message applied twice, even across the kill"
+}
+
+#[test]
+fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing() {
+    // Positions are stored every `commit_every` records (the position batch) and sent to
+    // the group one commit at a time, each as soon as the broker answered the one before.
+    // A kill leaves handled but not committed: fewer than `commit_every` records not
+    // stored yet, the one whose row was just written, and the batch on its way to the
+    // broker. Only one batch is on its way while a commit takes less time than handling
+    // a batch (milliseconds against a SQLite write per record here).
+    let position_batch = i64::from(ConsumerOptions::default().commit_every);
+    killed_service(
+        2 * position_batch,
+        &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())],
     );
 }
 
@@ -1168,4 +1193,98 @@ async fn kafka_a_consumer_subscribed_by_pattern_reads_every_matching_topic() {
     let mut handled = seqs(&seen);
     handled.sort_unstable();
     assert_eq!(handled, (0..20).collect::<Vec<_>>());
+}
+
+/// The lag gauges of `group` for the three partitions of `people` in a scrape of `addr`
+/// (`None` for a partition not reported).
+fn lag_gauges(addr: std::net::SocketAddr, group: &str) -> [Option<f64>; 3] {
+    let (status, scrape) = serve::get(addr, "/metrics");
+    assert_eq!(status, 200);
+    [0, 1, 2].map(|partition| {
+        let series = format!(
+            r#"logpipe_kafka_consumer_lag{{group="{group}",stream="people",partition="{partition}"}}"#
+        );
+        serve::sample_value(&scrape, &series)
+    })
+}
+
+/// Runs the example service on a 3-partition topic with `store_env` saying where
+/// positions go, and follows its lag gauges on `/metrics`: 0 everywhere once it caught
+/// up, then the records behind a person its handler refuses (and retries meanwhile).
+fn lag_is_reported_per_partition(store_env: &[(&str, &str)]) {
+    const MORE: u32 = 5;
+    let Some(topic) = PeopleTopic::new("lag") else {
+        return;
+    };
+    let (brokers, prefix, runtime) = (&topic.brokers, &topic.prefix, &topic.runtime);
+    let mut settings = settings(brokers);
+    settings.topic_prefix.clone_from(prefix);
+    let producer = Producer::new(KafkaClient::connect(settings).unwrap(), "people");
+    let send = |uuid: &str, name: &str| -> usize {
+        let person = serve::Person {
+            uuid: uuid.to_owned(),
+            name: name.to_owned(),
+        };
+        let delivery = runtime.block_on(producer.send(&person)).unwrap();
+        delivery.partition.partition.parse().unwrap()
+    };
+    for n in 0..20 {
+        send(&format!("person-{n}"), &format!("Person {n}"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let backend = format!("kafka://{brokers}");
+    let mut env = vec![
+        ("LOGPIPE_BACKEND", backend.as_str()),
+        ("LOGPIPE_KAFKA__TOPIC_PREFIX", prefix.as_str()),
+        ("LOGPIPE_GROUP_PREFIX", prefix.as_str()),
+        ("PEOPLE_STREAM", "people"),
+        // A refused person is retried for as long as the test needs.
+        ("LOGPIPE_CONSUMER__MAX_RETRIES", "1000000"),
+        ("LOGPIPE_CONSUMER__RETRY_BACKOFF_MS", "5"),
+        ("LOGPIPE_CONSUMER__MAX_RETRY_BACKOFF_MS", "5"),
+    ];
+    env.extend_from_slice(store_env);
+    let (mut child, addr, _log) = serve::start(&dir.path().join("people.db"), &env);
+    let group = format!("{prefix}people_table");
+    wait_until_blocking("the consumer caught up: no lag anywhere", WAIT, || {
+        lag_gauges(addr, &group) == [Some(0.0); 3]
+    });
+    let (_, scrape) = serve::get(addr, "/metrics");
+    assert!(
+        scrape.contains("# TYPE logpipe_kafka_consumer_lag gauge"),
+        "{scrape}"
+    );
+
+    // Refused, so it stays unhandled; so do the updates of the same person after it.
+    let stuck = send("stuck", " ");
+    let mut expected = [Some(0.0); 3];
+    expected[stuck] = Some(1.0);
+    wait_until_blocking("the refused person is behind", WAIT, || {
+        lag_gauges(addr, &group) == expected
+    });
+    for n in 0..MORE {
+        assert_eq!(
+            send("stuck", &format!("Name {n}")),
+            stuck,
+            "one key, one partition"
+        );
+    }
+    expected[stuck] = Some(f64::from(MORE + 1));
+    wait_until_blocking(&format!("{} records are behind", MORE + 1), WAIT, || {
+        lag_gauges(addr, &group) == expected
+    });
+
+    terminate(&child);
+    assert_eq!(wait_for_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn kafka_lag_per_partition_with_positions_committed_to_the_group() {
+    lag_is_reported_per_partition(&[("LOGPIPE_OFFSET_STORE", "kafka://")]);
+}
+
+#[test]
+fn kafka_lag_per_partition_with_positions_stored_in_sqlite() {
+    lag_is_reported_per_partition(&[("LOGPIPE_OFFSET_STORE", "sqlite://people.db")]);
 }

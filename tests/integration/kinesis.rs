@@ -3,7 +3,7 @@
 //! injected throttling and expired iterators, restarts, a killed process and bad records.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,10 +30,8 @@ use logpipe_kinesis::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{
-    Reporting, Seen, decode_vectors, program, service, vectors_registry, wait_until,
-    wait_until_blocking,
-};
+use crate::killed::Scenario;
+use crate::support::{Reporting, Seen, decode_vectors, service, vectors_registry, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const REGION: &str = "us-east-1";
@@ -1044,145 +1042,48 @@ async fn bad_records_written_raw_are_dead_lettered_unchanged_and_good_ones_handl
     );
 }
 
-/// The example service over Kinesis, storing its table and positions in `db`.
-fn people_service(
-    endpoint: &str,
-    stream: &str,
-    db: &std::path::Path,
-    log: &std::path::Path,
-) -> Child {
-    Command::new(program("people_service"))
-        .env(
-            "LOGPIPE_BACKEND",
-            format!("kinesis://?region={REGION}&endpoint={endpoint}"),
-        )
-        .env("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display()))
-        .env("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "100")
-        .env("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "100")
-        .env("PEOPLE_STREAM", stream)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "logpipe=info,logpipe_kinesis=info")
-        .env_remove("LOGPIPE_CONFIG")
-        .env_remove("AWS_PROFILE")
-        .current_dir(db.parent().unwrap())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap()
-}
-
-fn people_count(db: &std::path::Path) -> (i64, i64) {
-    let Ok(conn) = rusqlite::Connection::open(db) else {
-        return (0, 0);
-    };
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.query_row(
-        "SELECT COUNT(*), COALESCE(MAX(applied), 0) FROM people",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )
-    .unwrap_or((0, 0))
-}
-
-fn wait_for_exit(child: &mut Child) -> ExitStatus {
-    let mut status = None;
-    wait_until_blocking("the process exits", WAIT, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap()
-}
-
-#[derive(Debug, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 1, key = "uuid")]
-struct PersonV1 {
-    uuid: String,
-    name: String,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_process_killed_with_sigkill_loses_nothing() {
-    const PEOPLE: i64 = 300;
     let Some((endpoint, _, stream)) = fixture("people", 2).await else {
         return;
     };
-    let backend = backend_over(sdk_api(&endpoint), fast());
-    let producer = Producer::new(backend.clone(), stream.as_str());
-    let send = |ids: std::ops::Range<i64>| {
-        let producer = producer.clone();
-        async move {
-            let sends: Vec<_> = ids
-                .map(|id| {
-                    let producer = producer.clone();
-                    let person = PersonV1 {
-                        uuid: format!("{id:06}"),
-                        name: format!("Person {id}"),
-                    };
-                    tokio::spawn(async move { producer.send(&person).await.unwrap() })
-                })
-                .collect();
-            for send in sends {
-                tokio::time::timeout(WAIT, send).await.unwrap().unwrap();
-            }
-        }
-    };
-
     let dir = tempfile::tempdir().unwrap();
-    let (db, log) = (dir.path().join("people.db"), dir.path().join("service.log"));
-    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let wait_for_people = |at_least: i64| {
-        let db = db.clone();
-        tokio::task::spawn_blocking(move || {
-            wait_until_blocking(&format!("{at_least} people are stored"), WAIT, || {
-                people_count(&db).0 >= at_least
-            });
-        })
+    let db = dir.path().join("people.db");
+    // The example service and producer over Kinesis; the service keeps its table and
+    // its positions in `db`.
+    let env = [
+        (
+            "LOGPIPE_BACKEND",
+            format!("kinesis://?region={REGION}&endpoint={endpoint}"),
+        ),
+        ("LOGPIPE_OFFSET_STORE", format!("sqlite://{}", db.display())),
+        ("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "100".to_owned()),
+        ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "100".to_owned()),
+        ("PEOPLE_STREAM", stream.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("RUST_LOG", "logpipe=info,logpipe_kinesis=info".to_owned()),
+    ];
+    let scenario = Scenario {
+        people: 300,
+        kill_after: 10,
+        // The handler writes its row and the position in one SQLite transaction.
+        max_duplicates: 0,
+        db: &db,
+        log: &dir.path().join("service.log"),
     };
-
-    // A third of the people, then SIGKILL once some are stored: nothing is stored on
-    // the way out, and the rest is not even written yet.
-    let mut child = people_service(&endpoint, &stream, &db, &log);
-    send(0..PEOPLE / 3).await;
-    if wait_for_people(10).await.is_err() {
-        let _ = child.kill();
-        panic!("service log:\n{}", show_log());
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(people_count(&db).0 <= PEOPLE / 3);
-
-    // Another third while it is down, the last third once it runs again.
-    send(PEOPLE / 3..2 * PEOPLE / 3).await;
-    let mut child = people_service(&endpoint, &stream, &db, &log);
-    send(2 * PEOPLE / 3..PEOPLE).await;
-    if wait_for_people(PEOPLE).await.is_err() {
-        let _ = child.kill();
-        panic!("service log:\n{}", show_log());
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::spawn_blocking(move || wait_for_exit(&mut child))
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{}", show_log());
-    let (count, most_applied) = people_count(&db);
-    assert_eq!(count, PEOPLE, "no person lost");
-    assert_eq!(
-        most_applied, 1,
-        "no message applied twice: the handler stores positions with its rows"
-    );
+    tokio::task::block_in_place(|| {
+        scenario.run(|program| {
+            let mut command = Command::new(program);
+            command
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env_remove("LOGPIPE_CONFIG")
+                .env_remove("AWS_PROFILE")
+                .current_dir(dir.path());
+            command
+        })
+    });
     let conn = rusqlite::Connection::open(&db).unwrap();
     let groups: Vec<(String, String)> = conn
         .prepare("SELECT DISTINCT consumer_group, stream FROM logpipe_positions")

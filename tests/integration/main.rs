@@ -6,6 +6,7 @@ mod cli;
 mod consumer;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod killed;
 mod kinesis;
 mod kinesis_django;
 mod multi_consumer;

@@ -12,6 +12,7 @@ use logpipe::embedded::EmbeddedLog;
 use logpipe::{Message, Producer};
 use serde::{Deserialize, Serialize};
 
+use crate::killed::{Scenario, people};
 use crate::support::{program, wait_until_blocking};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,17 +35,6 @@ fn service(db: &Path, extra_env: &[(&str, &str)]) -> Command {
         command.env(name, value);
     }
     command
-}
-
-pub(crate) fn people_count(db: &Path) -> (i64, i64) {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.query_row(
-        "SELECT COUNT(*), COALESCE(MAX(applied), 0) FROM people",
-        [],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )
-    .unwrap_or((0, 0))
 }
 
 /// Records covered by the stored positions of `group`: the sum of (offset + 1).
@@ -125,7 +115,7 @@ fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_r
         log
     });
     wait_until_blocking("100 people are stored and 20 audits skipped", WAIT, || {
-        people_count(&db).0 == 100 && ignored.load(Ordering::SeqCst) == 20
+        people(&db).count == 100 && ignored.load(Ordering::SeqCst) == 20
     });
     assert_eq!(
         records_covered(&db, "people_table"),
@@ -158,43 +148,23 @@ fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_dupli
     const PEOPLE: i64 = 3000;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("logpipe.db");
-    let mut consumer = service(&db, &[]).stderr(Stdio::null()).spawn().unwrap();
-    let mut producer = Command::new(program("people_producer"))
-        .arg(PEOPLE.to_string())
-        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
-        .env_remove("LOGPIPE_CONFIG")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    wait_until_blocking("the consumer has handled some people", WAIT, || {
-        people_count(&db).0 >= 300
+    let backend = format!("sqlite://{}", db.display());
+    Scenario {
+        people: PEOPLE,
+        kill_after: 300,
+        // The handler writes its row and its position in one transaction.
+        max_duplicates: 0,
+        db: &db,
+        log: &dir.path().join("service.log"),
+    }
+    .run(|program| {
+        let mut command = Command::new(program);
+        command
+            .env("LOGPIPE_BACKEND", &backend)
+            .env_remove("LOGPIPE_CONFIG")
+            .current_dir(dir.path());
+        command
     });
-    consumer.kill().unwrap(); // SIGKILL: no chance to store anything on the way out
-    consumer.wait().unwrap();
-    let at_kill = people_count(&db).0;
-    assert!(
-        at_kill < PEOPLE,
-        "the consumer was killed before it finished"
-    );
-
-    let mut consumer = service(&db, &[]).stderr(Stdio::null()).spawn().unwrap();
-    assert!(
-        wait_for_exit(&mut producer).success(),
-        "the producer sent everything"
-    );
-    wait_until_blocking("every person is stored", WAIT, || {
-        people_count(&db).0 == PEOPLE
-    });
-    terminate(&consumer);
-    assert_eq!(wait_for_exit(&mut consumer).code(), Some(0));
-
-    let (count, most_applied) = people_count(&db);
-    assert_eq!(count, PEOPLE, "no person lost");
-    assert_eq!(
-        most_applied, 1,
-        "no message applied twice, even across the kill"
-    );
     assert_eq!(records_covered(&db, "people_table"), PEOPLE);
 }
 

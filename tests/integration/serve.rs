@@ -22,9 +22,9 @@ const STREAM: &str = "people-serve";
 /// The example service's version 1 person.
 #[derive(Debug, Serialize, Deserialize, Message)]
 #[logpipe(type = "person", version = 1, key = "uuid")]
-struct Person {
-    uuid: String,
-    name: String,
+pub(crate) struct Person {
+    pub uuid: String,
+    pub name: String,
 }
 
 /// Sends `people` (their names) and `malformed` records that are not envelopes.
@@ -56,7 +56,12 @@ fn send(db: &Path, names: &[&str], malformed: usize) {
 }
 
 /// The service, logging JSON lines; returns it, its endpoints' address and its log lines.
-fn start(db: &Path, extra_env: &[(&str, &str)]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+/// It runs on `db` (an embedded log) and reads [`STREAM`] unless `extra_env` says
+/// otherwise.
+pub(crate) fn start(
+    db: &Path,
+    extra_env: &[(&str, &str)],
+) -> (Child, SocketAddr, mpsc::Receiver<String>) {
     let mut command = Command::new(program("people_service"));
     command
         .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
@@ -120,7 +125,7 @@ fn served_addr(line: &str) -> SocketAddr {
 }
 
 /// GETs `path`: the status and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -137,12 +142,17 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-/// The value of the sample `name{labels}` in a scrape, 0 when absent.
-fn sample(scrape: &str, series: &str) -> f64 {
+/// The value of the sample `name{labels}` in a scrape, if there is one.
+pub(crate) fn sample_value(scrape: &str, series: &str) -> Option<f64> {
     scrape
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().unwrap())
+        .map(|value| value.parse().unwrap())
+}
+
+/// The value of the sample `name{labels}` in a scrape, 0 when absent.
+fn sample(scrape: &str, series: &str) -> f64 {
+    sample_value(scrape, series).unwrap_or(0.0)
 }
 
 fn metric(addr: SocketAddr, series: &str) -> f64 {

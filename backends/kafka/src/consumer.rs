@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc as std_mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak, mpsc as std_mpsc};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -15,6 +15,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc;
 
+use crate::lag::Lag;
 use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
 
 /// Records handed over at most in one [`KafkaEvent::Records`].
@@ -25,6 +26,8 @@ const EVENT_CAPACITY: usize = 4;
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the commit thread waits after a failed commit before it tries again.
+const COMMIT_RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// A partition of a stream: the stream name (without the topic prefix) and the partition.
 pub type StreamPartition = (Arc<str>, i32);
@@ -107,6 +110,7 @@ pub struct KafkaConsumer {
     streams: StreamNames,
     /// Says (by closing) that the polling thread has left the group.
     left: std_mpsc::Receiver<()>,
+    lag: Arc<Lag>,
 }
 
 /// How long dropping a consumer waits for it to leave its group.
@@ -135,15 +139,17 @@ impl KafkaConsumer {
         let stopping = Arc::new(AtomicBool::new(false));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
         let streams = StreamNames::default();
+        let lag = Arc::new(Lag::new(group, config.get("auto.offset.reset")));
         let context = GroupContext {
             settings: Arc::clone(&settings),
             events: event_tx,
             replies: Mutex::new(reply_rx),
             batch: Mutex::new(Vec::new()),
             assignment: Arc::clone(&assignment),
-            commits: Mutex::new(Commits::default()),
+            commits: Commits::default(),
             stopping: Arc::clone(&stopping),
             streams: Arc::clone(&streams),
+            lag: Arc::clone(&lag),
         };
         let consumer: BaseConsumer<GroupContext> =
             config
@@ -165,11 +171,37 @@ impl KafkaConsumer {
         });
         let name = format!("kafka-{group}");
         let (left_tx, left) = std_mpsc::channel::<()>();
+        let helper = |role: &str| {
+            format!("{role}-{group}")
+                .chars()
+                .take(15)
+                .collect::<String>()
+        };
+        let (committer, measurer) = (helper("commit"), helper("lag"));
         std::thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || {
-                poll_thread(&client, &consumer, &topics);
-                send_commits(&consumer, true);
+                std::thread::scope(|scope| {
+                    let context = consumer.context();
+                    let helpers = std::thread::Builder::new()
+                        .name(committer)
+                        .spawn_scoped(scope, || commit_thread(&consumer))
+                        .and_then(|_| {
+                            std::thread::Builder::new()
+                                .name(measurer)
+                                .spawn_scoped(scope, || context.lag.run(&*consumer))
+                        });
+                    match helpers {
+                        Ok(_) => poll_thread(&client, &consumer, &topics),
+                        Err(_) => {
+                            context.report(KafkaError::Closed);
+                        }
+                    }
+                    // What was stored last reaches the group before the consumer leaves.
+                    commit_now(&consumer);
+                    context.commits.close();
+                    context.lag.close();
+                });
                 // The last owner closes the consumer, leaving the group; then `left_tx`
                 // is dropped, which is the signal.
                 drop(consumer);
@@ -185,6 +217,7 @@ impl KafkaConsumer {
             settings,
             streams,
             left,
+            lag,
         })
     }
 
@@ -232,13 +265,8 @@ impl KafkaConsumer {
             StartFrom::After(offset) => Offset::Offset(offset + 1),
             StartFrom::Reset => Offset::Stored,
         };
-        let topic = self
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find(|(_, name)| name.as_ref() == stream)
-            .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone());
+        let topic = self.topic(stream);
+        self.lag.sought(&(topic.clone(), partition), offset);
         self.replies
             .send(Reply::Seek {
                 topic,
@@ -246,6 +274,29 @@ impl KafkaConsumer {
                 offset,
             })
             .map_err(|_| KafkaError::Closed)
+    }
+
+    /// Tells the consumer the positions the application stored, for each (stream,
+    /// partition, offset) the last record it handled: the lag gauge
+    /// `logpipe_kafka_consumer_lag` counts the records after them. Cheap; call it once per
+    /// batch of positions, not per record.
+    pub fn stored<'a>(&self, positions: impl IntoIterator<Item = (&'a str, i32, i64)>) {
+        let positions: Vec<((String, i32), i64)> = positions
+            .into_iter()
+            .map(|(stream, partition, offset)| ((self.topic(stream), partition), offset + 1))
+            .collect();
+        self.lag
+            .stored(positions.iter().map(|(key, next)| (key, *next)));
+    }
+
+    /// The topic of `stream`: the one read under that name, else the configured one.
+    fn topic(&self, stream: &str) -> String {
+        self.streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, name)| name.as_ref() == stream)
+            .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone())
     }
 }
 
@@ -288,10 +339,12 @@ struct GroupContext {
     /// The partitions assigned now (full topic names).
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
     /// Offsets to commit.
-    commits: Mutex<Commits>,
+    commits: Commits,
     stopping: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
+    /// The lag of the assigned partitions.
+    lag: Arc<Lag>,
 }
 
 impl GroupContext {
@@ -398,27 +451,6 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        let mut state = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
-        state.in_flight = false;
-        if let Err(error) = result {
-            tracing::warn!(%error, "committing offsets failed; trying again");
-            // Again with the next commit, unless newer offsets are waiting.
-            for element in offsets.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    state
-                        .waiting
-                        .entry((element.topic().to_owned(), element.partition()))
-                        .or_insert(offset);
-                }
-            }
-        }
-    }
-
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -452,7 +484,13 @@ impl ConsumerContext for GroupContext {
                     consumer.assign(tpl)
                 };
                 match assigned {
-                    Ok(()) => self.assignment().extend(elements),
+                    Ok(()) => {
+                        self.lag.assigned(tpl.elements().iter().map(|e| {
+                            let key = (e.topic().to_owned(), e.partition());
+                            (key, self.stream(e.topic()), e.offset())
+                        }));
+                        self.assignment().extend(elements);
+                    }
                     Err(source) => {
                         tracing::error!(error = %source, "assigning partitions failed");
                         self.report(KafkaError::Consume { source });
@@ -463,7 +501,7 @@ impl ConsumerContext for GroupContext {
                 self.handshake(KafkaEvent::Revoked(self.partitions(tpl)));
                 // What the application stored for these partitions reaches the group
                 // before they are given up.
-                send_commits(consumer, true);
+                commit_now(consumer);
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -480,11 +518,16 @@ impl ConsumerContext for GroupContext {
                 } else {
                     assignment.clear();
                 }
+                // Offsets of a failed commit are not sent for partitions given up: the
+                // group may have committed newer ones from their new owner.
+                self.commits.forget(&elements);
+                self.lag.revoked(&elements);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed; giving up every partition");
                 let _ = consumer.unassign();
-                self.assignment().clear();
+                let lost: Vec<(String, i32)> = self.assignment().drain().collect();
+                self.lag.revoked(&lost);
             }
         }
     }
@@ -513,7 +556,6 @@ fn poll_thread(
     tracing::debug!(?topics, "subscribed");
     while !context.stopping.load(Ordering::SeqCst) {
         seek_now(consumer);
-        send_commits(consumer, false);
         match consumer.poll(POLL_WAIT) {
             None => continue,
             Some(Ok(message)) => {
@@ -570,57 +612,116 @@ struct Member {
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
 }
 
-/// A member's commits: at most one on its way to the broker, the newest offsets waiting
-/// behind it (a commit takes a round trip to the group coordinator; sending one per
-/// batch would queue them up).
+/// A member's commits, sent by its commit thread one at a time, each with the newest
+/// offsets stored while the one before was on its way (a commit takes a round trip to the
+/// group coordinator; sending one per store would queue them up). The answers come back
+/// to the commit thread, so commits go on while the polling thread waits for the
+/// application to take more records.
 #[derive(Default)]
 struct Commits {
-    in_flight: bool,
+    state: Mutex<CommitState>,
+    /// Signalled when offsets are stored, a commit is answered, or the consumer stops.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// The next offset to commit of each partition (full topic names).
     waiting: HashMap<(String, i32), i64>,
+    in_flight: bool,
+    /// The consumer has stopped: the commit thread ends.
+    closed: bool,
 }
 
 impl Commits {
-    fn take(&mut self) -> Option<TopicPartitionList> {
-        if self.waiting.is_empty() {
+    fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stores the next offsets to commit of some partitions and wakes the commit thread.
+    fn store(&self, offsets: impl IntoIterator<Item = ((String, i32), i64)>) {
+        self.lock().waiting.extend(offsets);
+        self.changed.notify_all();
+    }
+
+    /// Waits until no commit is on its way, then takes the waiting offsets, if any, for a
+    /// commit that the caller sends. With `for_offsets`, also waits until offsets wait;
+    /// then `None` means the consumer stopped.
+    fn take(&self, for_offsets: bool) -> Option<TopicPartitionList> {
+        let mut state = self
+            .changed
+            .wait_while(self.lock(), |state| {
+                !state.closed && (state.in_flight || (for_offsets && state.waiting.is_empty()))
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        if state.closed || state.waiting.is_empty() {
             return None;
         }
+        state.in_flight = true;
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in self.waiting.drain() {
-            // Only fails for an invalid offset, which `commit` never stores.
+        for ((topic, partition), offset) in state.waiting.drain() {
+            // Only fails for an invalid offset, which `store` never gets.
             let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
         }
         Some(list)
     }
+
+    /// Sends `list` (from [`take`](Self::take)) and waits for the answer. Offsets that
+    /// failed wait again, unless newer ones came meanwhile. Returns whether it succeeded.
+    fn send(&self, consumer: &BaseConsumer<GroupContext>, list: &TopicPartitionList) -> bool {
+        let result = consumer.commit(list, CommitMode::Sync);
+        let mut state = self.lock();
+        state.in_flight = false;
+        if let Err(error) = &result {
+            tracing::warn!(%error, "committing offsets failed; trying again");
+            for element in list.elements() {
+                if let Offset::Offset(offset) = element.offset() {
+                    state
+                        .waiting
+                        .entry((element.topic().to_owned(), element.partition()))
+                        .or_insert(offset);
+                }
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+        result.is_ok()
+    }
+
+    /// Drops the waiting offsets of `partitions`.
+    fn forget(&self, partitions: &[(String, i32)]) {
+        let mut state = self.lock();
+        for partition in partitions {
+            state.waiting.remove(partition);
+        }
+    }
+
+    /// Ends the commit thread.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
 }
 
-/// Sends the waiting offsets unless a commit is on its way; with `wait`, sends them
-/// anyway and waits for the answer.
-fn send_commits(consumer: &BaseConsumer<GroupContext>, wait: bool) {
+/// Sends the stored offsets, one commit at a time, until the consumer stops.
+fn commit_thread(consumer: &BaseConsumer<GroupContext>) {
     let commits = &consumer.context().commits;
-    let list = {
-        let mut state = commits.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.in_flight && !wait {
-            return;
+    while let Some(list) = commits.take(true) {
+        if !commits.send(consumer, &list) {
+            let state = commits.lock();
+            let _ = commits
+                .changed
+                .wait_timeout_while(state, COMMIT_RETRY_WAIT, |state| !state.closed);
         }
-        let Some(list) = state.take() else { return };
-        if !wait {
-            state.in_flight = true;
-        }
-        list
-    };
-    let mode = if wait {
-        CommitMode::Sync
-    } else {
-        CommitMode::Async
-    };
-    if let Err(error) = consumer.commit(&list, mode) {
-        tracing::warn!(%error, "committing offsets failed; they are read again after a restart");
-        if !wait {
-            commits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .in_flight = false;
-        }
+    }
+}
+
+/// Commits the stored offsets now, after the commit on its way, and waits for the answer.
+/// A failure is logged: those records are read again after a restart.
+fn commit_now(consumer: &BaseConsumer<GroupContext>) {
+    let commits = &consumer.context().commits;
+    if let Some(list) = commits.take(false) {
+        commits.send(consumer, &list);
     }
 }
 
@@ -737,23 +838,23 @@ impl GroupOffsets {
     /// Commits, for each (stream, partition, next offset), the offset of the next record
     /// to read, through the consumers of `group` that hold the partitions.
     ///
-    /// The commit is sent without waiting for the broker's answer. librdkafka finishes
-    /// outstanding commits before it lets a rebalance go on or a consumer close, so the
-    /// offsets are committed before the partitions change hands; a failed commit is
-    /// logged, and the next one covers the same records (at worst, records are read
-    /// again, never skipped).
+    /// It returns without waiting for the broker: each consumer sends its commits one at
+    /// a time, the next one as soon as the broker answered the last, with the newest
+    /// offsets stored meanwhile. Before a consumer gives up partitions or leaves the group,
+    /// it waits for the answer to what was stored. A failed commit is logged and sent
+    /// again unless newer offsets came (at worst, records are read again, never skipped).
     ///
     /// # Errors
     ///
     /// [`KafkaError::NotAssigned`] when no consumer of this client holds a partition;
-    /// [`KafkaError::Offsets`] when the group refused the commit (then some of the
-    /// offsets may have been committed, each partition's all or nothing).
+    /// then none of the offsets is committed.
     pub async fn commit(
         &self,
         group: &str,
         offsets: &[(&str, i32, i64)],
     ) -> Result<(), KafkaError> {
-        let mut members = Vec::new();
+        // Every partition's member first: either all offsets are stored or none.
+        let mut found = Vec::with_capacity(offsets.len());
         for &(stream, partition, next) in offsets {
             let topic = self.settings.topic(stream);
             let consumer = self
@@ -763,19 +864,10 @@ impl GroupOffsets {
                     topic: topic.clone(),
                     partition,
                 })?;
-            consumer
-                .context()
-                .commits
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .waiting
-                .insert((topic, partition), next);
-            if !members.iter().any(|m| Arc::ptr_eq(m, &consumer)) {
-                members.push(consumer);
-            }
+            found.push((consumer, (topic, partition), next));
         }
-        for consumer in members {
-            send_commits(&consumer, false);
+        for (consumer, partition, next) in found {
+            consumer.context().commits.store([(partition, next)]);
         }
         Ok(())
     }

@@ -8,6 +8,11 @@
 //! - [`GroupOffsets`] commits positions to the consumer group through the consumers that
 //!   hold the partitions.
 //!
+//! Each consumer sets the gauge `logpipe_kafka_consumer_lag{group,stream,partition}`
+//! (through the `metrics` facade) every five seconds: the records of each assigned
+//! partition it has not handled yet, counted from the positions the application reports
+//! with [`KafkaConsumer::stored`].
+//!
 //! Topic names go through [`KafkaSettings::topic_prefix`]: the stream `people` is the topic
 //! `<prefix>people`. A stream name that starts with `^` is a regular expression matched
 //! against whole topic names (librdkafka's pattern subscription).
@@ -26,6 +31,7 @@
 mod admin;
 mod consumer;
 mod error;
+mod lag;
 mod producer;
 
 use std::collections::BTreeMap;
