@@ -360,19 +360,21 @@ fn offset_info(stream: &str, partition: &str, first: i64, next: i64) -> Partitio
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time, years 1970 to 9999.
 pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
-    let (year, month, day) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let mut date = date.splitn(3, '-');
+    let year: u16 = date.next()?.parse().ok()?;
+    let (month, day): (u8, u8) = (date.next()?.parse().ok()?, date.next()?.parse().ok()?);
     let (time, fraction) = match time.split_once('.') {
         Some((time, fraction)) => (time, fraction),
         None => (time, ""),
     };
-    let mut time = time.splitn(3, ':').map(str::parse::<i64>);
+    let mut time = time.splitn(3, ':').map(str::parse::<u8>);
     let (hour, minute, second) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
-    if !(1..=12).contains(&month)
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
         || hour > 23
         || minute > 59
@@ -382,13 +384,21 @@ pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     }
     let millis = if fraction.is_empty() {
         0
-    } else {
+    } else if fraction.bytes().all(|b| b.is_ascii_digit()) {
         let digits: String = fraction.chars().chain("000".chars()).take(3).collect();
-        digits.parse::<i64>().ok()?
+        digits.parse::<u64>().ok()?
+    } else {
+        return None;
     };
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    let total = u64::try_from(seconds * 1000 + millis).ok()?;
-    Some(UNIX_EPOCH + Duration::from_millis(total))
+    let days = u64::try_from(days_from_civil(
+        i64::from(year),
+        i64::from(month),
+        i64::from(day),
+    ))
+    .ok()?;
+    let seconds =
+        days * 86_400 + u64::from(hour) * 3600 + u64::from(minute) * 60 + u64::from(second);
+    Some(UNIX_EPOCH + Duration::from_millis(seconds * 1000 + millis))
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.fffZ`.
@@ -446,5 +456,14 @@ mod tests {
         );
         assert_eq!(parse_time("2026-13-01T00:00:00Z"), None);
         assert_eq!(parse_time("2026-11-25 01:02:03"), None);
+        // Out of range or negative fields are refused, never overflow.
+        for text in [
+            "99999999999999-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-25T-1:02:03Z",
+            "2026-11-25T01:02:03.-12Z",
+        ] {
+            assert_eq!(parse_time(text), None, "{text}");
+        }
     }
 }

@@ -247,9 +247,9 @@ impl KinesisOptions {
 }
 
 #[cfg(feature = "kinesis")]
-pub(crate) use backend::backend_error;
+pub use backend::{KinesisBackend, KinesisConsumer};
 #[cfg(feature = "kinesis")]
-pub use backend::{KinesisBackend, KinesisConsumer, start_position};
+pub(crate) use backend::{backend_error, start_position};
 
 #[cfg(feature = "kinesis")]
 mod backend {
@@ -267,7 +267,7 @@ mod backend {
     };
 
     /// Where a reader starts from a stored position.
-    pub fn start_position(position: &ShardPosition) -> driver::StartPosition {
+    pub(crate) fn start_position(position: &ShardPosition) -> driver::StartPosition {
         match position {
             ShardPosition::After(sequence) => {
                 driver::StartPosition::AfterSequenceNumber(sequence.clone())

@@ -623,9 +623,11 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
     // Errors that next_event returns, such as while the brokers cannot be reached.
     let down = BackendError::new(BackendErrorKind::Connection, "broker down").retriable();
     send(Err(down));
-    assert_eq!(
-        running.wait_ready(false).await,
-        "people: stalled: reading has failed for 0 s: connection error: broker down\n"
+    let text = running.wait_ready(false).await;
+    assert!(
+        text.starts_with("people: stalled: reading has failed for ")
+            && text.ends_with(" s: connection error: broker down\n"),
+        "{text}"
     );
     // Any answer is a read that succeeded, records or none.
     send(Ok(ConsumerEvent::Records(Vec::new())));
