@@ -83,6 +83,9 @@ pub enum Error {
     /// A registry is invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// There is no consumer to run: none is registered, or none reads a stream.
+    #[error("nothing to run: {0}")]
+    NothingToRun(&'static str),
     /// A registered consumer could not be built.
     #[error("cannot build consumer {consumer:?}")]
     Build {

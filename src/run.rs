@@ -128,8 +128,8 @@ pub fn registered() -> Vec<&'static Registration> {
 ///
 /// # Errors
 ///
-/// [`Error::Build`] when a consumer cannot be built, two share a name or none reads a
-/// stream;
+/// [`Error::NothingToRun`] when no consumer is registered or none reads a stream;
+/// [`Error::Build`] when a consumer cannot be built or two share a name;
 /// [`Error::Backend`] or [`Error::Store`] when the configured backend or store cannot be
 /// opened; otherwise the first error a consumer stopped with.
 pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
@@ -152,11 +152,9 @@ pub async fn run_registered_with_health(
     let mut multi = MultiConsumer::new();
     let registrations = registered();
     if registrations.is_empty() {
-        return Err(Error::Build {
-            consumer: String::new(),
-            source: "no consumers are registered: link code that calls logpipe::register_consumer!"
-                .into(),
-        });
+        return Err(Error::NothingToRun(
+            "no consumers are registered: link code that calls logpipe::register_consumer!",
+        ));
     }
     for pair in registrations.windows(2) {
         if pair[0].name == pair[1].name {
@@ -199,10 +197,9 @@ pub async fn run_registered_with_health(
         multi.push(consumer);
     }
     if multi.is_empty() {
-        return Err(Error::Build {
-            consumer: String::new(),
-            source: "every registered consumer reads no streams: there is nothing to run".into(),
-        });
+        return Err(Error::NothingToRun(
+            "every registered consumer reads no streams",
+        ));
     }
     multi.run(shutdown).await
 }
