@@ -140,21 +140,26 @@ impl From<KafkaError> for BackendError {
 
 impl ProducerBackend for KafkaClient {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
-        let headers: Vec<(&str, &[u8])> = record
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice()))
-            .collect();
-        let (partition, offset) = KafkaClient::send(
-            self,
-            &record.stream,
-            record.key.as_deref(),
-            &record.value,
-            &headers,
-        )
-        .await?;
+        let OutgoingRecord {
+            stream,
+            key,
+            value,
+            headers,
+        } = record;
+        let queued = {
+            let headers: Vec<(&str, &[u8])> = headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_slice()))
+                .collect();
+            self.queue(&stream, key.as_deref(), &value, &headers)
+                .await?
+        };
+        // librdkafka has its own copy: the record's memory goes back now rather than
+        // after the round trip, while thousands of sends may be waiting.
+        drop((key, value, headers));
+        let (partition, offset) = queued.acknowledged().await?;
         Ok(Delivery {
-            partition: PartitionRef::new(Arc::clone(&record.stream), partition_name(partition)),
+            partition: PartitionRef::new(stream, partition_name(partition)),
             position: Position::Offset(offset),
         })
     }
