@@ -116,6 +116,7 @@ where
     Ok(KafkaConsumerBackend {
         inner: client.consumer(group, streams)?,
         partitions: HashMap::new(),
+        last: None,
     })
 }
 
@@ -175,14 +176,25 @@ impl ProducerBackend for KafkaClient {
 pub struct KafkaConsumerBackend {
     inner: KafkaConsumer,
     partitions: HashMap<(Arc<str>, i32), PartitionRef>,
+    /// The partition of the last record, which the next one likely shares.
+    last: Option<(i32, PartitionRef)>,
 }
 
 impl KafkaConsumerBackend {
     fn partition(&mut self, stream: &Arc<str>, partition: i32) -> PartitionRef {
-        self.partitions
+        if let Some((number, last)) = &self.last
+            && *number == partition
+            && Arc::ptr_eq(&last.stream, stream)
+        {
+            return last.clone();
+        }
+        let found = self
+            .partitions
             .entry((Arc::clone(stream), partition))
             .or_insert_with(|| PartitionRef::new(Arc::clone(stream), partition_name(partition)))
-            .clone()
+            .clone();
+        self.last = Some((partition, found.clone()));
+        found
     }
 
     fn record(&mut self, record: KafkaRecord) -> Record {
@@ -218,6 +230,10 @@ impl ConsumerBackend for KafkaConsumerBackend {
             }
             _ => ConsumerEvent::Records(Vec::new()),
         })
+    }
+
+    fn want_headers(&mut self, wanted: bool) {
+        self.inner.read_headers(wanted);
     }
 
     async fn seek(

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc as std_mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak, mpsc as std_mpsc};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -21,7 +21,8 @@ use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
 const MAX_BATCH: usize = 1000;
 /// Events waiting for the application, at most; past this the polling thread waits.
 const EVENT_CAPACITY: usize = 4;
-/// How long one poll waits for records; also how soon the thread sees a stop or a seek.
+/// How long the polling thread sleeps at most when there is nothing to read. librdkafka,
+/// a stop and a seek wake it at once; this bounds the wait should an event slip by.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,7 +43,7 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     /// The value (empty for a null value).
     pub value: Vec<u8>,
-    /// The headers, in order.
+    /// The headers, in order (none when [`KafkaConsumer::read_headers`] turned them off).
     pub headers: Vec<(String, Vec<u8>)>,
     /// When it was written, in milliseconds since the Unix epoch, if known.
     pub timestamp_ms: Option<i64>,
@@ -102,6 +103,8 @@ pub struct KafkaConsumer {
     replies: std_mpsc::Sender<Reply>,
     awaiting_reply: bool,
     stopping: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+    read_headers: Arc<AtomicBool>,
     settings: Arc<KafkaSettings>,
     /// The stream name of each topic read.
     streams: StreamNames,
@@ -133,6 +136,8 @@ impl KafkaConsumer {
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (replies, reply_rx) = std_mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let wakeup = Arc::new(Wakeup::default());
+        let read_headers = Arc::new(AtomicBool::new(true));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
         let streams = StreamNames::default();
         let context = GroupContext {
@@ -143,20 +148,23 @@ impl KafkaConsumer {
             assignment: Arc::clone(&assignment),
             commits: Mutex::new(Commits::default()),
             stopping: Arc::clone(&stopping),
+            wakeup: Arc::clone(&wakeup),
+            read_headers: Arc::clone(&read_headers),
             streams: Arc::clone(&streams),
         };
-        let consumer: BaseConsumer<GroupContext> =
-            config
-                .create_with_context(context)
-                .map_err(|source| match source {
-                    RdKafkaError::ClientConfig(..) => {
-                        settings.setting_error(SettingsLayer::Consumer, source)
-                    }
-                    source => KafkaError::Client {
-                        role: "consumer",
-                        source,
-                    },
-                })?;
+        let mut consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(context)
+            .map_err(|source| match source {
+                RdKafkaError::ClientConfig(..) => {
+                    settings.setting_error(SettingsLayer::Consumer, source)
+                }
+                source => KafkaError::Client {
+                    role: "consumer",
+                    source,
+                },
+            })?;
+        let woken = Arc::clone(&wakeup);
+        consumer.set_nonempty_callback(move || woken.wake());
         let consumer = Arc::new(consumer);
         client.offsets().register(Member {
             group: group.to_owned(),
@@ -182,6 +190,8 @@ impl KafkaConsumer {
             replies,
             awaiting_reply: false,
             stopping,
+            wakeup,
+            read_headers,
             settings,
             streams,
             left,
@@ -215,9 +225,17 @@ impl KafkaConsumer {
         Ok(event)
     }
 
+    /// Whether records come with their headers (they do unless told otherwise). Reading
+    /// them costs librdkafka an allocation for every record, even one without headers;
+    /// records already read keep theirs.
+    pub fn read_headers(&self, read: bool) {
+        self.read_headers.store(read, Ordering::Relaxed);
+    }
+
     /// Starts `partition` of `stream` just after an offset, or where the group left off.
     /// Right after an assignment it takes effect before any record of the partition is
-    /// read; later, within about 100 ms.
+    /// read; later, as soon as the polling thread has handed over the records it is
+    /// reading (those still come).
     ///
     /// # Errors
     ///
@@ -245,7 +263,9 @@ impl KafkaConsumer {
                 partition,
                 offset,
             })
-            .map_err(|_| KafkaError::Closed)
+            .map_err(|_| KafkaError::Closed)?;
+        self.wakeup.wake();
+        Ok(())
     }
 }
 
@@ -261,6 +281,7 @@ impl Drop for KafkaConsumer {
         // answer to a rebalance.
         self.events.close();
         let _ = self.replies.send(Reply::Done);
+        self.wakeup.wake();
         let wait = || {
             let _ = self.left.recv_timeout(LEAVE_TIMEOUT);
         };
@@ -278,6 +299,31 @@ impl KafkaClient {
     }
 }
 
+/// Wakes the polling thread when it sleeps: librdkafka when its queue gets something, the
+/// application when it stops the consumer or asks for a seek.
+#[derive(Default)]
+struct Wakeup {
+    woken: Mutex<bool>,
+    condvar: Condvar,
+}
+
+impl Wakeup {
+    fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.condvar.notify_one();
+    }
+
+    /// Sleeps until woken (since the last sleep) or for `timeout`.
+    fn sleep(&self, timeout: Duration) {
+        let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut woken, _) = self
+            .condvar
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(PoisonError::into_inner);
+        *woken = false;
+    }
+}
+
 /// The consumer's context: turns rebalances into events and waits for the application.
 struct GroupContext {
     settings: Arc<KafkaSettings>,
@@ -290,6 +336,9 @@ struct GroupContext {
     /// Offsets to commit.
     commits: Mutex<Commits>,
     stopping: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+    /// Whether records are read with their headers.
+    read_headers: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
 }
@@ -305,15 +354,29 @@ impl GroupContext {
         stream
     }
 
-    fn record(&self, message: &BorrowedMessage<'_>) -> KafkaRecord {
+    /// The record of `message`; `last` keeps the stream of the last topic seen, so that a
+    /// run of records of one topic looks its stream up once.
+    fn record(
+        &self,
+        message: &BorrowedMessage<'_>,
+        last: &mut Option<(String, Arc<str>)>,
+    ) -> KafkaRecord {
+        let topic = message.topic();
+        let stream = match last {
+            Some((last_topic, stream)) if last_topic == topic => Arc::clone(stream),
+            _ => Arc::clone(&last.insert((topic.to_owned(), self.stream(topic))).1),
+        };
         KafkaRecord {
-            stream: self.stream(message.topic()),
+            stream,
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: message
-                .headers()
+            headers: self
+                .read_headers
+                .load(Ordering::Relaxed)
+                .then(|| message.headers())
+                .flatten()
                 .map(|headers| {
                     headers
                         .iter()
@@ -339,7 +402,12 @@ impl GroupContext {
 
     /// Hands the polled records over; false when nobody listens any more.
     fn hand_over(&self) -> bool {
-        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(PoisonError::into_inner));
+        let batch = {
+            let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+            // The next batch is likely as large: room for it now saves growing it.
+            let room = batch.len();
+            std::mem::replace(&mut *batch, Vec::with_capacity(room))
+        };
         batch.is_empty()
             || self
                 .events
@@ -511,17 +579,29 @@ fn poll_thread(
         return;
     }
     tracing::debug!(?topics, "subscribed");
+    let mut last_stream = None;
+    // Whether the last poll found nothing. An empty poll may also have served an event
+    // (a commit's answer) with records behind it, and librdkafka wakes the thread only
+    // when its queue was empty: the thread sleeps after two empty polls in a row.
+    let mut idle = false;
     while !context.stopping.load(Ordering::SeqCst) {
         seek_now(consumer);
         send_commits(consumer, false);
-        match consumer.poll(POLL_WAIT) {
-            None => continue,
+        match consumer.poll(Duration::ZERO) {
+            None if idle => {
+                context.wakeup.sleep(POLL_WAIT);
+                idle = false;
+            }
+            None => idle = true,
             Some(Ok(message)) => {
-                context.push(context.record(&message));
+                idle = false;
+                context.push(context.record(&message, &mut last_stream));
                 drop(message);
                 for _ in 1..MAX_BATCH {
                     match consumer.poll(Duration::ZERO) {
-                        Some(Ok(message)) => context.push(context.record(&message)),
+                        Some(Ok(message)) => {
+                            context.push(context.record(&message, &mut last_stream));
+                        }
                         Some(Err(source)) => {
                             if !context.report(KafkaError::Consume { source }) {
                                 return;
@@ -536,6 +616,7 @@ fn poll_thread(
                 }
             }
             Some(Err(source)) => {
+                idle = false;
                 if !context.report(KafkaError::Consume { source }) {
                     return;
                 }
