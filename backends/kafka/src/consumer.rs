@@ -2,6 +2,7 @@
 //! the application.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak, mpsc as std_mpsc};
 use std::time::Duration;
@@ -87,7 +88,67 @@ enum Reply {
     Done,
 }
 
-type EventResult = Result<KafkaEvent, KafkaError>;
+/// What the polling thread hands the application.
+enum Handover {
+    Records(Polled),
+    Event(KafkaEvent),
+}
+
+type EventResult = Result<Handover, KafkaError>;
+
+/// Records polled and not handed over yet. Their keys and values sit in one buffer, so
+/// that the polling thread allocates once per batch; [`KafkaConsumer::next_event`] makes
+/// each record's own copies on the application's thread, which frees them too (the
+/// allocator takes a lock when a thread frees what another one allocated, record after
+/// record).
+#[derive(Default)]
+struct Polled {
+    bytes: Vec<u8>,
+    records: Vec<PolledRecord>,
+}
+
+/// A [`KafkaRecord`] whose key and value are ranges of [`Polled::bytes`].
+struct PolledRecord {
+    stream: Arc<str>,
+    partition: i32,
+    offset: i64,
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+    headers: Vec<(String, Vec<u8>)>,
+    timestamp_ms: Option<i64>,
+}
+
+impl Polled {
+    fn append(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    /// An empty batch with room for one as large as this.
+    fn like(&self) -> Self {
+        Self {
+            bytes: Vec::with_capacity(self.bytes.len()),
+            records: Vec::with_capacity(self.records.len()),
+        }
+    }
+
+    fn into_records(self) -> Vec<KafkaRecord> {
+        let Polled { bytes, records } = self;
+        records
+            .into_iter()
+            .map(|r| KafkaRecord {
+                stream: r.stream,
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key.map(|key| bytes[key].to_vec()),
+                value: bytes[r.value].to_vec(),
+                headers: r.headers,
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect()
+    }
+}
 
 /// A member of a consumer group, polled on a thread of its own.
 ///
@@ -144,7 +205,7 @@ impl KafkaConsumer {
             settings: Arc::clone(&settings),
             events: event_tx,
             replies: Mutex::new(reply_rx),
-            batch: Mutex::new(Vec::new()),
+            batch: Mutex::new(Polled::default()),
             assignment: Arc::clone(&assignment),
             commits: Mutex::new(Commits::default()),
             stopping: Arc::clone(&stopping),
@@ -218,7 +279,14 @@ impl KafkaConsumer {
             // The thread may have stopped; then there is nobody to tell.
             let _ = self.replies.send(Reply::Done);
         }
-        let event = self.events.recv().await.ok_or(KafkaError::Closed)??;
+        let event = match self.events.recv().await.ok_or(KafkaError::Closed)?? {
+            Handover::Records(polled) => {
+                // The polling thread may be holding more records until these are taken.
+                self.wakeup.wake();
+                KafkaEvent::Records(polled.into_records())
+            }
+            Handover::Event(event) => event,
+        };
         if let KafkaEvent::Assigned(_) | KafkaEvent::Revoked(_) = &event {
             self.awaiting_reply = true;
         }
@@ -330,7 +398,7 @@ struct GroupContext {
     events: mpsc::Sender<EventResult>,
     replies: Mutex<std_mpsc::Receiver<Reply>>,
     /// Records polled and not yet handed over.
-    batch: Mutex<Vec<KafkaRecord>>,
+    batch: Mutex<Polled>,
     /// The partitions assigned now (full topic names).
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
     /// Offsets to commit.
@@ -354,50 +422,45 @@ impl GroupContext {
         stream
     }
 
-    /// The record of `message`; `last` keeps the stream of the last topic seen, so that a
-    /// run of records of one topic looks its stream up once.
-    fn record(
-        &self,
-        message: &BorrowedMessage<'_>,
-        last: &mut Option<(String, Arc<str>)>,
-    ) -> KafkaRecord {
+    /// Adds `message` to the batch, and returns how many records the batch holds. `last`
+    /// keeps the stream of the last topic seen, so that a run of records of one topic
+    /// looks its stream up once.
+    fn push(&self, message: &BorrowedMessage<'_>, last: &mut Option<(String, Arc<str>)>) -> usize {
         let topic = message.topic();
         let stream = match last {
             Some((last_topic, stream)) if last_topic == topic => Arc::clone(stream),
             _ => Arc::clone(&last.insert((topic.to_owned(), self.stream(topic))).1),
         };
-        KafkaRecord {
+        let headers = self
+            .read_headers
+            .load(Ordering::Relaxed)
+            .then(|| message.headers())
+            .flatten()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = message.key().map(|key| batch.append(key));
+        let value = batch.append(message.payload().unwrap_or_default());
+        batch.records.push(PolledRecord {
             stream,
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: self
-                .read_headers
-                .load(Ordering::Relaxed)
-                .then(|| message.headers())
-                .flatten()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            key,
+            value,
+            headers,
             timestamp_ms: message.timestamp().to_millis(),
-        }
-    }
-
-    fn push(&self, record: KafkaRecord) {
-        self.batch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(record);
+        });
+        batch.records.len()
     }
 
     /// Hands the polled records over; false when nobody listens any more.
@@ -405,14 +468,28 @@ impl GroupContext {
         let batch = {
             let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
             // The next batch is likely as large: room for it now saves growing it.
-            let room = batch.len();
-            std::mem::replace(&mut *batch, Vec::with_capacity(room))
+            let next = batch.like();
+            std::mem::replace(&mut *batch, next)
         };
-        batch.is_empty()
+        batch.records.is_empty()
             || self
                 .events
-                .blocking_send(Ok(KafkaEvent::Records(batch)))
+                .blocking_send(Ok(Handover::Records(batch)))
                 .is_ok()
+    }
+
+    /// Hands the polled records over when there are [`MAX_BATCH`] or the application has
+    /// taken all it was handed; otherwise more records may join them. False when nobody
+    /// listens any more.
+    fn offer(&self) -> bool {
+        let count = self
+            .batch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .records
+            .len();
+        let taken_all = self.events.capacity() == self.events.max_capacity();
+        count == 0 || (count < MAX_BATCH && !taken_all) || self.hand_over()
     }
 
     fn report(&self, error: KafkaError) -> bool {
@@ -426,7 +503,11 @@ impl GroupContext {
         if self.stopping.load(Ordering::SeqCst) || !self.hand_over() {
             return seeks;
         }
-        if self.events.blocking_send(Ok(event)).is_err() {
+        if self
+            .events
+            .blocking_send(Ok(Handover::Event(event)))
+            .is_err()
+        {
             return seeks;
         }
         let replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
@@ -589,19 +670,22 @@ fn poll_thread(
         send_commits(consumer, false);
         match consumer.poll(Duration::ZERO) {
             None if idle => {
+                if !context.offer() {
+                    return;
+                }
+                // Woken by librdkafka, or by the application taking records (then the
+                // ones held here go next).
                 context.wakeup.sleep(POLL_WAIT);
                 idle = false;
             }
             None => idle = true,
             Some(Ok(message)) => {
                 idle = false;
-                context.push(context.record(&message, &mut last_stream));
+                let mut count = context.push(&message, &mut last_stream);
                 drop(message);
-                for _ in 1..MAX_BATCH {
+                while count < MAX_BATCH {
                     match consumer.poll(Duration::ZERO) {
-                        Some(Ok(message)) => {
-                            context.push(context.record(&message, &mut last_stream));
-                        }
+                        Some(Ok(message)) => count = context.push(&message, &mut last_stream),
                         Some(Err(source)) => {
                             if !context.report(KafkaError::Consume { source }) {
                                 return;
@@ -611,7 +695,7 @@ fn poll_thread(
                         None => break,
                     }
                 }
-                if !context.hand_over() {
+                if !context.offer() {
                     return;
                 }
             }
