@@ -5,10 +5,12 @@
 //! tests/services/run cargo bench --bench kafka
 //! ```
 //!
-//! Plain rdkafka produces with logpipe's producer settings, sending a value encoded once.
-//! It consumes twice: leaving each payload untouched (the transport alone), and decoding
-//! each into the message with `serde_json` (what an application reading these records
-//! without logpipe does). logpipe decodes each record and hands it to a handler.
+//! logpipe encodes each message into its envelope, and decodes each record and hands it
+//! to a handler. Plain rdkafka (with logpipe's producer settings) is measured twice each
+//! way: as the transport alone (sending a value encoded once, leaving each payload it
+//! reads untouched), and doing the same job as logpipe with `serde_json` (encoding each
+//! message into the same envelope, decoding each payload into the message), as an
+//! application without logpipe must. The messages are built before the clock starts.
 //!
 //! It needs `LOGPIPE_TEST_KAFKA` (set by `tests/services/run`); without it, it says so and
 //! measures nothing. It prints criterion's figures, then records per second and how fast
@@ -17,6 +19,7 @@
 mod common;
 
 use common::{Person, mean_ns, output_dir, person};
+use std::fmt::Debug;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +30,7 @@ use logpipe::kafka::{KafkaClient, KafkaSettings};
 use logpipe::{Consumer, Context, Message, Producer, Registry, handler_fn};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -57,13 +60,52 @@ fn raw_producer(brokers: &str) -> FutureProducer {
         .unwrap()
 }
 
-/// A record value as an application reading it without logpipe decodes it.
-#[derive(Deserialize)]
-struct Envelope<'a> {
+/// A record value as an application without logpipe writes and reads it: `json:` and
+/// this envelope.
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a, M> {
     #[serde(rename = "type")]
     message_type: &'a str,
     version: u64,
-    message: Person,
+    message: M,
+}
+
+/// The record value of `person`, encoded without logpipe.
+fn raw_value(person: &Person) -> Vec<u8> {
+    let mut value = b"json:".to_vec();
+    let envelope = Envelope {
+        message_type: Person::TYPE,
+        version: Person::VERSION,
+        message: person,
+    };
+    serde_json::to_writer(&mut value, &envelope).unwrap();
+    value
+}
+
+/// Starts `send(n)` for every `n` below `count` at once, and waits until all succeeded.
+fn all_at_once<F, E>(runtime: &tokio::runtime::Runtime, count: usize, send: impl Fn(usize) -> F)
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Debug + Send + 'static,
+{
+    runtime.block_on(async {
+        let mut sends = JoinSet::new();
+        for n in 0..count {
+            sends.spawn(send(n));
+        }
+        while let Some(sent) = sends.join_next().await {
+            sent.unwrap().unwrap();
+        }
+    });
+}
+
+/// How long `iters` runs of `run` take.
+fn timed(iters: u64, mut run: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        run();
+    }
+    start.elapsed()
 }
 
 /// Reads the `CONSUME` records of `topic` through plain rdkafka, as a new member of a new
@@ -95,92 +137,66 @@ fn client(brokers: &str) -> KafkaClient {
 
 fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
     let client = client(brokers);
-    let topic = unique("produce");
+    let topic: Arc<str> = unique("produce").into();
     runtime
-        .block_on(client.ensure_topics(std::slice::from_ref(&topic)))
+        .block_on(client.ensure_topics(&[topic.to_string()]))
         .unwrap();
-    let value = logpipe::envelope::encode(
-        logpipe::envelope::Format::Json,
-        &logpipe::envelope::Header {
-            message_type: Person::TYPE,
-            version: Person::VERSION,
-            producer: None,
-        },
-        &person(0),
-    )
-    .unwrap();
-    println!("record value: {} bytes", value.len());
-    let value: Arc<[u8]> = value.into();
-    // The messages are built before the clock starts, for both: building them is the
-    // application's work. logpipe encodes each one; plain rdkafka sends their keys with
-    // the value above, encoded once.
     let people: Arc<[Person]> = (0..PRODUCE).map(person).collect();
+    let value: Arc<[u8]> = raw_value(&people[0]).into();
+    println!("record value: {} bytes", value.len());
     let raw = raw_producer(brokers);
-    let producer = Producer::new(client.clone(), topic.as_str());
+    let producer = Producer::new(client.clone(), Arc::clone(&topic));
+    let send_raw = |encode: bool| {
+        let (raw, topic, people, value) = (&raw, &topic, &people, &value);
+        move |n: usize| {
+            let (raw, topic) = (raw.clone(), Arc::clone(topic));
+            let (people, value) = (Arc::clone(people), Arc::clone(value));
+            async move {
+                let person = &people[n];
+                let encoded = encode.then(|| raw_value(person));
+                let record = FutureRecord::to(&topic)
+                    .key(&person.uuid)
+                    .payload(encoded.as_deref().unwrap_or(&value));
+                let sent = raw.send(record, Duration::from_secs(60)).await;
+                sent.map(drop).map_err(|(error, _)| error)
+            }
+        }
+    };
 
     let mut produce = c.benchmark_group("kafka_produce");
     produce.throughput(Throughput::Elements(PRODUCE));
     produce.sample_size(10);
     produce.bench_function("rdkafka", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                runtime.block_on(async {
-                    let mut sends = JoinSet::new();
-                    for n in 0..people.len() {
-                        let (raw, topic) = (raw.clone(), topic.clone());
-                        let (people, value) = (Arc::clone(&people), Arc::clone(&value));
-                        sends.spawn(async move {
-                            let record = FutureRecord::to(&topic)
-                                .key(&people[n].uuid)
-                                .payload(&*value);
-                            raw.send(record, Duration::from_secs(60)).await.map(drop)
-                        });
-                    }
-                    while let Some(sent) = sends.join_next().await {
-                        sent.unwrap().map_err(|(e, _)| e).unwrap();
-                    }
-                });
-            }
-            start.elapsed()
+            timed(iters, || {
+                all_at_once(runtime, people.len(), send_raw(false))
+            })
         })
+    });
+    produce.bench_function("rdkafka_serde", |b| {
+        b.iter_custom(|iters| timed(iters, || all_at_once(runtime, people.len(), send_raw(true))))
     });
     produce.bench_function("logpipe", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                runtime.block_on(async {
-                    let mut sends = JoinSet::new();
-                    for n in 0..people.len() {
-                        let (producer, people) = (producer.clone(), Arc::clone(&people));
-                        sends.spawn(async move { producer.send(&people[n]).await.map(drop) });
-                    }
-                    while let Some(sent) = sends.join_next().await {
-                        sent.unwrap().unwrap();
-                    }
-                });
-            }
-            start.elapsed()
+            timed(iters, || {
+                all_at_once(runtime, people.len(), |n| {
+                    let (producer, people) = (producer.clone(), Arc::clone(&people));
+                    async move { producer.send(&people[n]).await.map(drop) }
+                })
+            })
         })
     });
     produce.finish();
 
     // A topic holding CONSUME records, read from the start by a new group each time.
     let topic = unique("consume");
-    runtime.block_on(async {
-        client
-            .ensure_topics(std::slice::from_ref(&topic))
-            .await
-            .unwrap();
-        let producer = Producer::new(client.clone(), topic.as_str());
-        let mut sends = JoinSet::new();
-        for n in 0..CONSUME {
-            let producer = producer.clone();
-            sends.spawn(async move { producer.send(&person(n)).await.map(drop) });
-        }
-        while let Some(sent) = sends.join_next().await {
-            sent.unwrap().unwrap();
-        }
+    runtime
+        .block_on(client.ensure_topics(std::slice::from_ref(&topic)))
+        .unwrap();
+    let filler = Producer::new(client.clone(), topic.as_str());
+    all_at_once(runtime, CONSUME as usize, |n| {
+        let filler = filler.clone();
+        async move { filler.send(&person(n as u64)).await.map(drop) }
     });
 
     let mut consume = c.benchmark_group("kafka_consume");
@@ -188,32 +204,27 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
     consume.sample_size(10);
     consume.bench_function("rdkafka", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
+            timed(iters, || {
                 raw_consume(brokers, &topic, |payload| {
                     black_box(payload);
-                });
-            }
-            start.elapsed()
+                })
+            })
         })
     });
     consume.bench_function("rdkafka_serde", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
+            timed(iters, || {
                 raw_consume(brokers, &topic, |payload| {
                     let json = payload.strip_prefix(b"json:").unwrap();
-                    let envelope: Envelope<'_> = serde_json::from_slice(json).unwrap();
+                    let envelope: Envelope<'_, Person> = serde_json::from_slice(json).unwrap();
                     black_box((envelope.message_type, envelope.version, envelope.message));
-                });
-            }
-            start.elapsed()
+                })
+            })
         })
     });
     consume.bench_function("logpipe", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
+            timed(iters, || {
                 let handled = Arc::new(AtomicU64::new(0));
                 let shutdown = CancellationToken::new();
                 let (counter, stop) = (Arc::clone(&handled), shutdown.clone());
@@ -232,8 +243,7 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
                 let consumer = Consumer::new(backend, client.offsets(), registry, group.as_str());
                 runtime.block_on(consumer.run(shutdown)).unwrap();
                 assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
-            }
-            start.elapsed()
+            })
         })
     });
     consume.finish();
@@ -245,7 +255,11 @@ fn report() {
         "group", "client", "records/s", "logpipe speed"
     );
     let groups = [
-        ("kafka_produce", PRODUCE, &["rdkafka", "logpipe"][..]),
+        (
+            "kafka_produce",
+            PRODUCE,
+            &["rdkafka", "rdkafka_serde", "logpipe"][..],
+        ),
         (
             "kafka_consume",
             CONSUME,
