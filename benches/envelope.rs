@@ -30,15 +30,17 @@ struct Person {
     tags: Vec<String>,
 }
 
+/// The message of the Kafka and Kinesis benches, with tags: a 200-byte body.
 fn person() -> Person {
+    let base = common::person(0);
     Person {
-        uuid: "6f1c2a4e-8b9d-4c3e-a1f0-5d7e9b2c4a6f".into(),
-        first_name: "Grace".into(),
-        last_name: "Hopper".into(),
-        email: "grace.hopper@example.com".into(),
-        city: "New York".into(),
-        age: 85,
-        active: true,
+        uuid: base.uuid,
+        first_name: base.first_name,
+        last_name: base.last_name,
+        email: base.email,
+        city: base.city,
+        age: base.age,
+        active: base.active,
         tags: vec!["navy".into(), "cobol".into(), "compilers".into()],
     }
 }

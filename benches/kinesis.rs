@@ -21,10 +21,10 @@
 
 mod common;
 
-use common::{mean_ns, output_dir};
+use common::{Person, mean_ns, output_dir, person};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput};
@@ -35,38 +35,15 @@ use logpipe::{BoxError, Consumer, Context, Message, Producer, Registry, handler_
 use logpipe_kinesis::sdk::primitives::Blob;
 use logpipe_kinesis::sdk::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use logpipe_kinesis::{SdkApi, sdk};
-use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 const REGION: &str = "us-east-1";
-const WRITES: usize = 500;
-const READS: usize = 1000;
-
-#[derive(Debug, Clone, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 2, key = "uuid")]
-struct Person {
-    uuid: String,
-    first_name: String,
-    last_name: String,
-    email: String,
-    city: String,
-    age: u32,
-}
-
-fn person(n: usize) -> Person {
-    Person {
-        uuid: format!("6f1c2a4e-8b9d-4c3e-a1f0-{n:012}"),
-        first_name: "Grace".into(),
-        last_name: "Hopper".into(),
-        email: "grace.hopper@example.com".into(),
-        city: "New York".into(),
-        age: 85,
-    }
-}
+const WRITES: u64 = 500;
+const READS: u64 = 1000;
 
 /// The record value logpipe writes for `person(n)`, for the raw calls to write too.
-fn value(n: usize) -> Vec<u8> {
+fn value(n: u64) -> Vec<u8> {
     let header = Header {
         message_type: Person::TYPE,
         version: Person::VERSION,
@@ -220,13 +197,13 @@ async fn raw_read(client: &sdk::Client, stream: &str) {
             .send()
             .await
             .unwrap();
-        read += page.records().len();
+        read += page.records().len() as u64;
         iterator = page.next_shard_iterator().unwrap().to_owned();
     }
 }
 
 async fn logpipe_read(backend: &KinesisBackend, stream: &str) {
-    let handled = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
     let shutdown = CancellationToken::new();
     let (count, stop) = (Arc::clone(&handled), shutdown.clone());
     let registry = Registry::builder()
@@ -254,7 +231,7 @@ fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
     let backend = backend(&client);
 
     let mut producer = c.benchmark_group("kinesis_producer");
-    producer.throughput(Throughput::Elements(WRITES as u64));
+    producer.throughput(Throughput::Elements(WRITES));
     producer.sample_size(10);
     producer.bench_function("raw_put_records", |b| {
         b.iter_custom(|iters| {
@@ -308,7 +285,7 @@ fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
         stream
     });
     let mut consumer = c.benchmark_group("kinesis_consumer");
-    consumer.throughput(Throughput::Elements(READS as u64));
+    consumer.throughput(Throughput::Elements(READS));
     consumer.sample_size(10);
     consumer.bench_function("raw_get_records", |b| {
         b.iter(|| runtime.block_on(raw_read(&client, &stream)))

@@ -163,6 +163,16 @@ impl ConsumerBackend for AnyConsumer {
         }
     }
 
+    fn want_headers(&mut self, wanted: bool) {
+        match self {
+            AnyConsumer::Embedded(consumer) => consumer.want_headers(wanted),
+            #[cfg(feature = "kinesis")]
+            AnyConsumer::Kinesis(consumer) => consumer.want_headers(wanted),
+            #[cfg(feature = "kafka")]
+            AnyConsumer::Kafka(consumer) => consumer.want_headers(wanted),
+        }
+    }
+
     async fn seek(
         &mut self,
         partition: &PartitionRef,

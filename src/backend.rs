@@ -73,7 +73,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// The record value: an envelope, or anything else a stream may hold.
     pub value: Vec<u8>,
-    /// The record headers.
+    /// The record headers (left out by a backend told that they are not wanted; see
+    /// [`ConsumerBackend::want_headers`]).
     pub headers: Vec<RecordHeader>,
     /// When the record was written, if the backend knows.
     pub timestamp: Option<SystemTime>,
@@ -239,6 +240,14 @@ pub trait ConsumerBackend: Send + 'static {
     /// [`BackendError`] when reading failed; [`BackendError::is_retriable`] says whether
     /// calling again may succeed.
     fn next_event(&mut self) -> impl Future<Output = Result<ConsumerEvent, BackendError>> + Send;
+
+    /// Says whether the records' headers are wanted. A backend for which reading them
+    /// costs (Kafka) may leave them out when they are not; they are wanted until said
+    /// otherwise. A [`Consumer`](crate::Consumer) wants them only when it has a
+    /// dead-letter stream, whose records keep them.
+    fn want_headers(&mut self, wanted: bool) {
+        let _ = wanted;
+    }
 
     /// Reads `partition` from just after `after`, or from the configured start (such as the
     /// earliest record) when `after` is `None`.

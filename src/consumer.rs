@@ -6,7 +6,7 @@
 //! [`commit_interval_ms`](ConsumerOptions::commit_interval_ms) while records are pending,
 //! on revocation, and always when the consumer stops.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -254,6 +254,8 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             dead_letter,
             health,
         };
+        // Headers are only ever copied to the dead-letter stream.
+        backend.want_headers(worker.dead_letter.is_some());
         let mut state = RunState::new(&worker.options);
         tracing::info!(group = %worker.group, "consumer started");
         worker.report(ConsumerHealth::started);
@@ -305,7 +307,7 @@ impl<S: OffsetStore> Worker<S> {
         let commit_every = self.options.commit_every as usize;
         loop {
             let mut handled_this_turn = 0;
-            while let Some(record) = state.queue.pop_ready(SystemTime::now()) {
+            while let Some(record) = state.queue.pop_ripe() {
                 if let Flow::Stop = self.process(record, state, shutdown).await? {
                     return Ok(());
                 }
@@ -427,7 +429,7 @@ impl<S: OffsetStore> Worker<S> {
 
     async fn process_in_span(
         &self,
-        record: Record,
+        mut record: Record,
         state: &mut RunState,
         shutdown: &CancellationToken,
     ) -> Result<Flow, Error> {
@@ -436,7 +438,9 @@ impl<S: OffsetStore> Worker<S> {
             record.partition.clone(),
             record.position.clone(),
         );
-        context.key.clone_from(&record.key);
+        // The key moves to the context (each attempt's handler gets a copy of it) and
+        // back to the record for the paths that need the whole record again.
+        context.key = record.key.take();
         context.timestamp = record.timestamp;
         let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
         let mut attempts = 0;
@@ -452,26 +456,19 @@ impl<S: OffsetStore> Worker<S> {
             }
             match outcome {
                 Ok(()) => {
-                    metrics::histogram!(
-                        "logpipe_handler_seconds",
-                        "stream" => Arc::clone(&record.partition.stream),
-                        "type" => context.message_type,
-                    )
-                    .record(elapsed);
+                    let metrics =
+                        state.handled_metrics(&record.partition.stream, context.message_type);
+                    metrics.seconds.record(elapsed);
+                    metrics.total.increment(1);
                     if state.retrying {
                         state.retrying = false;
                         self.report(ConsumerHealth::assigned);
                     }
-                    metrics::counter!(
-                        "logpipe_records_handled_total",
-                        "stream" => Arc::clone(&record.partition.stream),
-                        "type" => context.message_type,
-                    )
-                    .increment(1);
                     state.mark(&record);
                     return Ok(Flow::Continue);
                 }
                 Err(DispatchError::Skipped(reason)) => {
+                    record.key = context.key.take();
                     return self.skip(record, reason, state).await;
                 }
                 Err(DispatchError::Handler(err)) if attempts <= self.options.max_retries => {
@@ -490,6 +487,7 @@ impl<S: OffsetStore> Worker<S> {
                         (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
                 }
                 Err(DispatchError::Handler(err)) => {
+                    record.key = context.key.take();
                     return self
                         .handler_failed(record, context, attempts, err, state)
                         .await;
@@ -598,14 +596,10 @@ impl<S: OffsetStore> Worker<S> {
         state: &mut RunState,
     ) -> Result<(), Error> {
         state.last_commit = Instant::now();
-        if state.pending.is_empty() {
+        if state.pending_records == 0 {
             return Ok(());
         }
-        let positions: Vec<_> = state
-            .pending
-            .iter()
-            .map(|(p, pos)| (p.clone(), pos.clone()))
-            .collect();
+        let positions = state.queue.handled();
         self.store.store(&self.group, &positions).await?;
         backend.stored(&positions);
         metrics::histogram!("logpipe_commit_seconds")
@@ -615,7 +609,7 @@ impl<S: OffsetStore> Worker<S> {
             records = state.pending_records,
             "positions stored"
         );
-        state.pending.clear();
+        state.queue.forget_handled();
         state.pending_records = 0;
         Ok(())
     }
@@ -638,11 +632,21 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// The metrics of the records of one stream and message type that were handled,
+/// registered once rather than for every record.
+struct HandledMetrics {
+    stream: Arc<str>,
+    message_type: &'static str,
+    seconds: metrics::Histogram,
+    total: metrics::Counter,
+}
+
 /// What one run of a consumer keeps track of.
 struct RunState {
     queue: ReadyQueue,
-    /// The newest handled position of each partition, not yet stored.
-    pending: HashMap<PartitionRef, Position>,
+    /// One entry for each (stream, message type) handled so far: few.
+    handled: Vec<HandledMetrics>,
+    /// Records handled (or skipped) since positions were last stored.
     pending_records: usize,
     last_commit: Instant,
     commit_interval: Duration,
@@ -661,7 +665,7 @@ impl RunState {
     fn new(options: &ConsumerOptions) -> Self {
         Self {
             queue: ReadyQueue::new(Duration::from_millis(options.min_message_lag_ms)),
-            pending: HashMap::new(),
+            handled: Vec::new(),
             pending_records: 0,
             last_commit: Instant::now(),
             commit_interval: Duration::from_millis(options.commit_interval_ms),
@@ -674,13 +678,41 @@ impl RunState {
     }
 
     fn mark(&mut self, record: &Record) {
-        self.pending
-            .insert(record.partition.clone(), record.position.clone());
+        self.queue.mark_handled(record);
         self.pending_records += 1;
     }
 
+    fn handled_metrics(
+        &mut self,
+        stream: &Arc<str>,
+        message_type: &'static str,
+    ) -> &HandledMetrics {
+        let found = self
+            .handled
+            .iter()
+            .position(|m| m.stream == *stream && m.message_type == message_type);
+        let index = found.unwrap_or_else(|| {
+            self.handled.push(HandledMetrics {
+                stream: Arc::clone(stream),
+                message_type,
+                seconds: metrics::histogram!(
+                    "logpipe_handler_seconds",
+                    "stream" => Arc::clone(stream),
+                    "type" => message_type,
+                ),
+                total: metrics::counter!(
+                    "logpipe_records_handled_total",
+                    "stream" => Arc::clone(stream),
+                    "type" => message_type,
+                ),
+            });
+            self.handled.len() - 1
+        });
+        &self.handled[index]
+    }
+
     fn commit_deadline(&self) -> Option<Instant> {
-        (!self.pending.is_empty()).then(|| self.last_commit + self.commit_interval)
+        (self.pending_records > 0).then(|| self.last_commit + self.commit_interval)
     }
 
     fn next_read_backoff(&mut self) -> Duration {
@@ -694,21 +726,40 @@ impl RunState {
     }
 }
 
-/// Records read but not handled yet, per partition, in order. A partition whose oldest
-/// record is younger than the minimum lag waits; the others go on. Partitions take
-/// turns, one record at a time.
+/// Records read but not handled yet, per partition, in order, and the position handled
+/// last in each partition that is not stored yet. A partition whose oldest record is
+/// younger than the minimum lag waits; the others go on. Partitions take turns, one
+/// record at a time.
 struct ReadyQueue {
     lag: Duration,
-    partitions: Vec<(PartitionRef, VecDeque<Record>)>,
+    slots: Vec<Slot>,
     turn: usize,
     len: usize,
+}
+
+/// One partition of a [`ReadyQueue`].
+struct Slot {
+    partition: PartitionRef,
+    waiting: VecDeque<Record>,
+    /// The newest handled position, not yet stored.
+    handled: Option<Position>,
+}
+
+impl Slot {
+    fn new(partition: PartitionRef) -> Self {
+        Self {
+            partition,
+            waiting: VecDeque::new(),
+            handled: None,
+        }
+    }
 }
 
 impl ReadyQueue {
     fn new(lag: Duration) -> Self {
         Self {
             lag,
-            partitions: Vec::new(),
+            slots: Vec::new(),
             turn: 0,
             len: 0,
         }
@@ -718,26 +769,64 @@ impl ReadyQueue {
         self.len
     }
 
-    fn extend(&mut self, records: Vec<Record>) {
-        for record in records {
-            self.len += 1;
-            match self
-                .partitions
-                .iter_mut()
-                .find(|(partition, _)| *partition == record.partition)
-            {
-                Some((_, queue)) => queue.push_back(record),
-                None => self
-                    .partitions
-                    .push((record.partition.clone(), VecDeque::from([record]))),
+    fn slot(&mut self, partition: &PartitionRef) -> &mut Slot {
+        let index = match self.slots.iter().position(|s| s.partition == *partition) {
+            Some(index) => index,
+            None => {
+                self.slots.push(Slot::new(partition.clone()));
+                self.slots.len() - 1
             }
+        };
+        &mut self.slots[index]
+    }
+
+    fn extend(&mut self, records: Vec<Record>) {
+        self.len += records.len();
+        for record in records {
+            self.slot(&record.partition).waiting.push_back(record);
         }
     }
 
+    /// Drops the partitions' records and slots; their handled positions must be stored
+    /// first.
     fn remove(&mut self, revoked: &[PartitionRef]) {
-        self.partitions
-            .retain(|(partition, _)| !revoked.contains(partition));
-        self.len = self.partitions.iter().map(|(_, queue)| queue.len()).sum();
+        self.slots.retain(|slot| !revoked.contains(&slot.partition));
+        self.len = self.slots.iter().map(|slot| slot.waiting.len()).sum();
+    }
+
+    /// Notes that `record` was handled. It is nearly always the last one popped, whose
+    /// slot is at hand.
+    fn mark_handled(&mut self, record: &Record) {
+        let slot = match self.turn.checked_sub(1) {
+            Some(last)
+                if self
+                    .slots
+                    .get(last)
+                    .is_some_and(|s| s.partition == record.partition) =>
+            {
+                &mut self.slots[last]
+            }
+            _ => self.slot(&record.partition),
+        };
+        match &mut slot.handled {
+            Some(position) => position.clone_from(&record.position),
+            None => slot.handled = Some(record.position.clone()),
+        }
+    }
+
+    /// The handled positions not stored yet.
+    fn handled(&self) -> Vec<(PartitionRef, Position)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| Some((slot.partition.clone(), slot.handled.clone()?)))
+            .collect()
+    }
+
+    /// Forgets the handled positions, once stored.
+    fn forget_handled(&mut self) {
+        for slot in &mut self.slots {
+            slot.handled = None;
+        }
     }
 
     /// When `record` may be handled, or `None` if it may be now.
@@ -748,18 +837,30 @@ impl ReadyQueue {
         record.timestamp.map(|written| written + self.lag)
     }
 
+    /// The next record that may be handled now.
+    fn pop_ripe(&mut self) -> Option<Record> {
+        // Without a minimum lag every record is ripe, whatever the time.
+        let now = if self.lag.is_zero() {
+            SystemTime::UNIX_EPOCH
+        } else {
+            SystemTime::now()
+        };
+        self.pop_ready(now)
+    }
+
     fn pop_ready(&mut self, now: SystemTime) -> Option<Record> {
-        let count = self.partitions.len();
+        let count = self.slots.len();
         for step in 0..count {
             let index = (self.turn + step) % count;
-            let queue = &self.partitions[index].1;
-            let ready = queue
+            let ready = self.slots[index]
+                .waiting
                 .front()
                 .is_some_and(|head| self.ripe_at(head).is_none_or(|at| at <= now));
             if ready {
+                // `turn - 1` stays the slot of the record handed out.
                 self.turn = index + 1;
                 self.len -= 1;
-                return self.partitions[index].1.pop_front();
+                return self.slots[index].waiting.pop_front();
             }
         }
         None
@@ -768,9 +869,9 @@ impl ReadyQueue {
     /// When the first waiting record becomes ripe.
     fn next_ripe_at(&self) -> Option<Instant> {
         let earliest = self
-            .partitions
+            .slots
             .iter()
-            .filter_map(|(_, queue)| queue.front())
+            .filter_map(|slot| slot.waiting.front())
             .filter_map(|head| self.ripe_at(head))
             .min()?;
         let wait = earliest

@@ -118,6 +118,7 @@ where
         partitions: HashMap::new(),
         client: client.clone(),
         reads_failing: false,
+        last: None,
     })
 }
 
@@ -142,21 +143,26 @@ impl From<KafkaError> for BackendError {
 
 impl ProducerBackend for KafkaClient {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
-        let headers: Vec<(&str, &[u8])> = record
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice()))
-            .collect();
-        let (partition, offset) = KafkaClient::send(
-            self,
-            &record.stream,
-            record.key.as_deref(),
-            &record.value,
-            &headers,
-        )
-        .await?;
+        let OutgoingRecord {
+            stream,
+            key,
+            value,
+            headers,
+        } = record;
+        let queued = {
+            let headers: Vec<(&str, &[u8])> = headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_slice()))
+                .collect();
+            self.queue(&stream, key.as_deref(), &value, &headers)
+                .await?
+        };
+        // librdkafka has its own copy: the record's memory goes back now rather than
+        // after the round trip, while thousands of sends may be waiting.
+        drop((key, value, headers));
+        let (partition, offset) = queued.acknowledged().await?;
         Ok(Delivery {
-            partition: PartitionRef::new(Arc::clone(&record.stream), partition_name(partition)),
+            partition: PartitionRef::new(stream, partition_name(partition)),
             position: Position::Offset(offset),
         })
     }
@@ -184,14 +190,25 @@ pub struct KafkaConsumerBackend {
     client: KafkaClient,
     /// Whether the last event was a retriable error.
     reads_failing: bool,
+    /// The partition of the last record, which the next one likely shares.
+    last: Option<(i32, PartitionRef)>,
 }
 
 impl KafkaConsumerBackend {
     fn partition(&mut self, stream: &Arc<str>, partition: i32) -> PartitionRef {
-        self.partitions
+        if let Some((number, last)) = &self.last
+            && *number == partition
+            && Arc::ptr_eq(&last.stream, stream)
+        {
+            return last.clone();
+        }
+        let found = self
+            .partitions
             .entry((Arc::clone(stream), partition))
             .or_insert_with(|| PartitionRef::new(Arc::clone(stream), partition_name(partition)))
-            .clone()
+            .clone();
+        self.last = Some((partition, found.clone()));
+        found
     }
 
     fn record(&mut self, record: KafkaRecord) -> Record {
@@ -255,6 +272,10 @@ impl ConsumerBackend for KafkaConsumerBackend {
             }
             _ => ConsumerEvent::Records(Vec::new()),
         })
+    }
+
+    fn want_headers(&mut self, wanted: bool) {
+        self.inner.read_headers(wanted);
     }
 
     async fn seek(

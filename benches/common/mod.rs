@@ -1,7 +1,37 @@
-//! What every bench shares: where criterion writes, and reading back its figures so that
-//! a bench can print ratios against its baseline.
+//! What the benches share: where criterion writes, reading back its figures so that a
+//! bench can print ratios against its baseline, and the message the Kafka and Kinesis
+//! benches send.
 
 use std::path::{Path, PathBuf};
+
+use logpipe::Message;
+use serde::{Deserialize, Serialize};
+
+/// The message the Kafka and Kinesis benches send: about 210 bytes in its JSON envelope.
+#[derive(Debug, Clone, Serialize, Deserialize, Message)]
+#[logpipe(type = "person", version = 2, key = "uuid")]
+pub struct Person {
+    pub uuid: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub city: String,
+    pub age: u32,
+    pub active: bool,
+}
+
+/// Message number `n`: the same but for its key.
+pub fn person(n: u64) -> Person {
+    Person {
+        uuid: format!("6f1c2a4e-8b9d-4c3e-a1f0-{n:012}"),
+        first_name: "Grace".into(),
+        last_name: "Hopper".into(),
+        email: "grace.hopper@example.com".into(),
+        city: "New York".into(),
+        age: 85,
+        active: true,
+    }
+}
 
 /// Where criterion writes its figures.
 pub fn output_dir() -> PathBuf {

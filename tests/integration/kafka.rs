@@ -15,6 +15,7 @@ use logpipe::offsets::{OffsetStore, SqliteOffsetStore};
 use logpipe::{
     Consumer, ConsumerOptions, Context, Message, Producer, Record, Registry, handler_fn,
 };
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
@@ -481,20 +482,27 @@ async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a
     let topic = unique("bad-records");
     let dead = format!("{topic}.dead");
     create_topics(&brokers, &[&topic, &dead]).await;
-    // The vectors' values, written with plain rdkafka, on every partition, then one good
-    // message on each partition after them.
+    // The vectors' values, written with plain rdkafka, on every partition, with a header
+    // of their own naming the partition; then one good message on each partition after
+    // them.
     let raw: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
     let vectors = decode_vectors();
     for partition in 0..3 {
+        let trace = partition.to_string();
         for vector in &vectors {
             let value = vector.value();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "trace",
+                value: Some(&trace),
+            });
             raw.send(
                 FutureRecord::<(), [u8]>::to(&topic)
                     .partition(partition)
-                    .payload(&value),
+                    .payload(&value)
+                    .headers(headers),
                 Duration::from_secs(30),
             )
             .await
@@ -546,7 +554,8 @@ async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a
         .unwrap()
         .unwrap();
 
-    // Every bad record is on the dead-letter topic, with where it came from and why.
+    // Every bad record is on the dead-letter topic, with where it came from and why, and
+    // with its own headers.
     let records = read_topic(&client, &dead, 3 * bad).await;
     let mut origins = BTreeSet::new();
     for record in &records {
@@ -561,6 +570,7 @@ async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a
             .unwrap()
         };
         assert_eq!(header(dead_letter::HEADER_STREAM), topic);
+        assert_eq!(header("trace"), header(dead_letter::HEADER_PARTITION));
         let reason = header(dead_letter::HEADER_REASON);
         assert!(
             vectors

@@ -2,6 +2,7 @@
 //! the application.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak, mpsc as std_mpsc};
 use std::time::Duration;
@@ -22,7 +23,8 @@ use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
 const MAX_BATCH: usize = 1000;
 /// Events waiting for the application, at most; past this the polling thread waits.
 const EVENT_CAPACITY: usize = 4;
-/// How long one poll waits for records; also how soon the thread sees a stop or a seek.
+/// How long the polling thread sleeps at most when there is nothing to read. librdkafka,
+/// a stop and a seek wake it at once; this bounds the wait should an event slip by.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,7 +47,7 @@ pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     /// The value (empty for a null value).
     pub value: Vec<u8>,
-    /// The headers, in order.
+    /// The headers, in order (none when [`KafkaConsumer::read_headers`] turned them off).
     pub headers: Vec<(String, Vec<u8>)>,
     /// When it was written, in milliseconds since the Unix epoch, if known.
     pub timestamp_ms: Option<i64>,
@@ -89,7 +91,67 @@ enum Reply {
     Done,
 }
 
-type EventResult = Result<KafkaEvent, KafkaError>;
+/// What the polling thread hands the application.
+enum Handover {
+    Records(Polled),
+    Event(KafkaEvent),
+}
+
+type EventResult = Result<Handover, KafkaError>;
+
+/// Records polled and not handed over yet. Their keys and values sit in one buffer, so
+/// that the polling thread allocates once per batch; [`KafkaConsumer::next_event`] makes
+/// each record's own copies on the application's thread, which frees them too (the
+/// allocator takes a lock when a thread frees what another one allocated, record after
+/// record).
+#[derive(Default)]
+struct Polled {
+    bytes: Vec<u8>,
+    records: Vec<PolledRecord>,
+}
+
+/// A [`KafkaRecord`] whose key and value are ranges of [`Polled::bytes`].
+struct PolledRecord {
+    stream: Arc<str>,
+    partition: i32,
+    offset: i64,
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+    headers: Vec<(String, Vec<u8>)>,
+    timestamp_ms: Option<i64>,
+}
+
+impl Polled {
+    fn append(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    /// An empty batch with room for one as large as this.
+    fn like(&self) -> Self {
+        Self {
+            bytes: Vec::with_capacity(self.bytes.len()),
+            records: Vec::with_capacity(self.records.len()),
+        }
+    }
+
+    fn into_records(self) -> Vec<KafkaRecord> {
+        let Polled { bytes, records } = self;
+        records
+            .into_iter()
+            .map(|r| KafkaRecord {
+                stream: r.stream,
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key.map(|key| bytes[key].to_vec()),
+                value: bytes[r.value].to_vec(),
+                headers: r.headers,
+                timestamp_ms: r.timestamp_ms,
+            })
+            .collect()
+    }
+}
 
 /// A member of a consumer group, polled on a thread of its own.
 ///
@@ -105,6 +167,8 @@ pub struct KafkaConsumer {
     replies: std_mpsc::Sender<Reply>,
     awaiting_reply: bool,
     stopping: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+    read_headers: Arc<AtomicBool>,
     settings: Arc<KafkaSettings>,
     /// The stream name of each topic read.
     streams: StreamNames,
@@ -137,6 +201,8 @@ impl KafkaConsumer {
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (replies, reply_rx) = std_mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
+        let wakeup = Arc::new(Wakeup::default());
+        let read_headers = Arc::new(AtomicBool::new(true));
         let assignment = Arc::new(Mutex::new(HashSet::new()));
         let streams = StreamNames::default();
         let lag = Arc::new(Lag::new(group, config.get("auto.offset.reset")));
@@ -144,25 +210,28 @@ impl KafkaConsumer {
             settings: Arc::clone(&settings),
             events: event_tx,
             replies: Mutex::new(reply_rx),
-            batch: Mutex::new(Vec::new()),
+            batch: Mutex::new(Polled::default()),
             assignment: Arc::clone(&assignment),
             commits: Commits::default(),
             stopping: Arc::clone(&stopping),
+            wakeup: Arc::clone(&wakeup),
+            read_headers: Arc::clone(&read_headers),
             streams: Arc::clone(&streams),
             lag: Arc::clone(&lag),
         };
-        let consumer: BaseConsumer<GroupContext> =
-            config
-                .create_with_context(context)
-                .map_err(|source| match source {
-                    RdKafkaError::ClientConfig(..) => {
-                        settings.setting_error(SettingsLayer::Consumer, source)
-                    }
-                    source => KafkaError::Client {
-                        role: "consumer",
-                        source,
-                    },
-                })?;
+        let mut consumer: BaseConsumer<GroupContext> = config
+            .create_with_context(context)
+            .map_err(|source| match source {
+                RdKafkaError::ClientConfig(..) => {
+                    settings.setting_error(SettingsLayer::Consumer, source)
+                }
+                source => KafkaError::Client {
+                    role: "consumer",
+                    source,
+                },
+            })?;
+        let woken = Arc::clone(&wakeup);
+        consumer.set_nonempty_callback(move || woken.wake());
         let consumer = Arc::new(consumer);
         client.offsets().register(Member {
             group: group.to_owned(),
@@ -214,6 +283,8 @@ impl KafkaConsumer {
             replies,
             awaiting_reply: false,
             stopping,
+            wakeup,
+            read_headers,
             settings,
             streams,
             left,
@@ -241,16 +312,31 @@ impl KafkaConsumer {
             // The thread may have stopped; then there is nobody to tell.
             let _ = self.replies.send(Reply::Done);
         }
-        let event = self.events.recv().await.ok_or(KafkaError::Closed)??;
+        let event = match self.events.recv().await.ok_or(KafkaError::Closed)?? {
+            Handover::Records(polled) => {
+                // The polling thread may be holding more records until these are taken.
+                self.wakeup.wake();
+                KafkaEvent::Records(polled.into_records())
+            }
+            Handover::Event(event) => event,
+        };
         if let KafkaEvent::Assigned(_) | KafkaEvent::Revoked(_) = &event {
             self.awaiting_reply = true;
         }
         Ok(event)
     }
 
+    /// Whether records come with their headers (they do unless told otherwise). Reading
+    /// them costs librdkafka an allocation for every record, even one without headers;
+    /// records already read keep theirs.
+    pub fn read_headers(&self, read: bool) {
+        self.read_headers.store(read, Ordering::Relaxed);
+    }
+
     /// Starts `partition` of `stream` just after an offset, or where the group left off.
     /// Right after an assignment it takes effect before any record of the partition is
-    /// read; later, within about 100 ms.
+    /// read; later, as soon as the polling thread has handed over the records it is
+    /// reading (those still come).
     ///
     /// # Errors
     ///
@@ -273,7 +359,9 @@ impl KafkaConsumer {
                 partition,
                 offset,
             })
-            .map_err(|_| KafkaError::Closed)
+            .map_err(|_| KafkaError::Closed)?;
+        self.wakeup.wake();
+        Ok(())
     }
 
     /// Tells the consumer the positions the application stored, for each (stream,
@@ -312,6 +400,7 @@ impl Drop for KafkaConsumer {
         // answer to a rebalance.
         self.events.close();
         let _ = self.replies.send(Reply::Done);
+        self.wakeup.wake();
         let wait = || {
             let _ = self.left.recv_timeout(LEAVE_TIMEOUT);
         };
@@ -329,18 +418,46 @@ impl KafkaClient {
     }
 }
 
+/// Wakes the polling thread when it sleeps: librdkafka when its queue gets something, the
+/// application when it stops the consumer or asks for a seek.
+#[derive(Default)]
+struct Wakeup {
+    woken: Mutex<bool>,
+    condvar: Condvar,
+}
+
+impl Wakeup {
+    fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.condvar.notify_one();
+    }
+
+    /// Sleeps until woken (since the last sleep) or for `timeout`.
+    fn sleep(&self, timeout: Duration) {
+        let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut woken, _) = self
+            .condvar
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(PoisonError::into_inner);
+        *woken = false;
+    }
+}
+
 /// The consumer's context: turns rebalances into events and waits for the application.
 struct GroupContext {
     settings: Arc<KafkaSettings>,
     events: mpsc::Sender<EventResult>,
     replies: Mutex<std_mpsc::Receiver<Reply>>,
     /// Records polled and not yet handed over.
-    batch: Mutex<Vec<KafkaRecord>>,
+    batch: Mutex<Polled>,
     /// The partitions assigned now (full topic names).
     assignment: Arc<Mutex<HashSet<(String, i32)>>>,
     /// Offsets to commit.
     commits: Commits,
     stopping: Arc<AtomicBool>,
+    wakeup: Arc<Wakeup>,
+    /// Whether records are read with their headers.
+    read_headers: Arc<AtomicBool>,
     /// Stream names of topics, made once.
     streams: StreamNames,
     /// The lag of the assigned partitions.
@@ -358,46 +475,74 @@ impl GroupContext {
         stream
     }
 
-    fn record(&self, message: &BorrowedMessage<'_>) -> KafkaRecord {
-        KafkaRecord {
-            stream: self.stream(message.topic()),
+    /// Adds `message` to the batch, and returns how many records the batch holds. `last`
+    /// keeps the stream of the last topic seen, so that a run of records of one topic
+    /// looks its stream up once.
+    fn push(&self, message: &BorrowedMessage<'_>, last: &mut Option<(String, Arc<str>)>) -> usize {
+        let topic = message.topic();
+        let stream = match last {
+            Some((last_topic, stream)) if last_topic == topic => Arc::clone(stream),
+            _ => Arc::clone(&last.insert((topic.to_owned(), self.stream(topic))).1),
+        };
+        let headers = self
+            .read_headers
+            .load(Ordering::Relaxed)
+            .then(|| message.headers())
+            .flatten()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = message.key().map(|key| batch.append(key));
+        let value = batch.append(message.payload().unwrap_or_default());
+        batch.records.push(PolledRecord {
+            stream,
             partition: message.partition(),
             offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.key.to_owned(),
-                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            key,
+            value,
+            headers,
             timestamp_ms: message.timestamp().to_millis(),
-        }
-    }
-
-    fn push(&self, record: KafkaRecord) {
-        self.batch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(record);
+        });
+        batch.records.len()
     }
 
     /// Hands the polled records over; false when nobody listens any more.
     fn hand_over(&self) -> bool {
-        let batch = std::mem::take(&mut *self.batch.lock().unwrap_or_else(PoisonError::into_inner));
-        batch.is_empty()
+        let batch = {
+            let mut batch = self.batch.lock().unwrap_or_else(PoisonError::into_inner);
+            // The next batch is likely as large: room for it now saves growing it.
+            let next = batch.like();
+            std::mem::replace(&mut *batch, next)
+        };
+        batch.records.is_empty()
             || self
                 .events
-                .blocking_send(Ok(KafkaEvent::Records(batch)))
+                .blocking_send(Ok(Handover::Records(batch)))
                 .is_ok()
+    }
+
+    /// Hands the polled records over when there are [`MAX_BATCH`] or the application has
+    /// taken all it was handed; otherwise more records may join them. False when nobody
+    /// listens any more.
+    fn offer(&self) -> bool {
+        let count = self
+            .batch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .records
+            .len();
+        let taken_all = self.events.capacity() == self.events.max_capacity();
+        count == 0 || (count < MAX_BATCH && !taken_all) || self.hand_over()
     }
 
     fn report(&self, error: KafkaError) -> bool {
@@ -411,7 +556,11 @@ impl GroupContext {
         if self.stopping.load(Ordering::SeqCst) || !self.hand_over() {
             return seeks;
         }
-        if self.events.blocking_send(Ok(event)).is_err() {
+        if self
+            .events
+            .blocking_send(Ok(Handover::Event(event)))
+            .is_err()
+        {
             return seeks;
         }
         let replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
@@ -554,16 +703,31 @@ fn poll_thread(
         return;
     }
     tracing::debug!(?topics, "subscribed");
+    let mut last_stream = None;
+    // Whether the last poll found nothing. An empty poll may also have served an event
+    // (a commit's answer) with records behind it, and librdkafka wakes the thread only
+    // when its queue was empty: the thread sleeps after two empty polls in a row.
+    let mut idle = false;
     while !context.stopping.load(Ordering::SeqCst) {
         seek_now(consumer);
-        match consumer.poll(POLL_WAIT) {
-            None => continue,
+        match consumer.poll(Duration::ZERO) {
+            None if idle => {
+                if !context.offer() {
+                    return;
+                }
+                // Woken by librdkafka, or by the application taking records (then the
+                // ones held here go next).
+                context.wakeup.sleep(POLL_WAIT);
+                idle = false;
+            }
+            None => idle = true,
             Some(Ok(message)) => {
-                context.push(context.record(&message));
+                idle = false;
+                let mut count = context.push(&message, &mut last_stream);
                 drop(message);
-                for _ in 1..MAX_BATCH {
+                while count < MAX_BATCH {
                     match consumer.poll(Duration::ZERO) {
-                        Some(Ok(message)) => context.push(context.record(&message)),
+                        Some(Ok(message)) => count = context.push(&message, &mut last_stream),
                         Some(Err(source)) => {
                             if !context.report(KafkaError::Consume { source }) {
                                 return;
@@ -573,11 +737,12 @@ fn poll_thread(
                         None => break,
                     }
                 }
-                if !context.hand_over() {
+                if !context.offer() {
                     return;
                 }
             }
             Some(Err(source)) => {
+                idle = false;
                 if !context.report(KafkaError::Consume { source }) {
                     return;
                 }

@@ -10,7 +10,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::consumer::{GroupOffsets, KafkaConsumer};
@@ -20,6 +20,8 @@ use crate::{KafkaError, KafkaSettings, SettingsLayer};
 pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `send` waits for room in librdkafka's queue when it is full.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `send` waits before trying a full queue again.
+const QUEUE_RETRY: Duration = Duration::from_millis(100);
 
 /// Sends librdkafka's logs to `tracing`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +44,39 @@ pub(crate) struct Inner {
     /// Topics known to exist (full names).
     known_topics: RwLock<HashSet<String>>,
     pub(crate) offsets: GroupOffsets,
+}
+
+/// A record in librdkafka's hands, on its way to the brokers; see [`KafkaClient::queue`].
+#[must_use = "the record may not be written: wait for the acknowledgement"]
+pub struct Queued {
+    delivery: DeliveryFuture,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued").finish_non_exhaustive()
+    }
+}
+
+impl Queued {
+    /// Waits until the brokers acknowledged the record, and returns its partition and
+    /// offset.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Delivery`] when the record was not written (such as after
+    /// `message.timeout.ms`); [`KafkaError::is_retriable`] says whether sending it again
+    /// may work. [`KafkaError::Closed`] when the client went away first.
+    pub async fn acknowledged(self) -> Result<(i32, i64), KafkaError> {
+        match self.delivery.await {
+            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+            Ok(Err((source, message))) => Err(KafkaError::Delivery {
+                topic: rdkafka::Message::topic(&message).to_owned(),
+                source,
+            }),
+            Err(_) => Err(KafkaError::Closed),
+        }
+    }
 }
 
 /// A connection to a Kafka cluster: writes records and makes consumers. Clones share it.
@@ -118,6 +153,28 @@ impl KafkaClient {
         value: &[u8],
         headers: &[(&str, &[u8])],
     ) -> Result<(i32, i64), KafkaError> {
+        self.queue(stream, key, value, headers)
+            .await?
+            .acknowledged()
+            .await
+    }
+
+    /// The first half of [`send`](Self::send): hands one record to librdkafka, which
+    /// copies it, and returns what waits for the brokers' acknowledgement. A caller can
+    /// free its copy of the record in between.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::TopicNotFound`] when the topic does not exist and `create_topics` is
+    /// off; [`KafkaError::Delivery`] when librdkafka refused the record (such as when its
+    /// queue stayed full for a minute).
+    pub async fn queue(
+        &self,
+        stream: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(&str, &[u8])],
+    ) -> Result<Queued, KafkaError> {
         let settings = &self.inner.settings;
         let topic: Cow<'_, str> = if settings.topic_prefix.is_empty() {
             Cow::Borrowed(stream)
@@ -141,12 +198,23 @@ impl KafkaClient {
             }
             record = record.headers(owned);
         }
-        match self.inner.producer.send(record, QUEUE_TIMEOUT).await {
-            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
-            Err((source, _)) => Err(KafkaError::Delivery {
-                topic: topic.into_owned(),
-                source,
-            }),
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.inner.producer.send_result(record) {
+                Ok(delivery) => return Ok(Queued { delivery }),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
+                    if started.elapsed() < QUEUE_TIMEOUT =>
+                {
+                    record = again;
+                    tokio::time::sleep(QUEUE_RETRY).await;
+                }
+                Err((source, _)) => {
+                    return Err(KafkaError::Delivery {
+                        topic: topic.into_owned(),
+                        source,
+                    });
+                }
+            }
         }
     }
 
