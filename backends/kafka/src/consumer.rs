@@ -700,12 +700,12 @@ impl Commits {
                 !state.closed && (state.in_flight || (for_offsets && state.waiting.is_empty()))
             })
             .unwrap_or_else(PoisonError::into_inner);
-        let waiting = std::mem::take(&mut state.waiting);
-        release(&mut state, giving_up);
-        if state.closed || waiting.is_empty() {
-            state.waiting = waiting;
+        if state.closed || state.waiting.is_empty() {
+            release(&mut state, giving_up);
             return None;
         }
+        let waiting = std::mem::take(&mut state.waiting);
+        release(&mut state, giving_up);
         state.in_flight = true;
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in waiting {
