@@ -1052,6 +1052,38 @@ mod tests {
     }
 
     #[test]
+    fn the_commit_and_lag_threads_end_when_the_polling_function_panics() {
+        let (events, _) = mpsc::channel(1);
+        let context = GroupContext {
+            settings: Arc::new(KafkaSettings::new("127.0.0.1:9")),
+            events,
+            replies: Mutex::new(std_mpsc::channel().1),
+            batch: Mutex::default(),
+            assignment: Arc::default(),
+            commits: Commits::default(),
+            stopping: Arc::default(),
+            streams: StreamNames::default(),
+            lag: Arc::new(Lag::new("billing", None)),
+        };
+        // Never connects: the lag of no partition asks no broker.
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "billing")
+            .create()
+            .unwrap();
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                let _stop = StopThreads(&context);
+                scope.spawn(|| while context.commits.take(true, &[]).is_some() {});
+                scope.spawn(|| context.lag.run(&consumer));
+                panic!("the polling function failed");
+            });
+        }));
+        // Without the guard, the scope would wait for both threads forever.
+        assert!(ended.is_err());
+    }
+
+    #[test]
     fn thread_names_fit_in_15_characters() {
         assert_eq!(thread_name("commit", "billing"), "commit-billing");
         assert_eq!(thread_name("kafka", "a-very-long-group"), "kafka-a-very-lo");
