@@ -113,10 +113,13 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
+    let streams: Vec<String> = streams.into_iter().map(|s| s.as_ref().to_owned()).collect();
     Ok(KafkaConsumerBackend {
-        inner: client.consumer(group, streams)?,
+        inner: client.consumer(group, &streams)?,
         partitions: HashMap::new(),
         client: client.clone(),
+        streams,
+        group: group.to_owned(),
         reads_failing: false,
         last: None,
     })
@@ -172,23 +175,30 @@ impl ProducerBackend for KafkaClient {
     }
 }
 
-/// How often the brokers are asked for metadata while reads fail, to tell when they
-/// answer again even though no record arrives.
+/// How often the brokers are asked for the metadata of the consumer's topics while reads
+/// fail for want of a broker, to tell when they work again even though no record arrives.
 const BROKERS_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// A Kafka consumer as a [`ConsumerBackend`]: a member of a consumer group whose
 /// rebalances wait until the [`Consumer`](crate::Consumer) has stored its positions.
 ///
 /// librdkafka reconnects by itself and says nothing when the brokers answer again, so
-/// after a retriable error [`next_event`](ConsumerBackend::next_event) also asks the
-/// brokers for metadata every 5 seconds, and reports
-/// [`ConsumerEvent::ReadsSucceed`] once they answer (or any event comes).
+/// after a connection or timeout error (brokers, a partition leader or the group
+/// coordinator out of reach), [`next_event`](ConsumerBackend::next_event) also checks
+/// every 5 seconds what the consumer's reads need, and reports
+/// [`ConsumerEvent::ReadsSucceed`] once every partition of its topics has a leader and
+/// its group coordinator answers (or any event comes). After any other retriable error
+/// only an event ends the failure, so a consumer that cannot read still stalls.
 #[derive(Debug)]
 pub struct KafkaConsumerBackend {
     inner: KafkaConsumer,
     partitions: HashMap<(Arc<str>, i32), PartitionRef>,
     client: KafkaClient,
-    /// Whether the last event was a retriable error.
+    /// The streams read.
+    streams: Vec<String>,
+    /// The consumer group.
+    group: String,
+    /// Whether the last event was an error whose end [`readable`] can tell.
     reads_failing: bool,
     /// The partition of the last record, which the next one likely shares.
     last: Option<(i32, PartitionRef)>,
@@ -234,12 +244,27 @@ impl KafkaConsumerBackend {
     }
 }
 
-/// Returns once the brokers answer a metadata request, asking every
-/// [`BROKERS_CHECK_EVERY`].
-async fn brokers_answer(client: &KafkaClient) {
+/// Whether [`readable`] can tell that reads work again after `error`: a connection or
+/// timeout error.
+fn readable_tells_the_end(error: &KafkaError) -> bool {
+    matches!(error.kind(), ErrorKind::Connection | ErrorKind::Timeout)
+}
+
+/// Returns once a consumer of `group` reading `streams` can read, checking every
+/// [`BROKERS_CHECK_EVERY`]: every partition of the streams has a leader, and the group
+/// coordinator answers (with the committed offset of a partition of the first stream
+/// that is not a pattern).
+async fn readable(client: &KafkaClient, group: &str, streams: &[String]) {
     loop {
         tokio::time::sleep(BROKERS_CHECK_EVERY).await;
-        if client.list_streams().await.is_ok() {
+        if !client.streams_led(streams).await.unwrap_or(false) {
+            continue;
+        }
+        let coordinator = match streams.iter().find(|s| !s.starts_with('^')) {
+            Some(stream) => client.offsets().committed(group, stream, 0).await.is_ok(),
+            None => true,
+        };
+        if coordinator {
             return;
         }
     }
@@ -250,7 +275,7 @@ impl ConsumerBackend for KafkaConsumerBackend {
         let event = if self.reads_failing {
             tokio::select! {
                 event = self.inner.next_event() => event,
-                () = brokers_answer(&self.client) => {
+                () = readable(&self.client, &self.group, &self.streams) => {
                     self.reads_failing = false;
                     return Ok(ConsumerEvent::ReadsSucceed);
                 }
@@ -259,9 +284,8 @@ impl ConsumerBackend for KafkaConsumerBackend {
             self.inner.next_event().await
         };
         let event = event.map_err(|error| {
-            let error = BackendError::from(error);
-            self.reads_failing = error.is_retriable();
-            error
+            self.reads_failing = readable_tells_the_end(&error);
+            BackendError::from(error)
         })?;
         self.reads_failing = false;
         Ok(match event {
@@ -470,6 +494,27 @@ mod tests {
             "the brokers answered: {event:?}"
         );
         assert!(!consumer.reads_failing);
+    }
+
+    #[test]
+    fn only_connection_and_timeout_errors_end_when_the_topics_and_coordinator_answer() {
+        use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode as C};
+        let consume = |code| KafkaError::Consume {
+            source: RdKafkaError::MessageConsumption(code),
+        };
+        for code in [
+            C::AllBrokersDown,
+            C::LeaderNotAvailable,
+            C::CoordinatorNotAvailable,
+            C::RequestTimedOut,
+        ] {
+            assert!(readable_tells_the_end(&consume(code)), "{code:?}");
+        }
+        // Retriable, but brokers that answer do not tell that reading works again.
+        for code in [C::KafkaStorageError, C::RebalanceInProgress] {
+            assert!(consume(code).is_retriable(), "{code:?}");
+            assert!(!readable_tells_the_end(&consume(code)), "{code:?}");
+        }
     }
 
     #[test]

@@ -168,8 +168,9 @@ fn describe() {
         Unit::Milliseconds,
         "How far reading a Kinesis shard is behind its newest record"
     );
+    #[cfg(feature = "kafka")]
     metrics::describe_gauge!(
-        "logpipe_kafka_consumer_lag",
+        logpipe_kafka::LAG_GAUGE,
         Unit::Count,
         "Records of a Kafka partition not handled yet: its end offset minus the next offset the group's consumer handles"
     );

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::killed::Scenario;
+use crate::killed::{MaxDuplicates, Scenario};
 use crate::processes::{terminate, wait_for_exit};
 use crate::serve;
 use crate::support::{decode_vectors, read_from_start, service, wait_until, wait_until_blocking};
@@ -731,11 +731,35 @@ impl PeopleTopic {
     }
 }
 
+/// The partitions of the topic [`killed_service`] makes.
+const KILLED_PARTITIONS: [i32; 3] = [0, 1, 2];
+
 /// Kills the example service with SIGKILL while it consumes a 3-partition topic, with
 /// `store_env` saying where positions go, and starts it again (see [`Scenario`]).
-fn killed_service(max_duplicates: i64, store_env: &[(&'static str, String)]) {
+/// `group_commits`: positions go to the service's consumer group, and the duplicates
+/// allowed are the records handled at the kill past the offsets the group committed;
+/// else none.
+fn killed_service(group_commits: bool, store_env: &[(&'static str, String)]) {
     let Some(topic) = PeopleTopic::new("kill") else {
         return;
+    };
+    // The records covered by the group's committed offsets: the topic is new, so each
+    // partition's records start at offset 0.
+    let covered = || {
+        let mut settings = KafkaSettings::new(topic.brokers.clone());
+        settings.topic_prefix.clone_from(&topic.prefix);
+        let client = KafkaClient::connect(settings).unwrap();
+        let group = format!("{}people_table", topic.prefix);
+        let committed = topic
+            .runtime
+            .block_on(client.group_committed(&group, "people", &KILLED_PARTITIONS))
+            .unwrap();
+        committed.iter().filter_map(|(_, offset)| *offset).sum()
+    };
+    let max_duplicates = if group_commits {
+        MaxDuplicates::NotStored(&covered)
+    } else {
+        MaxDuplicates::Fixed(0)
     };
     let (brokers, prefix) = (&topic.brokers, &topic.prefix);
     let dir = tempfile::tempdir().unwrap();
@@ -778,24 +802,17 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
     // service's table, `people.db` in its directory), so a kill leaves no record handled
     // past its stored position.
     killed_service(
-        0,
+        false,
         &[("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned())],
     );
 }
 
 #[test]
 fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing() {
-    // Positions are stored every `commit_every` records (the position batch) and sent to
-    // the group one commit at a time, each as soon as the broker answered the one before.
-    // A kill leaves handled but not committed: fewer than `commit_every` records not
-    // stored yet, the one whose row was just written, and the batch on its way to the
-    // broker. Only one batch is on its way while a commit takes less time than handling
-    // a batch (milliseconds against a SQLite write per record here).
-    let position_batch = i64::from(ConsumerOptions::default().commit_every);
-    killed_service(
-        2 * position_batch,
-        &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())],
-    );
+    // Positions are stored every `commit_every` records and sent to the group one commit
+    // at a time. What a kill leaves handled but not committed is read again, and only
+    // that: the records handled at the kill past the offsets the group holds then.
+    killed_service(true, &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())]);
 }
 
 // Interoperability with django-logpipe 1.6 (`tests/services/python`), both ways, in

@@ -30,7 +30,7 @@ use logpipe_kinesis::{
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::killed::Scenario;
+use crate::killed::{MaxDuplicates, Scenario};
 use crate::support::{Reporting, Seen, decode_vectors, service, vectors_registry, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1069,7 +1069,7 @@ async fn a_consumer_process_killed_with_sigkill_loses_nothing() {
         people: 300,
         kill_after: 10,
         // The handler writes its row and the position in one SQLite transaction.
-        max_duplicates: 0,
+        max_duplicates: MaxDuplicates::Fixed(0),
         db: &db,
         log: &dir.path().join("service.log"),
     };

@@ -12,7 +12,7 @@ use logpipe::embedded::EmbeddedLog;
 use logpipe::{Message, Producer};
 use serde::{Deserialize, Serialize};
 
-use crate::killed::{Scenario, people};
+use crate::killed::{MaxDuplicates, Scenario, people};
 use crate::support::{program, wait_until_blocking};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -153,7 +153,7 @@ fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_dupli
         people: PEOPLE,
         kill_after: 300,
         // The handler writes its row and its position in one transaction.
-        max_duplicates: 0,
+        max_duplicates: MaxDuplicates::Fixed(0),
         db: &db,
         log: &dir.path().join("service.log"),
     }

@@ -61,6 +61,53 @@ impl KafkaClient {
         Ok(streams)
     }
 
+    /// Whether every partition of the topics of `streams` has a leader, asking the brokers
+    /// for the metadata of these topics only. Patterns (`^...`) are left out; with none
+    /// but patterns, whether the brokers answer.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Metadata`] when the brokers cannot be asked.
+    pub async fn streams_led(&self, streams: &[String]) -> Result<bool, KafkaError> {
+        let topics: Vec<String> = streams
+            .iter()
+            .map(|stream| self.settings().topic(stream))
+            .filter(|topic| !topic.starts_with('^'))
+            .collect();
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let client = inner.producer.client();
+            let fetch = |topic: Option<&str>| {
+                client
+                    .fetch_metadata(topic, METADATA_TIMEOUT)
+                    .map_err(|source| KafkaError::Metadata {
+                        topic: topic.unwrap_or_default().to_owned(),
+                        source,
+                    })
+            };
+            if topics.is_empty() {
+                return fetch(None).map(|_| true);
+            }
+            for topic in &topics {
+                let metadata = fetch(Some(topic))?;
+                let led = metadata.topics().iter().any(|t| {
+                    t.name() == topic
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.error().is_none() && p.leader() >= 0)
+                });
+                if !led {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(|_| KafkaError::Closed)?
+    }
+
     /// Creates the topic of `stream` with `partitions` partitions and the configured
     /// replication factor.
     ///

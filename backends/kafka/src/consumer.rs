@@ -28,8 +28,14 @@ const EVENT_CAPACITY: usize = 4;
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// How long reading or committing offsets may take.
 const OFFSETS_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the commit thread waits after a failed commit before it tries again.
+/// How long the commit thread waits after a failed commit before it tries again; it
+/// doubles with each failure in a row, up to [`COMMIT_RETRY_MAX`].
 const COMMIT_RETRY_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between commits that keep failing.
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(10);
+/// A commit failing again with the same error is logged once every this many failures
+/// (about every ten minutes at [`COMMIT_RETRY_MAX`]).
+const COMMIT_FAILURE_LOG_EVERY: u32 = 64;
 
 /// A partition of a stream: the stream name (without the topic prefix) and the partition.
 pub type StreamPartition = (Arc<str>, i32);
@@ -238,21 +244,17 @@ impl KafkaConsumer {
             consumer: Arc::downgrade(&consumer),
             assignment,
         });
-        let name = format!("kafka-{group}");
         let (left_tx, left) = std_mpsc::channel::<()>();
-        let helper = |role: &str| {
-            format!("{role}-{group}")
-                .chars()
-                .take(15)
-                .collect::<String>()
-        };
-        let (committer, measurer) = (helper("commit"), helper("lag"));
+        let (committer, measurer) = (thread_name("commit", group), thread_name("lag", group));
         std::thread::Builder::new()
-            .name(name.chars().take(15).collect())
+            .name(thread_name("kafka", group))
             .spawn(move || {
                 std::thread::scope(|scope| {
                     let context = consumer.context();
-                    let helpers = std::thread::Builder::new()
+                    // Ends the commit and lag threads however this closure ends (a panic
+                    // included), so that the scope can join them and the consumer leaves.
+                    let _stop = StopThreads(context);
+                    let threads = std::thread::Builder::new()
                         .name(committer)
                         .spawn_scoped(scope, || commit_thread(&consumer))
                         .and_then(|_| {
@@ -260,16 +262,16 @@ impl KafkaConsumer {
                                 .name(measurer)
                                 .spawn_scoped(scope, || context.lag.run(&*consumer))
                         });
-                    match helpers {
+                    match threads {
                         Ok(_) => poll_thread(&client, &consumer, &topics),
                         Err(_) => {
                             context.report(KafkaError::Closed);
                         }
                     }
-                    // What was stored last reaches the group before the consumer leaves.
-                    commit_now(&consumer);
-                    context.commits.close();
+                    // No new measurement starts while the consumer leaves.
                     context.lag.close();
+                    // What was stored last reaches the group before the consumer leaves.
+                    commit_now(&consumer, &[]);
                 });
                 // The last owner closes the consumer, leaving the group; then `left_tx`
                 // is dropped, which is the signal.
@@ -365,9 +367,10 @@ impl KafkaConsumer {
     }
 
     /// Tells the consumer the positions the application stored, for each (stream,
-    /// partition, offset) the last record it handled: the lag gauge
-    /// `logpipe_kafka_consumer_lag` counts the records after them. Cheap; call it once per
-    /// batch of positions, not per record.
+    /// partition, offset) the offset of the last record it handled (not the next one to
+    /// read, unlike [`GroupOffsets::commit`]): the lag gauge [`LAG_GAUGE`](crate::LAG_GAUGE)
+    /// counts the records after them. Cheap; call it once per batch of positions, not per
+    /// record.
     pub fn stored<'a>(&self, positions: impl IntoIterator<Item = (&'a str, i32, i64)>) {
         let positions: Vec<((String, i32), i64)> = positions
             .into_iter()
@@ -385,6 +388,22 @@ impl KafkaConsumer {
             .iter()
             .find(|(_, name)| name.as_ref() == stream)
             .map_or_else(|| self.settings.topic(stream), |(topic, _)| topic.clone())
+    }
+}
+
+/// The name of one of a consumer's threads: its `role` and `group`, cut to the 15
+/// characters a thread name can have on Linux.
+fn thread_name(role: &str, group: &str) -> String {
+    format!("{role}-{group}").chars().take(15).collect()
+}
+
+/// Ends a consumer's commit and lag threads when dropped.
+struct StopThreads<'a>(&'a GroupContext);
+
+impl Drop for StopThreads<'_> {
+    fn drop(&mut self) {
+        self.0.lag.close();
+        self.0.commits.close();
     }
 }
 
@@ -638,6 +657,7 @@ impl ConsumerContext for GroupContext {
                             let key = (e.topic().to_owned(), e.partition());
                             (key, self.stream(e.topic()), e.offset())
                         }));
+                        self.commits.own(&elements);
                         self.assignment().extend(elements);
                     }
                     Err(source) => {
@@ -649,8 +669,9 @@ impl ConsumerContext for GroupContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.handshake(KafkaEvent::Revoked(self.partitions(tpl)));
                 // What the application stored for these partitions reaches the group
-                // before they are given up.
-                commit_now(consumer);
+                // before they are given up; after this commit, none of their offsets is
+                // sent again (the group may take newer ones from their new owner).
+                commit_now(consumer, &elements);
                 let unassigned = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -667,15 +688,13 @@ impl ConsumerContext for GroupContext {
                 } else {
                     assignment.clear();
                 }
-                // Offsets of a failed commit are not sent for partitions given up: the
-                // group may have committed newer ones from their new owner.
-                self.commits.forget(&elements);
                 self.lag.revoked(&elements);
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed; giving up every partition");
                 let _ = consumer.unassign();
                 let lost: Vec<(String, i32)> = self.assignment().drain().collect();
+                self.commits.release(&lost);
                 self.lag.revoked(&lost);
             }
         }
@@ -782,6 +801,10 @@ struct Member {
 /// group coordinator; sending one per store would queue them up). The answers come back
 /// to the commit thread, so commits go on while the polling thread waits for the
 /// application to take more records.
+///
+/// Only offsets of partitions the member owns are stored, sent, and sent again after a
+/// failure: once a partition is released (given up or lost), none of its offsets leaves,
+/// since the group may have newer ones from its new owner.
 #[derive(Default)]
 struct Commits {
     state: Mutex<CommitState>,
@@ -791,9 +814,13 @@ struct Commits {
 
 #[derive(Default)]
 struct CommitState {
-    /// The next offset to commit of each partition (full topic names).
+    /// The partitions whose offsets may be committed (full topic names).
+    owned: HashSet<(String, i32)>,
+    /// The next offset to commit of each partition.
     waiting: HashMap<(String, i32), i64>,
     in_flight: bool,
+    /// The commits failing in a row.
+    failures: Failures,
     /// The consumer has stopped: the commit thread ends.
     closed: bool,
 }
@@ -803,16 +830,35 @@ impl Commits {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores the next offsets to commit of some partitions and wakes the commit thread.
+    /// Partitions assigned: their offsets may be committed from now on.
+    fn own(&self, partitions: &[(String, i32)]) {
+        self.lock().owned.extend(partitions.iter().cloned());
+    }
+
+    /// Partitions given up or lost: their waiting offsets are dropped and no more are
+    /// taken.
+    fn release(&self, partitions: &[(String, i32)]) {
+        release(&mut self.lock(), partitions);
+    }
+
+    /// Stores the next offsets to commit of some partitions (those not owned are left
+    /// out) and wakes the commit thread.
     fn store(&self, offsets: impl IntoIterator<Item = ((String, i32), i64)>) {
-        self.lock().waiting.extend(offsets);
+        let mut state = self.lock();
+        let state = &mut *state;
+        state.waiting.extend(
+            offsets
+                .into_iter()
+                .filter(|(partition, _)| state.owned.contains(partition)),
+        );
         self.changed.notify_all();
     }
 
     /// Waits until no commit is on its way, then takes the waiting offsets, if any, for a
-    /// commit that the caller sends. With `for_offsets`, also waits until offsets wait;
-    /// then `None` means the consumer stopped.
-    fn take(&self, for_offsets: bool) -> Option<TopicPartitionList> {
+    /// commit that the caller sends, and releases `giving_up` (whose offsets are taken
+    /// this once more). With `for_offsets`, also waits until offsets wait; then `None`
+    /// means the consumer stopped.
+    fn take(&self, for_offsets: bool, giving_up: &[(String, i32)]) -> Option<TopicPartitionList> {
         let mut state = self
             .changed
             .wait_while(self.lock(), |state| {
@@ -820,45 +866,53 @@ impl Commits {
             })
             .unwrap_or_else(PoisonError::into_inner);
         if state.closed || state.waiting.is_empty() {
+            release(&mut state, giving_up);
             return None;
         }
+        let waiting = std::mem::take(&mut state.waiting);
+        release(&mut state, giving_up);
         state.in_flight = true;
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in state.waiting.drain() {
+        for ((topic, partition), offset) in waiting {
             // Only fails for an invalid offset, which `store` never gets.
             let _ = list.add_partition_offset(&topic, partition, Offset::Offset(offset));
         }
         Some(list)
     }
 
-    /// Sends `list` (from [`take`](Self::take)) and waits for the answer. Offsets that
-    /// failed wait again, unless newer ones came meanwhile. Returns whether it succeeded.
-    fn send(&self, consumer: &BaseConsumer<GroupContext>, list: &TopicPartitionList) -> bool {
+    /// Sends `list` (from [`take`](Self::take)) and waits for the answer. Returns how long
+    /// to wait before the next commit: zero after a success.
+    fn send(&self, consumer: &BaseConsumer<GroupContext>, list: &TopicPartitionList) -> Duration {
         let result = consumer.commit(list, CommitMode::Sync);
-        let mut state = self.lock();
-        state.in_flight = false;
-        if let Err(error) = &result {
-            tracing::warn!(%error, "committing offsets failed; trying again");
-            for element in list.elements() {
-                if let Offset::Offset(offset) = element.offset() {
-                    state
-                        .waiting
-                        .entry((element.topic().to_owned(), element.partition()))
-                        .or_insert(offset);
-                }
-            }
-        }
-        drop(state);
-        self.changed.notify_all();
-        result.is_ok()
+        self.answered(list, result.map_err(|error| error.to_string()))
     }
 
-    /// Drops the waiting offsets of `partitions`.
-    fn forget(&self, partitions: &[(String, i32)]) {
+    /// Takes the answer to the commit of `list`. Offsets that failed wait again, for
+    /// partitions still owned, unless newer ones came meanwhile. Returns how long to wait
+    /// before the next commit.
+    fn answered(&self, list: &TopicPartitionList, result: Result<(), String>) -> Duration {
         let mut state = self.lock();
-        for partition in partitions {
-            state.waiting.remove(partition);
-        }
+        let state = &mut *state;
+        state.in_flight = false;
+        let wait = match result {
+            Ok(()) => {
+                state.failures.succeeded();
+                Duration::ZERO
+            }
+            Err(error) => {
+                for element in list.elements() {
+                    let partition = (element.topic().to_owned(), element.partition());
+                    if let Offset::Offset(offset) = element.offset()
+                        && state.owned.contains(&partition)
+                    {
+                        state.waiting.entry(partition).or_insert(offset);
+                    }
+                }
+                state.failures.failed(error)
+            }
+        };
+        self.changed.notify_all();
+        wait
     }
 
     /// Ends the commit thread.
@@ -868,24 +922,79 @@ impl Commits {
     }
 }
 
-/// Sends the stored offsets, one commit at a time, until the consumer stops.
+fn release(state: &mut CommitState, partitions: &[(String, i32)]) {
+    for partition in partitions {
+        state.owned.remove(partition);
+        state.waiting.remove(partition);
+    }
+}
+
+/// Commits failing in a row: how long to wait before the next one, and what to log.
+#[derive(Default)]
+struct Failures {
+    /// How many failed in a row.
+    count: u32,
+    /// The error of the last one, and how many in a row failed with it.
+    last: Option<(String, u32)>,
+}
+
+impl Failures {
+    /// A commit failed with `error`: logs it unless it is the same as the last one's
+    /// (then once every [`COMMIT_FAILURE_LOG_EVERY`] failures) and returns how long to
+    /// wait before the next commit.
+    fn failed(&mut self, error: String) -> Duration {
+        self.count = self.count.saturating_add(1);
+        let repeats = match &mut self.last {
+            Some((last, repeats)) if *last == error => {
+                *repeats += 1;
+                *repeats
+            }
+            last => {
+                *last = Some((error, 1));
+                1
+            }
+        };
+        let wait = COMMIT_RETRY_WAIT
+            .saturating_mul(1 << (self.count - 1).min(16))
+            .min(COMMIT_RETRY_MAX);
+        if let Some((error, _)) = &self.last
+            && (repeats == 1 || repeats % COMMIT_FAILURE_LOG_EVERY == 0)
+        {
+            tracing::warn!(%error, failures = self.count, retry_in = ?wait, "committing offsets failed; trying again");
+        }
+        wait
+    }
+
+    /// A commit succeeded.
+    fn succeeded(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "committing offsets works again");
+        }
+        *self = Self::default();
+    }
+}
+
+/// Sends the stored offsets, one commit at a time, until the consumer stops, waiting
+/// longer after each failure in a row.
 fn commit_thread(consumer: &BaseConsumer<GroupContext>) {
     let commits = &consumer.context().commits;
-    while let Some(list) = commits.take(true) {
-        if !commits.send(consumer, &list) {
+    while let Some(list) = commits.take(true, &[]) {
+        let wait = commits.send(consumer, &list);
+        if !wait.is_zero() {
             let state = commits.lock();
             let _ = commits
                 .changed
-                .wait_timeout_while(state, COMMIT_RETRY_WAIT, |state| !state.closed);
+                .wait_timeout_while(state, wait, |state| !state.closed);
         }
     }
 }
 
-/// Commits the stored offsets now, after the commit on its way, and waits for the answer.
-/// A failure is logged: those records are read again after a restart.
-fn commit_now(consumer: &BaseConsumer<GroupContext>) {
+/// Commits the stored offsets now, after the commit on its way, and waits for the answer;
+/// releases `giving_up`, whose offsets are sent this once more. A failure is logged:
+/// those records are read again after a restart.
+fn commit_now(consumer: &BaseConsumer<GroupContext>, giving_up: &[(String, i32)]) {
     let commits = &consumer.context().commits;
-    if let Some(list) = commits.take(false) {
+    if let Some(list) = commits.take(false, giving_up) {
         commits.send(consumer, &list);
     }
 }
@@ -1001,7 +1110,7 @@ impl GroupOffsets {
     }
 
     /// Commits, for each (stream, partition, next offset), the offset of the next record
-    /// to read, through the consumers of `group` that hold the partitions.
+    /// to read (one past the last record handled, unlike [`KafkaConsumer::stored`]), through the consumers of `group` that hold the partitions.
     ///
     /// It returns without waiting for the broker: each consumer sends its commits one at
     /// a time, the next one as soon as the broker answered the last, with the newest
@@ -1035,5 +1144,115 @@ impl GroupOffsets {
             consumer.context().commits.store([(partition, next)]);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(number: i32) -> (String, i32) {
+        ("prefix.people".to_owned(), number)
+    }
+
+    /// The (partition, offset) pairs of a list, sorted.
+    fn offsets(list: &TopicPartitionList) -> Vec<(i32, Offset)> {
+        let mut found: Vec<(i32, Offset)> = list
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        found.sort_by_key(|(partition, _)| *partition);
+        found
+    }
+
+    #[test]
+    fn offsets_of_partitions_given_up_are_never_sent_again() {
+        let commits = Commits::default();
+        commits.own(&[partition(0), partition(1)]);
+        commits.store([(partition(0), 5), (partition(1), 7), (partition(2), 9)]);
+        // Partition 2 is not owned: left out.
+        let list = commits.take(true, &[]).expect("offsets wait");
+        assert_eq!(
+            offsets(&list),
+            [(0, Offset::Offset(5)), (1, Offset::Offset(7))]
+        );
+        // Partition 1 is given up while the commit is on its way, which then fails:
+        // only partition 0's offset waits again.
+        commits.release(&[partition(1)]);
+        commits.answered(&list, Err("coordinator unavailable".to_owned()));
+        let list = commits.take(false, &[]).expect("the failed offset waits");
+        assert_eq!(offsets(&list), [(0, Offset::Offset(5))]);
+
+        // Revocation: the last commit takes partition 0's offset once more; after it
+        // failed, nothing waits and newer offsets of partition 0 are not stored.
+        commits.answered(&list, Ok(()));
+        commits.store([(partition(0), 6)]);
+        let list = commits.take(false, &[partition(0)]).expect("offsets wait");
+        assert_eq!(offsets(&list), [(0, Offset::Offset(6))]);
+        commits.answered(&list, Err("coordinator unavailable".to_owned()));
+        commits.store([(partition(0), 8)]);
+        assert!(commits.take(false, &[]).is_none());
+    }
+
+    #[test]
+    fn failed_commits_wait_longer_each_time_up_to_a_limit() {
+        let mut failures = Failures::default();
+        let waits: Vec<Duration> = (0..10)
+            .map(|_| failures.failed("coordinator unavailable".to_owned()))
+            .collect();
+        assert_eq!(waits[0], COMMIT_RETRY_WAIT);
+        assert_eq!(waits[1], COMMIT_RETRY_WAIT * 2);
+        assert_eq!(waits[2], COMMIT_RETRY_WAIT * 4);
+        assert_eq!(waits[9], COMMIT_RETRY_MAX);
+        assert_eq!(
+            failures.last,
+            Some(("coordinator unavailable".to_owned(), 10))
+        );
+        // Another error starts counting its repeats anew; a success starts over.
+        failures.failed("not coordinator".to_owned());
+        assert_eq!(failures.last, Some(("not coordinator".to_owned(), 1)));
+        failures.succeeded();
+        assert_eq!(failures.failed("timed out".to_owned()), COMMIT_RETRY_WAIT);
+    }
+
+    #[test]
+    fn the_commit_and_lag_threads_end_when_the_polling_function_panics() {
+        let (events, _) = mpsc::channel(1);
+        let context = GroupContext {
+            settings: Arc::new(KafkaSettings::new("127.0.0.1:9")),
+            events,
+            replies: Mutex::new(std_mpsc::channel().1),
+            batch: Mutex::default(),
+            assignment: Arc::default(),
+            commits: Commits::default(),
+            stopping: Arc::default(),
+            wakeup: Arc::default(),
+            read_headers: Arc::default(),
+            streams: StreamNames::default(),
+            lag: Arc::new(Lag::new("billing", None)),
+        };
+        // Never connects: the lag of no partition asks no broker.
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "billing")
+            .create()
+            .unwrap();
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|scope| {
+                let _stop = StopThreads(&context);
+                scope.spawn(|| while context.commits.take(true, &[]).is_some() {});
+                scope.spawn(|| context.lag.run(&consumer));
+                panic!("the polling function failed");
+            });
+        }));
+        // Without the guard, the scope would wait for both threads forever.
+        assert!(ended.is_err());
+    }
+
+    #[test]
+    fn thread_names_fit_in_15_characters() {
+        assert_eq!(thread_name("commit", "billing"), "commit-billing");
+        assert_eq!(thread_name("kafka", "a-very-long-group"), "kafka-a-very-lo");
     }
 }

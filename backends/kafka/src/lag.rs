@@ -7,7 +7,9 @@
 //! where it sought the partition, else where the group left off (its committed offset),
 //! else where `auto.offset.reset` starts it. Records read ahead but not handled count as
 //! lag. The end offsets are asked from the brokers by a thread of the consumer's own, so
-//! the gauge stays right while the application is busy or stuck.
+//! the gauge stays right while the application is busy or stuck. When the brokers cannot
+//! be asked, the last values are set again (so the gauge does not go stale and drop out
+//! of `/metrics` exactly when the brokers are out of reach).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -16,12 +18,13 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-/// The gauge: records behind per `group`, `stream` and `partition`.
+/// The gauge the consumers set: records behind per `group`, `stream` and `partition`.
 pub const LAG_GAUGE: &str = "logpipe_kafka_consumer_lag";
 /// How often the lag of every assigned partition is measured and the gauge set.
-pub const LAG_INTERVAL: Duration = Duration::from_secs(5);
-/// How long one question to the brokers may take.
-const LAG_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one question to the brokers may take: short, since a consumer leaving its
+/// group waits for the measurement under way (which stops between questions).
+const LAG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A partition (full topic name, number).
 type Key = (String, i32);
@@ -31,6 +34,8 @@ struct Tracked {
     stream: Arc<str>,
     /// The offset of the next record the application handles, once known.
     next: Option<i64>,
+    /// The gauge's last value, once measured.
+    last: Option<f64>,
 }
 
 /// The lag of one consumer's partitions.
@@ -72,7 +77,14 @@ impl Lag {
                 Offset::Offset(offset) => Some(offset),
                 _ => None,
             };
-            tracked.insert(key, Tracked { stream, next });
+            tracked.insert(
+                key,
+                Tracked {
+                    stream,
+                    next,
+                    last: None,
+                },
+            );
         }
     }
 
@@ -135,11 +147,16 @@ impl Lag {
             drop(closed);
             if let Err(error) = self.measure(consumer) {
                 tracing::debug!(group = %self.group, %error, "measuring the consumer lag failed");
+                self.publish(&HashMap::new(), &HashMap::new());
             }
         }
     }
 
-    /// Stops [`run`](Self::run).
+    fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops [`run`](Self::run) (after the question to the brokers under way, if any).
     pub(crate) fn close(&self) {
         *self.closed.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.wake.notify_all();
@@ -164,9 +181,13 @@ impl Lag {
         if keys.is_empty() {
             return Ok(());
         }
+        let stopped = || rdkafka::error::KafkaError::Canceled;
         let ends = offsets(&consumer.offsets_for_times(list(&keys, Offset::End)?, LAG_TIMEOUT)?);
         let mut starts = HashMap::new();
         if !unknown.is_empty() {
+            if self.is_closed() {
+                return Err(stopped());
+            }
             let committed = offsets(
                 &consumer.committed_offsets(list(&unknown, Offset::Invalid)?, LAG_TIMEOUT)?,
             );
@@ -182,6 +203,9 @@ impl Lag {
                         .filter_map(|key| Some((key.clone(), *ends.get(&key)?))),
                 );
             } else if !uncommitted.is_empty() {
+                if self.is_closed() {
+                    return Err(stopped());
+                }
                 let oldest = consumer
                     .offsets_for_times(list(&uncommitted, Offset::Beginning)?, LAG_TIMEOUT)?;
                 starts.extend(offsets(&oldest));
@@ -193,19 +217,22 @@ impl Lag {
 
     /// Sets the gauge of every partition still assigned whose end offset is known, from
     /// the next offset the application handles, else its start found in `starts` (kept
-    /// as the next offset from then on).
+    /// as the next offset from then on). A partition whose end is not known gets its last
+    /// value again.
     fn publish(&self, ends: &HashMap<Key, i64>, starts: &HashMap<Key, i64>) {
         let mut tracked = self.partitions();
         for (key, partition) in tracked.iter_mut() {
             if partition.next.is_none() {
                 partition.next = starts.get(key).copied();
             }
-            let (Some(end), Some(next)) = (ends.get(key), partition.next) else {
-                continue;
-            };
-            #[allow(clippy::cast_precision_loss)] // exact below 2^53 records
-            self.gauge(&partition.stream, key.1)
-                .set((end - next).max(0) as f64);
+            if let (Some(end), Some(next)) = (ends.get(key), partition.next) {
+                #[allow(clippy::cast_precision_loss)] // exact below 2^53 records
+                let lag = (end - next).max(0) as f64;
+                partition.last = Some(lag);
+            }
+            if let Some(last) = partition.last {
+                self.gauge(&partition.stream, key.1).set(last);
+            }
         }
     }
 }
@@ -237,14 +264,14 @@ fn offsets(list: &TopicPartitionList) -> HashMap<Key, i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
     fn key(partition: i32) -> Key {
         ("prefix.people".to_owned(), partition)
     }
 
     /// The gauge values recorded, by partition.
-    fn gauges(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<(String, f64)> {
+    fn gauges(snapshotter: &Snapshotter) -> Vec<(String, f64)> {
         let mut found: Vec<(String, f64)> = snapshotter
             .snapshot()
             .into_vec()
@@ -266,23 +293,32 @@ mod tests {
         found
     }
 
-    #[test]
-    fn the_gauge_counts_from_the_next_record_to_handle_and_drops_to_0_on_revocation() {
+    /// Runs `test` with a recorder of its own and the lag of group `billing`, assigned
+    /// partitions of stream `people` with these starts.
+    fn with_lag(starts: &[Offset], test: impl FnOnce(&Lag, &Snapshotter)) {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         metrics::with_local_recorder(&recorder, || {
             let lag = Lag::new("billing", None);
             let stream: Arc<str> = "people".into();
-            lag.assigned([
-                (key(0), Arc::clone(&stream), Offset::Offset(10)),
-                (key(1), Arc::clone(&stream), Offset::Stored),
-                (key(2), Arc::clone(&stream), Offset::Stored),
-            ]);
+            lag.assigned(
+                (0..)
+                    .zip(starts)
+                    .map(|(partition, start)| (key(partition), Arc::clone(&stream), *start)),
+            );
+            test(&lag, &snapshotter);
+        });
+    }
+
+    #[test]
+    fn the_gauge_counts_from_the_next_record_to_handle_and_drops_to_0_on_revocation() {
+        let starts = [Offset::Offset(10), Offset::Stored, Offset::Stored];
+        with_lag(&starts, |lag, snapshotter| {
             let ends = HashMap::from([(key(0), 25), (key(1), 7), (key(2), 4)]);
             // Partition 1 starts where the group left off; partition 2 has no start yet.
             lag.publish(&ends, &HashMap::from([(key(1), 3)]));
             assert_eq!(
-                gauges(&snapshotter),
+                gauges(snapshotter),
                 [
                     ("group=billing,stream=people,partition=0".to_owned(), 15.0),
                     ("group=billing,stream=people,partition=1".to_owned(), 4.0),
@@ -296,7 +332,7 @@ mod tests {
             lag.revoked(&[key(1)]);
             lag.publish(&HashMap::from([(key(1), 9), (key(2), 6)]), &HashMap::new());
             assert_eq!(
-                gauges(&snapshotter),
+                gauges(snapshotter),
                 [
                     ("group=billing,stream=people,partition=0".to_owned(), 0.0),
                     ("group=billing,stream=people,partition=1".to_owned(), 0.0),
@@ -304,5 +340,31 @@ mod tests {
                 ]
             );
         });
+    }
+
+    #[test]
+    fn a_failed_measurement_sets_the_last_values_again() {
+        with_lag(
+            &[Offset::Offset(10), Offset::Offset(0)],
+            |lag, snapshotter| {
+                let stream: Arc<str> = "people".into();
+                lag.publish(&HashMap::from([(key(0), 12), (key(1), 5)]), &HashMap::new());
+                // Something else sets the gauges (as an idle timeout would drop them); a
+                // measurement that fails sets the last values again, for partitions still
+                // assigned only.
+                lag.revoked(&[key(1)]);
+                for partition in [0, 1] {
+                    lag.gauge(&stream, partition).set(-1.0);
+                }
+                lag.publish(&HashMap::new(), &HashMap::new());
+                assert_eq!(
+                    gauges(snapshotter),
+                    [
+                        ("group=billing,stream=people,partition=0".to_owned(), 2.0),
+                        ("group=billing,stream=people,partition=1".to_owned(), -1.0),
+                    ]
+                );
+            },
+        );
     }
 }

@@ -42,6 +42,7 @@ use rdkafka::config::RDKafkaLogLevel;
 pub use admin::{PartitionWatermarks, is_group_busy};
 pub use consumer::{GroupOffsets, KafkaConsumer, KafkaEvent, KafkaRecord, StartFrom};
 pub use error::{ErrorKind, KafkaError, SettingsLayer};
+pub use lag::LAG_GAUGE;
 pub use producer::{KafkaClient, Queued};
 
 /// How to reach a Kafka cluster and how to use it.

@@ -142,6 +142,9 @@ struct ShardState {
     backoff: Option<Duration>,
     /// Since when reads of it have failed, and the last error, while they do.
     failing: Option<(Instant, String)>,
+    /// Its last `MillisBehindLatest`, set again while reads fail so that the gauge does
+    /// not go stale (and drop out of `/metrics`).
+    behind: Option<f64>,
 }
 
 /// The result of reading one shard.
@@ -403,6 +406,7 @@ impl KinesisConsumer {
                     ready_at: Instant::now(),
                     backoff: None,
                     failing: None,
+                    behind: None,
                 },
             );
             found.push(key);
@@ -502,13 +506,8 @@ impl KinesisConsumer {
                         state.last_sequence = Some(last.sequence_number().to_owned());
                     }
                     if let Some(behind) = output.millis_behind_latest() {
-                        // How far this shard's reading is behind its newest record.
-                        metrics::gauge!(
-                            "logpipe_kinesis_millis_behind_latest",
-                            "stream" => Arc::clone(&read.shard.stream),
-                            "shard" => Arc::clone(&read.shard.shard_id),
-                        )
-                        .set(behind as f64);
+                        state.behind = Some(behind as f64);
+                        behind_gauge(&read.shard).set(behind as f64);
                     }
                     let caught_up =
                         got.is_empty() && output.millis_behind_latest().unwrap_or(0) == 0;
@@ -539,6 +538,9 @@ impl KinesisConsumer {
                     state.ready_at = now + wait;
                     if error.is_throttling() {
                         metrics::counter!("logpipe_kinesis_read_throttled_total").increment(1);
+                    }
+                    if let Some(behind) = state.behind {
+                        behind_gauge(&read.shard).set(behind);
                     }
                     let since = state.failing.as_ref().map_or(now, |(since, _)| *since);
                     state.failing = Some((since, error.to_string()));
@@ -571,6 +573,15 @@ impl KinesisConsumer {
             .map(|(shard, state)| (shard.clone(), state.finished))
             .collect()
     }
+}
+
+/// How far reading `shard` is behind its newest record, in milliseconds.
+fn behind_gauge(shard: &ShardRef) -> metrics::Gauge {
+    metrics::gauge!(
+        "logpipe_kinesis_millis_behind_latest",
+        "stream" => Arc::clone(&shard.stream),
+        "shard" => Arc::clone(&shard.shard_id),
+    )
 }
 
 #[cfg(test)]
@@ -721,8 +732,8 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn shards_failing_call_after_call_are_reported_from_the_one_failing_longest() {
+    /// A consumer of the open pair of shards, each sought to its start.
+    async fn open_pair() -> (Arc<FakeStream>, KinesisConsumer, Vec<ShardRef>) {
         let api = Arc::new(FakeStream {
             open_pair: true,
             ..FakeStream::default()
@@ -735,6 +746,12 @@ mod tests {
         for shard in &shards {
             consumer.seek(shard, None).unwrap();
         }
+        (api, consumer, shards)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shards_failing_call_after_call_are_reported_from_the_one_failing_longest() {
+        let (api, mut consumer, _) = open_pair().await;
         let throttled = "Kinesis GetRecords failed with ProvisionedThroughputExceededException";
         api.throttle(&["a"]);
         let Event::ReadsFailing { since, reason } = consumer.next_event().await.unwrap() else {
@@ -761,6 +778,37 @@ mod tests {
             consumer.next_event().await.unwrap(),
             Event::ReadsSucceed
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_millis_behind_gauge_of_a_shard_whose_reads_fail_is_set_again() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _recorder = metrics::set_default_local_recorder(&recorder);
+        let (api, mut consumer, shards) = open_pair().await;
+        // Both shards are read (nothing in them, 0 ms behind); then something else sets
+        // `a`'s gauge (as an idle timeout would drop it) and `a`'s reads fail.
+        let quiet = tokio::time::timeout(Duration::from_secs(5), consumer.next_event()).await;
+        assert!(quiet.is_err(), "nothing to read: {quiet:?}");
+        let a = shards.iter().find(|s| &*s.shard_id == "a").unwrap();
+        behind_gauge(a).set(-1.0);
+        api.throttle(&["a"]);
+        let Event::ReadsFailing { .. } = consumer.next_event().await.unwrap() else {
+            panic!("a fails")
+        };
+        let a_behind = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| {
+                key.key().name() == "logpipe_kinesis_millis_behind_latest"
+                    && key.key().labels().any(|l| l.value() == "a")
+            })
+            .map(|(.., value)| value);
+        assert_eq!(
+            a_behind,
+            Some(metrics_util::debugging::DebugValue::Gauge(0.0.into()))
+        );
     }
 
     #[tokio::test(start_paused = true)]
