@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use criterion::{Criterion, Throughput};
+use criterion::{Bencher, Criterion, Throughput};
 use logpipe::envelope::{self, Format, Header};
 use logpipe::kinesis::{KinesisBackend, KinesisOptions};
 use logpipe::offsets::MemoryOffsetStore;
@@ -226,6 +226,27 @@ async fn logpipe_read(backend: &KinesisBackend, stream: &str) {
     assert!(handled.load(Ordering::SeqCst) >= READS);
 }
 
+/// Times `write` into a fresh 4-shard stream per iteration, made before the clock starts.
+fn time_writes(
+    b: &mut Bencher,
+    runtime: &Runtime,
+    client: &sdk::Client,
+    write: impl AsyncFn(&str),
+) {
+    b.iter_custom(|iters| {
+        runtime.block_on(async {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let stream = create_stream(client, 4).await;
+                let start = Instant::now();
+                write(&stream).await;
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
+}
+
 fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
     let client = client(endpoint);
     let backend = backend(&client);
@@ -234,46 +255,19 @@ fn bench(c: &mut Criterion, runtime: &Runtime, endpoint: &str) {
     producer.throughput(Throughput::Elements(WRITES));
     producer.sample_size(10);
     producer.bench_function("raw_put_records", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let stream = create_stream(&client, 4).await;
-                    let start = Instant::now();
-                    raw_put_records(&client, &stream).await;
-                    spent += start.elapsed();
-                }
-                spent
-            })
-        })
+        time_writes(b, runtime, &client, async |stream| {
+            raw_put_records(&client, stream).await;
+        });
     });
     producer.bench_function("logpipe", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let stream = create_stream(&client, 4).await;
-                    let start = Instant::now();
-                    logpipe_send(&backend, &stream).await;
-                    spent += start.elapsed();
-                }
-                spent
-            })
-        })
+        time_writes(b, runtime, &client, async |stream| {
+            logpipe_send(&backend, stream).await;
+        });
     });
     producer.bench_function("raw_put_record_each", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let stream = create_stream(&client, 4).await;
-                    let start = Instant::now();
-                    raw_put_record_each(&client, &stream).await;
-                    spent += start.elapsed();
-                }
-                spent
-            })
-        })
+        time_writes(b, runtime, &client, async |stream| {
+            raw_put_record_each(&client, stream).await;
+        });
     });
     producer.finish();
 
