@@ -11,6 +11,9 @@
 //! reads untouched), and doing the same job as logpipe with `serde_json` (encoding each
 //! message into the same envelope, decoding each payload into the message), as an
 //! application without logpipe must. The messages are built before the clock starts.
+//! logpipe is also measured with `compression.type = "lz4"` turned on (`logpipe_lz4`;
+//! its consume measurement reads a topic written that way), to show what the
+//! uncompressed default costs or saves.
 //!
 //! It needs `LOGPIPE_TEST_KAFKA` (set by `tests/services/run`); without it, it says so and
 //! measures nothing. It prints criterion's figures, then records per second and how fast
@@ -54,7 +57,7 @@ fn raw_producer(brokers: &str) -> FutureProducer {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+        .set("compression.type", "none")
         .set("partitioner", "murmur2_random")
         .create()
         .unwrap()
@@ -128,15 +131,22 @@ fn raw_consume(brokers: &str, topic: &str, read: impl Fn(&[u8])) {
     }
 }
 
-fn client(brokers: &str) -> KafkaClient {
+/// A logpipe client with its default settings, or with `compression.type` set.
+fn client(brokers: &str, compression: Option<&str>) -> KafkaClient {
     let mut settings = KafkaSettings::new(brokers);
     settings.create_topics = true;
     settings.topic_partitions = 3;
+    if let Some(codec) = compression {
+        settings
+            .producer
+            .insert("compression.type".into(), codec.into());
+    }
     KafkaClient::connect(settings).unwrap()
 }
 
 fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
-    let client = client(brokers);
+    let lz4_client = client(brokers, Some("lz4"));
+    let client = client(brokers, None);
     let topic: Arc<str> = unique("produce").into();
     runtime
         .block_on(client.ensure_topics(&[topic.to_string()]))
@@ -146,6 +156,7 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
     println!("record value: {} bytes", value.len());
     let raw = raw_producer(brokers);
     let producer = Producer::new(client.clone(), Arc::clone(&topic));
+    let lz4_producer = Producer::new(lz4_client.clone(), Arc::clone(&topic));
     let send_raw = |encode: bool| {
         let (raw, topic, people, value) = (&raw, &topic, &people, &value);
         move |n: usize| {
@@ -176,28 +187,36 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
     produce.bench_function("rdkafka_serde", |b| {
         b.iter_custom(|iters| timed(iters, || all_at_once(runtime, people.len(), send_raw(true))))
     });
-    produce.bench_function("logpipe", |b| {
-        b.iter_custom(|iters| {
-            timed(iters, || {
-                all_at_once(runtime, people.len(), |n| {
-                    let (producer, people) = (producer.clone(), Arc::clone(&people));
-                    async move { producer.send(&people[n]).await.map(drop) }
+    for (id, producer) in [("logpipe", &producer), ("logpipe_lz4", &lz4_producer)] {
+        produce.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, || {
+                    all_at_once(runtime, people.len(), |n| {
+                        let (producer, people) = (producer.clone(), Arc::clone(&people));
+                        async move { producer.send(&people[n]).await.map(drop) }
+                    })
                 })
             })
-        })
-    });
+        });
+    }
     produce.finish();
 
-    // A topic holding CONSUME records, read from the start by a new group each time.
-    let topic = unique("consume");
-    runtime
-        .block_on(client.ensure_topics(std::slice::from_ref(&topic)))
-        .unwrap();
-    let filler = Producer::new(client.clone(), topic.as_str());
-    all_at_once(runtime, CONSUME as usize, |n| {
-        let filler = filler.clone();
-        async move { filler.send(&person(n as u64)).await.map(drop) }
-    });
+    // Topics holding CONSUME records, read from the start by a new group each time: one
+    // written with the default settings, one with lz4 compression.
+    let fill = |client: &KafkaClient, name: &str| {
+        let topic = unique(name);
+        runtime
+            .block_on(client.ensure_topics(std::slice::from_ref(&topic)))
+            .unwrap();
+        let filler = Producer::new(client.clone(), topic.as_str());
+        all_at_once(runtime, CONSUME as usize, |n| {
+            let filler = filler.clone();
+            async move { filler.send(&person(n as u64)).await.map(drop) }
+        });
+        topic
+    };
+    let topic = fill(&client, "consume");
+    let lz4_topic = fill(&lz4_client, "consume-lz4");
 
     let mut consume = c.benchmark_group("kafka_consume");
     consume.throughput(Throughput::Elements(CONSUME));
@@ -222,30 +241,34 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
             })
         })
     });
-    consume.bench_function("logpipe", |b| {
-        b.iter_custom(|iters| {
-            timed(iters, || {
-                let handled = Arc::new(AtomicU64::new(0));
-                let shutdown = CancellationToken::new();
-                let (counter, stop) = (Arc::clone(&handled), shutdown.clone());
-                let registry = Registry::builder()
-                    .handle(handler_fn(move |person: Person, _: Context| {
-                        black_box(person);
-                        if counter.fetch_add(1, Ordering::Relaxed) + 1 == CONSUME {
-                            stop.cancel();
-                        }
-                        async { Ok::<_, std::convert::Infallible>(()) }
-                    }))
-                    .build()
-                    .unwrap();
-                let group = unique("logpipe");
-                let backend = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
-                let consumer = Consumer::new(backend, client.offsets(), registry, group.as_str());
-                runtime.block_on(consumer.run(shutdown)).unwrap();
-                assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
+    for (id, topic) in [("logpipe", &topic), ("logpipe_lz4", &lz4_topic)] {
+        consume.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                timed(iters, || {
+                    let handled = Arc::new(AtomicU64::new(0));
+                    let shutdown = CancellationToken::new();
+                    let (counter, stop) = (Arc::clone(&handled), shutdown.clone());
+                    let registry = Registry::builder()
+                        .handle(handler_fn(move |person: Person, _: Context| {
+                            black_box(person);
+                            if counter.fetch_add(1, Ordering::Relaxed) + 1 == CONSUME {
+                                stop.cancel();
+                            }
+                            async { Ok::<_, std::convert::Infallible>(()) }
+                        }))
+                        .build()
+                        .unwrap();
+                    let group = unique("logpipe");
+                    let backend =
+                        logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+                    let consumer =
+                        Consumer::new(backend, client.offsets(), registry, group.as_str());
+                    runtime.block_on(consumer.run(shutdown)).unwrap();
+                    assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
+                })
             })
-        })
-    });
+        });
+    }
     consume.finish();
 }
 
@@ -258,12 +281,12 @@ fn report() {
         (
             "kafka_produce",
             PRODUCE,
-            &["rdkafka", "rdkafka_serde", "logpipe"][..],
+            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"][..],
         ),
         (
             "kafka_consume",
             CONSUME,
-            &["rdkafka", "rdkafka_serde", "logpipe"][..],
+            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"][..],
         ),
     ];
     for (group, records, ids) in groups {

@@ -99,6 +99,7 @@ def consume(topic, count, timeout, quiet):
                     "version": instance.VERSION,
                     "producer": parse(record.value).get("producer"),
                     "key": key,
+                    "partition": str(record.partition),
                     "message": instance.model_dump(mode="json"),
                 }
                 print(json.dumps(line), flush=True)

@@ -27,7 +27,7 @@ use crate::serve;
 use crate::support::{decode_vectors, read_from_start, service, wait_until, wait_until_blocking};
 
 /// The longest any single wait may take.
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// Tests take it shared; the test that restarts the broker takes it alone.
 static BROKER: RwLock<()> = RwLock::const_new(());
@@ -45,7 +45,7 @@ pub(crate) fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)
 }
 
 /// A name no other test or run uses.
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,7 +56,7 @@ fn unique(name: &str) -> String {
 }
 
 /// Client settings that make group changes quick.
-fn settings(brokers: &str) -> KafkaSettings {
+pub(crate) fn settings(brokers: &str) -> KafkaSettings {
     let mut settings = KafkaSettings::new(brokers);
     settings.topic_partitions = 3;
     for (key, value) in [
@@ -73,7 +73,7 @@ fn client(brokers: &str) -> KafkaClient {
 }
 
 /// Creates `topics` with 3 partitions each.
-async fn create_topics(brokers: &str, topics: &[&str]) {
+pub(crate) async fn create_topics(brokers: &str, topics: &[&str]) {
     let mut settings = settings(brokers);
     settings.create_topics = true;
     let client = KafkaClient::connect(settings).unwrap();
@@ -172,13 +172,13 @@ async fn send_people(producer: &Producer<KafkaClient>, seqs: std::ops::Range<u32
 }
 
 /// A consumer running in a task of its own until it is stopped.
-struct Running {
+pub(crate) struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
 }
 
 impl Running {
-    fn start<S: OffsetStore>(
+    pub(crate) fn start<S: OffsetStore>(
         client: &KafkaClient,
         group: &str,
         topic: &str,
@@ -193,7 +193,7 @@ impl Running {
     }
 
     /// Stops it and checks that it stopped cleanly.
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
@@ -702,6 +702,59 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
     assert!(found.values().all(|n| *n == 1), "no record twice");
 }
 
+/// A record batch in the broker's log: how many records and which compression codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredBatch {
+    pub(crate) records: u64,
+    pub(crate) codec: String,
+}
+
+/// Every record batch of `topic` in the test broker's log, read with Kafka's own
+/// `DumpLogSegments` tool.
+pub(crate) fn stored_batches(topic: &str) -> Vec<StoredBatch> {
+    let kafka = service("LOGPIPE_TEST_KAFKA_DIR").expect("the broker's directory");
+    let kafka = Path::new(&kafka);
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(kafka.join("data")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let is_partition = name
+            .rsplit_once('-')
+            .is_some_and(|(t, p)| t == topic && p.parse::<u32>().is_ok());
+        if is_partition {
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let file = file.unwrap().path();
+                if file.extension().is_some_and(|e| e == "log") {
+                    segments.push(file.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(!segments.is_empty(), "no log segments of {topic}");
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(kafka.join("lib/*"))
+        .arg("kafka.tools.DumpLogSegments")
+        .arg("--files")
+        .arg(segments.join(","))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "DumpLogSegments failed: {text}");
+    let field = |line: &str, name: &str| -> String {
+        let mut words = line.split_whitespace();
+        words.find(|word| *word == name);
+        words.next().unwrap_or_default().to_owned()
+    };
+    text.lines()
+        .filter(|line| line.starts_with("baseOffset:"))
+        .map(|line| StoredBatch {
+            records: field(line, "count:").parse().unwrap(),
+            codec: field(line, "compresscodec:"),
+        })
+        .collect()
+}
+
 /// For a test that is not async and runs the example service: the broker, a topic prefix
 /// of its own with the 3-partition stream `people` under it, and a runtime for async calls.
 /// Kept for the whole test: it holds the test's share of the broker.
@@ -813,308 +866,6 @@ fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing()
     // at a time. What a kill leaves handled but not committed is read again, and only
     // that: the records handled at the kill past the offsets the group holds then.
     killed_service(true, &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())]);
-}
-
-// Interoperability with django-logpipe 1.6 (`tests/services/python`), both ways, in
-// both formats, through the peer script `tests/django_logpipe/peer.py`.
-
-/// The peer's `person` v1.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 1, key = "uuid")]
-struct PeerV1 {
-    uuid: String,
-    name: String,
-}
-
-/// The peer's `person` v2.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 2, key = "uuid")]
-struct PeerV2 {
-    uuid: String,
-    first_name: String,
-    last_name: String,
-    age: u32,
-    score: f64,
-    active: bool,
-    tags: Vec<String>,
-    nickname: Option<String>,
-}
-
-/// The n-th person both sides send: (version, key, message).
-fn interop_person(n: u32) -> (u64, String, serde_json::Value) {
-    let uuid = format!("u-{}", n % 5);
-    if n.is_multiple_of(2) {
-        let person = PeerV1 {
-            uuid: uuid.clone(),
-            name: format!("Name {n} \u{e9}\u{2028}"),
-        };
-        (1, uuid, serde_json::to_value(person).unwrap())
-    } else {
-        let person = PeerV2 {
-            uuid: uuid.clone(),
-            first_name: "First".into(),
-            last_name: format!("Last {n}"),
-            age: n,
-            score: f64::from(n) / 4.0,
-            active: n.is_multiple_of(3),
-            tags: vec!["a".into(), "\u{e9}".into(), "\u{1f600}".into()],
-            nickname: (n % 4 == 1).then(|| format!("nick {n}")),
-        };
-        (2, uuid, serde_json::to_value(person).unwrap())
-    }
-}
-
-/// Runs the peer script with a Django settings module written for this test, feeding it
-/// `input`, and returns its output.
-fn django_logpipe(
-    python: &str,
-    dir: &Path,
-    brokers: &str,
-    format: &str,
-    args: &[&str],
-    input: &str,
-) -> String {
-    let settings = format!(
-        r#"SECRET_KEY = "interop"
-INSTALLED_APPS = ["logpipe"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}}
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-USE_TZ = True
-LOGPIPE = {{
-    "KAFKA_BOOTSTRAP_SERVERS": ["{brokers}"],
-    "KAFKA_CONSUMER_KWARGS": {{"group_id": "{group}", "max_partition_fetch_bytes": 10485760}},
-    "OFFSET_BACKEND": "logpipe.backend.kafka.KafkaOffsetStore",
-    "PRODUCER_ID": "django",
-    "DEFAULT_FORMAT": "{format}",
-}}
-"#,
-        group = unique("django"),
-    );
-    std::fs::write(dir.join("interop_settings.py"), settings).unwrap();
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django_logpipe/peer.py");
-    let mut child = Command::new(python)
-        .arg(peer)
-        .args(args)
-        .env("PYTHONPATH", dir)
-        .env("DJANGO_SETTINGS_MODULE", "interop_settings")
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_owned();
-    let writer =
-        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
-    });
-    let status = wait_for_exit(&mut child);
-    writer.join().unwrap().unwrap();
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "peer.py {args:?} failed:\n{err}\n{out}");
-    out
-}
-
-const INTEROP_COUNT: u32 = 200;
-
-fn django_to_logpipe(format: &str) {
-    let Some((brokers, _broker)) = broker_blocking() else {
-        return;
-    };
-    let Some(python) = service("LOGPIPE_TEST_PYTHON") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let topic = unique(&format!("from-django-{format}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(create_topics(&brokers, &[&topic]));
-    let input: String = (0..INTEROP_COUNT)
-        .map(|n| {
-            let (version, _, message) = interop_person(n);
-            let line =
-                serde_json::json!({"type": "person", "version": version, "message": message});
-            format!("{line}\n")
-        })
-        .collect();
-    django_logpipe(
-        &python,
-        dir.path(),
-        &brokers,
-        format,
-        &["send", &topic],
-        &input,
-    );
-
-    type Got = Arc<
-        Mutex<
-            Vec<(
-                String,
-                u64,
-                Option<String>,
-                Option<String>,
-                serde_json::Value,
-            )>,
-        >,
-    >;
-    let got = Got::default();
-    let note = |got: &Got, context: &Context, message: serde_json::Value| {
-        got.lock().unwrap().push((
-            context.message_type.to_string(),
-            context.version,
-            context.producer.as_deref().map(str::to_owned),
-            context
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8(k.to_vec()).unwrap()),
-            message,
-        ));
-    };
-    let (v1, v2) = (Arc::clone(&got), Arc::clone(&got));
-    let registry = Registry::builder()
-        .handle(handler_fn(move |p: PeerV1, context: Context| {
-            note(&v1, &context, serde_json::to_value(p).unwrap());
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .handle(handler_fn(move |p: PeerV2, context: Context| {
-            note(&v2, &context, serde_json::to_value(p).unwrap());
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = client(&brokers);
-        let group = unique("from-django");
-        let running = Running::start(&client, &group, &topic, client.offsets(), registry);
-        wait_until("every message from django-logpipe is handled", WAIT, || {
-            got.lock().unwrap().len() >= INTEROP_COUNT as usize
-        })
-        .await;
-        running.stop().await;
-    });
-    let got = got.lock().unwrap().clone();
-    assert_eq!(got.len(), INTEROP_COUNT as usize);
-    let mut expected: Vec<_> = (0..INTEROP_COUNT)
-        .map(|n| {
-            let (version, key, message) = interop_person(n);
-            (
-                "person".to_owned(),
-                version,
-                Some("django".to_owned()),
-                Some(key),
-                message,
-            )
-        })
-        .collect();
-    let order = |entry: &(
-        String,
-        u64,
-        Option<String>,
-        Option<String>,
-        serde_json::Value,
-    )| { entry.4.to_string() };
-    let mut got = got;
-    got.sort_by_key(order);
-    expected.sort_by_key(order);
-    assert_eq!(got, expected, "messages from django-logpipe ({format})");
-}
-
-fn logpipe_to_django(format: &str) {
-    let Some((brokers, _broker)) = broker_blocking() else {
-        return;
-    };
-    let Some(python) = service("LOGPIPE_TEST_PYTHON") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let topic = unique(&format!("to-django-{format}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        create_topics(&brokers, &[&topic]).await;
-        let producer = Producer::new(client(&brokers), topic.as_str())
-            .with_producer_id("rust")
-            .with_format(format.parse().unwrap());
-        for n in 0..INTEROP_COUNT {
-            let (version, _, message) = interop_person(n);
-            if version == 1 {
-                let person: PeerV1 = serde_json::from_value(message).unwrap();
-                producer.send(&person).await.unwrap();
-            } else {
-                let person: PeerV2 = serde_json::from_value(message).unwrap();
-                producer.send(&person).await.unwrap();
-            }
-        }
-    });
-    let count = INTEROP_COUNT.to_string();
-    let out = django_logpipe(
-        &python,
-        dir.path(),
-        &brokers,
-        format,
-        &["consume", &topic, "--count", &count, "--timeout", "90"],
-        "",
-    );
-    let mut lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|line| line.get("type").is_some())
-        .collect();
-    let mut expected: Vec<serde_json::Value> = (0..INTEROP_COUNT)
-        .map(|n| {
-            let (version, key, message) = interop_person(n);
-            serde_json::json!({
-                "type": "person",
-                "version": version,
-                "producer": "rust",
-                "key": key,
-                "message": message,
-            })
-        })
-        .collect();
-    lines.sort_by_key(ToString::to_string);
-    expected.sort_by_key(ToString::to_string);
-    assert_eq!(
-        lines, expected,
-        "messages read by django-logpipe ({format})"
-    );
-}
-
-#[test]
-fn kafka_django_logpipe_json_messages_are_read_by_logpipe() {
-    django_to_logpipe("json");
-}
-
-#[test]
-fn kafka_django_logpipe_msgpack_messages_are_read_by_logpipe() {
-    django_to_logpipe("msgpack");
-}
-
-#[test]
-fn kafka_logpipe_json_messages_are_read_by_django_logpipe() {
-    logpipe_to_django("json");
-}
-
-#[test]
-fn kafka_logpipe_msgpack_messages_are_read_by_django_logpipe() {
-    logpipe_to_django("msgpack");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

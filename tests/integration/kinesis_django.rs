@@ -2,8 +2,6 @@
 //! MessagePack, on kinesis-mock. django-logpipe runs in the test virtualenv
 //! (`LOGPIPE_TEST_PYTHON`) with the peer script `tests/django_logpipe/peer.py`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,10 +12,12 @@ use logpipe::{Consumer, ConsumerOptions, Context, Message, Producer, Registry, h
 use logpipe_kinesis::SdkApi;
 use logpipe_kinesis::sdk;
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::django_peer::{Peer, Received};
 use crate::kinesis::{first_shard_iterator, fixture};
-use crate::support::{service, wait_until};
+use crate::support::wait_until;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -35,8 +35,9 @@ struct Person {
     nickname: Option<String>,
 }
 
-fn people() -> Vec<Person> {
-    (0..12)
+/// `count` people, with fields that test the encoders' corners.
+fn people(count: usize) -> Vec<Person> {
+    (0..count)
         .map(|n| Person {
             uuid: format!("6f1c2a4e-{n:04}"),
             first_name: ["Grace", "Zoë ☃", "line\u{2028}separator", " spaced "][n % 4].to_owned(),
@@ -50,69 +51,30 @@ fn people() -> Vec<Person> {
         .collect()
 }
 
-/// A Django settings module for django-logpipe's Kinesis backend, in `dir`.
-fn write_settings(dir: &Path, format: Format) {
+/// django-logpipe's Kinesis backend on kinesis-mock at `endpoint`, writing `format`, or
+/// `None` (skip) without the test virtualenv.
+fn peer(endpoint: &str, format: Format) -> Option<Peer> {
     let format = match format {
         Format::Json => "json",
         Format::Msgpack => "msgpack",
     };
-    let settings = format!(
-        r#"SECRET_KEY = "interop"
-INSTALLED_APPS = ["logpipe"]
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}}}
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-USE_TZ = True
-LOGPIPE = {{
-    "PRODUCER_BACKEND": "logpipe.backend.kinesis.Producer",
+    let peer = Peer::new(&format!(
+        r#"    "PRODUCER_BACKEND": "logpipe.backend.kinesis.Producer",
     "CONSUMER_BACKEND": "logpipe.backend.kinesis.Consumer",
     "OFFSET_BACKEND": "logpipe.backend.kinesis.ModelOffsetStore",
     "KINESIS_REGION": "us-east-1",
     "KINESIS_FETCH_LIMIT": 100,
     "DEFAULT_FORMAT": "{format}",
-    "PRODUCER_ID": "django-crm",
-}}
-"#
-    );
-    std::fs::write(dir.join("interop_settings.py"), settings).unwrap();
-}
-
-/// Runs the peer script with `args`, feeding it `stdin`, and returns its output.
-async fn python(python: &str, endpoint: &str, dir: &Path, args: &[&str], stdin: String) -> Output {
-    let peer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/django_logpipe/peer.py");
-    let mut command = Command::new(python);
-    command
-        .arg(peer)
-        .args(args)
-        .env("DJANGO_SETTINGS_MODULE", "interop_settings")
-        .env("PYTHONPATH", dir)
-        .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = tokio::task::spawn_blocking(move || {
-        let mut child = command.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        // The script gives up after its own deadline, so this wait ends.
-        child.wait_with_output().unwrap()
-    });
-    let output = tokio::time::timeout(WAIT * 2, run).await.unwrap().unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    "PRODUCER_ID": "django-crm","#
+    ))?;
+    // django-logpipe has no endpoint setting: boto3 takes it from the environment.
+    Some(
+        peer.env("AWS_ENDPOINT_URL_KINESIS", endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    )
 }
 
 fn backend(endpoint: &str) -> KinesisBackend {
@@ -136,32 +98,30 @@ async fn first_value(client: &sdk::Client, stream: &str) -> Vec<u8> {
     page.records()[0].data().as_ref().to_vec()
 }
 
-/// A line the peer prints for each message django-logpipe handed it.
-#[derive(Debug, Deserialize)]
-struct Received {
-    #[serde(rename = "type")]
-    message_type: String,
-    version: u64,
-    producer: Option<String>,
-    key: String,
-    message: Person,
-}
+/// Records logpipe sends at once (each send started without waiting for the one before,
+/// so that they go out in `PutRecords` calls of many records) for django-logpipe to read.
+const VOLUME: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn django_logpipe_reads_every_field_logpipe_writes_in_json_and_msgpack() {
-    let Some(python_path) = service("LOGPIPE_TEST_PYTHON") else {
-        return;
-    };
+async fn django_logpipe_reads_every_field_logpipe_writes_at_volume_in_json_and_msgpack() {
     for format in [Format::Json, Format::Msgpack] {
         let Some((endpoint, client, stream)) = fixture("to-django", 1).await else {
+            return;
+        };
+        let Some(peer) = peer(&endpoint, format) else {
             return;
         };
         let producer = Producer::new(backend(&endpoint), stream.as_str())
             .with_format(format)
             .with_producer_id("rust-svc");
-        let sent = people();
-        for person in &sent {
-            producer.send(person).await.unwrap();
+        let sent = people(VOLUME);
+        let mut sends = JoinSet::new();
+        for person in sent.clone() {
+            let producer = producer.clone();
+            sends.spawn(async move { producer.send(&person).await.unwrap() });
+        }
+        while let Some(delivery) = sends.join_next().await {
+            delivery.unwrap();
         }
         let prefix: &[u8] = if format == Format::Json {
             b"json:"
@@ -170,60 +130,48 @@ async fn django_logpipe_reads_every_field_logpipe_writes_in_json_and_msgpack() {
         };
         assert!(first_value(&client, &stream).await.starts_with(prefix));
 
-        let dir = tempfile::tempdir().unwrap();
-        write_settings(dir.path(), format);
-        let count = sent.len().to_string();
-        let output = python(
-            &python_path,
-            &endpoint,
-            dir.path(),
-            &["consume", &stream, "--count", &count, "--timeout", "60"],
-            String::new(),
-        )
-        .await;
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        // Every line but the last (the count and time) is a message.
-        let lines: Vec<&str> = stdout.lines().collect();
-        let received: Vec<Received> = lines[..lines.len() - 1]
-            .iter()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect();
+        let received = tokio::task::spawn_blocking(move || peer.consume(&stream, VOLUME))
+            .await
+            .unwrap();
         assert_eq!(received.len(), sent.len(), "{format:?}");
-        for (person, got) in sent.iter().zip(&received) {
-            assert_eq!(&got.message, person, "{format:?}");
-            assert_eq!(got.key, person.uuid, "{format:?}");
-            assert_eq!(got.producer.as_deref(), Some("rust-svc"));
-            assert_eq!((got.message_type.as_str(), got.version), ("person", 2));
+        let mut received: Vec<(Person, Received)> = received
+            .into_iter()
+            .map(|got| (serde_json::from_value(got.message.clone()).unwrap(), got))
+            .collect();
+        received.sort_by(|a, b| a.0.uuid.cmp(&b.0.uuid));
+        for (person, (got, line)) in sent.iter().zip(&received) {
+            assert_eq!(got, person, "{format:?}");
+            assert_eq!(
+                line.key.as_deref(),
+                Some(person.uuid.as_str()),
+                "{format:?}"
+            );
+            assert_eq!(line.producer.as_deref(), Some("rust-svc"));
+            assert_eq!((line.message_type.as_str(), line.version), ("person", 2));
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logpipe_reads_every_field_django_logpipe_writes_in_json_and_msgpack() {
-    let Some(python_path) = service("LOGPIPE_TEST_PYTHON") else {
-        return;
-    };
     for format in [Format::Json, Format::Msgpack] {
         let Some((endpoint, client, stream)) = fixture("from-django", 1).await else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        write_settings(dir.path(), format);
-        let lines: String = people()
+        let Some(peer) = peer(&endpoint, format) else {
+            return;
+        };
+        let lines: String = people(12)
             .iter()
             .map(|person| {
                 let line = serde_json::json!({"type": "person", "version": 2, "message": person});
                 line.to_string() + "\n"
             })
             .collect();
-        python(
-            &python_path,
-            &endpoint,
-            dir.path(),
-            &["send", &stream],
-            lines,
-        )
-        .await;
+        let send_to = stream.clone();
+        tokio::task::spawn_blocking(move || peer.run(&["send", &send_to], &lines))
+            .await
+            .unwrap();
         let prefix: &[u8] = if format == Format::Json {
             b"json:"
         } else {
@@ -260,7 +208,7 @@ async fn logpipe_reads_every_field_django_logpipe_writes_in_json_and_msgpack() {
         .with_options(ConsumerOptions::default());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(consumer.run(shutdown.clone()));
-        let expected = people();
+        let expected = people(12);
         wait_until("every person is handled", WAIT, || {
             seen.lock().unwrap().len() >= expected.len()
         })

@@ -4,8 +4,13 @@ mod support;
 
 mod cli;
 mod consumer;
+mod django_peer;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_compression;
+#[cfg(feature = "kafka")]
+mod kafka_django;
 mod killed;
 mod kinesis;
 mod kinesis_django;

@@ -20,22 +20,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{program, service};
+use crate::support::{on_backends, program, service};
 
 /// The longest any one command or wait may take.
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Where the commands of a test run: the variables naming a backend, and a directory
 /// for SQLite files.
-struct Setup {
-    vars: Vec<(String, String)>,
+pub(crate) struct Setup {
+    pub(crate) vars: Vec<(String, String)>,
     _dir: tempfile::TempDir,
     /// Kafka: a share of the broker, which a test restarting it waits for.
     _broker: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
 impl Setup {
-    fn embedded() -> Option<Self> {
+    pub(crate) fn embedded() -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("log.db");
         Some(Self {
@@ -48,7 +48,7 @@ impl Setup {
         })
     }
 
-    fn kafka() -> Option<Self> {
+    pub(crate) fn kafka() -> Option<Self> {
         let (brokers, broker) = crate::kafka::broker_blocking()?;
         Some(Self {
             vars: vec![("LOGPIPE_BACKEND".into(), format!("kafka://{brokers}"))],
@@ -111,7 +111,7 @@ impl Setup {
     }
 
     /// Runs `logpipe ARGS` and checks that it succeeded; returns its stdout.
-    fn ok(&self, args: &[&str], stdin: &str) -> String {
+    pub(crate) fn ok(&self, args: &[&str], stdin: &str) -> String {
         let output = self.run(args, stdin);
         assert!(
             output.status.success(),
@@ -130,12 +130,12 @@ impl Setup {
             .collect()
     }
 
-    fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         Config::from_parts(Default::default(), self.vars.iter().cloned()).unwrap()
     }
 
     /// The backend, in this process (Kinesis with the emulator's dummy credentials).
-    fn backend(&self, config: &Config) -> AnyBackend {
+    pub(crate) fn backend(&self, config: &Config) -> AnyBackend {
         if self.is_kinesis() {
             let endpoint = service("LOGPIPE_TEST_KINESIS").unwrap();
             let api = SdkApi::from_client(crate::kinesis::client(&endpoint));
@@ -149,7 +149,7 @@ impl Setup {
 
     /// A new stream of `partitions` partitions holding `lines` as messages of type `t`
     /// version 1.
-    fn stream_with(&self, what: &str, partitions: u32, lines: &str) -> String {
+    pub(crate) fn stream_with(&self, what: &str, partitions: u32, lines: &str) -> String {
         let stream = unique(what);
         let count = partitions.to_string();
         self.ok(&["streams", "create", &stream, "--partitions", &count], "");
@@ -178,45 +178,30 @@ impl Setup {
     }
 }
 
-/// Waits for `child` to exit, killing it after [`WAIT`].
-fn wait_output(mut child: Child, args: &[&str]) -> Output {
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
+/// Waits for `child` to exit, reading its output meanwhile (so that it never blocks on
+/// a full pipe), and kills it after [`WAIT`].
+fn wait_output(child: Child, args: &[&str]) -> Output {
+    let pid = child.id();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match exited.recv_timeout(WAIT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("logpipe {args:?} did not finish within {WAIT:?}");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    child.wait_with_output().unwrap()
 }
 
 /// A stream or group name of its own.
-fn unique(what: &str) -> String {
+pub(crate) fn unique(what: &str) -> String {
     crate::kinesis::unique(&format!("ops-{what}"))
 }
 
-/// Runs each scenario on the three backends, a test each (skipped, outside CI, when the
-/// service is not running).
-macro_rules! on_every_backend {
-    ($($scenario:ident),* $(,)?) => {
-        on_every_backend!(@embedded [$($scenario)*]);
-        on_every_backend!(@kafka [$($scenario)*]);
-        on_every_backend!(@kinesis [$($scenario)*]);
-    };
-    (@$backend:ident [$($scenario:ident)*]) => {
-        mod $backend {
-            $(#[test]
-            fn $scenario() {
-                if let Some(setup) = super::Setup::$backend() {
-                    super::$scenario(setup);
-                }
-            })*
-        }
-    };
-}
-
-on_every_backend!(
+on_backends!(
+    [embedded, kafka, kinesis]
     streams_create_list_describe,
     produce_then_tail_shows_every_field,
     tail_without_from_beginning_shows_only_new_records,

@@ -285,3 +285,22 @@ impl Reporting {
             .unwrap();
     }
 }
+
+/// Runs each scenario `fn(Setup)` as a test on each backend named (`embedded`, `kafka`,
+/// `kinesis`: the constructors of [`Setup`](crate::ops::Setup)), in a module of that
+/// name; a backend whose service is not running skips it (outside CI).
+macro_rules! on_backends {
+    ([] $($scenario:ident),* $(,)?) => {};
+    ([$backend:ident $(, $rest:ident)*] $($scenario:ident),* $(,)?) => {
+        mod $backend {
+            $(#[test]
+            fn $scenario() {
+                if let Some(setup) = crate::ops::Setup::$backend() {
+                    super::$scenario(setup);
+                }
+            })*
+        }
+        crate::support::on_backends!([$($rest),*] $($scenario),*);
+    };
+}
+pub(crate) use on_backends;

@@ -52,8 +52,10 @@ pub use producer::{KafkaClient, Queued};
 /// this crate's defaults:
 ///
 /// - producer: `enable.idempotence=true`, `acks=all`, `linger.ms=5`,
-///   `compression.type=lz4`, `partitioner=murmur2_random` (the partitioner of the Java
-///   and Python clients, so that one key lands on one partition whichever client wrote it;
+///   `compression.type=none` (every Kafka client reads uncompressed batches, among them
+///   kafka-python as django-logpipe installs it, which reads lz4, snappy and zstd only with
+///   optional packages), `partitioner=murmur2_random` (the partitioner of the Java and
+///   Python clients, so that one key lands on one partition whichever client wrote it;
 ///   keyless records are spread at random);
 /// - consumer: `enable.auto.commit=false`, `auto.offset.reset=earliest`,
 ///   `topic.metadata.refresh.interval.ms=10000` (partitions added later are read within
@@ -84,7 +86,7 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.idempotence", "true"),
     ("acks", "all"),
     ("linger.ms", "5"),
-    ("compression.type", "lz4"),
+    ("compression.type", "none"),
     ("partitioner", "murmur2_random"),
     ("allow.auto.create.topics", "false"),
 ];
