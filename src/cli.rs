@@ -67,7 +67,10 @@ fn init_tracing_at(level: &str) {
     init_tracing(LogFormat::Text, level);
 }
 
-/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `level`).
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `level`). Panics are
+/// logged there too, as one error line with where they happened, so that JSON logs stay
+/// one object per line; a handler's panic is then also a failure of its record (see
+/// [`HandlerPanic`](crate::HandlerPanic)).
 fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -78,6 +81,13 @@ fn init_tracing(format: LogFormat, level: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    std::panic::set_hook(Box::new(|info| {
+        let message = crate::catch_panic::panic_message(info.payload());
+        let location = info
+            .location()
+            .map_or_else(String::new, |at| format!("{}:{}", at.file(), at.line()));
+        tracing::error!(%location, "panicked: {message}");
+    }));
 }
 
 /// The `run_consumers` program: loads the configuration (`--config`, `LOGPIPE_CONFIG`,

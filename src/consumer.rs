@@ -31,7 +31,8 @@ const MAX_BUFFERED: usize = 10_000;
 /// Records handled in a row before the consumer lets other tasks run.
 const RECORDS_PER_TURN: usize = 64;
 
-/// What happens when a handler still fails after its retries.
+/// What happens when a handler still fails after its retries. A handler that panics
+/// fails the same way as one that returns an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HandlerErrorPolicy {
@@ -454,7 +455,7 @@ impl<S: OffsetStore> Worker<S> {
                 span.record("type", context.message_type);
                 span.record("version", context.version);
             }
-            match outcome {
+            let failure = match outcome {
                 Ok(()) => {
                     let metrics =
                         state.handled_metrics(&record.partition.stream, context.message_type);
@@ -471,28 +472,47 @@ impl<S: OffsetStore> Worker<S> {
                     record.key = context.key.take();
                     return self.skip(record, reason, state).await;
                 }
-                Err(DispatchError::Handler(err)) if attempts <= self.options.max_retries => {
-                    metrics::counter!("logpipe_handler_retries_total", "stream" => Arc::clone(&record.partition.stream))
+                Err(DispatchError::Handler(error)) => Failure {
+                    error,
+                    reason: "handler_error",
+                    what: "handler failed",
+                },
+                Err(DispatchError::Panicked(panic)) => {
+                    metrics::counter!("logpipe_handler_panics_total", "stream" => Arc::clone(&record.partition.stream))
                         .increment(1);
-                    tracing::warn!(attempt = attempts, error = %error_chain(&*err), ?backoff, "handler failed; retrying");
-                    if !state.retrying {
-                        state.retrying = true;
-                        self.report(ConsumerHealth::retrying);
+                    Failure {
+                        error: Box::new(panic),
+                        reason: "panic",
+                        what: "handler panicked",
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(Flow::Stop),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff =
-                        (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
                 }
-                Err(DispatchError::Handler(err)) => {
-                    record.key = context.key.take();
-                    return self
-                        .handler_failed(record, context, attempts, err, state)
-                        .await;
-                }
+            };
+            if attempts > self.options.max_retries {
+                record.key = context.key.take();
+                return self
+                    .handler_failed(record, context, attempts, failure, state)
+                    .await;
             }
+            metrics::counter!("logpipe_handler_retries_total", "stream" => Arc::clone(&record.partition.stream))
+                .increment(1);
+            tracing::warn!(
+                partition = %record.partition,
+                position = %record.position,
+                attempt = attempts,
+                error = %error_chain(&*failure.error),
+                ?backoff,
+                "{}; retrying",
+                failure.what,
+            );
+            if !state.retrying {
+                state.retrying = true;
+                self.report(ConsumerHealth::retrying);
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(Flow::Stop),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
         }
     }
 
@@ -538,26 +558,35 @@ impl<S: OffsetStore> Worker<S> {
         record: Record,
         context: Context,
         attempts: u32,
-        err: BoxError,
+        failure: Failure,
         state: &mut RunState,
     ) -> Result<Flow, Error> {
         metrics::counter!("logpipe_handler_failures_total", "stream" => Arc::clone(&record.partition.stream)).increment(1);
-        let detail = error_chain(&*err);
-        match self.options.on_handler_error {
-            HandlerErrorPolicy::Stop => {
-                tracing::error!(attempts, error = %detail, "handler failed; stopping the consumer");
-                Err(Error::Handler {
-                    partition: record.partition,
-                    position: record.position,
-                    message_type: context.message_type,
-                    version: context.version,
-                    attempts,
-                    source: err,
-                })
-            }
+        let detail = error_chain(&*failure.error);
+        let policy = self.options.on_handler_error;
+        tracing::error!(
+            partition = %record.partition,
+            position = %record.position,
+            attempts,
+            error = %detail,
+            "{}; {}",
+            failure.what,
+            match policy {
+                HandlerErrorPolicy::Stop => "stopping the consumer",
+                HandlerErrorPolicy::DeadLetter => "dead-lettering the record",
+            },
+        );
+        match policy {
+            HandlerErrorPolicy::Stop => Err(Error::Handler {
+                partition: record.partition,
+                position: record.position,
+                message_type: context.message_type,
+                version: context.version,
+                attempts,
+                source: failure.error,
+            }),
             HandlerErrorPolicy::DeadLetter => {
-                tracing::error!(attempts, error = %detail, "handler failed; dead-lettering the record");
-                self.dead_letter(&record, "handler_error", &detail).await?;
+                self.dead_letter(&record, failure.reason, &detail).await?;
                 state.mark(&record);
                 if state.retrying {
                     state.retrying = false;
@@ -613,6 +642,15 @@ impl<S: OffsetStore> Worker<S> {
         state.pending_records = 0;
         Ok(())
     }
+}
+
+/// A handler call that failed: its error, the reason dead letters and metrics give, and
+/// what the log says.
+struct Failure {
+    error: BoxError,
+    /// `handler_error` or `panic`.
+    reason: &'static str,
+    what: &'static str,
 }
 
 /// Waits `backoff` (after a retriable read error), then reads the next event.

@@ -14,8 +14,8 @@ pub const HEADER_STREAM: &str = "logpipe.original.stream";
 pub const HEADER_PARTITION: &str = "logpipe.original.partition";
 /// Header with its offset or sequence number.
 pub const HEADER_POSITION: &str = "logpipe.original.position";
-/// Header with why it was dead-lettered: a skip reason label (such as `malformed`) or
-/// `handler_error`.
+/// Header with why it was dead-lettered: a skip reason label (such as `malformed`),
+/// `handler_error`, or `panic` (the handler panicked).
 pub const HEADER_REASON: &str = "logpipe.reason";
 /// Header with the error, as text.
 pub const HEADER_ERROR: &str = "logpipe.error";

@@ -28,7 +28,8 @@ pub enum Error {
     /// The offset store failed.
     #[error("offset store failed")]
     Store(#[from] StoreError),
-    /// A handler kept failing and the consumer's policy is to stop.
+    /// A handler kept failing (returning an error or panicking; the source is then a
+    /// [`HandlerPanic`](crate::HandlerPanic)) and the consumer's policy is to stop.
     #[error(
         "the handler for {message_type:?} version {version} failed on {partition} at {position} after {attempts} attempts"
     )]
@@ -69,7 +70,8 @@ pub enum Error {
         #[source]
         source: BackendError,
     },
-    /// A consumer task panicked.
+    /// A consumer task panicked outside its handlers (a handler's panic is a
+    /// [`Handler`](Self::Handler) failure instead).
     #[error("consumer {consumer:?} panicked: {message}")]
     Panicked {
         /// The consumer's name.

@@ -96,6 +96,29 @@ pub trait Handler<M: Message>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
+/// A handler panicked (or the decoding of its message type did) on a record.
+///
+/// The consumer treats it as a failure of that record, as if the handler had returned
+/// an error: it is logged and counted (`logpipe_handler_panics_total`), retried, then
+/// the consumer stops or dead-letters the record (reason `panic`). The panic is never
+/// resumed, so it never takes the process down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the handler panicked: {message}")]
+pub struct HandlerPanic {
+    message: String,
+}
+
+impl HandlerPanic {
+    pub(crate) fn new(message: String) -> Self {
+        Self { message }
+    }
+
+    /// The panic's message (`"a panic without a message"` when it was not text).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// A handler made from an async closure; see [`handler_fn`].
 pub struct HandlerFn<F, M> {
     f: F,

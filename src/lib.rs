@@ -57,6 +57,7 @@
 pub mod admin;
 pub mod any;
 pub mod backend;
+mod catch_panic;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
@@ -84,7 +85,7 @@ mod sqlite;
 pub use backend::{Delivery, PartitionRef, Position, Record};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use error::Error;
-pub use handler::{Context, Handler, handler_fn};
+pub use handler::{Context, Handler, HandlerPanic, handler_fn};
 pub use logpipe_derive::Message;
 pub use message::{KeyValue, Message};
 pub use multi::MultiConsumer;

@@ -124,11 +124,7 @@ impl MultiConsumer {
 
 fn panic_message(err: tokio::task::JoinError) -> String {
     match err.try_into_panic() {
-        Ok(panic) => panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-text panic".to_owned()),
+        Ok(panic) => crate::catch_panic::panic_message(&*panic),
         Err(err) => err.to_string(),
     }
 }

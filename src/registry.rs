@@ -8,8 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::BoxError;
+use crate::catch_panic::{CatchPanic, catch};
 use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError, json_scan};
-use crate::handler::{Context, Handler};
+use crate::handler::{Context, Handler, HandlerPanic};
 use crate::hash::FnvBuildHasher;
 use crate::message::Message;
 
@@ -85,6 +86,9 @@ pub enum DispatchError {
     /// The handler returned an error.
     #[error("handler failed")]
     Handler(#[source] BoxError),
+    /// The handler, or the decoding of its message type, panicked.
+    #[error("handler panicked")]
+    Panicked(#[source] HandlerPanic),
 }
 
 /// An error in how a registry was put together.
@@ -322,14 +326,21 @@ impl Registry {
     /// Sets `context.message_type`, `version` and `producer` from the envelope. The
     /// message is decoded into the handler's type only after its (type, version) matched.
     ///
+    /// A panic in the handler, or in the decoding of its message type, is caught and
+    /// returned as [`DispatchError::Panicked`]; it does not unwind into the caller.
+    ///
     /// # Errors
     ///
     /// [`DispatchError::Skipped`] when the record is to be skipped (malformed, invalid,
     /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
-    /// returned an error.
+    /// returned an error; [`DispatchError::Panicked`] when it panicked.
     pub async fn dispatch(&self, value: &[u8], context: &mut Context) -> Result<(), DispatchError> {
-        let future = self.start(value, context)?;
-        future.await.map_err(DispatchError::Handler)
+        let panicked = |message| DispatchError::Panicked(HandlerPanic::new(message));
+        let future = catch(|| self.start(value, context)).map_err(panicked)??;
+        match CatchPanic::new(future).await {
+            Ok(handled) => handled.map_err(DispatchError::Handler),
+            Err(message) => Err(panicked(message)),
+        }
     }
 
     /// The handler for an envelope of the usual shape (`json:`, keys in the order

@@ -258,4 +258,36 @@ mod tests {
             Some(Position::Offset(7))
         );
     }
+
+    #[tokio::test]
+    async fn a_panic_in_a_transaction_rolls_it_back_and_leaves_the_store_usable() {
+        let store = SqliteOffsetStore::open_in_memory().unwrap();
+        let context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(3));
+        store
+            .transaction(&context, |tx| {
+                tx.execute_batch("CREATE TABLE handled (n INTEGER)")
+            })
+            .await
+            .unwrap();
+        let panicked = crate::catch_panic::CatchPanic::new(Box::pin(store.transaction(
+            &Context::new("g", PartitionRef::new("s", "0"), Position::Offset(4)),
+            |tx| -> rusqlite::Result<()> {
+                tx.execute("INSERT INTO handled VALUES (4)", [])?;
+                panic!("a bug in the handler")
+            },
+        )))
+        .await;
+        assert_eq!(panicked.err().as_deref(), Some("a bug in the handler"));
+        assert_eq!(
+            store.load("g", &context.partition).await.unwrap(),
+            Some(Position::Offset(3))
+        );
+        let rows: i64 = store
+            .transaction(&context, |tx| {
+                tx.query_row("SELECT COUNT(*) FROM handled", [], |row| row.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "the panicking transaction was rolled back");
+    }
 }

@@ -428,6 +428,81 @@ async fn bad_records_and_failing_handlers_are_dead_lettered_with_where_they_came
     );
 }
 
+/// A message type whose decoding panics on the name `"boom"` (a bug in a hand-written
+/// `Deserialize`).
+#[derive(Debug, Serialize, Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct Fragile {
+    uuid: String,
+}
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let person = PersonV1::deserialize(deserializer)?;
+        assert_ne!(person.uuid, "boom", "cannot decode boom");
+        Ok(Self { uuid: person.uuid })
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_decoding_a_message_is_a_handler_failure_retried_then_dead_lettered() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let log = log_with_stream("fragile").await;
+    let producer = Producer::new(log.clone(), "fragile");
+    for uuid in ["a", "boom", "c"] {
+        producer.send(&person(uuid)).await.unwrap();
+    }
+    let handled = Handled::default();
+    let seen = Arc::clone(&handled);
+    let registry = Registry::builder()
+        .handle(handler_fn(move |person: Fragile, context: Context| {
+            let Position::Offset(offset) = context.position else {
+                unreachable!()
+            };
+            seen.lock().unwrap().push((person.uuid, offset));
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap();
+    let store = MemoryOffsetStore::new();
+    let options = ConsumerOptions {
+        max_retries: 2,
+        on_handler_error: HandlerErrorPolicy::DeadLetter,
+        ..fast_options()
+    };
+    let consumer = Consumer::new(log.consumer(["fragile"]), store.clone(), registry, "g")
+        .with_options(options)
+        .with_dead_letter(DeadLetter::new(log.clone(), "fragile.dead"));
+    run_until(consumer, "all positions are stored", || {
+        stored_offset(&store, "g") == Some(2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![("a".to_owned(), 0), ("c".to_owned(), 2)]
+    );
+    let dead = read_records(&log, "fragile.dead", 1).await;
+    let reason = dead[0].headers.iter().find(|h| h.name == HEADER_REASON);
+    assert_eq!(reason.map(|h| h.value.as_slice()), Some(&b"panic"[..]));
+    let snapshot = snapshotter.snapshot().into_vec();
+    let stream = ("stream", "fragile");
+    assert_eq!(
+        counter(&snapshot, "logpipe_handler_panics_total", stream),
+        3
+    );
+    assert_eq!(
+        counter(&snapshot, "logpipe_handler_retries_total", stream),
+        2
+    );
+    assert_eq!(
+        counter(&snapshot, "logpipe_handler_failures_total", stream),
+        1
+    );
+}
+
 #[tokio::test]
 async fn a_dead_letter_policy_without_a_dead_letter_stream_fails_at_start_naming_the_key() {
     let log = log_with_stream("people").await;

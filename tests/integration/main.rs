@@ -16,6 +16,7 @@ mod kinesis;
 mod kinesis_django;
 mod multi_consumer;
 mod ops;
+mod panics;
 mod processes;
 mod properties;
 mod serve;

@@ -109,7 +109,7 @@ fn rest(log: &mpsc::Receiver<String>) -> Vec<String> {
 }
 
 /// The address in the JSON log line that says where the endpoints are served.
-fn served_addr(line: &str) -> SocketAddr {
+pub(crate) fn served_addr(line: &str) -> SocketAddr {
     let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
     assert_eq!(entry["level"], "INFO", "{line}");
     assert_eq!(entry["target"], "logpipe::cli", "{line}");
