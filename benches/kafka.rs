@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput};
+use logpipe::backend::{Backend, StartFrom};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
 use logpipe::{Consumer, Context, Message, Producer, Registry, handler_fn};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -259,8 +260,9 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
                         .build()
                         .unwrap();
                     let group = unique("logpipe");
-                    let backend =
-                        logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+                    let backend = client
+                        .open_consumer(&group, std::slice::from_ref(topic), StartFrom::Configured)
+                        .unwrap();
                     let consumer =
                         Consumer::new(backend, client.offsets(), registry, group.as_str());
                     runtime.block_on(consumer.run(shutdown)).unwrap();

@@ -8,7 +8,6 @@
 mod people;
 
 use logpipe::Producer;
-use logpipe::any::AnyBackend;
 use logpipe::config::Config;
 use people::{PersonV1, PersonV2};
 use tokio::task::JoinSet;
@@ -27,8 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(None)?;
     // The stream is `people` unless PEOPLE_STREAM names another.
     let stream = std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned());
-    let mut producer =
-        Producer::new(AnyBackend::connect(&config)?, stream).with_format(config.format);
+    let mut producer = Producer::new(config.open_backend()?, stream).with_format(config.format);
     if let Some(id) = &config.producer_id {
         producer = producer.with_producer_id(id);
     }

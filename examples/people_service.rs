@@ -25,7 +25,7 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use logpipe::config::{Config, OffsetStoreUrl};
+use logpipe::config::Config;
 use logpipe::offsets::SqliteOffsetStore;
 use logpipe::run::ConsumerSpec;
 use logpipe::{BoxError, Context, Registry, handler_fn};
@@ -73,11 +73,12 @@ async fn save(table: Table, context: Context, uuid: String, name: String) -> Res
 }
 
 fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
-    let path = match config.offset_store_url() {
-        OffsetStoreUrl::Sqlite(path) => path,
-        OffsetStoreUrl::Kafka => std::env::var_os("PEOPLE_DB")
+    let store = config.offset_store_url();
+    let path = match store.scheme() {
+        "sqlite" => std::path::PathBuf::from(store.rest()),
+        "kafka" => std::env::var_os("PEOPLE_DB")
             .map_or_else(|| "people.db".into(), std::path::PathBuf::from),
-        OffsetStoreUrl::Memory | _ => {
+        _ => {
             return Err(
                 "people_service keeps its table in SQLite: use a sqlite:// or kafka:// offset store"
                     .into(),
@@ -91,8 +92,8 @@ fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
              uuid TEXT PRIMARY KEY, name TEXT NOT NULL, version INTEGER NOT NULL, applied INTEGER NOT NULL
          )",
     )?;
-    let table = match config.offset_store_url() {
-        OffsetStoreUrl::Sqlite(_) => Table::WithPositions(SqliteOffsetStore::open(&path)?),
+    let table = match store.scheme() {
+        "sqlite" => Table::WithPositions(SqliteOffsetStore::open(&path)?),
         _ => Table::Alone(Arc::new(Mutex::new(conn))),
     };
     let table_v2 = table.clone();

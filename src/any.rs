@@ -1,176 +1,163 @@
-//! Backends and offset stores chosen at run time, from configuration URLs.
+//! Backends, consumers, offset stores and ranges whose types are chosen at run time: the
+//! traits of `logpipe-core` behind pointers.
+//!
+//! The configuration opens the backend and the offset store its URLs name as these
+//! ([`Config::open_backend`](crate::config::Config::open_backend),
+//! [`Config::open_offset_store`](crate::config::Config::open_offset_store)), so that the
+//! consumer, the runner and the `logpipe` tool work on any backend through the traits
+//! and never ask which one they have.
 
-use crate::backend::{
-    BackendError, ConsumerBackend, ConsumerEvent, Delivery, OutgoingRecord, PartitionRef, Position,
-    ProducerBackend,
+use std::sync::Arc;
+
+use logpipe_core::{
+    Admin, Backend, BackendError, Boundary, ConsumerBackend, ConsumerEvent, Delivery, Lag,
+    OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
+    RangeBound, RangeRead, Record, StartFrom, StoreError,
 };
-use crate::config::{BackendUrl, Config, OffsetStoreUrl};
-use crate::embedded::{EmbeddedConsumer, EmbeddedLog};
-#[cfg(feature = "kinesis")]
-use crate::kinesis::{KinesisBackend, KinesisConsumer};
-use crate::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore, StoreError};
 
-/// The backend a [`Config`] names. Clones share connections.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum AnyBackend {
-    /// `sqlite://` or `memory://`.
-    Embedded(EmbeddedLog),
-    /// `kinesis://`.
-    #[cfg(feature = "kinesis")]
-    Kinesis(KinesisBackend),
-    /// `kafka://`.
-    #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::KafkaClient),
+mod dynamic;
+
+pub(crate) use dynamic::DynProducer;
+use dynamic::{DynBackend, DynConsumer, DynOffsetStore, DynRange};
+
+/// The backend a configuration names, or any [`Backend`] wrapped with
+/// [`AnyBackend::new`].
+/// Clones share connections.
+#[derive(Clone)]
+pub struct AnyBackend {
+    inner: Arc<dyn DynBackend>,
+}
+
+impl std::fmt::Debug for AnyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyBackend").finish_non_exhaustive()
+    }
 }
 
 impl AnyBackend {
-    /// Opens the configured backend.
-    ///
-    /// # Errors
-    ///
-    /// [`BackendError`] when it cannot be opened.
-    pub fn connect(config: &Config) -> Result<Self, BackendError> {
-        let options = config.embedded.clone();
-        Ok(match &config.backend {
-            BackendUrl::Sqlite(path) => {
-                AnyBackend::Embedded(EmbeddedLog::open_with(path, options)?)
-            }
-            BackendUrl::Memory => AnyBackend::Embedded(EmbeddedLog::open_in_memory_with(options)?),
-            #[cfg(feature = "kinesis")]
-            BackendUrl::Kinesis { region, endpoint } => {
-                AnyBackend::Kinesis(KinesisBackend::connect(
-                    region.as_deref(),
-                    endpoint.as_deref(),
-                    config.kinesis.clone(),
-                )?)
-            }
-            #[cfg(not(feature = "kinesis"))]
-            BackendUrl::Kinesis { .. } => {
-                return Err(BackendError::new(
-                    crate::backend::BackendErrorKind::Rejected,
-                    "kinesis:// needs logpipe built with the `kinesis` feature",
-                ));
-            }
-            #[cfg(feature = "kafka")]
-            BackendUrl::Kafka(brokers) => {
-                AnyBackend::Kafka(crate::kafka::connect(config, brokers)?)
-            }
-            #[cfg(not(feature = "kafka"))]
-            BackendUrl::Kafka(_) => {
-                return Err(BackendError::new(
-                    crate::backend::BackendErrorKind::Other,
-                    "this program was built without the `kafka` feature",
-                ));
-            }
-        })
+    /// `backend`, as a backend whose type is chosen at run time.
+    pub fn new<B: Backend>(backend: B) -> Self {
+        Self {
+            inner: Arc::new(backend),
+        }
     }
 
-    /// A consumer backend reading `streams` for consumer group `group` (Kafka consumers
-    /// join the group; the embedded log has no groups).
+    /// A consumer reading `streams` for consumer group `group`, starting where the
+    /// backend's settings say ([`Backend::open_consumer`] with [`StartFrom::Configured`]).
     ///
     /// # Errors
     ///
     /// [`BackendError`] when the consumer cannot be created.
     pub fn consumer(&self, group: &str, streams: &[String]) -> Result<AnyConsumer, BackendError> {
-        let _ = group;
-        Ok(match self {
-            AnyBackend::Embedded(log) => {
-                AnyConsumer::Embedded(log.consumer(streams.iter().map(String::as_str)))
-            }
-            #[cfg(feature = "kinesis")]
-            AnyBackend::Kinesis(kinesis) => {
-                AnyConsumer::Kinesis(kinesis.consumer(streams.iter().map(String::as_str)))
-            }
-            #[cfg(feature = "kafka")]
-            AnyBackend::Kafka(client) => {
-                AnyConsumer::Kafka(crate::kafka::consumer(client, group, streams)?)
-            }
-        })
+        Backend::open_consumer(self, group, streams, StartFrom::Configured)
     }
 
-    /// The offset store `config` names, sharing this backend where the store lives in it
-    /// (Kafka consumer-group commits go through the consumers of this backend).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when it cannot be opened.
-    pub fn offset_store(&self, config: &Config) -> Result<AnyOffsetStore, StoreError> {
-        match (self, config.offset_store_url()) {
-            #[cfg(feature = "kafka")]
-            (AnyBackend::Kafka(client), OffsetStoreUrl::Kafka) => {
-                Ok(AnyOffsetStore::Kafka(client.offsets()))
-            }
-            _ => AnyOffsetStore::open(config),
-        }
-    }
-
-    /// The consumer group under which `group`'s positions are stored: `group` itself,
-    /// or `GROUP@REGION` on Kinesis (see [`KinesisBackend::group_in_region`]).
-    pub fn position_group(&self, group: String) -> String {
-        match self {
-            #[cfg(feature = "kinesis")]
-            AnyBackend::Kinesis(kinesis) => kinesis.group_in_region(&group),
-            _ => group,
-        }
+    /// The backend inside, when it is a `B`.
+    pub fn downcast_ref<B: Backend>(&self) -> Option<&B> {
+        self.inner.as_any().downcast_ref()
     }
 }
 
 impl ProducerBackend for AnyBackend {
     async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
-        match self {
-            AnyBackend::Embedded(log) => log.send(record).await,
-            #[cfg(feature = "kinesis")]
-            AnyBackend::Kinesis(kinesis) => kinesis.send(record).await,
-            #[cfg(feature = "kafka")]
-            AnyBackend::Kafka(client) => ProducerBackend::send(client, record).await,
-        }
+        self.inner.send_boxed(record).await
     }
 
     async fn flush(&self) -> Result<(), BackendError> {
-        match self {
-            AnyBackend::Embedded(log) => log.flush().await,
-            #[cfg(feature = "kinesis")]
-            AnyBackend::Kinesis(kinesis) => kinesis.flush().await,
-            #[cfg(feature = "kafka")]
-            AnyBackend::Kafka(client) => ProducerBackend::flush(client).await,
-        }
+        self.inner.flush_boxed().await
+    }
+}
+
+impl Admin for AnyBackend {
+    type Range = AnyRange;
+
+    async fn list_streams(&self) -> Result<Vec<String>, BackendError> {
+        self.inner.list_streams().await
+    }
+
+    async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
+        self.inner.create_stream(stream, partitions).await
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<Vec<PartitionInfo>, BackendError> {
+        self.inner.describe_stream(stream).await
+    }
+
+    fn parse_position(&self, text: &str) -> Result<Position, BackendError> {
+        self.inner.parse_position(text)
+    }
+
+    async fn position_at(
+        &self,
+        partition: &PartitionInfo,
+        boundary: Boundary,
+        stored: Option<&Position>,
+    ) -> Result<Option<Position>, BackendError> {
+        self.inner.position_at(partition, boundary, stored).await
+    }
+
+    async fn lag(
+        &self,
+        partition: &PartitionInfo,
+        after: Option<&Position>,
+    ) -> Result<Lag, BackendError> {
+        self.inner.lag(partition, after).await
+    }
+
+    async fn read_range(
+        &self,
+        stream: &str,
+        from: &RangeBound,
+        until: &RangeBound,
+    ) -> Result<AnyRange, BackendError> {
+        self.inner.read_range(stream, from, until).await
+    }
+}
+
+impl Backend for AnyBackend {
+    type Consumer = AnyConsumer;
+
+    fn open_consumer(
+        &self,
+        group: &str,
+        streams: &[String],
+        start: StartFrom,
+    ) -> Result<AnyConsumer, BackendError> {
+        self.inner.open_consumer(group, streams, start)
+    }
+
+    fn position_group(&self, group: &str) -> String {
+        self.inner.position_group(group)
     }
 }
 
 /// A consumer of an [`AnyBackend`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum AnyConsumer {
-    /// Of the embedded log.
-    Embedded(EmbeddedConsumer),
-    /// Of Kinesis.
-    #[cfg(feature = "kinesis")]
-    Kinesis(KinesisConsumer),
-    /// Of Kafka.
-    #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::KafkaConsumerBackend),
+pub struct AnyConsumer {
+    inner: Box<dyn DynConsumer>,
+}
+
+impl std::fmt::Debug for AnyConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyConsumer").finish_non_exhaustive()
+    }
+}
+
+impl AnyConsumer {
+    /// `consumer`, as a consumer whose type is chosen at run time.
+    pub fn new<C: ConsumerBackend>(consumer: C) -> Self {
+        Self {
+            inner: Box::new(consumer),
+        }
+    }
 }
 
 impl ConsumerBackend for AnyConsumer {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
-        match self {
-            AnyConsumer::Embedded(consumer) => consumer.next_event().await,
-            #[cfg(feature = "kinesis")]
-            AnyConsumer::Kinesis(consumer) => consumer.next_event().await,
-            #[cfg(feature = "kafka")]
-            AnyConsumer::Kafka(consumer) => consumer.next_event().await,
-        }
+        self.inner.next_event_boxed().await
     }
 
     fn want_headers(&mut self, wanted: bool) {
-        match self {
-            AnyConsumer::Embedded(consumer) => consumer.want_headers(wanted),
-            #[cfg(feature = "kinesis")]
-            AnyConsumer::Kinesis(consumer) => consumer.want_headers(wanted),
-            #[cfg(feature = "kafka")]
-            AnyConsumer::Kafka(consumer) => consumer.want_headers(wanted),
-        }
+        self.inner.want_headers(wanted);
     }
 
     async fn seek(
@@ -178,61 +165,39 @@ impl ConsumerBackend for AnyConsumer {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> Result<(), BackendError> {
-        match self {
-            AnyConsumer::Embedded(consumer) => consumer.seek(partition, after).await,
-            #[cfg(feature = "kinesis")]
-            AnyConsumer::Kinesis(consumer) => consumer.seek(partition, after).await,
-            #[cfg(feature = "kafka")]
-            AnyConsumer::Kafka(consumer) => consumer.seek(partition, after).await,
-        }
+        self.inner.seek_boxed(partition, after).await
     }
 
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
-        match self {
-            AnyConsumer::Embedded(consumer) => consumer.stored(positions),
-            #[cfg(feature = "kinesis")]
-            AnyConsumer::Kinesis(consumer) => consumer.stored(positions),
-            #[cfg(feature = "kafka")]
-            AnyConsumer::Kafka(consumer) => consumer.stored(positions),
-        }
+        self.inner.stored(positions);
     }
 }
 
-/// The offset store a [`Config`] names. Clones share it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum AnyOffsetStore {
-    /// `sqlite://`.
-    Sqlite(SqliteOffsetStore),
-    /// `memory://`.
-    Memory(MemoryOffsetStore),
-    /// `kafka://`: commits to the consumer group.
-    #[cfg(feature = "kafka")]
-    Kafka(crate::kafka::GroupOffsets),
+/// The offset store a configuration names, or any [`OffsetStore`] wrapped with
+/// [`AnyOffsetStore::new`]. Clones share it.
+#[derive(Clone)]
+pub struct AnyOffsetStore {
+    inner: Arc<dyn DynOffsetStore>,
+}
+
+impl std::fmt::Debug for AnyOffsetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyOffsetStore").finish_non_exhaustive()
+    }
 }
 
 impl AnyOffsetStore {
-    /// Opens the configured store (see [`Config::offset_store_url`]). A store that lives
-    /// in the backend (`kafka://`) comes from [`AnyBackend::offset_store`] instead.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError`] when it cannot be opened.
-    pub fn open(config: &Config) -> Result<Self, StoreError> {
-        Ok(match config.offset_store_url() {
-            OffsetStoreUrl::Sqlite(path) => AnyOffsetStore::Sqlite(SqliteOffsetStore::open(path)?),
-            OffsetStoreUrl::Memory => AnyOffsetStore::Memory(MemoryOffsetStore::new()),
-            OffsetStoreUrl::Kafka => {
-                return Err(StoreError::Backend {
-                    group: String::new(),
-                    action: "loaded",
-                    source: BackendError::new(
-                        crate::backend::BackendErrorKind::Other,
-                        "kafka:// positions live in the consumer group; open the store with AnyBackend::offset_store",
-                    ),
-                });
-            }
-        })
+    /// `store`, as a store whose type is chosen at run time.
+    pub fn new<S: OffsetStore>(store: S) -> Self {
+        Self {
+            inner: Arc::new(store),
+        }
+    }
+
+    /// The store inside, when it is an `S` (such as a `SqliteOffsetStore`, for its
+    /// transactions).
+    pub fn downcast_ref<S: OffsetStore>(&self) -> Option<&S> {
+        self.inner.as_any().downcast_ref()
     }
 }
 
@@ -242,12 +207,7 @@ impl OffsetStore for AnyOffsetStore {
         group: &str,
         partition: &PartitionRef,
     ) -> Result<Option<Position>, StoreError> {
-        match self {
-            AnyOffsetStore::Sqlite(store) => store.load(group, partition).await,
-            AnyOffsetStore::Memory(store) => store.load(group, partition).await,
-            #[cfg(feature = "kafka")]
-            AnyOffsetStore::Kafka(store) => store.load(group, partition).await,
-        }
+        self.inner.load_boxed(group, partition).await
     }
 
     async fn store(
@@ -255,11 +215,35 @@ impl OffsetStore for AnyOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
-        match self {
-            AnyOffsetStore::Sqlite(store) => store.store(group, positions).await,
-            AnyOffsetStore::Memory(store) => store.store(group, positions).await,
-            #[cfg(feature = "kafka")]
-            AnyOffsetStore::Kafka(store) => store.store(group, positions).await,
-        }
+        self.inner.store_boxed(group, positions).await
+    }
+
+    fn resumed_by_backend(&self) -> bool {
+        self.inner.resumed_by_backend()
+    }
+
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+}
+
+/// A range of records of an [`AnyBackend`], for replay.
+pub struct AnyRange {
+    inner: Box<dyn DynRange>,
+}
+
+impl std::fmt::Debug for AnyRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyRange").finish_non_exhaustive()
+    }
+}
+
+impl RangeRead for AnyRange {
+    fn total(&self) -> Option<u64> {
+        self.inner.total()
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, BackendError> {
+        self.inner.next_batch_boxed().await
     }
 }

@@ -17,8 +17,8 @@ use tracing::Instrument;
 use crate::backend::{
     BackendError, ConsumerBackend, ConsumerEvent, PartitionRef, Position, Record,
 };
-use crate::config::ConfigError;
 use crate::dead_letter::DeadLetter;
+use crate::error::ConfigError;
 use crate::error::Error;
 use crate::handler::Context;
 use crate::health::ConsumerHealth;
@@ -364,7 +364,13 @@ impl<S: OffsetStore> Worker<S> {
         match event {
             ConsumerEvent::Assigned(partitions) => {
                 for partition in partitions {
-                    let position = self.store.load(&self.group, &partition).await?;
+                    // A store the backend resumes from by itself (Kafka's group commits)
+                    // is not asked: the backend starts where the group left off.
+                    let position = if self.store.resumed_by_backend() {
+                        None
+                    } else {
+                        self.store.load(&self.group, &partition).await?
+                    };
                     tracing::info!(%partition, position = ?position, "partition assigned");
                     backend.seek(&partition, position.as_ref()).await?;
                 }

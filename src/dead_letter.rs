@@ -1,9 +1,8 @@
 //! Dead-letter streams: where records that cannot be handled are kept for later.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::any::DynProducer;
 use crate::backend::{
     BackendError, Delivery, OutgoingRecord, ProducerBackend, Record, RecordHeader,
 };
@@ -19,19 +18,6 @@ pub const HEADER_POSITION: &str = "logpipe.original.position";
 pub const HEADER_REASON: &str = "logpipe.reason";
 /// Header with the error, as text.
 pub const HEADER_ERROR: &str = "logpipe.error";
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A producer backend behind a pointer, whatever its type.
-trait DynProducer: Send + Sync {
-    fn send(&self, record: OutgoingRecord) -> BoxFuture<'_, Result<Delivery, BackendError>>;
-}
-
-impl<P: ProducerBackend> DynProducer for P {
-    fn send(&self, record: OutgoingRecord) -> BoxFuture<'_, Result<Delivery, BackendError>> {
-        Box::pin(ProducerBackend::send(self, record))
-    }
-}
 
 /// A stream that receives records a consumer could not handle, unchanged (same key and
 /// value), with headers saying where they came from and why.
@@ -98,6 +84,6 @@ impl DeadLetter {
             value: record.value.clone(),
             headers,
         };
-        self.backend.send(outgoing).await
+        self.backend.send_boxed(outgoing).await
     }
 }

@@ -1,8 +1,11 @@
-//! The crate's error type.
+//! The crate's errors: [`Error`], and [`ConfigError`] for the configuration.
+
+use std::path::PathBuf;
+
+use logpipe_core::SettingError;
 
 use crate::BoxError;
 use crate::backend::{BackendError, PartitionRef, Position};
-use crate::config::ConfigError;
 use crate::envelope::EncodeError;
 use crate::offsets::StoreError;
 use crate::registry::{RegistryError, SkipReason};
@@ -97,4 +100,63 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+}
+
+/// An error in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("the config file {path} is not valid TOML")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A key has a bad value (or is unknown).
+    #[error("invalid config key `{key}`{}: {message}", origin.as_ref().map(|var| format!(" (set by {var})")).unwrap_or_default())]
+    Invalid {
+        /// The key, such as `consumer.max_retries`.
+        key: String,
+        /// The environment variable that set it, if one did.
+        origin: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl From<SettingError> for ConfigError {
+    fn from(error: SettingError) -> Self {
+        ConfigError::invalid(error.key(), error.message())
+    }
+}
+
+impl ConfigError {
+    /// A bad value of `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            origin: None,
+            message: message.into(),
+        }
+    }
+
+    /// The key this error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }

@@ -67,10 +67,10 @@ pub mod embedded;
 pub mod envelope;
 mod error;
 pub mod handler;
-mod hash;
 pub mod health;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kinesis")]
 pub mod kinesis;
 pub mod message;
 pub mod multi;
@@ -80,7 +80,6 @@ pub mod registry;
 pub mod run;
 #[cfg(feature = "cli")]
 pub mod serve;
-mod sqlite;
 
 pub use backend::{Delivery, PartitionRef, Position, Record};
 pub use consumer::{Consumer, ConsumerOptions};
@@ -97,23 +96,10 @@ pub use registry::{Registry, RegistryError, SkipReason};
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
-/// A boxed error, as handlers return.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use logpipe_core::{BoxError, error_chain};
 
 /// Items the macros of this crate use. Not public API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
-}
-
-/// An error and its sources, joined with `: `, for logs and messages.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

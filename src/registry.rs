@@ -11,8 +11,8 @@ use crate::BoxError;
 use crate::catch_panic::{CatchPanic, catch};
 use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError, json_scan};
 use crate::handler::{Context, Handler, HandlerPanic};
-use crate::hash::FnvBuildHasher;
 use crate::message::Message;
+use logpipe_core::hash::FnvBuildHasher;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -31,7 +31,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::BoxError;
-use crate::any::AnyBackend;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::consumer::Consumer;
 use crate::dead_letter::DeadLetter;
@@ -147,8 +147,8 @@ pub async fn run_registered_with_health(
     shutdown: CancellationToken,
     health: &Health,
 ) -> Result<(), Error> {
-    let backend = AnyBackend::connect(config)?;
-    let store = backend.offset_store(config)?;
+    let backend = config.open_backend()?;
+    let store = config.open_offset_store(&backend)?;
     let mut multi = MultiConsumer::new();
     let registrations = registered();
     if registrations.is_empty() {
@@ -181,7 +181,7 @@ pub async fn run_registered_with_health(
             config.group_prefix,
             spec.group.as_deref().unwrap_or(registration.name)
         );
-        let group = backend.position_group(group);
+        let group = backend.position_group(&group);
         tracing::info!(consumer = registration.name, %group, streams = ?spec.streams, backend = %config.backend, "starting consumer");
         let mut consumer = Consumer::new(
             backend.consumer(&group, &spec.streams)?,

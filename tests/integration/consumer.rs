@@ -82,7 +82,7 @@ fn always_ok(handled: &Handled) -> Registry {
 /// A one-partition stream in a new in-memory log, so positions are easy to follow.
 async fn log_with_stream(stream: &str) -> EmbeddedLog {
     let log = EmbeddedLog::open_in_memory().unwrap();
-    log.create_stream(stream, 1).await.unwrap();
+    log.ensure_stream(stream, 1).await.unwrap();
     log
 }
 

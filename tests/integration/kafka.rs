@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use logpipe::backend::{Backend, StartFrom};
 use logpipe::consumer::BadRecordPolicy;
 use logpipe::dead_letter::{self, DeadLetter};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
@@ -185,7 +186,9 @@ impl Running {
         store: S,
         registry: Registry,
     ) -> Self {
-        let backend = logpipe::kafka::consumer(client, group, [topic]).unwrap();
+        let backend = client
+            .open_consumer(group, &[topic.to_owned()], StartFrom::Configured)
+            .unwrap();
         let consumer = Consumer::new(backend, store, registry, group).with_options(fast_options());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(consumer.run(shutdown.clone()));
@@ -449,7 +452,9 @@ async fn kafka_a_missing_topic_is_an_error_naming_it() {
     assert!(logpipe_error_text(&err).contains(&topic), "{err}");
 
     let group = unique("missing");
-    let consumer = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+    let consumer = client
+        .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Configured)
+        .unwrap();
     let consumer = Consumer::new(
         consumer,
         client.offsets(),
@@ -520,7 +525,9 @@ async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a
     assert!(bad > 0);
     let seen = Seen::default();
     let group = unique("bad-records");
-    let backend = logpipe::kafka::consumer(&client, &group, [topic.as_str()]).unwrap();
+    let backend = client
+        .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Configured)
+        .unwrap();
     let consumer = Consumer::new(
         backend,
         client.offsets(),
@@ -610,7 +617,13 @@ fn vectors_and_people(seen: &Seen) -> Registry {
 
 /// Reads `count` records of `topic` from the start, with a group of its own.
 async fn read_topic(client: &KafkaClient, topic: &str, count: usize) -> Vec<Record> {
-    let consumer = logpipe::kafka::consumer(client, &unique("reader"), [topic]).unwrap();
+    let consumer = client
+        .open_consumer(
+            &unique("reader"),
+            &[topic.to_owned()],
+            StartFrom::Configured,
+        )
+        .unwrap();
     read_from_start(consumer, count).await
 }
 
@@ -805,7 +818,11 @@ fn killed_service(group_commits: bool, store_env: &[(&'static str, String)]) {
         let group = format!("{}people_table", topic.prefix);
         let committed = topic
             .runtime
-            .block_on(client.group_committed(&group, "people", &KILLED_PARTITIONS))
+            .block_on(
+                client
+                    .offsets()
+                    .committed_outside(&group, "people", &KILLED_PARTITIONS),
+            )
             .unwrap();
         committed.iter().filter_map(|(_, offset)| *offset).sum()
     };

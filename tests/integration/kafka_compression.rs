@@ -77,6 +77,7 @@ fn written_and_read_with(codec: &str) {
         .env("PEOPLE_DB", &db)
         .current_dir(dir.path())
         .stdin(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_until_blocking(

@@ -900,7 +900,7 @@ async fn a_restarted_consumer_resumes_from_its_sqlite_positions() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
     let backend = backend_over(sdk_api(&endpoint), fast());
-    let group = backend.group_in_region("restart");
+    let group = logpipe::backend::Backend::position_group(&backend, "restart");
     assert_eq!(group, "restart@us-east-1");
     send_all(&backend, &stream, (0..30).map(item).collect()).await;
     let first = Handled::default();

@@ -59,8 +59,8 @@ fn an_idle_stream_is_served_promptly_while_a_busy_stream_is_flooded() {
         .unwrap();
     runtime.block_on(async {
         let log = EmbeddedLog::open_in_memory().unwrap();
-        log.create_stream("busy", 1).await.unwrap();
-        log.create_stream("idle", 1).await.unwrap();
+        log.ensure_stream("busy", 1).await.unwrap();
+        log.ensure_stream("idle", 1).await.unwrap();
         flood(&log, "busy", BUSY_RECORDS).await;
 
         let busy = Arc::new(AtomicUsize::new(0));

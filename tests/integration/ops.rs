@@ -139,12 +139,12 @@ impl Setup {
         if self.is_kinesis() {
             let endpoint = service("LOGPIPE_TEST_KINESIS").unwrap();
             let api = SdkApi::from_client(crate::kinesis::client(&endpoint));
-            return AnyBackend::Kinesis(
+            return AnyBackend::new(
                 KinesisBackend::with_api(Arc::new(api), "us-east-1", config.kinesis.clone())
                     .unwrap(),
             );
         }
-        AnyBackend::connect(config).unwrap()
+        config.open_backend().unwrap()
     }
 
     /// A new stream of `partitions` partitions holding `lines` as messages of type `t`
@@ -545,8 +545,8 @@ fn numbered_consumer(
 ) -> (ConsumerRun, CancellationToken, Arc<AtomicUsize>) {
     let config = setup.config();
     let backend = setup.backend(&config);
-    let store = backend.offset_store(&config).unwrap();
-    let group = backend.position_group(group.to_owned());
+    let store = config.open_offset_store(&backend).unwrap();
+    let group = logpipe::backend::Backend::position_group(&backend, group);
     let handled = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let (seen, stop) = (Arc::clone(&handled), shutdown.clone());

@@ -1,20 +1,27 @@
-//! Operator calls: topics, their partitions and watermarks, and the committed offsets of
-//! consumer groups read and written from outside the group.
+//! Operator calls: topics, their partitions and watermarks, offsets by time, and the
+//! [`Admin`] answers of a [`KafkaClient`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::SystemTime;
 
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use crate::producer::METADATA_TIMEOUT;
-use crate::{KafkaClient, KafkaError, SettingsLayer};
+use logpipe_core::admin::offset_log::{self, OffsetLog, OffsetRange};
+use logpipe_core::time::millis;
+use logpipe_core::{
+    Admin, Backend, BackendError, BackendErrorKind, Boundary, Extent, Lag, PartitionInfo,
+    PartitionRef, Position, RangeBound, StartFrom,
+};
 
-/// How long reading or committing a group's offsets may take.
-const GROUP_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::backend::{KafkaConsumerBackend, kafka_partition, partition_name};
+use crate::consumer::OFFSETS_TIMEOUT;
+use crate::group_offsets::{offsets_error, offsets_in, outside_consumer};
+use crate::producer::METADATA_TIMEOUT;
+use crate::{KafkaClient, KafkaError};
 
 /// A partition of a topic with its watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,38 +36,6 @@ pub struct PartitionWatermarks {
 }
 
 impl KafkaClient {
-    /// The streams of the cluster: topic names without the prefix, of the topics that
-    /// have it, sorted. Internal topics (`__...`) are left out.
-    ///
-    /// # Errors
-    ///
-    /// [`KafkaError::Metadata`] when the brokers cannot be asked.
-    pub async fn list_streams(&self) -> Result<Vec<String>, KafkaError> {
-        let inner = Arc::clone(&self.inner);
-        let metadata = tokio::task::spawn_blocking(move || {
-            inner
-                .producer
-                .client()
-                .fetch_metadata(None, METADATA_TIMEOUT)
-        })
-        .await
-        .map_err(|_| KafkaError::Closed)?
-        .map_err(|source| KafkaError::Metadata {
-            topic: String::new(),
-            source,
-        })?;
-        let prefix = &self.settings().topic_prefix;
-        let mut streams: Vec<String> = metadata
-            .topics()
-            .iter()
-            .map(|topic| topic.name())
-            .filter(|name| !name.starts_with("__") && name.starts_with(prefix.as_str()))
-            .map(|name| self.settings().stream(name).to_owned())
-            .collect();
-        streams.sort();
-        Ok(streams)
-    }
-
     /// Whether every partition of the topics of `streams` has a leader, asking the brokers
     /// for the metadata of these topics only. Patterns (`^...`) are left out; with none
     /// but patterns, whether the brokers answer.
@@ -106,17 +81,6 @@ impl KafkaClient {
         })
         .await
         .map_err(|_| KafkaError::Closed)?
-    }
-
-    /// Creates the topic of `stream` with `partitions` partitions and the configured
-    /// replication factor.
-    ///
-    /// # Errors
-    ///
-    /// [`KafkaError::CreateTopic`] when the cluster refuses, such as when the topic exists.
-    pub async fn create_stream(&self, stream: &str, partitions: i32) -> Result<(), KafkaError> {
-        self.create_topic_with(&self.settings().topic(stream), partitions, false)
-            .await
     }
 
     /// Creates `topic` with `partitions` partitions (-1: the broker's default) and the
@@ -224,117 +188,133 @@ impl KafkaClient {
             list.add_partition_offset(&topic, *partition, Offset::Offset(timestamp_ms))
                 .map_err(|source| offsets_error("", "read", source))?;
         }
-        let consumer = self.outside_consumer("logpipe-admin")?;
+        let consumer = outside_consumer(self.settings(), "logpipe-admin")?;
         let found =
-            tokio::task::spawn_blocking(move || consumer.offsets_for_times(list, GROUP_TIMEOUT))
+            tokio::task::spawn_blocking(move || consumer.offsets_for_times(list, OFFSETS_TIMEOUT))
                 .await
                 .map_err(|_| KafkaError::Closed)?
                 .map_err(|source| offsets_error("", "read", source))?;
         Ok(offsets_in(&found, &topic, partitions))
     }
-
-    /// The offsets `group` committed for `partitions` of `stream` (the offset of the next
-    /// record to read), asked from outside the group.
-    ///
-    /// # Errors
-    ///
-    /// [`KafkaError::Offsets`] when the brokers cannot be asked.
-    pub async fn group_committed(
-        &self,
-        group: &str,
-        stream: &str,
-        partitions: &[i32],
-    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
-        let topic = self.settings().topic(stream);
-        let mut list = TopicPartitionList::new();
-        for partition in partitions {
-            list.add_partition(&topic, *partition);
-        }
-        let consumer = self.outside_consumer(group)?;
-        let committed =
-            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, GROUP_TIMEOUT))
-                .await
-                .map_err(|_| KafkaError::Closed)?
-                .map_err(|source| offsets_error(group, "read", source))?;
-        Ok(offsets_in(&committed, &topic, partitions))
-    }
-
-    /// Commits, for `group`, the offset of the next record to read in each of `offsets`
-    /// (partition, next offset) of `stream`, from outside the group. The group must have
-    /// no active members: the broker refuses commits from outside a group in use.
-    ///
-    /// # Errors
-    ///
-    /// [`KafkaError::Offsets`] when the broker refuses, such as when the group has active
-    /// members.
-    pub async fn group_commit(
-        &self,
-        group: &str,
-        stream: &str,
-        offsets: &[(i32, i64)],
-    ) -> Result<(), KafkaError> {
-        let topic = self.settings().topic(stream);
-        let mut list = TopicPartitionList::new();
-        for (partition, next) in offsets {
-            list.add_partition_offset(&topic, *partition, Offset::Offset(*next))
-                .map_err(|source| offsets_error(group, "committed", source))?;
-        }
-        let consumer = self.outside_consumer(group)?;
-        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-            .await
-            .map_err(|_| KafkaError::Closed)?
-            .map_err(|source| offsets_error(group, "committed", source))
-    }
-
-    /// A consumer with `group.id` `group` that never joins the group.
-    fn outside_consumer(&self, group: &str) -> Result<BaseConsumer, KafkaError> {
-        self.settings()
-            .client_config(SettingsLayer::Consumer, Some(group))
-            .create()
-            .map_err(|source| KafkaError::Client {
-                role: "consumer",
-                source,
-            })
-    }
 }
 
-/// The offset of each of `partitions` of `topic` in `list`, `None` where it has none.
-fn offsets_in(
-    list: &TopicPartitionList,
-    topic: &str,
-    partitions: &[i32],
-) -> Vec<(i32, Option<i64>)> {
-    partitions
-        .iter()
-        .map(|partition| {
-            let offset = list
-                .find_partition(topic, *partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                });
-            (*partition, offset)
+impl Admin for KafkaClient {
+    type Range = OffsetRange<KafkaConsumerBackend>;
+
+    /// The topics with the configured prefix, without it; internal topics (`__...`) are
+    /// left out.
+    async fn list_streams(&self) -> Result<Vec<String>, BackendError> {
+        let inner = Arc::clone(&self.inner);
+        let metadata = tokio::task::spawn_blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_metadata(None, METADATA_TIMEOUT)
         })
-        .collect()
-}
+        .await
+        .map_err(|_| KafkaError::Closed)?
+        .map_err(|source| KafkaError::Metadata {
+            topic: String::new(),
+            source,
+        })?;
+        let prefix = &self.settings().topic_prefix;
+        let mut streams: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|topic| topic.name())
+            .filter(|name| !name.starts_with("__") && name.starts_with(prefix.as_str()))
+            .map(|name| self.settings().stream(name).to_owned())
+            .collect();
+        streams.sort();
+        Ok(streams)
+    }
 
-fn offsets_error(group: &str, action: &'static str, source: RdKafkaError) -> KafkaError {
-    KafkaError::Offsets {
-        group: group.to_owned(),
-        action,
-        source,
+    /// Creates the topic of `stream` with `partitions` partitions and the configured
+    /// replication factor.
+    async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
+        let count = i32::try_from(partitions)
+            .ok()
+            .filter(|count| *count > 0)
+            .ok_or_else(|| {
+                BackendError::new(
+                    BackendErrorKind::Rejected,
+                    format!("{partitions} is not a valid partition count"),
+                )
+            })?;
+        Ok(self
+            .create_topic_with(&self.settings().topic(stream), count, false)
+            .await?)
+    }
+
+    async fn describe_stream(&self, stream: &str) -> Result<Vec<PartitionInfo>, BackendError> {
+        Ok(self
+            .watermarks(stream)
+            .await?
+            .into_iter()
+            .map(|w| PartitionInfo {
+                partition: PartitionRef::new(stream, partition_name(w.partition)),
+                extent: Extent::Offsets {
+                    first: w.low,
+                    next: w.high,
+                },
+            })
+            .collect())
+    }
+
+    fn parse_position(&self, text: &str) -> Result<Position, BackendError> {
+        offset_log::parse_position(text)
+    }
+
+    async fn position_at(
+        &self,
+        partition: &PartitionInfo,
+        boundary: Boundary,
+        _stored: Option<&Position>,
+    ) -> Result<Option<Position>, BackendError> {
+        offset_log::position_at(self, partition, boundary).await
+    }
+
+    async fn lag(
+        &self,
+        partition: &PartitionInfo,
+        after: Option<&Position>,
+    ) -> Result<Lag, BackendError> {
+        offset_log::lag(partition, after)
+    }
+
+    /// Read by a consumer of a group of its own, `logpipe-replay-PID-TIME`, which commits
+    /// nothing.
+    async fn read_range(
+        &self,
+        stream: &str,
+        from: &RangeBound,
+        until: &RangeBound,
+    ) -> Result<Self::Range, BackendError> {
+        let partitions = self.describe_stream(stream).await?;
+        let group = format!(
+            "logpipe-replay-{}-{}",
+            std::process::id(),
+            millis(SystemTime::now())
+        );
+        let consumer = self.open_consumer(&group, &[stream.to_owned()], StartFrom::Earliest)?;
+        offset_log::read_range(self, stream, partitions, from, until, consumer).await
     }
 }
 
-/// Whether `error` is the broker's refusal of a commit from outside a group with active
-/// members.
-pub fn is_group_busy(error: &KafkaError) -> bool {
-    matches!(
-        error.code(),
-        Some(
-            RDKafkaErrorCode::UnknownMemberId
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::RebalanceInProgress
-        )
-    )
+impl OffsetLog for KafkaClient {
+    async fn offsets_at(
+        &self,
+        stream: &str,
+        partitions: &[PartitionRef],
+        time: SystemTime,
+    ) -> Result<Vec<Option<i64>>, BackendError> {
+        let numbers = partitions
+            .iter()
+            .map(kafka_partition)
+            .collect::<Result<Vec<i32>, _>>()?;
+        let found = self
+            .offsets_for_time(stream, &numbers, millis(time))
+            .await?;
+        Ok(found.into_iter().map(|(_, offset)| offset).collect())
+    }
 }

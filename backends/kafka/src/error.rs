@@ -149,6 +149,11 @@ impl KafkaError {
     pub fn code(&self) -> Option<RDKafkaErrorCode> {
         match self {
             KafkaError::Setting { source, .. } => source.rdkafka_error_code(),
+            // An admin operation's refusal carries its code only here.
+            KafkaError::CreateTopic {
+                source: RdKafkaError::AdminOp(code),
+                ..
+            } => Some(*code),
             KafkaError::Client { source, .. }
             | KafkaError::Metadata { source, .. }
             | KafkaError::CreateTopic { source, .. }
@@ -213,7 +218,10 @@ fn code_kind(code: RDKafkaErrorCode) -> ErrorKind {
         | C::ClusterAuthorizationFailed
         | C::InvalidTopic
         | C::PolicyViolation
-        | C::MessageBatchTooLarge => ErrorKind::Rejected,
+        | C::MessageBatchTooLarge
+        | C::TopicAlreadyExists
+        | C::InvalidPartitions
+        | C::InvalidReplicationFactor => ErrorKind::Rejected,
         _ => ErrorKind::Other,
     }
 }

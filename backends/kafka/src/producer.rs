@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
-use crate::consumer::{GroupOffsets, KafkaConsumer};
+use crate::{GroupOffsets, KafkaConsumer};
 use crate::{KafkaError, KafkaSettings, SettingsLayer};
 
 /// How long a metadata request may take.
@@ -43,7 +44,36 @@ pub(crate) struct Inner {
     pub(crate) admin: AdminClient<TracingContext>,
     /// Topics known to exist (full names).
     known_topics: RwLock<HashSet<String>>,
+    /// Keeps records in the order they were sent while some wait.
+    order: SendOrder,
     pub(crate) offsets: GroupOffsets,
+}
+
+/// Hands records to librdkafka in the order they were sent. A send goes straight to
+/// librdkafka only while no earlier one waits (for its topic to be checked, or for room
+/// in librdkafka's queue); else it waits its turn behind them, first come first served.
+#[derive(Default)]
+struct SendOrder {
+    /// Sends waiting for their turn or holding it.
+    waiting: AtomicUsize,
+    /// Taken in turn by the waiting sends (Tokio's mutex is fair).
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl SendOrder {
+    /// Counts a send as waiting until the guard is dropped (also when the send is).
+    fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting)
+    }
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A record in librdkafka's hands, on its way to the brokers; see [`KafkaClient::queue`].
@@ -128,6 +158,7 @@ impl KafkaClient {
                 producer,
                 admin,
                 known_topics: RwLock::new(HashSet::new()),
+                order: SendOrder::default(),
             }),
         })
     }
@@ -163,6 +194,10 @@ impl KafkaClient {
     /// copies it, and returns what waits for the brokers' acknowledgement. A caller can
     /// free its copy of the record in between.
     ///
+    /// Records are handed to librdkafka in the order of the calls (of their first polls),
+    /// even while some wait for a topic check or for room in librdkafka's queue, so that
+    /// sends started one after another without waiting keep each key's order.
+    ///
     /// # Errors
     ///
     /// [`KafkaError::TopicNotFound`] when the topic does not exist and `create_topics` is
@@ -181,9 +216,6 @@ impl KafkaClient {
         } else {
             Cow::Owned(settings.topic(stream))
         };
-        if !self.is_known(&topic) {
-            self.ensure_topics(&[topic.to_string()]).await?;
-        }
         let mut record = FutureRecord::<[u8], [u8]>::to(&topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
@@ -197,6 +229,27 @@ impl KafkaClient {
                 });
             }
             record = record.headers(owned);
+        }
+        let order = &self.inner.order;
+        if self.is_known(&topic) && order.waiting.load(Ordering::SeqCst) == 0 {
+            match self.inner.producer.send_result(record) {
+                Ok(delivery) => return Ok(Queued { delivery }),
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
+                    record = again;
+                }
+                Err((source, _)) => {
+                    return Err(KafkaError::Delivery {
+                        topic: topic.into_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        // Sends made after this one wait behind it, in the order they were made.
+        let _waiting = order.wait();
+        let _turn = order.turn.lock().await;
+        if !self.is_known(&topic) {
+            self.ensure_topics(&[topic.to_string()]).await?;
         }
         let started = tokio::time::Instant::now();
         loop {
@@ -244,11 +297,23 @@ impl KafkaClient {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
+        let streams: Vec<String> = streams.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self.consumer_with_reset(group, &streams, None)
+    }
+
+    /// [`consumer`](Self::consumer), with `auto.offset.reset` set to `reset` over the
+    /// settings when one is given.
+    pub(crate) fn consumer_with_reset(
+        &self,
+        group: &str,
+        streams: &[String],
+        reset: Option<&str>,
+    ) -> Result<KafkaConsumer, KafkaError> {
         let topics = streams
-            .into_iter()
-            .map(|stream| self.inner.settings.topic(stream.as_ref()))
+            .iter()
+            .map(|stream| self.inner.settings.topic(stream))
             .collect();
-        KafkaConsumer::start(self.clone(), group, topics)
+        KafkaConsumer::start(self.clone(), group, topics, reset)
     }
 
     /// Offsets committed to consumer groups, through this client's consumers.

@@ -1,7 +1,5 @@
 //! The few Kinesis calls the driver makes, behind a trait that can be wrapped.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::SystemTime;
 
 use aws_sdk_kinesis::Client;
@@ -13,10 +11,9 @@ use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use tokio::sync::OnceCell;
 
-use crate::KinesisError;
+use logpipe_core::BoxFuture;
 
-/// A boxed future, as the object-safe [`KinesisApi`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::KinesisError;
 
 /// Where a shard iterator starts.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,7 @@ use std::sync::Arc;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
-/// A boxed error, the source of an API error.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use logpipe_core::BoxError;
 
 /// AWS error codes after which the same call may succeed later.
 const RETRIABLE_CODES: &[&str] = &[

@@ -1,15 +1,24 @@
-//! The AWS Kinesis driver of logpipe: records in and out over aws-sdk-kinesis, with
-//! shards and sequence numbers. The `logpipe` crate adapts it to its backend traits
-//! (feature `kinesis`).
+//! The AWS Kinesis backend of logpipe: records in and out over aws-sdk-kinesis, with
+//! shards and sequence numbers, implementing the contract of `logpipe-core`.
 //!
-//! - [`KinesisProducer`] batches records into `PutRecords` calls (500 records, 5 MiB),
-//!   keeps the order of records with the same partition key, retries only the records
-//!   Kinesis refused, and resolves each send once its record is written.
-//! - [`KinesisConsumer`] follows every shard of some streams: it finds new shards, reads a
-//!   child shard only after its parents are read to their end, and rides out throttling
-//!   and expired iterators without giving up a shard.
-//! - [`KinesisApi`] is the handful of calls both make; [`SdkApi`] makes them with
-//!   aws-sdk-kinesis, and a wrapper can change their answers (to test throttling).
+//! - [`KinesisBackend`] is a [`Backend`](logpipe_core::Backend): it writes records, makes
+//!   consumers of every shard of some streams ([`KinesisConsumer`]) and answers the
+//!   operators' tools ([`Admin`](logpipe_core::Admin)). Shards are partitions, and
+//!   positions are sequence numbers, or the starting points of [`ShardPosition`].
+//! - [`KinesisOptions`] is the `[kinesis]` table of a configuration, and [`KinesisUrl`]
+//!   reads a `kinesis://?region=..&endpoint=..` URL.
+//! - Underneath, the driver: [`KinesisProducer`] batches records into `PutRecords` calls
+//!   (500 records, 5 MiB), keeps the order of records with the same partition key,
+//!   retries only the records Kinesis refused, and resolves each send once its record is
+//!   written; [`ShardReader`] follows every shard of some streams, finds new shards,
+//!   reads a child shard only after its parents are read to their end, and rides out
+//!   throttling and expired iterators without giving up a shard; [`KinesisApi`] is the
+//!   handful of calls both make, [`SdkApi`] makes them with aws-sdk-kinesis, and a
+//!   wrapper can change their answers (to test throttling).
+//!
+//! Kinesis records have no headers: headers (such as a dead-letter's origin and reason)
+//! are not written, and the consumer's log says where a dead-lettered record came from.
+//! Keyless records get a random partition key.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -27,23 +36,31 @@
 //! # }
 //! ```
 
+mod admin;
 mod api;
-mod consumer;
+mod backend;
 mod error;
+mod options;
+mod position;
 mod producer;
+mod reader;
+mod url;
 
-pub use api::{BoxFuture, ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition};
-pub use consumer::{
-    ConsumerOptions, Event, InitialPosition, KinesisConsumer, ShardRecord, ShardRef,
-};
+pub use admin::KinesisRange;
+pub use api::{ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition};
+pub use backend::{KinesisBackend, KinesisConsumer, backend_error};
 pub use error::{
-    BoxError, EXPIRED_ITERATOR, KinesisError, RESOURCE_NOT_FOUND, ServiceMessage,
-    THROUGHPUT_EXCEEDED,
+    EXPIRED_ITERATOR, KinesisError, RESOURCE_NOT_FOUND, ServiceMessage, THROUGHPUT_EXCEEDED,
 };
+pub use logpipe_core::{BoxError, BoxFuture};
+pub use options::{KinesisOptions, KinesisWriteMode, StartAt};
+pub use position::ShardPosition;
 pub use producer::{
     Delivered, KinesisProducer, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_KEY_CHARS,
     MAX_RECORD_BYTES, ProducerOptions, WriteMode,
 };
+pub use reader::{InitialPosition, ReaderEvent, ReaderOptions, ShardReader, ShardRecord, ShardRef};
+pub use url::KinesisUrl;
 
 /// aws-sdk-kinesis, as this crate uses it.
 pub use aws_sdk_kinesis as sdk;

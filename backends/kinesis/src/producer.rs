@@ -507,7 +507,7 @@ async fn put_records(api: &dyn KinesisApi, stream: &str, batch: &[Pending]) -> V
         Err(err) if err.is_retriable() => {
             tracing::warn!(%stream, error = %err, "PutRecords failed; trying again");
             let code = err.code().unwrap_or("RequestFailed").to_owned();
-            let message = error_text(&err);
+            let message = logpipe_core::error_chain(&err);
             batch
                 .iter()
                 .map(|_| Outcome::Retry(code.clone(), message.clone()))
@@ -526,18 +526,6 @@ fn batch_failed(stream: &str, count: usize, error: &Arc<KinesisError>) -> Vec<Ou
             })
         })
         .collect()
-}
-
-/// The error and its sources, joined with `: `.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// One `PutRecord` per record (each of another key), all at once, each ordered after the
@@ -578,7 +566,7 @@ async fn put_each(
                 }
                 Err(err) if err.is_retriable() => Outcome::Retry(
                     err.code().unwrap_or("RequestFailed").to_owned(),
-                    error_text(&err),
+                    logpipe_core::error_chain(&err),
                 ),
                 Err(err) => Outcome::Failed(err),
             };

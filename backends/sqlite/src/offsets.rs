@@ -3,12 +3,19 @@
 use std::path::Path;
 use std::time::SystemTime;
 
+use logpipe_core::time::millis;
+use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{OffsetStore, StoreError};
-use crate::backend::{PartitionRef, Position};
-use crate::handler::Context;
-use crate::sqlite::SqliteDb;
+use crate::db::SqliteDb;
+
+/// A SQLite error as an offset store's.
+fn database_error(error: rusqlite::Error) -> StoreError {
+    StoreError::Database {
+        store: "SQLite",
+        source: Box::new(error),
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS logpipe_positions (
@@ -47,22 +54,23 @@ impl SqliteOffsetStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Sqlite`] when the file cannot be opened or the table not created.
+    /// [`StoreError::Database`] when the file cannot be opened or the table not created.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::init(SqliteDb::open(path.as_ref())?)
+        Self::init(SqliteDb::open(path.as_ref()).map_err(database_error)?)
     }
 
     /// A store in a private in-memory database.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Sqlite`] when SQLite cannot create it.
+    /// [`StoreError::Database`] when SQLite cannot create it.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(SqliteDb::open_in_memory()?)
+        Self::init(SqliteDb::open_in_memory().map_err(database_error)?)
     }
 
     fn init(db: SqliteDb) -> Result<Self, StoreError> {
-        db.call_blocking(|conn| conn.execute_batch(SCHEMA))?;
+        db.call_blocking(|conn| conn.execute_batch(SCHEMA))
+            .map_err(database_error)?;
         Ok(Self { db })
     }
 
@@ -74,14 +82,15 @@ impl SqliteOffsetStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Sqlite`] when `work` or the position write fails; the transaction is
-    /// then rolled back.
+    /// [`StoreError::Database`] when `work` or the position write fails; the transaction
+    /// is then rolled back.
     ///
     /// # Example
     ///
     /// ```no_run
-    /// # use logpipe::{Context, offsets::SqliteOffsetStore};
-    /// # async fn handle(store: &SqliteOffsetStore, context: &Context) -> Result<(), logpipe::offsets::StoreError> {
+    /// # use logpipe_core::{Context, StoreError};
+    /// # use logpipe_sqlite::SqliteOffsetStore;
+    /// # async fn handle(store: &SqliteOffsetStore, context: &Context) -> Result<(), StoreError> {
     /// store
     ///     .transaction(context, |tx| {
     ///         tx.execute("INSERT INTO people (uuid) VALUES ('6f1c')", [])?;
@@ -106,7 +115,8 @@ impl SqliteOffsetStore {
                 tx.commit()?;
                 Ok::<_, rusqlite::Error>(result)
             })
-            .await?;
+            .await
+            .map_err(database_error)?;
         Ok(result)
     }
 }
@@ -116,9 +126,7 @@ fn write_positions(
     group: &str,
     positions: &[(PartitionRef, Position)],
 ) -> rusqlite::Result<()> {
-    let now_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = millis(SystemTime::now());
     let mut statement = tx.prepare_cached(
         "INSERT INTO logpipe_positions
              (consumer_group, stream, partition, position_offset, position_sequence, updated_at_ms)
@@ -151,32 +159,33 @@ impl OffsetStore for SqliteOffsetStore {
         group: &str,
         partition: &PartitionRef,
     ) -> Result<Option<Position>, StoreError> {
-        let (group, partition) = (group.to_owned(), partition.clone());
-        self.db
+        let (key_group, key) = (group.to_owned(), partition.clone());
+        let row = self
+            .db
             .call(move |conn| {
-                let row = conn
-                    .prepare_cached(
-                        "SELECT position_offset, position_sequence FROM logpipe_positions
-                         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
-                    )?
-                    .query_row(
-                        params![group, &*partition.stream, &*partition.partition],
-                        |row| {
-                            Ok((
-                                row.get::<_, Option<i64>>(0)?,
-                                row.get::<_, Option<String>>(1)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                match row {
-                    None => Ok(None),
-                    Some((Some(offset), None)) => Ok(Some(Position::Offset(offset))),
-                    Some((None, Some(sequence))) => Ok(Some(Position::Sequence(sequence))),
-                    Some(_) => Err(StoreError::Corrupt { group, partition }),
-                }
+                conn.prepare_cached(
+                    "SELECT position_offset, position_sequence FROM logpipe_positions
+                     WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
+                )?
+                .query_row(params![key_group, &*key.stream, &*key.partition], |row| {
+                    Ok((
+                        row.get::<_, Option<i64>>(0)?,
+                        row.get::<_, Option<String>>(1)?,
+                    ))
+                })
+                .optional()
             })
             .await
+            .map_err(database_error)?;
+        match row {
+            None => Ok(None),
+            Some((Some(offset), None)) => Ok(Some(Position::Offset(offset))),
+            Some((None, Some(sequence))) => Ok(Some(Position::Sequence(sequence))),
+            Some(_) => Err(StoreError::Corrupt {
+                group: group.to_owned(),
+                partition: partition.clone(),
+            }),
+        }
     }
 
     async fn store(
@@ -194,7 +203,8 @@ impl OffsetStore for SqliteOffsetStore {
                 write_positions(&tx, &group, &positions)?;
                 tx.commit()
             })
-            .await?;
+            .await
+            .map_err(database_error)?;
         Ok(())
     }
 }
@@ -269,15 +279,18 @@ mod tests {
             })
             .await
             .unwrap();
-        let panicked = crate::catch_panic::CatchPanic::new(Box::pin(store.transaction(
-            &Context::new("g", PartitionRef::new("s", "0"), Position::Offset(4)),
-            |tx| -> rusqlite::Result<()> {
-                tx.execute("INSERT INTO handled VALUES (4)", [])?;
-                panic!("a bug in the handler")
-            },
-        )))
+        let store_in_task = store.clone();
+        let panicked = tokio::spawn(async move {
+            let context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(4));
+            store_in_task
+                .transaction(&context, |tx| -> rusqlite::Result<()> {
+                    tx.execute("INSERT INTO handled VALUES (4)", [])?;
+                    panic!("a bug in the handler")
+                })
+                .await
+        })
         .await;
-        assert_eq!(panicked.err().as_deref(), Some("a bug in the handler"));
+        assert!(panicked.unwrap_err().is_panic());
         assert_eq!(
             store.load("g", &context.partition).await.unwrap(),
             Some(Position::Offset(3))

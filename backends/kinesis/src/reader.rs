@@ -1,4 +1,4 @@
-//! The consumer: follows every shard of some streams, parents before children.
+//! The shard reader: follows every shard of some streams, parents before children.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,9 +30,9 @@ pub enum InitialPosition {
     AtTimestamp(SystemTime),
 }
 
-/// How a [`KinesisConsumer`] reads.
+/// How a [`ShardReader`] reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerOptions {
+pub struct ReaderOptions {
     /// Where shards without a stored position start. Children of a shard this consumer
     /// follows always start at their oldest record, so that nothing between parent and
     /// child is missed. Default [`InitialPosition::TrimHorizon`].
@@ -46,7 +46,7 @@ pub struct ConsumerOptions {
     pub max_records_per_call: i32,
 }
 
-impl Default for ConsumerOptions {
+impl Default for ReaderOptions {
     fn default() -> Self {
         Self {
             initial_position: InitialPosition::TrimHorizon,
@@ -57,7 +57,7 @@ impl Default for ConsumerOptions {
     }
 }
 
-impl ConsumerOptions {
+impl ReaderOptions {
     /// Checks the options.
     ///
     /// # Errors
@@ -104,17 +104,17 @@ pub struct ShardRecord {
     pub arrival: Option<SystemTime>,
 }
 
-/// What a [`KinesisConsumer`] has to say next.
+/// What a [`ShardReader`] has to say next.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Event {
-    /// New shards were found; [`seek`](KinesisConsumer::seek) each before it is read.
+pub enum ReaderEvent {
+    /// New shards were found; [`seek`](ShardReader::seek) each before it is read.
     Assigned(Vec<ShardRef>),
     /// Records, in order within each shard.
     Records(Vec<ShardRecord>),
     /// Reading a shard keeps failing (throttled, unreachable) and is retried: no read of
     /// it has succeeded since `since`, the earliest such time over the shards failing
-    /// now. Sent again when that changes; [`Event::ReadsSucceed`] follows once every
+    /// now. Sent again when that changes; [`ReaderEvent::ReadsSucceed`] follows once every
     /// shard reads again.
     ReadsFailing {
         /// When the failures of the shard failing longest began.
@@ -122,7 +122,7 @@ pub enum Event {
         /// Its shard and its last error.
         reason: String,
     },
-    /// Every shard reads again, after [`Event::ReadsFailing`].
+    /// Every shard reads again, after [`ReaderEvent::ReadsFailing`].
     ReadsSucceed,
 }
 
@@ -161,25 +161,25 @@ struct Read {
 /// Reads every shard of some streams.
 ///
 /// New shards are found by listing the shards of each stream (every
-/// [`shard_discovery_interval`](ConsumerOptions::shard_discovery_interval), and whenever
+/// [`shard_discovery_interval`](ReaderOptions::shard_discovery_interval), and whenever
 /// a shard ends). A child shard is read only after its parents are closed and read to
 /// their end. Throttling and failed calls make a shard wait and try again; an expired
 /// iterator is replaced by one just after the last record handed out. No shard is ever
 /// given up.
-pub struct KinesisConsumer {
+pub struct ShardReader {
     api: Arc<dyn KinesisApi>,
     streams: Vec<Arc<str>>,
-    options: ConsumerOptions,
+    options: ReaderOptions,
     shards: BTreeMap<ShardRef, ShardState>,
     next_discovery: Option<Instant>,
     stashed_error: Option<KinesisError>,
-    /// The `since` of the last [`Event::ReadsFailing`], until [`Event::ReadsSucceed`].
+    /// The `since` of the last [`ReaderEvent::ReadsFailing`], until [`ReaderEvent::ReadsSucceed`].
     reported_failing: Option<Instant>,
 }
 
-impl std::fmt::Debug for KinesisConsumer {
+impl std::fmt::Debug for ShardReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KinesisConsumer")
+        f.debug_struct("ShardReader")
             .field("streams", &self.streams)
             .field("options", &self.options)
             .field("shards", &self.shards.len())
@@ -187,7 +187,7 @@ impl std::fmt::Debug for KinesisConsumer {
     }
 }
 
-impl KinesisConsumer {
+impl ShardReader {
     /// A consumer of `streams`, making its calls through `api`.
     ///
     /// # Errors
@@ -196,7 +196,7 @@ impl KinesisConsumer {
     pub fn new<I, S>(
         api: Arc<dyn KinesisApi>,
         streams: I,
-        options: ConsumerOptions,
+        options: ReaderOptions,
     ) -> Result<Self, KinesisError>
     where
         I: IntoIterator<Item = S>,
@@ -277,7 +277,7 @@ impl KinesisConsumer {
     /// [`KinesisError`] when a stream cannot be listed or a shard fails in a way that
     /// waiting does not fix (such as a stream that no longer exists). Throttling, expired
     /// iterators and connection errors are handled here and do not end up as errors.
-    pub async fn next_event(&mut self) -> Result<Event, KinesisError> {
+    pub async fn next_event(&mut self) -> Result<ReaderEvent, KinesisError> {
         if let Some(error) = self.stashed_error.take() {
             return Err(error);
         }
@@ -290,7 +290,7 @@ impl KinesisConsumer {
                 let found = self.discover().await?;
                 self.next_discovery = Some(Instant::now() + self.options.shard_discovery_interval);
                 if !found.is_empty() {
-                    return Ok(Event::Assigned(found));
+                    return Ok(ReaderEvent::Assigned(found));
                 }
             }
             let ready: Vec<ShardRef> = self
@@ -301,7 +301,7 @@ impl KinesisConsumer {
             if !ready.is_empty() {
                 let records = self.read(ready).await;
                 match records {
-                    Ok(records) if !records.is_empty() => return Ok(Event::Records(records)),
+                    Ok(records) if !records.is_empty() => return Ok(ReaderEvent::Records(records)),
                     Ok(_) => {}
                     Err(error) => return Err(error),
                 }
@@ -317,9 +317,9 @@ impl KinesisConsumer {
         }
     }
 
-    /// [`Event::ReadsFailing`] or [`Event::ReadsSucceed`] when the shard failing longest
+    /// [`ReaderEvent::ReadsFailing`] or [`ReaderEvent::ReadsSucceed`] when the shard failing longest
     /// changed since the last one.
-    fn failing_changed(&mut self) -> Option<Event> {
+    fn failing_changed(&mut self) -> Option<ReaderEvent> {
         let longest = self
             .shards
             .iter()
@@ -330,11 +330,11 @@ impl KinesisConsumer {
             return None;
         }
         let event = match longest {
-            Some((shard, (since, error))) => Event::ReadsFailing {
+            Some((shard, (since, error))) => ReaderEvent::ReadsFailing {
                 since: since.into_std(),
                 reason: format!("shard {} of {}: {error}", shard.shard_id, shard.stream),
             },
-            None => Event::ReadsSucceed,
+            None => ReaderEvent::ReadsSucceed,
         };
         self.reported_failing = since;
         Some(event)
@@ -598,7 +598,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::api::{BoxFuture, PutRecordRequest};
+    use crate::api::PutRecordRequest;
+    use logpipe_core::BoxFuture;
 
     /// A stream of a closed parent shard `p` (one record) and its child `c` (one record,
     /// then nothing), where the first `GetRecords` of each shard answers an expired
@@ -733,14 +734,13 @@ mod tests {
     }
 
     /// A consumer of the open pair of shards, each sought to its start.
-    async fn open_pair() -> (Arc<FakeStream>, KinesisConsumer, Vec<ShardRef>) {
+    async fn open_pair() -> (Arc<FakeStream>, ShardReader, Vec<ShardRef>) {
         let api = Arc::new(FakeStream {
             open_pair: true,
             ..FakeStream::default()
         });
-        let mut consumer =
-            KinesisConsumer::new(api.clone(), ["s"], ConsumerOptions::default()).unwrap();
-        let Event::Assigned(shards) = consumer.next_event().await.unwrap() else {
+        let mut consumer = ShardReader::new(api.clone(), ["s"], ReaderOptions::default()).unwrap();
+        let ReaderEvent::Assigned(shards) = consumer.next_event().await.unwrap() else {
             panic!("shards first")
         };
         for shard in &shards {
@@ -754,7 +754,8 @@ mod tests {
         let (api, mut consumer, _) = open_pair().await;
         let throttled = "Kinesis GetRecords failed with ProvisionedThroughputExceededException";
         api.throttle(&["a"]);
-        let Event::ReadsFailing { since, reason } = consumer.next_event().await.unwrap() else {
+        let ReaderEvent::ReadsFailing { since, reason } = consumer.next_event().await.unwrap()
+        else {
             panic!("a fails")
         };
         assert_eq!(reason, format!("shard a of s: {throttled}"));
@@ -764,7 +765,7 @@ mod tests {
         assert!(quiet.is_err(), "no event while a fails: {quiet:?}");
         // `a` reads again: `b` is now the one failing longest, since later.
         api.throttle(&["b"]);
-        let Event::ReadsFailing {
+        let ReaderEvent::ReadsFailing {
             since: b_since,
             reason,
         } = consumer.next_event().await.unwrap()
@@ -776,7 +777,7 @@ mod tests {
         api.throttle(&[]);
         assert!(matches!(
             consumer.next_event().await.unwrap(),
-            Event::ReadsSucceed
+            ReaderEvent::ReadsSucceed
         ));
     }
 
@@ -793,7 +794,7 @@ mod tests {
         let a = shards.iter().find(|s| &*s.shard_id == "a").unwrap();
         behind_gauge(a).set(-1.0);
         api.throttle(&["a"]);
-        let Event::ReadsFailing { .. } = consumer.next_event().await.unwrap() else {
+        let ReaderEvent::ReadsFailing { .. } = consumer.next_event().await.unwrap() else {
             panic!("a fails")
         };
         let a_behind = snapshotter
@@ -817,12 +818,12 @@ mod tests {
         let snapshotter = recorder.snapshotter();
         let _recorder = metrics::set_default_local_recorder(&recorder);
         let api = Arc::new(FakeStream::default());
-        let options = ConsumerOptions {
+        let options = ReaderOptions {
             initial_position: InitialPosition::Latest,
-            ..ConsumerOptions::default()
+            ..ReaderOptions::default()
         };
-        let mut consumer = KinesisConsumer::new(api.clone(), ["s"], options).unwrap();
-        let Event::Assigned(shards) = consumer.next_event().await.unwrap() else {
+        let mut consumer = ShardReader::new(api.clone(), ["s"], options).unwrap();
+        let ReaderEvent::Assigned(shards) = consumer.next_event().await.unwrap() else {
             panic!("shards first")
         };
         assert_eq!(shards.len(), 2);
@@ -832,7 +833,7 @@ mod tests {
         let mut read = Vec::new();
         while read.len() < 2 {
             match consumer.next_event().await.unwrap() {
-                Event::Records(records) => read.extend(records),
+                ReaderEvent::Records(records) => read.extend(records),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -1,6 +1,7 @@
 //! FNV-1a: a small, fast hash that gives the same value on every platform, Rust version
-//! and process. It picks embedded-log partitions for keys (which must never change) and
-//! hashes the registry's short type names (where SipHash's flood resistance buys nothing).
+//! and process. The embedded log picks partitions for keys with it (which must never
+//! change), and the registry hashes its short type names with it (where SipHash's flood
+//! resistance buys nothing).
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -8,14 +9,14 @@ const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0100_0000_01b3;
 
 /// The FNV-1a hash of `bytes`.
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hasher = FnvHasher::default();
     hasher.write(bytes);
     hasher.finish()
 }
 
 /// FNV-1a as a [`Hasher`], for hash maps keyed by short strings.
-pub(crate) struct FnvHasher(u64);
+pub struct FnvHasher(u64);
 
 impl Default for FnvHasher {
     fn default() -> Self {
@@ -36,7 +37,7 @@ impl Hasher for FnvHasher {
 }
 
 /// Builds [`FnvHasher`]s.
-pub(crate) type FnvBuildHasher = BuildHasherDefault<FnvHasher>;
+pub type FnvBuildHasher = BuildHasherDefault<FnvHasher>;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,88 @@
+//! Reading records.
+
+use std::future::Future;
+use std::time::Instant;
+
+use crate::{BackendError, PartitionRef, Position, Record};
+
+/// What a consumer backend has to say next.
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// These partitions are now this consumer's; it should [`seek`](ConsumerBackend::seek)
+    /// each to its stored position before records of it are delivered.
+    Assigned(Vec<PartitionRef>),
+    /// These partitions are no longer this consumer's; positions of records handled from
+    /// them should be stored now.
+    Revoked(Vec<PartitionRef>),
+    /// Records, in order within each partition.
+    Records(Vec<Record>),
+    /// Reads the backend retries by itself keep failing (a Kinesis shard throttled or
+    /// unreachable): none succeeded since `since`; `reason` says what failed last. Sent
+    /// again when `since` changes, and followed by
+    /// [`ReadsSucceed`](Self::ReadsSucceed) once they work again.
+    ReadsFailing {
+        /// When the failures began.
+        since: Instant,
+        /// What failed last.
+        reason: String,
+    },
+    /// Reads work again, after [`ReadsFailing`](Self::ReadsFailing) or after retriable
+    /// errors from [`next_event`](ConsumerBackend::next_event) (such as when the brokers
+    /// answer again while no record arrives).
+    ReadsSucceed,
+}
+
+/// Reads records from the partitions assigned to it.
+pub trait ConsumerBackend: Send + 'static {
+    /// Waits for the next event.
+    ///
+    /// The future must be cancel-safe: dropping it before it completes loses no records.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when reading failed; [`BackendError::is_retriable`] says whether
+    /// calling again may succeed.
+    fn next_event(&mut self) -> impl Future<Output = Result<ConsumerEvent, BackendError>> + Send;
+
+    /// Says whether the records' headers are wanted. A backend for which reading them
+    /// costs (Kafka) may leave them out when they are not; they are wanted until said
+    /// otherwise. A `logpipe::Consumer` wants them only when it has a
+    /// dead-letter stream, whose records keep them.
+    fn want_headers(&mut self, wanted: bool) {
+        let _ = wanted;
+    }
+
+    /// Reads `partition` from just after `after`, or from the configured start (such as the
+    /// earliest record) when `after` is `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the partition is not assigned or the position is not valid.
+    fn seek(
+        &mut self,
+        partition: &PartitionRef,
+        after: Option<&Position>,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Tells the backend that the consumer stored these positions (the last record handled
+    /// of each partition, once per batch), for a backend that reports how far behind the
+    /// consumer is. Does nothing by default.
+    fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
+        let _ = positions;
+    }
+}
+
+/// Where a consumer starts a partition for which no position is stored (and which it
+/// does not follow from a parent, as a Kinesis child shard follows its parents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StartFrom {
+    /// Where the backend's settings say (Kafka's `auto.offset.reset`, Kinesis'
+    /// `start_at`; the embedded log's oldest record). The default.
+    #[default]
+    Configured,
+    /// At the oldest record kept.
+    Earliest,
+    /// After the newest record: only records written from now on.
+    Latest,
+}

@@ -1,0 +1,48 @@
+//! The contract between logpipe and its backends.
+//!
+//! A backend moves record values: it knows nothing of envelopes or handlers. This crate
+//! says what one provides, and every backend crate (`logpipe-kafka`, `logpipe-kinesis`,
+//! `logpipe-sqlite`) implements it:
+//!
+//! - [`Record`], [`OutgoingRecord`], [`Delivery`], [`PartitionRef`] and [`Position`]:
+//!   records read and written, and where they sit;
+//! - [`ProducerBackend`] writes records, [`ConsumerBackend`] reads them as
+//!   [`ConsumerEvent`]s, [`Admin`] answers the operators' tools, and [`Backend`] is all of
+//!   them together with a consumer factory;
+//! - [`OffsetStore`] keeps consumer positions ([`MemoryOffsetStore`] here, SQLite and
+//!   Kafka consumer-group commits in their crates);
+//! - [`BackendError`], [`StoreError`] and [`SettingError`]: what went wrong, whether to
+//!   try again, and which setting is bad;
+//! - [`Context`]: where a message came from, for handlers and for stores that write a
+//!   position in the handler's own transaction;
+//! - `conformance` (feature `conformance`): the suites every backend and every offset
+//!   store runs from its own tests.
+//!
+//! Applications use these through the `logpipe` crate, which re-exports them.
+
+pub mod admin;
+mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod consumer;
+mod context;
+mod error;
+pub mod hash;
+mod offsets;
+mod producer;
+mod record;
+mod setting;
+pub mod time;
+
+pub use admin::{Admin, Boundary, Extent, Lag, PartitionInfo, RangeBound, RangeRead};
+pub use backend::Backend;
+pub use consumer::{ConsumerBackend, ConsumerEvent, StartFrom};
+pub use context::Context;
+pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};
+pub use offsets::{MemoryOffsetStore, OffsetStore, StoreError};
+pub use producer::ProducerBackend;
+pub use record::{Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader};
+pub use setting::SettingError;
+
+/// A boxed future, for the object-safe forms of the traits.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,171 @@
+//! Offset stores: where a consumer group records how far it got in each partition.
+//!
+//! Keys are (consumer group, stream, partition or shard). A position is stored only after
+//! the record at it was handled or skipped, so a restarted consumer resumes just after it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::{BackendError, BoxError, PartitionRef, Position};
+
+/// An error from an offset store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's database failed.
+    #[error("{store} offset store failed")]
+    Database {
+        /// Which store, such as `SQLite`.
+        store: &'static str,
+        /// The database's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A stored row is neither an offset nor a sequence number.
+    #[error("the stored position of {partition} for group {group:?} is corrupt")]
+    Corrupt {
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: PartitionRef,
+    },
+    /// A store kept by the backend (Kafka consumer-group commits) failed.
+    #[error("the positions of group {group:?} could not be {action} in the backend")]
+    Backend {
+        /// The consumer group.
+        group: String,
+        /// `loaded` or `stored`.
+        action: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
+    },
+    /// The store cannot keep this kind of position (such as a Kinesis sequence number in
+    /// a store of Kafka offsets).
+    #[error("the position {position} of {partition} cannot be stored here: {reason}")]
+    Unsupported {
+        /// The partition.
+        partition: PartitionRef,
+        /// The position.
+        position: Position,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Stores and loads consumer positions.
+pub trait OffsetStore: Send + Sync + 'static {
+    /// The last stored position of `group` in `partition`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot be read.
+    fn load(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> impl Future<Output = Result<Option<Position>, StoreError>> + Send;
+
+    /// Stores the positions of `group` in several partitions, all or none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the positions could not be stored; none of them then are.
+    fn store(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether the backend's consumers start each assigned partition from this store's
+    /// positions by themselves, as a Kafka consumer starts from its group's committed
+    /// offset. A consumer then seeks to no position instead of loading one first. False
+    /// by default.
+    fn resumed_by_backend(&self) -> bool {
+        false
+    }
+
+    /// Whether positions outlive the process that stored them (true by default; false
+    /// for [`MemoryOffsetStore`]), so that tools of other processes can read and move
+    /// them.
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+/// Positions kept in memory, for tests and for streams that are read from the start on
+/// every run. Clones share the same positions.
+///
+/// ```
+/// use logpipe_core::{MemoryOffsetStore, OffsetStore, PartitionRef, Position};
+///
+/// # tokio_test_block_on(async {
+/// let store = MemoryOffsetStore::new();
+/// let partition = PartitionRef::new("people", "0");
+/// store.store("billing", &[(partition.clone(), Position::Offset(41))]).await?;
+/// assert_eq!(store.load("billing", &partition).await?, Some(Position::Offset(41)));
+/// assert_eq!(store.load("search", &partition).await?, None);
+/// # Ok::<(), logpipe_core::StoreError>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryOffsetStore {
+    positions: Arc<Mutex<HashMap<(String, PartitionRef), Position>>>,
+}
+
+impl MemoryOffsetStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every stored position of `group`, sorted by partition.
+    pub fn positions(&self, group: &str) -> Vec<(PartitionRef, Position)> {
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<_> = positions
+            .iter()
+            .filter(|((g, _), _)| g == group)
+            .map(|((_, partition), position)| (partition.clone(), position.clone()))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+}
+
+impl OffsetStore for MemoryOffsetStore {
+    async fn load(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Option<Position>, StoreError> {
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(positions
+            .get(&(group.to_owned(), partition.clone()))
+            .cloned())
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    async fn store(&self, group: &str, new: &[(PartitionRef, Position)]) -> Result<(), StoreError> {
+        let mut positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (partition, position) in new {
+            positions.insert((group.to_owned(), partition.clone()), position.clone());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! Records and where they sit: positions, partitions, headers, records read and written.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Where a record sits in its partition or shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Position {
+    /// A Kafka or embedded-log offset.
+    Offset(i64),
+    /// A Kinesis sequence number.
+    Sequence(String),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Offset(offset) => write!(f, "{offset}"),
+            Position::Sequence(sequence) => f.write_str(sequence),
+        }
+    }
+}
+
+/// One partition (Kafka, embedded log) or shard (Kinesis) of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionRef {
+    /// The stream (Kafka topic, Kinesis stream).
+    pub stream: Arc<str>,
+    /// The partition number or shard id, as text.
+    pub partition: Arc<str>,
+}
+
+impl PartitionRef {
+    /// A partition of `stream`.
+    pub fn new(stream: impl Into<Arc<str>>, partition: impl Into<Arc<str>>) -> Self {
+        Self {
+            stream: stream.into(),
+            partition: partition.into(),
+        }
+    }
+}
+
+impl fmt::Display for PartitionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.stream, self.partition)
+    }
+}
+
+/// A record header: a name and a value (Kafka headers; kept by the embedded log).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordHeader {
+    /// The header name.
+    pub name: String,
+    /// The header value.
+    pub value: Vec<u8>,
+}
+
+/// A record read from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The partition it was read from.
+    pub partition: PartitionRef,
+    /// Its position in that partition.
+    pub position: Position,
+    /// The record key, if it has one.
+    pub key: Option<Vec<u8>>,
+    /// The record value: an envelope, or anything else a stream may hold.
+    pub value: Vec<u8>,
+    /// The record headers (left out by a backend told that they are not wanted; see
+    /// [`ConsumerBackend::want_headers`](crate::ConsumerBackend::want_headers)).
+    pub headers: Vec<RecordHeader>,
+    /// When the record was written, if the backend knows.
+    pub timestamp: Option<SystemTime>,
+}
+
+/// A record to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    /// The stream to write to.
+    pub stream: Arc<str>,
+    /// The key; `None` spreads keyless records over partitions.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Headers, where the backend supports them.
+    pub headers: Vec<RecordHeader>,
+}
+
+/// Where a written record landed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// The partition it was written to.
+    pub partition: PartitionRef,
+    /// Its position there.
+    pub position: Position,
+}

@@ -1,0 +1,130 @@
+//! The polling thread: polls librdkafka, batches the records it reads, and sleeps until
+//! librdkafka, the application or a seek wakes it.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::context::GroupContext;
+use super::{MAX_BATCH, OFFSETS_TIMEOUT, Reply};
+use crate::{KafkaClient, KafkaError};
+
+/// How long the polling thread sleeps at most when there is nothing to read. librdkafka,
+/// a stop and a seek wake it at once; this bounds the wait should an event slip by.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+
+/// Wakes the polling thread when it sleeps: librdkafka when its queue gets something, the
+/// application when it stops the consumer or asks for a seek.
+#[derive(Default)]
+pub(crate) struct Wakeup {
+    woken: Mutex<bool>,
+    condvar: Condvar,
+}
+
+impl Wakeup {
+    pub(crate) fn wake(&self) {
+        *self.woken.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.condvar.notify_one();
+    }
+
+    /// Sleeps until woken (since the last sleep) or for `timeout`.
+    pub(crate) fn sleep(&self, timeout: Duration) {
+        let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut woken, _) = self
+            .condvar
+            .wait_timeout_while(woken, timeout, |woken| !*woken)
+            .unwrap_or_else(PoisonError::into_inner);
+        *woken = false;
+    }
+}
+
+pub(crate) fn poll_thread(
+    client: &KafkaClient,
+    consumer: &Arc<BaseConsumer<GroupContext>>,
+    topics: &[String],
+) {
+    let context = consumer.context();
+    let checked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|_| KafkaError::Closed)
+        .and_then(|runtime| runtime.block_on(client.ensure_topics(topics)));
+    if let Err(error) = checked {
+        context.report(error);
+        return;
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if let Err(source) = consumer.subscribe(&names) {
+        context.report(KafkaError::Consume { source });
+        return;
+    }
+    tracing::debug!(?topics, "subscribed");
+    let mut last_stream = None;
+    // Whether the last poll found nothing. An empty poll may also have served an event
+    // (a commit's answer) with records behind it, and librdkafka wakes the thread only
+    // when its queue was empty: the thread sleeps after two empty polls in a row.
+    let mut idle = false;
+    while !context.stopping.load(Ordering::SeqCst) {
+        seek_now(consumer);
+        match consumer.poll(Duration::ZERO) {
+            None if idle => {
+                if !context.offer() {
+                    return;
+                }
+                // Woken by librdkafka, or by the application taking records (then the
+                // ones held here go next).
+                context.wakeup.sleep(POLL_WAIT);
+                idle = false;
+            }
+            None => idle = true,
+            Some(Ok(message)) => {
+                idle = false;
+                let mut count = context.push(&message, &mut last_stream);
+                drop(message);
+                while count < MAX_BATCH {
+                    match consumer.poll(Duration::ZERO) {
+                        Some(Ok(message)) => count = context.push(&message, &mut last_stream),
+                        Some(Err(source)) => {
+                            if !context.report(KafkaError::Consume { source }) {
+                                return;
+                            }
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if !context.offer() {
+                    return;
+                }
+            }
+            Some(Err(source)) => {
+                idle = false;
+                if !context.report(KafkaError::Consume { source }) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Applies seeks asked for outside a rebalance.
+fn seek_now(consumer: &BaseConsumer<GroupContext>) {
+    let replies = consumer
+        .context()
+        .replies
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    while let Ok(reply) = replies.try_recv() {
+        if let Reply::Seek {
+            topic,
+            partition,
+            offset,
+        } = reply
+            && let Err(source) = consumer.seek(&topic, partition, offset, OFFSETS_TIMEOUT)
+        {
+            tracing::error!(topic, partition, error = %source, "seek failed");
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! How to reach a Kafka cluster and how to use it: the `[kafka]` table.
+
+use std::collections::BTreeMap;
+
+use logpipe_core::SettingError;
+use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use serde::Deserialize;
+
+use crate::{KafkaError, SettingsLayer};
+
+/// How to reach a Kafka cluster and how to use it.
+///
+/// librdkafka properties come in three layers: [`global`](Self::global) for every client,
+/// then [`producer`](Self::producer) or [`consumer`](Self::consumer) on top. They override
+/// this crate's defaults:
+///
+/// - producer: `enable.idempotence=true`, `acks=all`, `linger.ms=5`,
+///   `compression.type=none` (every Kafka client reads uncompressed batches, among them
+///   kafka-python as django-logpipe installs it, which reads lz4, snappy and zstd only with
+///   optional packages), `partitioner=murmur2_random` (the partitioner of the Java and
+///   Python clients, so that one key lands on one partition whichever client wrote it;
+///   keyless records are spread at random);
+/// - consumer: `enable.auto.commit=false`, `auto.offset.reset=earliest`,
+///   `topic.metadata.refresh.interval.ms=10000` (partitions added later are read within
+///   about ten seconds);
+/// - both: `allow.auto.create.topics=false`.
+///
+/// In a configuration file these are the keys of the `[kafka]` table; the brokers come
+/// from the `kafka://` URL, not from the table:
+///
+/// ```toml
+/// [kafka]
+/// topic_prefix = "prod."      # stream "people" is topic "prod.people"
+/// create_topics = false       # true: create missing topics instead of failing
+/// topic_partitions = -1       # of created topics; -1: the broker's default
+/// topic_replication = -1      # of created topics; -1: the broker's default
+///
+/// [kafka.global]              # librdkafka properties of every client
+/// "security.protocol" = "SASL_SSL"
+/// [kafka.producer]            # of producers, on top of global
+/// linger.ms = 20              # dotted keys are joined again: `linger.ms`
+/// [kafka.consumer]            # of consumers, on top of global
+/// "session.timeout.ms" = 30000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KafkaSettings {
+    /// The bootstrap brokers, `host:port` separated by commas (from the `kafka://` URL).
+    #[serde(skip)]
+    pub brokers: String,
+    /// Put before every stream name to make its topic name. Default empty.
+    pub topic_prefix: String,
+    /// Create missing topics instead of failing. Default false.
+    pub create_topics: bool,
+    /// Partitions of created topics; -1 for the broker's default. Default -1.
+    pub topic_partitions: i32,
+    /// Replication factor of created topics; -1 for the broker's default. Default -1.
+    pub topic_replication: i32,
+    /// librdkafka properties of every client.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub global: BTreeMap<String, String>,
+    /// librdkafka properties of producers.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties of consumers.
+    #[serde(deserialize_with = "librdkafka_properties")]
+    pub consumer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    /// No brokers yet, and this crate's defaults.
+    fn default() -> Self {
+        Self::new("")
+    }
+}
+
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("compression.type", "none"),
+    ("partitioner", "murmur2_random"),
+    ("allow.auto.create.topics", "false"),
+];
+
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("topic.metadata.refresh.interval.ms", "10000"),
+    ("allow.auto.create.topics", "false"),
+];
+
+impl KafkaSettings {
+    /// Settings for the cluster at `brokers` (`host:port`, comma-separated), with defaults.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: String::new(),
+            create_topics: false,
+            topic_partitions: -1,
+            topic_replication: -1,
+            global: BTreeMap::new(),
+            producer: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+        }
+    }
+
+    /// The topic of `stream`: the prefix and the name, or a pattern (`^...`) unchanged.
+    pub fn topic(&self, stream: &str) -> String {
+        if stream.starts_with('^') {
+            stream.to_owned()
+        } else {
+            format!("{}{stream}", self.topic_prefix)
+        }
+    }
+
+    /// The stream of `topic`: its name without the prefix (unchanged when it has none).
+    pub fn stream<'a>(&self, topic: &'a str) -> &'a str {
+        topic.strip_prefix(&self.topic_prefix).unwrap_or(topic)
+    }
+
+    /// Checks the settings as the `[kafka]` table of a configuration (whose keys are
+    /// under `prefix`, such as `kafka.`): the topic counts, and every librdkafka property
+    /// as the clients would at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingError`] naming the first bad key, such as `kafka.producer.linger.ms`.
+    pub fn check(&self, prefix: &str) -> Result<(), SettingError> {
+        for (key, value) in [
+            ("topic_partitions", self.topic_partitions),
+            ("topic_replication", self.topic_replication),
+        ] {
+            if value == 0 || value < -1 {
+                return Err(SettingError::new(
+                    format!("{prefix}{key}"),
+                    "must be at least 1, or -1 for the broker's default",
+                ));
+            }
+        }
+        match self.validate() {
+            Ok(()) => Ok(()),
+            Err(KafkaError::Setting {
+                layer,
+                key,
+                message,
+                ..
+            }) => Err(match layer {
+                SettingsLayer::Default => SettingError::new(prefix.trim_end_matches('.'), message),
+                layer => SettingError::new(format!("{prefix}{layer}.{key}"), message),
+            }),
+            Err(other) => Err(SettingError::new(
+                prefix.trim_end_matches('.'),
+                other.to_string(),
+            )),
+        }
+    }
+
+    /// Checks every librdkafka property, as the clients would at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Setting`] naming the first bad property and its layer.
+    pub fn validate(&self) -> Result<(), KafkaError> {
+        for layer in [SettingsLayer::Producer, SettingsLayer::Consumer] {
+            let config = self.client_config(layer, None);
+            config
+                .create_native_config()
+                .map_err(|source| self.setting_error(layer, source))?;
+        }
+        Ok(())
+    }
+
+    /// The librdkafka configuration of a producer or consumer (the admin client uses the
+    /// producer's), with `group.id` for consumers.
+    pub(crate) fn client_config(&self, layer: SettingsLayer, group: Option<&str>) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        config.set_log_level(RDKafkaLogLevel::Warning);
+        let (defaults, overrides) = match layer {
+            SettingsLayer::Consumer => (CONSUMER_DEFAULTS, &self.consumer),
+            _ => (PRODUCER_DEFAULTS, &self.producer),
+        };
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        if let Some(group) = group {
+            config.set("group.id", group);
+        }
+        for (key, value) in self.global.iter().chain(overrides) {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Turns librdkafka's refusal of a property into an error naming the layer it came
+    /// from.
+    pub(crate) fn setting_error(
+        &self,
+        layer: SettingsLayer,
+        source: rdkafka::error::KafkaError,
+    ) -> KafkaError {
+        let (key, message) = match &source {
+            rdkafka::error::KafkaError::ClientConfig(_, message, key, _) => {
+                (key.clone(), message.clone())
+            }
+            other => (String::new(), other.to_string()),
+        };
+        let own = match layer {
+            SettingsLayer::Consumer => &self.consumer,
+            _ => &self.producer,
+        };
+        let layer = if own.contains_key(&key) {
+            layer
+        } else if self.global.contains_key(&key) {
+            SettingsLayer::Global
+        } else {
+            SettingsLayer::Default
+        };
+        KafkaError::Setting {
+            layer,
+            key,
+            message,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Reads a table of librdkafka properties: nested tables are joined with dots, and
+/// numbers and booleans become text.
+fn librdkafka_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    fn flatten(
+        prefix: &str,
+        table: toml::Table,
+        out: &mut BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        for (key, value) in table {
+            let key = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let text = match value {
+                toml::Value::String(text) => text,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(n) => n.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Table(inner) => {
+                    flatten(&key, inner, out)?;
+                    continue;
+                }
+                other => {
+                    return Err(format!(
+                        "`{key}`: {} is not a property value",
+                        other.type_str()
+                    ));
+                }
+            };
+            out.insert(key, text);
+        }
+        Ok(())
+    }
+    let table = toml::Table::deserialize(deserializer)?;
+    let mut out = BTreeMap::new();
+    flatten("", table, &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_property_is_named_with_its_layer() {
+        let mut settings = KafkaSettings::new("127.0.0.1:9");
+        settings.producer.insert("linger.ms".into(), "soon".into());
+        let err = settings.validate().unwrap_err();
+        let KafkaError::Setting { layer, key, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            (*layer, key.as_str()),
+            (SettingsLayer::Producer, "linger.ms")
+        );
+
+        let mut settings = KafkaSettings::new("127.0.0.1:9");
+        settings
+            .global
+            .insert("no.such.property".into(), "1".into());
+        let err = settings.validate().unwrap_err();
+        assert!(
+            matches!(&err, KafkaError::Setting { layer: SettingsLayer::Global, key, .. } if key == "no.such.property"),
+            "{err:?}"
+        );
+        assert!(!err.is_retriable());
+
+        let mut settings = KafkaSettings::new("127.0.0.1:9");
+        settings
+            .consumer
+            .insert("fetch.min.bytes".into(), "1".into());
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn the_table_is_checked_naming_each_key_under_its_prefix() {
+        let table: KafkaSettings = toml::from_str(
+            "topic_prefix = \"prod.\"\n[producer]\nlinger.ms = 20\n\"compression.type\" = \"zstd\"\n[consumer.session.timeout]\nms = 30000",
+        )
+        .unwrap();
+        assert_eq!(table.topic("people"), "prod.people");
+        assert_eq!(table.producer["linger.ms"], "20");
+        assert_eq!(table.producer["compression.type"], "zstd");
+        assert_eq!(table.consumer["session.timeout.ms"], "30000");
+        table.check("kafka.").unwrap();
+
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.producer.insert("linger.ms".into(), "soon".into());
+        assert_eq!(
+            settings.check("kafka.").unwrap_err().key(),
+            "kafka.producer.linger.ms"
+        );
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.global.insert("no.such".into(), "1".into());
+        assert_eq!(
+            settings.check("kafka.").unwrap_err().key(),
+            "kafka.global.no.such"
+        );
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.topic_partitions = 0;
+        assert_eq!(
+            settings.check("kafka.").unwrap_err().key(),
+            "kafka.topic_partitions"
+        );
+        let refused = toml::from_str::<KafkaSettings>("brokers = \"b:9092\"");
+        assert!(refused.unwrap_err().to_string().contains("unknown field"));
+        let refused = toml::from_str::<KafkaSettings>("[producer]\n\"linger.ms\" = [1]");
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("not a property value")
+        );
+    }
+
+    #[test]
+    fn topics_take_the_prefix_and_patterns_do_not() {
+        let mut settings = KafkaSettings::new("b:9092");
+        settings.topic_prefix = "prod.".into();
+        assert_eq!(settings.topic("people"), "prod.people");
+        assert_eq!(settings.topic("^prod\\..*"), "^prod\\..*");
+        assert_eq!(settings.stream("prod.people"), "people");
+        assert_eq!(settings.stream("other"), "other");
+    }
+}

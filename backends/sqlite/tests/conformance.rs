@@ -1,0 +1,57 @@
+//! The conformance suites on the embedded log, in a file and in memory, and on the
+//! SQLite offset store.
+
+use logpipe_core::PartitionRef;
+use logpipe_core::conformance::offsets::StoreSetup;
+use logpipe_core::conformance::{Features, StoreFeatures};
+use logpipe_sqlite::{EmbeddedLog, SqliteOffsetStore};
+
+/// The embedded log creates a stream on its first use.
+const FEATURES: Features = Features {
+    headers: true,
+    offsets: true,
+    creates_streams: true,
+    random_keys: false,
+};
+
+/// A file of its own in Cargo's scratch directory for integration tests, which outlives
+/// the test (the suites use the file from other tasks, and a store is opened again).
+fn file(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite-conformance");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(logpipe_core::conformance::unique(name))
+}
+
+mod file {
+    use super::*;
+
+    async fn log() -> Option<EmbeddedLog> {
+        Some(EmbeddedLog::open(file("log.db")).unwrap())
+    }
+
+    logpipe_core::backend_tests!(log, FEATURES);
+    logpipe_core::admin_tests!(log, FEATURES);
+}
+
+mod memory {
+    use super::*;
+
+    async fn log() -> Option<EmbeddedLog> {
+        Some(EmbeddedLog::open_in_memory().unwrap())
+    }
+
+    logpipe_core::backend_tests!(log, FEATURES);
+    logpipe_core::admin_tests!(log, FEATURES);
+}
+
+async fn store() -> Option<StoreSetup<SqliteOffsetStore, impl Fn() -> SqliteOffsetStore>> {
+    let path = file("positions.db");
+    let partitions = vec![
+        PartitionRef::new("people", "0"),
+        PartitionRef::new("people", "1"),
+    ];
+    let reopen = move || SqliteOffsetStore::open(&path).unwrap();
+    Some((reopen(), partitions, Some(reopen)))
+}
+
+logpipe_core::store_tests!(store, StoreFeatures { sequences: true });

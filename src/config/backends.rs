@@ -1,0 +1,253 @@
+//! The one list of the backends this build has, and of the offset stores: each entry
+//! names a URL scheme, the backend crate behind it and the configuration table it reads.
+//! It is the only code of this crate that knows which backends exist.
+//!
+//! Adding a backend takes a crate under `backends/` that implements the contract of
+//! `logpipe-core` (and runs its conformance suites), one entry in `BACKENDS` (and in
+//! `OFFSET_STORES` if it keeps positions), one field of [`Config`] for its table, and a
+//! feature.
+
+use logpipe_core::{BackendError, BackendErrorKind, MemoryOffsetStore, StoreError};
+use logpipe_sqlite::{EmbeddedLog, SqliteOffsetStore, SqliteUrl};
+
+use super::{BackendUrl, Config, ConfigError, OffsetStoreUrl};
+use crate::any::{AnyBackend, AnyOffsetStore};
+
+/// A backend this build can open: its URL scheme, and how to check a URL of it, open it
+/// with the configuration's settings, and pick the offset store it uses by default.
+struct BackendEntry {
+    scheme: &'static str,
+    /// What is wrong with a URL of this scheme, if anything.
+    check: fn(&str) -> Result<(), String>,
+    open: fn(&str, &Config) -> Result<AnyBackend, BackendError>,
+    /// The `offset_store` of a backend at this URL when the configuration names none.
+    default_store: fn(&str) -> String,
+}
+
+/// An offset store this build can open: its URL scheme, how to check a URL of it (given
+/// the backend's URL), and how to open it (given the backend, for a store that lives
+/// in it).
+struct StoreEntry {
+    scheme: &'static str,
+    check: fn(&str, &BackendUrl) -> Result<(), String>,
+    open: fn(&str, &AnyBackend) -> Result<AnyOffsetStore, StoreError>,
+}
+
+/// A backend left out of this build by its feature: its URLs are refused, saying so.
+#[cfg(not(all(feature = "kafka", feature = "kinesis")))]
+const fn not_built(scheme: &'static str) -> BackendEntry {
+    BackendEntry {
+        scheme,
+        check: |url| {
+            Err(format!(
+                "{url:?}: this program was built without the feature of this backend"
+            ))
+        },
+        open: |url, _| {
+            Err(BackendError::new(
+                BackendErrorKind::Rejected,
+                format!("{url:?}: this program was built without the feature of this backend"),
+            ))
+        },
+        default_store: |_| "memory://".to_owned(),
+    }
+}
+
+fn embedded_log(url: &str, config: &Config) -> Result<AnyBackend, BackendError> {
+    let log = match SqliteUrl::parse(url)
+        .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?
+    {
+        SqliteUrl::File(path) => EmbeddedLog::open_with(path, config.embedded.clone())?,
+        _ => EmbeddedLog::open_in_memory_with(config.embedded.clone())?,
+    };
+    Ok(AnyBackend::new(log))
+}
+
+/// Every backend, by URL scheme.
+const BACKENDS: &[BackendEntry] = &[
+    BackendEntry {
+        scheme: "sqlite",
+        check: |url| SqliteUrl::parse(url).map(drop),
+        open: embedded_log,
+        default_store: str::to_owned,
+    },
+    BackendEntry {
+        scheme: "memory",
+        check: |url| SqliteUrl::parse(url).map(drop),
+        open: embedded_log,
+        default_store: |_| "memory://".to_owned(),
+    },
+    #[cfg(feature = "kafka")]
+    BackendEntry {
+        scheme: "kafka",
+        check: |url| logpipe_kafka::brokers_of(url).map(drop),
+        open: |url, config| {
+            let mut settings = config.kafka.clone();
+            settings.brokers = logpipe_kafka::brokers_of(url)
+                .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?;
+            Ok(AnyBackend::new(logpipe_kafka::KafkaClient::connect(
+                settings,
+            )?))
+        },
+        default_store: |_| "kafka://".to_owned(),
+    },
+    #[cfg(not(feature = "kafka"))]
+    not_built("kafka"),
+    #[cfg(feature = "kinesis")]
+    BackendEntry {
+        scheme: "kinesis",
+        check: |url| logpipe_kinesis::KinesisUrl::parse(url).map(drop),
+        open: |url, config| {
+            let url = logpipe_kinesis::KinesisUrl::parse(url)
+                .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?;
+            let backend =
+                logpipe_kinesis::KinesisBackend::connect_url(&url, config.kinesis.clone())?;
+            Ok(AnyBackend::new(backend))
+        },
+        default_store: |_| "sqlite://logpipe.db".to_owned(),
+    },
+    #[cfg(not(feature = "kinesis"))]
+    not_built("kinesis"),
+];
+
+/// Every offset store, by URL scheme.
+const OFFSET_STORES: &[StoreEntry] = &[
+    StoreEntry {
+        scheme: "sqlite",
+        check: |url, _| match SqliteUrl::parse(url)? {
+            SqliteUrl::File(_) => Ok(()),
+            _ => Err(format!("{url:?} is not sqlite://PATH")),
+        },
+        open: |url, _| match SqliteUrl::parse(url) {
+            Ok(SqliteUrl::File(path)) => Ok(AnyOffsetStore::new(SqliteOffsetStore::open(path)?)),
+            _ => unreachable!("checked when the configuration was read"),
+        },
+    },
+    StoreEntry {
+        scheme: "memory",
+        check: |url, _| SqliteUrl::parse(url).map(drop),
+        open: |_, _| Ok(AnyOffsetStore::new(MemoryOffsetStore::new())),
+    },
+    #[cfg(feature = "kafka")]
+    StoreEntry {
+        scheme: "kafka",
+        check: |url, backend| {
+            if url != "kafka://" {
+                return Err(
+                    "kafka:// takes nothing after the scheme: the brokers are the backend's"
+                        .to_owned(),
+                );
+            }
+            if backend.scheme() != "kafka" {
+                return Err(
+                    "kafka:// stores positions in a Kafka consumer group; it needs a kafka:// backend"
+                        .to_owned(),
+                );
+            }
+            Ok(())
+        },
+        open: |_, backend| {
+            let client = backend
+                .downcast_ref::<logpipe_kafka::KafkaClient>()
+                .expect("checked when the configuration was read");
+            Ok(AnyOffsetStore::new(client.offsets()))
+        },
+    },
+];
+
+fn backend_entry(url: &BackendUrl) -> Option<&'static BackendEntry> {
+    BACKENDS.iter().find(|entry| entry.scheme == url.scheme())
+}
+
+fn schemes<T>(entries: &[T], scheme: fn(&T) -> &'static str) -> String {
+    entries
+        .iter()
+        .map(|entry| format!("{}://", scheme(entry)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks the backend URL and the offset store URL of a configuration.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] naming `backend` or `offset_store`.
+pub(super) fn check_urls(
+    backend: &BackendUrl,
+    store: Option<&OffsetStoreUrl>,
+) -> Result<(), ConfigError> {
+    let entry = backend_entry(backend).ok_or_else(|| {
+        ConfigError::invalid(
+            "backend",
+            format!(
+                "unknown backend {:?} (expected {})",
+                backend.scheme(),
+                schemes(BACKENDS, |e| e.scheme)
+            ),
+        )
+    })?;
+    (entry.check)(backend.as_str()).map_err(|message| ConfigError::invalid("backend", message))?;
+    if let Some(store) = store {
+        let entry = OFFSET_STORES
+            .iter()
+            .find(|entry| entry.scheme == store.scheme())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "offset_store",
+                    format!(
+                        "unknown offset store {:?} (expected {})",
+                        store.scheme(),
+                        schemes(OFFSET_STORES, |e| e.scheme)
+                    ),
+                )
+            })?;
+        (entry.check)(store.as_str(), backend)
+            .map_err(|message| ConfigError::invalid("offset_store", message))?;
+    }
+    Ok(())
+}
+
+/// The offset store of a backend at `backend` when the configuration names none.
+pub(super) fn default_offset_store(backend: &BackendUrl) -> OffsetStoreUrl {
+    let url = backend_entry(backend).map_or_else(
+        || "memory://".to_owned(),
+        |entry| (entry.default_store)(backend.as_str()),
+    );
+    url.parse().expect("the list names URLs")
+}
+
+impl Config {
+    /// Opens the backend this configuration names, with its table's settings.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when it cannot be opened.
+    pub fn open_backend(&self) -> Result<AnyBackend, BackendError> {
+        let entry = backend_entry(&self.backend).ok_or_else(|| {
+            BackendError::new(
+                BackendErrorKind::Rejected,
+                format!("unknown backend {}", self.backend),
+            )
+        })?;
+        (entry.open)(self.backend.as_str(), self)
+    }
+
+    /// Opens the offset store this configuration names (else the backend's default,
+    /// [`offset_store_url`](Self::offset_store_url)), sharing `backend` where the store
+    /// lives in it (Kafka consumer-group commits).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when it cannot be opened.
+    pub fn open_offset_store(&self, backend: &AnyBackend) -> Result<AnyOffsetStore, StoreError> {
+        let url = self.offset_store_url();
+        let entry = OFFSET_STORES
+            .iter()
+            .find(|entry| entry.scheme == url.scheme())
+            .ok_or_else(|| StoreError::Database {
+                store: "unknown",
+                source: format!("unknown offset store {url}").into(),
+            })?;
+        (entry.open)(url.as_str(), backend)
+    }
+}
