@@ -1,9 +1,8 @@
 //! Running many consumers in one process.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 
+use logpipe_core::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -12,12 +11,10 @@ use crate::consumer::Consumer;
 use crate::error::Error;
 use crate::offsets::OffsetStore;
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
 /// A consumer of any backend and store type, ready to run.
 trait RunConsumer: Send {
     fn name(&self) -> String;
-    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<Result<(), Error>>;
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), Error>>;
 }
 
 impl<B: ConsumerBackend, S: OffsetStore> RunConsumer for Consumer<B, S> {
@@ -25,7 +22,7 @@ impl<B: ConsumerBackend, S: OffsetStore> RunConsumer for Consumer<B, S> {
         self.group().to_owned()
     }
 
-    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<Result<(), Error>> {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, Result<(), Error>> {
         Box::pin(Consumer::run(*self, shutdown))
     }
 }

@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
+
+use logpipe_core::BoxFuture;
 
 use crate::BoxError;
 use crate::catch_panic::{CatchPanic, catch};
@@ -13,8 +13,6 @@ use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError, json_s
 use crate::handler::{Context, Handler, HandlerPanic};
 use crate::message::Message;
 use logpipe_core::hash::FnvBuildHasher;
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a record was skipped instead of handled.
 #[derive(Debug, thiserror::Error)]

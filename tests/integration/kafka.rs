@@ -449,7 +449,7 @@ async fn kafka_a_missing_topic_is_an_error_naming_it() {
     let client = client(&brokers);
     let producer = Producer::new(client.clone(), topic.as_str());
     let err = producer.send(&Order { seq: 1 }).await.unwrap_err();
-    assert!(logpipe_error_text(&err).contains(&topic), "{err}");
+    assert!(logpipe::error_chain(&err).contains(&topic), "{err}");
 
     let group = unique("missing");
     let consumer = client
@@ -465,18 +465,7 @@ async fn kafka_a_missing_topic_is_an_error_naming_it() {
         .await
         .expect("the consumer stops by itself");
     let err = outcome.unwrap_err();
-    assert!(logpipe_error_text(&err).contains(&topic), "{err}");
-}
-
-fn logpipe_error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    assert!(logpipe::error_chain(&err).contains(&topic), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
