@@ -131,6 +131,11 @@ pub trait RangeRead: Send {
 }
 
 /// The operator calls of a backend.
+///
+/// The provided methods suit a backend whose records have offsets ([`offset_log`]):
+/// such a backend answers [`offsets_at`](Admin::offsets_at) and gets where to move a
+/// group, how far behind it is, and positions as operators write them; a backend with
+/// positions of another kind (Kinesis) provides its own.
 pub trait Admin: Send + Sync {
     /// Reads a range of records for [`read_range`](Admin::read_range).
     type Range: RangeRead;
@@ -168,17 +173,42 @@ pub trait Admin: Send + Sync {
         stream: &str,
     ) -> impl Future<Output = Result<Vec<PartitionInfo>, BackendError>> + Send;
 
-    /// Reads a position as an operator writes it (an offset; on Kinesis a sequence
-    /// number or a starting point such as `TRIM_HORIZON`).
+    /// For each of `partitions` of `stream`, in order, the offset of the first record
+    /// written at or after `time`; `None` where no record is that recent. By default the
+    /// backend tells none (kind `Rejected`): its records have no offsets.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the backend fails or has no offsets.
+    fn offsets_at(
+        &self,
+        stream: &str,
+        partitions: &[PartitionRef],
+        time: SystemTime,
+    ) -> impl Future<Output = Result<Vec<Option<i64>>, BackendError>> + Send {
+        let _ = (stream, partitions, time);
+        std::future::ready(Err(BackendError::new(
+            BackendErrorKind::Rejected,
+            "this backend tells no offsets for a time",
+        )))
+    }
+
+    /// Reads a position as an operator writes it (by default an offset; on Kinesis a
+    /// sequence number or a starting point such as `TRIM_HORIZON`).
     ///
     /// # Errors
     ///
     /// [`BackendError`] of kind `Rejected` saying what the backend's positions look like.
-    fn parse_position(&self, text: &str) -> Result<Position, BackendError>;
+    fn parse_position(&self, text: &str) -> Result<Position, BackendError> {
+        offset_log::parse_position(text)
+    }
 
     /// The position to store for a group so that it goes on at `boundary` of
     /// `partition`, where `stored` is the group's position now. `None` when there is
     /// nothing to store (a Kinesis shard without records keeps its position).
+    ///
+    /// By default, for records with offsets, the offset before the boundary's record
+    /// ([`offset_log::position_at`]).
     ///
     /// # Errors
     ///
@@ -188,10 +218,16 @@ pub trait Admin: Send + Sync {
         partition: &PartitionInfo,
         boundary: Boundary,
         stored: Option<&Position>,
-    ) -> impl Future<Output = Result<Option<Position>, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Option<Position>, BackendError>> + Send {
+        let _ = stored;
+        offset_log::position_at(self, partition, boundary)
+    }
 
     /// How far a group at position `after` (`None`: no position stored, so it starts at
     /// the oldest record kept) is behind the newest record of `partition`.
+    ///
+    /// By default, for records with offsets, counted from the partition's extent
+    /// ([`offset_log::lag`]).
     ///
     /// # Errors
     ///
@@ -200,7 +236,9 @@ pub trait Admin: Send + Sync {
         &self,
         partition: &PartitionInfo,
         after: Option<&Position>,
-    ) -> impl Future<Output = Result<Lag, BackendError>> + Send;
+    ) -> impl Future<Output = Result<Lag, BackendError>> + Send {
+        std::future::ready(offset_log::lag(partition, after))
+    }
 
     /// The records of `stream` from `from` until `until` (not included), for replay.
     ///
@@ -214,6 +252,24 @@ pub trait Admin: Send + Sync {
         from: &RangeBound,
         until: &RangeBound,
     ) -> impl Future<Output = Result<Self::Range, BackendError>> + Send;
+}
+
+/// A partition count asked of [`Admin::create_stream`], as the `i32` that Kafka and
+/// Kinesis take.
+///
+/// # Errors
+///
+/// [`BackendError`] of kind `Rejected` for zero, or a count above `i32::MAX`.
+pub fn partition_count(partitions: u32) -> Result<i32, BackendError> {
+    i32::try_from(partitions)
+        .ok()
+        .filter(|count| *count > 0)
+        .ok_or_else(|| {
+            BackendError::new(
+                BackendErrorKind::Rejected,
+                format!("{partitions} is not a valid partition count"),
+            )
+        })
 }
 
 /// The partitions a range covers: every one, or the one its [`RangeBound::Record`] bounds

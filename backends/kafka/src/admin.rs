@@ -10,11 +10,11 @@ use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use logpipe_core::admin::offset_log::{self, OffsetLog, OffsetRange};
+use logpipe_core::admin::offset_log::{self, OffsetRange};
+use logpipe_core::admin::partition_count;
 use logpipe_core::time::millis;
 use logpipe_core::{
-    Admin, Backend, BackendError, BackendErrorKind, Boundary, Extent, Lag, PartitionInfo,
-    PartitionRef, Position, RangeBound, StartFrom,
+    Admin, Backend, BackendError, Extent, PartitionInfo, PartitionRef, RangeBound, StartFrom,
 };
 
 use crate::backend::{KafkaConsumerBackend, kafka_partition, partition_name};
@@ -232,15 +232,7 @@ impl Admin for KafkaClient {
     /// Creates the topic of `stream` with `partitions` partitions and the configured
     /// replication factor.
     async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
-        let count = i32::try_from(partitions)
-            .ok()
-            .filter(|count| *count > 0)
-            .ok_or_else(|| {
-                BackendError::new(
-                    BackendErrorKind::Rejected,
-                    format!("{partitions} is not a valid partition count"),
-                )
-            })?;
+        let count = partition_count(partitions)?;
         Ok(self
             .create_topic_with(&self.settings().topic(stream), count, false)
             .await?)
@@ -261,47 +253,8 @@ impl Admin for KafkaClient {
             .collect())
     }
 
-    fn parse_position(&self, text: &str) -> Result<Position, BackendError> {
-        offset_log::parse_position(text)
-    }
-
-    async fn position_at(
-        &self,
-        partition: &PartitionInfo,
-        boundary: Boundary,
-        _stored: Option<&Position>,
-    ) -> Result<Option<Position>, BackendError> {
-        offset_log::position_at(self, partition, boundary).await
-    }
-
-    async fn lag(
-        &self,
-        partition: &PartitionInfo,
-        after: Option<&Position>,
-    ) -> Result<Lag, BackendError> {
-        offset_log::lag(partition, after)
-    }
-
     /// Read by a consumer of a group of its own, `logpipe-replay-PID-TIME`, which commits
     /// nothing.
-    async fn read_range(
-        &self,
-        stream: &str,
-        from: &RangeBound,
-        until: &RangeBound,
-    ) -> Result<Self::Range, BackendError> {
-        let partitions = self.describe_stream(stream).await?;
-        let group = format!(
-            "logpipe-replay-{}-{}",
-            std::process::id(),
-            millis(SystemTime::now())
-        );
-        let consumer = self.open_consumer(&group, &[stream.to_owned()], StartFrom::Earliest)?;
-        offset_log::read_range(self, stream, partitions, from, until, consumer).await
-    }
-}
-
-impl OffsetLog for KafkaClient {
     async fn offsets_at(
         &self,
         stream: &str,
@@ -316,5 +269,21 @@ impl OffsetLog for KafkaClient {
             .offsets_for_time(stream, &numbers, millis(time))
             .await?;
         Ok(found.into_iter().map(|(_, offset)| offset).collect())
+    }
+
+    async fn read_range(
+        &self,
+        stream: &str,
+        from: &RangeBound,
+        until: &RangeBound,
+    ) -> Result<Self::Range, BackendError> {
+        let partitions = self.describe_stream(stream).await?;
+        let group = format!(
+            "logpipe-replay-{}-{}",
+            std::process::id(),
+            millis(SystemTime::now())
+        );
+        let consumer = self.open_consumer(&group, &[stream.to_owned()], StartFrom::Earliest)?;
+        offset_log::read_range(self, stream, partitions, from, until, consumer).await
     }
 }

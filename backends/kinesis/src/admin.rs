@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_kinesis::types::Record as SdkRecord;
-use logpipe_core::admin::covered_partitions;
+use logpipe_core::admin::{covered_partitions, partition_count};
 use logpipe_core::{
     Admin, BackendError, BackendErrorKind, Boundary, Extent, Lag, PartitionInfo, PartitionRef,
     Position, RangeBound, RangeRead, Record, error_chain,
@@ -120,10 +120,7 @@ impl Admin for KinesisBackend {
     /// Creates the stream with `partitions` shards and waits (up to a minute) until it
     /// is active.
     async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
-        let count = i32::try_from(partitions)
-            .ok()
-            .filter(|count| *count > 0)
-            .ok_or_else(|| rejected(format!("{partitions} is not a valid shard count")))?;
+        let count = partition_count(partitions)?;
         let api = self.api();
         api.create_stream(stream.to_owned(), count)
             .await

@@ -2,11 +2,11 @@
 
 use std::time::SystemTime;
 
-use logpipe_core::admin::offset_log::{self, OffsetLog, OffsetRange};
+use logpipe_core::admin::offset_log::{self, OffsetRange};
 use logpipe_core::time::millis;
 use logpipe_core::{
-    Admin, Backend, BackendError, BackendErrorKind, Boundary, Extent, Lag, PartitionInfo,
-    PartitionRef, Position, RangeBound, StartFrom,
+    Admin, Backend, BackendError, BackendErrorKind, Extent, PartitionInfo, PartitionRef,
+    RangeBound, StartFrom,
 };
 use rusqlite::params;
 
@@ -71,40 +71,6 @@ impl Admin for EmbeddedLog {
             .collect())
     }
 
-    fn parse_position(&self, text: &str) -> Result<Position, BackendError> {
-        offset_log::parse_position(text)
-    }
-
-    async fn position_at(
-        &self,
-        partition: &PartitionInfo,
-        boundary: Boundary,
-        _stored: Option<&Position>,
-    ) -> Result<Option<Position>, BackendError> {
-        offset_log::position_at(self, partition, boundary).await
-    }
-
-    async fn lag(
-        &self,
-        partition: &PartitionInfo,
-        after: Option<&Position>,
-    ) -> Result<Lag, BackendError> {
-        offset_log::lag(partition, after)
-    }
-
-    async fn read_range(
-        &self,
-        stream: &str,
-        from: &RangeBound,
-        until: &RangeBound,
-    ) -> Result<Self::Range, BackendError> {
-        let partitions = self.describe_stream(stream).await?;
-        let consumer = self.open_consumer("", &[stream.to_owned()], StartFrom::Earliest)?;
-        offset_log::read_range(self, stream, partitions, from, until, consumer).await
-    }
-}
-
-impl OffsetLog for EmbeddedLog {
     async fn offsets_at(
         &self,
         stream: &str,
@@ -117,6 +83,17 @@ impl OffsetLog for EmbeddedLog {
             found.push(self.offset_at(stream, number, millis(time)).await?);
         }
         Ok(found)
+    }
+
+    async fn read_range(
+        &self,
+        stream: &str,
+        from: &RangeBound,
+        until: &RangeBound,
+    ) -> Result<Self::Range, BackendError> {
+        let partitions = self.describe_stream(stream).await?;
+        let consumer = self.open_consumer("", &[stream.to_owned()], StartFrom::Earliest)?;
+        offset_log::read_range(self, stream, partitions, from, until, consumer).await
     }
 }
 

@@ -1,17 +1,18 @@
-//! The parts of [`Admin`](super::Admin) that follow from offsets, for backends whose
-//! records have them (Kafka, the embedded log): such a backend tells the offsets of its
-//! partitions ([`Extent::Offsets`]) and where a time falls ([`OffsetLog`]), and these
-//! functions do the rest.
+//! The parts of [`Admin`] that follow from offsets, for backends whose records have them
+//! (Kafka, the embedded log): such a backend tells the offsets of its partitions
+//! ([`Extent::Offsets`]) and where a time falls ([`Admin::offsets_at`]), and these
+//! functions, which the provided methods of [`Admin`] call, do the rest.
 //!
 //! A stored position is the offset of the last record handled, so a group goes on at
 //! offset `p + 1`; a group that should start at offset `n` stores `n - 1` (`-1` for the
 //! first record).
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::{Boundary, Extent, Lag, PartitionInfo, RangeBound, RangeRead, covered_partitions};
+use super::{
+    Admin, Boundary, Extent, Lag, PartitionInfo, RangeBound, RangeRead, covered_partitions,
+};
 use crate::{
     BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, PartitionRef, Position, Record,
     error_chain,
@@ -19,22 +20,6 @@ use crate::{
 
 /// How long a range reader waits after a read error that may pass.
 const READ_RETRY: Duration = Duration::from_millis(500);
-
-/// What a backend whose records have offsets tells beyond its partitions' extents.
-pub trait OffsetLog: Send + Sync {
-    /// For each of `partitions` of `stream`, in order, the offset of the first record
-    /// written at or after `time`; `None` where no record is that recent.
-    ///
-    /// # Errors
-    ///
-    /// [`BackendError`] when the backend fails.
-    fn offsets_at(
-        &self,
-        stream: &str,
-        partitions: &[PartitionRef],
-        time: SystemTime,
-    ) -> impl Future<Output = Result<Vec<Option<i64>>, BackendError>> + Send;
-}
 
 /// The first and next offsets of a partition.
 fn offsets(info: &PartitionInfo) -> Result<(i64, i64), BackendError> {
@@ -68,8 +53,8 @@ pub fn parse_position(text: &str) -> Result<Position, BackendError> {
 /// # Errors
 ///
 /// [`BackendError`] when the backend fails.
-pub async fn position_at<L: OffsetLog>(
-    log: &L,
+pub async fn position_at<A: Admin + ?Sized>(
+    admin: &A,
     info: &PartitionInfo,
     boundary: Boundary,
 ) -> Result<Option<Position>, BackendError> {
@@ -77,7 +62,7 @@ pub async fn position_at<L: OffsetLog>(
     let resume_at = match boundary {
         Boundary::Earliest => first,
         Boundary::Latest => next,
-        Boundary::Time(time) => log
+        Boundary::Time(time) => admin
             .offsets_at(
                 &info.partition.stream,
                 std::slice::from_ref(&info.partition),
@@ -119,8 +104,8 @@ pub fn lag(info: &PartitionInfo, after: Option<&Position>) -> Result<Lag, Backen
 }
 
 /// The offset a bound falls at in each of `partitions`.
-async fn offsets_of<L: OffsetLog>(
-    log: &L,
+async fn offsets_of<A: Admin + ?Sized>(
+    admin: &A,
     stream: &str,
     partitions: &[PartitionInfo],
     bound: &RangeBound,
@@ -138,7 +123,7 @@ async fn offsets_of<L: OffsetLog>(
         },
         RangeBound::Time(time) => {
             let refs: Vec<PartitionRef> = partitions.iter().map(|p| p.partition.clone()).collect();
-            let found = log.offsets_at(stream, &refs, *time).await?;
+            let found = admin.offsets_at(stream, &refs, *time).await?;
             Ok(found
                 .into_iter()
                 .zip(ends)
@@ -155,8 +140,8 @@ async fn offsets_of<L: OffsetLog>(
 ///
 /// [`BackendError`] of kind `Rejected` when the bounds name two partitions or a position
 /// that is not an offset; other kinds when the backend fails.
-pub async fn read_range<L: OffsetLog, C: ConsumerBackend>(
-    log: &L,
+pub async fn read_range<A: Admin + ?Sized, C: ConsumerBackend>(
+    admin: &A,
     stream: &str,
     partitions: Vec<PartitionInfo>,
     from: &RangeBound,
@@ -164,8 +149,8 @@ pub async fn read_range<L: OffsetLog, C: ConsumerBackend>(
     consumer: C,
 ) -> Result<OffsetRange<C>, BackendError> {
     let partitions = covered_partitions(partitions, from, until)?;
-    let starts = offsets_of(log, stream, &partitions, from).await?;
-    let ends = offsets_of(log, stream, &partitions, until).await?;
+    let starts = offsets_of(admin, stream, &partitions, from).await?;
+    let ends = offsets_of(admin, stream, &partitions, until).await?;
     let mut ranges = HashMap::new();
     for ((info, start), end) in partitions.iter().zip(starts).zip(ends) {
         let (first, _) = offsets(info)?;
@@ -255,38 +240,10 @@ impl<C: ConsumerBackend> RangeRead for OffsetRange<C> {
 mod tests {
     use super::*;
 
-    struct AtTime(Option<i64>);
-
-    impl OffsetLog for AtTime {
-        async fn offsets_at(
-            &self,
-            _stream: &str,
-            partitions: &[PartitionRef],
-            _time: SystemTime,
-        ) -> Result<Vec<Option<i64>>, BackendError> {
-            Ok(vec![self.0; partitions.len()])
-        }
-    }
-
     fn info(first: i64, next: i64) -> PartitionInfo {
         PartitionInfo {
             partition: PartitionRef::new("s", "0"),
             extent: Extent::Offsets { first, next },
-        }
-    }
-
-    #[tokio::test]
-    async fn a_group_moved_to_a_boundary_stores_the_offset_before_it() {
-        let info = info(3, 10);
-        let time = Boundary::Time(SystemTime::now());
-        for (boundary, found, expected) in [
-            (Boundary::Earliest, None, 2),
-            (Boundary::Latest, None, 9),
-            (time, Some(6), 5),
-            (time, None, 9),
-        ] {
-            let position = position_at(&AtTime(found), &info, boundary).await.unwrap();
-            assert_eq!(position, Some(Position::Offset(expected)), "{boundary:?}");
         }
     }
 
