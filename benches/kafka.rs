@@ -21,12 +21,12 @@
 
 mod common;
 
-use common::{Person, mean_ns, output_dir, person};
+use common::{Person, output_dir, person, unique};
 use std::fmt::Debug;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use logpipe::backend::{Backend, StartFrom};
@@ -42,14 +42,6 @@ use tokio_util::sync::CancellationToken;
 const PRODUCE: u64 = 20_000;
 /// Records read in one consume measurement.
 const CONSUME: u64 = 100_000;
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("bench-{name}-{}-{nanos}", std::process::id())
-}
 
 /// The producer settings logpipe uses, for the rdkafka baseline.
 fn raw_producer(brokers: &str) -> FutureProducer {
@@ -275,37 +267,18 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
 }
 
 fn report() {
-    println!(
-        "\n{:<14} {:<14} {:>12} {:>14}",
-        "group", "client", "records/s", "logpipe speed"
-    );
-    let groups = [
+    common::print_speeds(&[
         (
             "kafka_produce",
             PRODUCE,
-            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"][..],
+            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"],
         ),
         (
             "kafka_consume",
             CONSUME,
-            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"][..],
+            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"],
         ),
-    ];
-    for (group, records, ids) in groups {
-        let Some(logpipe) = mean_ns(group, "logpipe") else {
-            continue;
-        };
-        for id in ids {
-            if let Some(ns) = mean_ns(group, id) {
-                // logpipe's throughput against this measurement's: above 1, logpipe is faster.
-                println!(
-                    "{group:<14} {id:<14} {:>12.0} {:>13.2}x",
-                    records as f64 * 1e9 / ns,
-                    ns / logpipe
-                );
-            }
-        }
-    }
+    ]);
 }
 
 fn main() {

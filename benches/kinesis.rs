@@ -21,11 +21,11 @@
 
 mod common;
 
-use common::{Person, mean_ns, output_dir, person};
+use common::{Person, mean_ns, output_dir, person, unique};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{Bencher, Criterion, Throughput};
 use logpipe::envelope::{self, Format, Header};
@@ -53,27 +53,11 @@ fn value(n: u64) -> Vec<u8> {
 }
 
 fn client(endpoint: &str) -> sdk::Client {
-    let config = sdk::Config::builder()
-        .behavior_version(sdk::config::BehaviorVersion::latest())
-        .region(sdk::config::Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(sdk::config::Credentials::new(
-            "bench", "bench", None, None, "bench",
-        ))
-        .build();
-    sdk::Client::from_conf(config)
-}
-
-fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "bench-{prefix}-{nanos}-{}",
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
+    let options = logpipe_kinesis::ClientOptions {
+        region: Some(REGION.into()),
+        endpoint: Some(endpoint.into()),
+    };
+    logpipe_kinesis::client_with_keys(&options, "bench", "bench")
 }
 
 async fn create_stream(client: &sdk::Client, shards: i32) -> String {
@@ -359,45 +343,20 @@ LOGPIPE = {
 }
 
 fn report(django_rate: Option<f64>) {
-    println!(
-        "\n{:<18} {:<20} {:>10} {:>12} {:>16}",
-        "group", "measurement", "ms/run", "records/s", "logpipe speed"
-    );
-    let groups = [
+    common::print_speeds(&[
         (
             "kinesis_producer",
             WRITES,
-            &["raw_put_records", "logpipe", "raw_put_record_each"][..],
+            &["raw_put_records", "logpipe", "raw_put_record_each"],
         ),
-        (
-            "kinesis_consumer",
-            READS,
-            &["raw_get_records", "logpipe"][..],
-        ),
-    ];
-    for (group, records, ids) in groups {
-        let Some(logpipe) = mean_ns(group, "logpipe") else {
-            continue;
-        };
-        for id in ids {
-            if let Some(ns) = mean_ns(group, id) {
-                // How fast logpipe is against this measurement: above 1, logpipe is faster.
-                println!(
-                    "{group:<18} {id:<20} {:>10.1} {:>12.0} {:>15.2}x",
-                    ns / 1e6,
-                    records as f64 * 1e9 / ns,
-                    ns / logpipe
-                );
-            }
-        }
-    }
+        ("kinesis_consumer", READS, &["raw_get_records", "logpipe"]),
+    ]);
     if let (Some(rate), Some(logpipe)) = (django_rate, mean_ns("kinesis_producer", "logpipe")) {
         let logpipe_rate = WRITES as f64 * 1e9 / logpipe;
         println!(
-            "{:<18} {:<20} {:>10} {:>12.0} {:>15.2}x",
+            "{:<18} {:<20} {:>12.0} {:>13.2}x   (measured once)",
             "kinesis_producer",
             "django_logpipe",
-            "(once)",
             rate,
             logpipe_rate / rate
         );

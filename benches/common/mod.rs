@@ -1,6 +1,6 @@
 //! What the benches share: where criterion writes, reading back its figures so that a
-//! bench can print ratios against its baseline, and the message the Kafka and Kinesis
-//! benches send.
+//! bench can print ratios against its baseline, the message the Kafka and Kinesis
+//! benches send, and names of their own for streams.
 
 use std::path::{Path, PathBuf};
 
@@ -43,4 +43,35 @@ pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
     let path = output_dir().join(group).join(id).join("new/estimates.json");
     let estimates: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     estimates["mean"]["point_estimate"].as_f64()
+}
+
+/// A stream or group name no other run uses.
+#[allow(dead_code, reason = "the envelope bench names no streams")]
+pub fn unique(what: &str) -> String {
+    logpipe_core::conformance::unique(&format!("bench-{what}"))
+}
+
+/// Prints, for each group of measurements of `records` records, each measurement's
+/// records a second and how fast logpipe (the measurement `logpipe`) is against it: above
+/// 1, logpipe is faster.
+#[allow(dead_code, reason = "the envelope bench prints its own table")]
+pub fn print_speeds(groups: &[(&str, u64, &[&str])]) {
+    println!(
+        "\n{:<18} {:<20} {:>12} {:>14}",
+        "group", "measurement", "records/s", "logpipe speed"
+    );
+    for (group, records, ids) in groups {
+        let Some(logpipe) = mean_ns(group, "logpipe") else {
+            continue;
+        };
+        for id in *ids {
+            if let Some(ns) = mean_ns(group, id) {
+                println!(
+                    "{group:<18} {id:<20} {:>12.0} {:>13.2}x",
+                    *records as f64 * 1e9 / ns,
+                    ns / logpipe
+                );
+            }
+        }
+    }
 }

@@ -10,11 +10,9 @@ use logpipe::backend::{
     ProducerBackend, Record,
 };
 use logpipe::consumer::{BadRecordPolicy, HandlerErrorPolicy};
-use logpipe::dead_letter::{
-    DeadLetter, HEADER_PARTITION, HEADER_POSITION, HEADER_REASON, HEADER_STREAM,
-};
+use logpipe::dead_letter::{DeadLetter, HEADER_REASON};
 use logpipe::embedded::EmbeddedLog;
-use logpipe::offsets::{MemoryOffsetStore, SqliteOffsetStore};
+use logpipe::offsets::MemoryOffsetStore;
 use logpipe::{
     BoxError, Consumer, ConsumerOptions, Context, Error, Message, Position, Producer, Registry,
     RegistryError, handler_fn,
@@ -23,7 +21,7 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Reporting, Seen, decode_vectors, read_records, vectors_registry, wait_until};
+use crate::support::{Running, Seen, decode_vectors, read_records, vectors_registry, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -363,71 +361,6 @@ async fn strict_mode_returns_a_bad_record_as_an_error_and_does_not_store_its_pos
     assert_eq!(stored_offset(&store, "g"), Some(1));
 }
 
-#[tokio::test]
-async fn bad_records_and_failing_handlers_are_dead_lettered_with_where_they_came_from() {
-    let log = log_with_stream("people").await;
-    send_raw(&log, "people", b"xml:<person/>").await;
-    Producer::new(log.clone(), "people")
-        .send(&person("broken"))
-        .await
-        .unwrap();
-    Producer::new(log.clone(), "people")
-        .send(&person("fine"))
-        .await
-        .unwrap();
-    let (store, handled) = (MemoryOffsetStore::new(), Handled::default());
-    let registry = people_registry(&handled, Some("broken"), Arc::new(AtomicU32::new(u32::MAX)));
-    let options = ConsumerOptions {
-        max_retries: 1,
-        on_bad_record: BadRecordPolicy::DeadLetter,
-        on_handler_error: HandlerErrorPolicy::DeadLetter,
-        ..fast_options()
-    };
-    let consumer = Consumer::new(log.consumer(["people"]), store.clone(), registry, "g")
-        .with_options(options)
-        .with_dead_letter(DeadLetter::new(log.clone(), "people.dead"));
-    run_until(consumer, "all positions are stored", || {
-        stored_offset(&store, "g") == Some(2)
-    })
-    .await
-    .unwrap();
-    assert_eq!(*handled.lock().unwrap(), vec![("fine".to_owned(), 2)]);
-
-    let dead = read_records(&log, "people.dead", 2).await;
-    let originals = read_records(&log, "people", 3).await;
-    let header = |record: &logpipe::Record, name: &str| {
-        let header = record
-            .headers
-            .iter()
-            .find(|h| h.name == name)
-            .unwrap_or_else(|| panic!("no {name} header"));
-        String::from_utf8(header.value.clone()).unwrap()
-    };
-    let mut dead: Vec<_> = dead
-        .iter()
-        .map(|r| {
-            (
-                header(r, HEADER_POSITION),
-                header(r, HEADER_REASON),
-                header(r, HEADER_STREAM),
-                header(r, HEADER_PARTITION),
-                r,
-            )
-        })
-        .collect();
-    dead.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(
-        (&*dead[0].0, &*dead[0].1, &*dead[0].2, &*dead[0].3),
-        ("0", "malformed", "people", "0")
-    );
-    assert_eq!((&*dead[1].0, &*dead[1].1), ("1", "handler_error"));
-    assert_eq!(dead[0].4.value, originals[0].value);
-    assert_eq!(
-        (&dead[1].4.value, &dead[1].4.key),
-        (&originals[1].value, &originals[1].key)
-    );
-}
-
 /// A message type whose decoding panics on the name `"boom"` (a bug in a hand-written
 /// `Deserialize`).
 #[derive(Debug, Serialize, Message)]
@@ -561,54 +494,6 @@ async fn positions_are_stored_every_batch_and_on_shutdown() {
     );
 }
 
-/// Opens the log and positions in the file at `path` afresh (as a new process would),
-/// sends `count` people named `name-N` and consumes until `count` records are handled.
-async fn produce_and_consume_from_file(
-    path: &std::path::Path,
-    name: &str,
-    count: usize,
-    handled: &Handled,
-) {
-    let log = EmbeddedLog::open(path).unwrap();
-    let producer = Producer::new(log.clone(), "people");
-    for n in 0..count {
-        producer
-            .send(&person(&format!("{name}-{n}")))
-            .await
-            .unwrap();
-    }
-    handled.lock().unwrap().clear();
-    let store = SqliteOffsetStore::open(path).unwrap();
-    let consumer = Consumer::new(log.consumer(["people"]), store, always_ok(handled), "g")
-        .with_options(fast_options());
-    run_until(consumer, "the records are handled", || {
-        handled.lock().unwrap().len() == count
-    })
-    .await
-    .unwrap();
-}
-
-#[tokio::test]
-async fn sqlite_positions_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.db");
-    let handled = Handled::default();
-    produce_and_consume_from_file(&path, "first", 10, &handled).await;
-    produce_and_consume_from_file(&path, "second", 5, &handled).await;
-    // Records are read in order, so a restart from the wrong place would show old ones.
-    let mut uuids: Vec<_> = handled
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(uuid, _)| uuid.clone())
-        .collect();
-    uuids.sort();
-    assert_eq!(
-        uuids,
-        ["second-0", "second-1", "second-2", "second-3", "second-4"]
-    );
-}
-
 #[tokio::test]
 async fn records_younger_than_the_minimum_lag_wait_for_it() {
     let log = log_with_stream("people").await;
@@ -680,7 +565,7 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
         ScriptedBackend(received),
         MemoryOffsetStore::new(),
         always_ok(&handled),
-        "g",
+        "people",
     )
     // Stalled as soon as reads fail; how long they may fail first is the health
     // module's own test.
@@ -688,7 +573,7 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
         stalled_after_ms: 0,
         ..fast_options()
     });
-    let running = Reporting::start(consumer, "people");
+    let running = Running::start(consumer);
     let send = |event: Scripted| events.send(event).unwrap();
     send(Ok(ConsumerEvent::Assigned(vec![PartitionRef::new(
         "people", "0",

@@ -1,31 +1,25 @@
 //! The Kafka backend against a real Apache Kafka broker (`tests/services/kafka`, address in
 //! `LOGPIPE_TEST_KAFKA`). Every test uses topics and groups of its own.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use logpipe::backend::{Backend, StartFrom};
-use logpipe::consumer::BadRecordPolicy;
-use logpipe::dead_letter::{self, DeadLetter};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
-use logpipe::offsets::{OffsetStore, SqliteOffsetStore};
-use logpipe::{
-    Consumer, ConsumerOptions, Context, Message, Producer, Record, Registry, handler_fn,
-};
-use rdkafka::message::{Header, OwnedHeaders};
+use logpipe::offsets::OffsetStore;
+use logpipe::{Consumer, ConsumerOptions, Producer, Record, Registry};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, RwLockReadGuard};
-use tokio_util::sync::CancellationToken;
 
 use crate::killed::{MaxDuplicates, Scenario};
 use crate::processes::{terminate, wait_for_exit};
+use crate::scenarios::{Order, Seen, people_registry, send_people};
 use crate::serve;
-use crate::support::{decode_vectors, read_from_start, service, wait_until, wait_until_blocking};
+use crate::support::{Running, read_from_start, service, unique, wait_until, wait_until_blocking};
 
 /// The longest any single wait may take.
 pub(crate) const WAIT: Duration = Duration::from_secs(90);
@@ -43,17 +37,6 @@ async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
 pub(crate) fn broker_blocking() -> Option<(String, RwLockReadGuard<'static, ()>)> {
     let address = service("LOGPIPE_TEST_KAFKA")?;
     Some((address, BROKER.blocking_read()))
-}
-
-/// A name no other test or run uses.
-pub(crate) fn unique(name: &str) -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("{name}-{}-{nanos}-{n}", std::process::id())
 }
 
 /// Client settings that make group changes quick.
@@ -91,191 +74,23 @@ fn fast_options() -> ConsumerOptions {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 1, key = "uuid")]
-struct PersonV1 {
-    uuid: String,
-    seq: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, Message)]
-#[logpipe(type = "person", version = 2, key = "uuid")]
-struct PersonV2 {
-    uuid: String,
-    seq: u32,
-    name: String,
-}
-
-/// Keyless.
-#[derive(Debug, Serialize, Deserialize, Message)]
-#[logpipe(type = "order", version = 1)]
-struct Order {
-    seq: u32,
-}
-
-/// One handled message: (type, version, key, seq, partition, offset).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Handled {
-    message_type: String,
-    version: u64,
-    key: Option<String>,
-    seq: u32,
-    partition: String,
-}
-
-type Seen = Arc<Mutex<Vec<Handled>>>;
-
-fn note(seen: &Seen, context: &Context, seq: u32) {
-    seen.lock().unwrap().push(Handled {
-        message_type: context.message_type.to_string(),
-        version: context.version,
-        key: context
-            .key
-            .as_deref()
-            .map(|k| String::from_utf8_lossy(k).into_owned()),
-        seq,
-        partition: context.partition.partition.to_string(),
-    });
-}
-
-fn registry(seen: &Seen) -> Registry {
-    let (v1, v2, orders) = (Arc::clone(seen), Arc::clone(seen), Arc::clone(seen));
-    Registry::builder()
-        .handle(handler_fn(move |p: PersonV1, context: Context| {
-            note(&v1, &context, p.seq);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .handle(handler_fn(move |p: PersonV2, context: Context| {
-            assert_eq!(p.name, format!("name {}", p.seq));
-            note(&v2, &context, p.seq);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .handle(handler_fn(move |o: Order, context: Context| {
-            note(&orders, &context, o.seq);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .build()
-        .unwrap()
-}
-
-/// Sends people `seqs` one after another (so that each key's order is the send order), on
-/// six keys, even ones as version 1 and odd ones as version 2.
-async fn send_people(producer: &Producer<KafkaClient>, seqs: std::ops::Range<u32>) {
-    for seq in seqs {
-        let uuid = format!("key-{}", seq % 6);
-        if seq % 2 == 0 {
-            producer.send(&PersonV1 { uuid, seq }).await.unwrap();
-        } else {
-            let name = format!("name {seq}");
-            producer.send(&PersonV2 { uuid, seq, name }).await.unwrap();
-        }
-    }
-}
-
-/// A consumer running in a task of its own until it is stopped.
-pub(crate) struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
-}
-
-impl Running {
-    pub(crate) fn start<S: OffsetStore>(
-        client: &KafkaClient,
-        group: &str,
-        topic: &str,
-        store: S,
-        registry: Registry,
-    ) -> Self {
-        let backend = client
-            .open_consumer(group, &[topic.to_owned()], StartFrom::Configured)
-            .unwrap();
-        let consumer = Consumer::new(backend, store, registry, group).with_options(fast_options());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(consumer.run(shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    /// Stops it and checks that it stopped cleanly.
-    pub(crate) async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the consumer stops in time")
-            .unwrap()
-            .expect("the consumer stops without an error");
-    }
+/// A consumer of `topic` in `group`, with options that make it commit often, running in
+/// a task of its own.
+pub(crate) fn consume<S: OffsetStore>(
+    client: &KafkaClient,
+    group: &str,
+    topic: &str,
+    store: S,
+    registry: Registry,
+) -> Running {
+    let backend = client
+        .open_consumer(group, &[topic.to_owned()], StartFrom::Configured)
+        .unwrap();
+    Running::start(Consumer::new(backend, store, registry, group).with_options(fast_options()))
 }
 
 fn seqs(seen: &Seen) -> Vec<u32> {
     seen.lock().unwrap().iter().map(|h| h.seq).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_round_trip_of_several_types_and_versions_keeps_each_keys_order() {
-    let Some((brokers, _broker)) = broker().await else {
-        return;
-    };
-    let topic = unique("round-trip");
-    create_topics(&brokers, &[&topic]).await;
-    let client = client(&brokers);
-    let producer = Producer::new(client.clone(), topic.as_str()).with_producer_id("tests");
-    send_people(&producer, 0..60).await;
-    let mut keyless_partitions = BTreeSet::new();
-    for seq in 100..130 {
-        let delivery = producer.send(&Order { seq }).await.unwrap();
-        keyless_partitions.insert(delivery.partition.partition.to_string());
-    }
-    assert!(
-        keyless_partitions.len() > 1,
-        "keyless messages are spread over partitions, not pinned to one: {keyless_partitions:?}"
-    );
-
-    let seen = Seen::default();
-    let group = unique("round-trip");
-    let running = Running::start(&client, &group, &topic, client.offsets(), registry(&seen));
-    wait_until("90 messages are handled", WAIT, || {
-        seen.lock().unwrap().len() >= 90
-    })
-    .await;
-    running.stop().await;
-
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 90, "each message handled once");
-    let count = |t: &str, v: u64| {
-        seen.iter()
-            .filter(|h| h.message_type == t && h.version == v)
-            .count()
-    };
-    assert_eq!(
-        (count("person", 1), count("person", 2), count("order", 1)),
-        (30, 30, 30)
-    );
-    let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    let mut partitions_of_key: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for handled in seen.iter().filter(|h| h.message_type == "person") {
-        let key = handled.key.clone().expect("people have keys");
-        assert_eq!(key, format!("key-{}", handled.seq % 6));
-        by_key.entry(key.clone()).or_default().push(handled.seq);
-        partitions_of_key
-            .entry(key)
-            .or_default()
-            .insert(handled.partition.clone());
-    }
-    assert_eq!(by_key.len(), 6);
-    for (key, order) in &by_key {
-        let mut sorted = order.clone();
-        sorted.sort_unstable();
-        assert_eq!(
-            order, &sorted,
-            "messages of {key} handled in the order sent"
-        );
-        assert_eq!(partitions_of_key[key].len(), 1, "one key, one partition");
-    }
-    assert!(
-        seen.iter()
-            .filter(|h| h.message_type == "order")
-            .all(|h| h.key.is_none())
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,8 +104,20 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
     let producer = Producer::new(client.clone(), topic.as_str());
     let group = unique("two-consumers");
     let (seen_a, seen_b) = (Seen::default(), Seen::default());
-    let mut a = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_a));
-    let mut b = Running::start(&client, &group, &topic, client.offsets(), registry(&seen_b));
+    let mut a = consume(
+        &client,
+        &group,
+        &topic,
+        client.offsets(),
+        people_registry(&seen_a),
+    );
+    let mut b = consume(
+        &client,
+        &group,
+        &topic,
+        client.offsets(),
+        people_registry(&seen_b),
+    );
 
     // Keep sending until both have handled something: then both are in the group.
     let mut sent = 0;
@@ -324,7 +151,7 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
             .unwrap()
             .iter()
             .filter(|h| h.seq >= before)
-            .map(|h| h.partition.clone())
+            .map(|h| h.partition.partition.to_string())
             .collect()
     };
     let (of_a, of_b) = (partitions(&seen_a), partitions(&seen_b));
@@ -350,7 +177,7 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
     .await;
     let taken_over: BTreeSet<String> = seen_b.lock().unwrap()[handled_by_b..]
         .iter()
-        .map(|h| h.partition.clone())
+        .map(|h| h.partition.partition.to_string())
         .collect();
     assert_eq!(
         taken_over.len(),
@@ -358,250 +185,6 @@ async fn kafka_two_consumers_in_one_group_split_the_partitions_and_one_takes_ove
         "the remaining consumer reads every partition"
     );
     b.stop().await;
-}
-
-async fn restart_resumes<S: OffsetStore + Clone>(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    store: impl Fn(&KafkaClient) -> S,
-) {
-    let first_client = client(brokers);
-    let producer = Producer::new(first_client.clone(), topic);
-    send_people(&producer, 0..30).await;
-    let seen = Seen::default();
-    let running = Running::start(
-        &first_client,
-        group,
-        topic,
-        store(&first_client),
-        registry(&seen),
-    );
-    wait_until("the first 30 are handled", WAIT, || {
-        seen.lock().unwrap().len() >= 30
-    })
-    .await;
-    running.stop().await;
-    assert_eq!(seen.lock().unwrap().len(), 30);
-
-    send_people(&producer, 30..60).await;
-    // A new client: nothing is remembered but what the store keeps.
-    let second_client = client(brokers);
-    let seen = Seen::default();
-    let running = Running::start(
-        &second_client,
-        group,
-        topic,
-        store(&second_client),
-        registry(&seen),
-    );
-    wait_until("the next 30 are handled", WAIT, || {
-        seen.lock().unwrap().len() >= 30
-    })
-    .await;
-    running.stop().await;
-    let mut handled = seqs(&seen);
-    handled.sort_unstable();
-    assert_eq!(
-        handled,
-        (30..60).collect::<Vec<_>>(),
-        "the second run resumes where the first stopped"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_restart_resumes_from_positions_committed_to_the_group() {
-    let Some((brokers, _broker)) = broker().await else {
-        return;
-    };
-    let topic = unique("resume-broker");
-    create_topics(&brokers, &[&topic]).await;
-    restart_resumes(
-        &brokers,
-        &topic,
-        &unique("resume-broker"),
-        KafkaClient::offsets,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_restart_resumes_from_positions_stored_in_sqlite() {
-    let Some((brokers, _broker)) = broker().await else {
-        return;
-    };
-    let topic = unique("resume-sqlite");
-    create_topics(&brokers, &[&topic]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
-    restart_resumes(&brokers, &topic, &unique("resume-sqlite"), |_| {
-        store.clone()
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_a_missing_topic_is_an_error_naming_it() {
-    let Some((brokers, _broker)) = broker().await else {
-        return;
-    };
-    let topic = unique("missing");
-    let client = client(&brokers);
-    let producer = Producer::new(client.clone(), topic.as_str());
-    let err = producer.send(&Order { seq: 1 }).await.unwrap_err();
-    assert!(logpipe::error_chain(&err).contains(&topic), "{err}");
-
-    let group = unique("missing");
-    let consumer = client
-        .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Configured)
-        .unwrap();
-    let consumer = Consumer::new(
-        consumer,
-        client.offsets(),
-        registry(&Seen::default()),
-        group.as_str(),
-    );
-    let outcome = tokio::time::timeout(WAIT, consumer.run(CancellationToken::new()))
-        .await
-        .expect("the consumer stops by itself");
-    let err = outcome.unwrap_err();
-    assert!(logpipe::error_chain(&err).contains(&topic), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_bad_records_are_dead_lettered_with_their_origin_and_never_stall_a_partition() {
-    let Some((brokers, _broker)) = broker().await else {
-        return;
-    };
-    let topic = unique("bad-records");
-    let dead = format!("{topic}.dead");
-    create_topics(&brokers, &[&topic, &dead]).await;
-    // The vectors' values, written with plain rdkafka, on every partition, with a header
-    // of their own naming the partition; then one good message on each partition after
-    // them.
-    let raw: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .unwrap();
-    let vectors = decode_vectors();
-    for partition in 0..3 {
-        let trace = partition.to_string();
-        for vector in &vectors {
-            let value = vector.value();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "trace",
-                value: Some(&trace),
-            });
-            raw.send(
-                FutureRecord::<(), [u8]>::to(&topic)
-                    .partition(partition)
-                    .payload(&value)
-                    .headers(headers),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-        }
-    }
-    let client = client(&brokers);
-    let producer = Producer::new(client.clone(), topic.as_str());
-    send_people(&producer, 0..30).await;
-
-    let bad = vectors
-        .iter()
-        .filter(|v| v.expected_skip().is_some_and(|reason| reason != "ignored"))
-        .count();
-    assert!(bad > 0);
-    let seen = Seen::default();
-    let group = unique("bad-records");
-    let backend = client
-        .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Configured)
-        .unwrap();
-    let consumer = Consumer::new(
-        backend,
-        client.offsets(),
-        vectors_and_people(&seen),
-        group.as_str(),
-    )
-    .with_options(ConsumerOptions {
-        on_bad_record: BadRecordPolicy::DeadLetter,
-        ..fast_options()
-    })
-    .with_dead_letter(DeadLetter::new(client.clone(), dead.as_str()));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(consumer.run(shutdown.clone()));
-    wait_until(
-        "the good messages after the bad ones are handled",
-        WAIT,
-        || {
-            seen.lock()
-                .unwrap()
-                .iter()
-                .filter(|h| h.message_type == "person")
-                .count()
-                >= 30
-        },
-    )
-    .await;
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-
-    // Every bad record is on the dead-letter topic, with where it came from and why, and
-    // with its own headers.
-    let records = read_topic(&client, &dead, 3 * bad).await;
-    let mut origins = BTreeSet::new();
-    for record in &records {
-        let header = |name: &str| {
-            let found = record.headers.iter().find(|h| h.name == name);
-            String::from_utf8(
-                found
-                    .unwrap_or_else(|| panic!("header {name}"))
-                    .value
-                    .clone(),
-            )
-            .unwrap()
-        };
-        assert_eq!(header(dead_letter::HEADER_STREAM), topic);
-        assert_eq!(header("trace"), header(dead_letter::HEADER_PARTITION));
-        let reason = header(dead_letter::HEADER_REASON);
-        assert!(
-            vectors
-                .iter()
-                .any(|v| v.expected_skip() == Some(reason.as_str()) && v.value() == record.value),
-            "reason {reason} matches the vector"
-        );
-        origins.insert((
-            header(dead_letter::HEADER_PARTITION),
-            header(dead_letter::HEADER_POSITION),
-        ));
-    }
-    assert_eq!(origins.len(), 3 * bad, "each bad record dead-lettered once");
-}
-
-/// The vector handlers plus the people ones, noting people in `seen`.
-fn vectors_and_people(seen: &Seen) -> Registry {
-    let (v1, v2) = (Arc::clone(seen), Arc::clone(seen));
-    Registry::builder()
-        .handle(handler_fn(
-            |_: crate::support::AnyState, _: Context| async {
-                Ok::<_, std::convert::Infallible>(())
-            },
-        ))
-        .handle(handler_fn(move |p: PersonV1, context: Context| {
-            note(&v1, &context, p.seq);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .handle(handler_fn(move |p: PersonV2, context: Context| {
-            note(&v2, &context, p.seq);
-            async { Ok::<_, std::convert::Infallible>(()) }
-        }))
-        .ignore("audit")
-        .build()
-        .unwrap()
 }
 
 /// Reads `count` records of `topic` from the start, with a group of its own.
@@ -893,7 +476,13 @@ async fn kafka_partitions_added_to_a_topic_later_are_read_too() {
     send_people(&producer, 0..6).await;
     let seen = Seen::default();
     let group = unique("grows");
-    let running = Running::start(&client, &group, &topic, client.offsets(), registry(&seen));
+    let running = consume(
+        &client,
+        &group,
+        &topic,
+        client.offsets(),
+        people_registry(&seen),
+    );
     wait_until("the first partition is read", WAIT, || {
         seen.lock().unwrap().len() >= 6
     })
@@ -949,7 +538,7 @@ async fn kafka_partitions_added_to_a_topic_later_are_read_too() {
         .lock()
         .unwrap()
         .iter()
-        .map(|h| h.partition.clone())
+        .map(|h| h.partition.partition.to_string())
         .collect();
     assert_eq!(partitions.len(), 3, "{partitions:?}");
 }
@@ -968,7 +557,13 @@ async fn kafka_a_consumer_subscribed_by_pattern_reads_every_matching_topic() {
     let seen = Seen::default();
     let group = unique("pattern");
     let pattern = format!("^{}\\..*", base.replace('-', "\\-"));
-    let running = Running::start(&client, &group, &pattern, client.offsets(), registry(&seen));
+    let running = consume(
+        &client,
+        &group,
+        &pattern,
+        client.offsets(),
+        people_registry(&seen),
+    );
     wait_until("both topics are read", WAIT, || {
         seen.lock().unwrap().len() >= 20
     })

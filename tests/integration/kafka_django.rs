@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 
 use crate::django_peer::{Peer, Received};
 use crate::kafka::{
-    Running, StoredBatch, WAIT, broker_blocking, create_topics, settings, stored_batches, unique,
+    StoredBatch, WAIT, broker_blocking, consume, create_topics, settings, stored_batches,
 };
-use crate::support::{service, wait_until};
+use crate::support::{runtime, service, unique, wait_until};
 
 /// The peer's `person` v1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
@@ -159,11 +159,7 @@ fn logpipe_to_django(
         None => peer,
     };
     let topic = unique(&format!("to-django-{format}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(create_topics(&brokers, &[&topic]));
     let mut client_settings = settings(&brokers);
     for (key, value) in producer_settings {
@@ -246,11 +242,7 @@ fn django_to_logpipe(format: &str) {
         return;
     };
     let topic = unique(&format!("from-django-{format}"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(create_topics(&brokers, &[&topic]));
     let input: String = (0..FROM_DJANGO)
         .map(|n| {
@@ -288,7 +280,7 @@ fn django_to_logpipe(format: &str) {
     let client = KafkaClient::connect(settings(&brokers)).unwrap();
     runtime.block_on(async {
         let group = unique("from-django");
-        let running = Running::start(&client, &group, &topic, client.offsets(), registry);
+        let running = consume(&client, &group, &topic, client.offsets(), registry);
         wait_until("every message from django-logpipe is handled", WAIT, || {
             got.lock().unwrap().len() >= FROM_DJANGO as usize
         })

@@ -83,12 +83,12 @@ pub(crate) struct Scenario<'a> {
 }
 
 /// A process killed when dropped; a panicking test shows the service log first.
-struct Running<'a> {
+struct RunningProgram<'a> {
     child: Child,
     log: &'a Path,
 }
 
-impl Drop for Running<'_> {
+impl Drop for RunningProgram<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.log).unwrap_or_default();
@@ -119,13 +119,13 @@ impl Scenario<'_> {
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            Running {
+            RunningProgram {
                 child,
                 log: self.log,
             }
         };
         let mut consumer = start();
-        let mut producer = Running {
+        let mut producer = RunningProgram {
             child: command(program("people_producer"))
                 .arg(self.people.to_string())
                 .stdin(Stdio::null())

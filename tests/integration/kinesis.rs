@@ -2,36 +2,32 @@
 //! `tests/services/kinesis/start`): round trips, per-key order under retries, resharding,
 //! injected throttling and expired iterators, restarts, a killed process and bad records.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logpipe::backend::{OutgoingRecord, ProducerBackend};
-use logpipe::consumer::BadRecordPolicy;
-use logpipe::dead_letter::DeadLetter;
 use logpipe::kinesis::{KinesisBackend, KinesisOptions, KinesisWriteMode};
-use logpipe::offsets::{MemoryOffsetStore, OffsetStore, SqliteOffsetStore};
+use logpipe::offsets::{MemoryOffsetStore, OffsetStore};
 use logpipe::{
-    Consumer, ConsumerOptions, Context, Delivery, Message, PartitionRef, Position, Producer,
-    Registry, handler_fn,
+    Consumer, ConsumerOptions, Context, Delivery, Message, Position, Producer, Registry, handler_fn,
 };
 use logpipe_kinesis::sdk::operation::get_records::GetRecordsOutput;
 use logpipe_kinesis::sdk::operation::list_shards::ListShardsOutput;
 use logpipe_kinesis::sdk::operation::put_record::PutRecordOutput;
 use logpipe_kinesis::sdk::operation::put_records::PutRecordsOutput;
 use logpipe_kinesis::sdk::types::{PutRecordsRequestEntry, PutRecordsResultEntry, StreamStatus};
-use logpipe_kinesis::sdk::{self, primitives::Blob};
+use logpipe_kinesis::sdk::{self};
 use logpipe_kinesis::{
     BoxFuture, EXPIRED_ITERATOR, KinesisApi, KinesisError, PutRecordRequest, SdkApi, StartPosition,
     THROUGHPUT_EXCEEDED,
 };
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 use crate::killed::{MaxDuplicates, Scenario};
-use crate::support::{Reporting, Seen, decode_vectors, service, vectors_registry, wait_until};
+use crate::support::{Running, service, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const REGION: &str = "us-east-1";
@@ -43,31 +39,13 @@ struct Item {
     n: u32,
 }
 
-/// A stream name no other test (or earlier run against the same emulator) uses.
-pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
 /// A plain SDK client for the emulator, with dummy credentials and a fixed region.
 pub fn client(endpoint: &str) -> sdk::Client {
-    let config = sdk::Config::builder()
-        .behavior_version(sdk::config::BehaviorVersion::latest())
-        .region(sdk::config::Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(sdk::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .build();
-    sdk::Client::from_conf(config)
+    let options = logpipe_kinesis::ClientOptions {
+        region: Some(REGION.into()),
+        endpoint: Some(endpoint.into()),
+    };
+    logpipe_kinesis::client_with_keys(&options, "test", "test")
 }
 
 async fn wait_active(client: &sdk::Client, stream: &str) {
@@ -196,36 +174,17 @@ fn items_registry(handled: &Handled) -> Registry {
         .unwrap()
 }
 
-/// A consumer running in a task, with options that commit often.
-struct Running {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
-}
-
-impl Running {
-    fn start<S: OffsetStore>(
-        backend: &KinesisBackend,
-        stream: &str,
-        store: S,
-        registry: Registry,
-        group: &str,
-    ) -> Self {
-        let consumer = Consumer::new(backend.consumer([stream]), store, registry, group)
-            .with_options(consumer_options());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(consumer.run(shutdown.clone()));
-        Self { shutdown, task }
-    }
-
-    /// Stops the consumer (which stores its positions) and checks that it ended well.
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the consumer stops on shutdown")
-            .unwrap()
-            .unwrap();
-    }
+/// A consumer of `stream` with options that commit often, running in a task of its own.
+fn consume<S: OffsetStore>(
+    backend: &KinesisBackend,
+    stream: &str,
+    store: S,
+    registry: Registry,
+    group: &str,
+) -> Running {
+    let consumer = Consumer::new(backend.consumer([stream]), store, registry, group)
+        .with_options(consumer_options());
+    Running::start(consumer)
 }
 
 /// Runs a consumer of `stream` until `condition` holds, then stops it (storing positions).
@@ -238,7 +197,7 @@ async fn consume_until<S: OffsetStore>(
     what: &str,
     condition: impl FnMut() -> bool,
 ) {
-    let running = Running::start(backend, stream, store, registry, group);
+    let running = consume(backend, stream, store, registry, group);
     wait_until(what, WAIT, condition).await;
     running.stop().await;
 }
@@ -310,76 +269,6 @@ async fn send_all(
 /// Compares Kinesis sequence numbers (decimal strings of any length).
 fn sequence_key(sequence: &str) -> (usize, &str) {
     (sequence.len(), sequence)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_trips_over_1_and_20_shards_handle_101_records_once_and_store_their_positions() {
-    let Some(endpoint) = service("LOGPIPE_TEST_KINESIS") else {
-        return;
-    };
-    let client = client(&endpoint);
-    for shards in [1, 20] {
-        let stream = unique(&format!("round-trip-{shards}"));
-        create_stream(&client, &stream, shards).await;
-        let backend = backend_over(sdk_api(&endpoint), fast());
-        let items = (1..=101)
-            .map(|n| Item {
-                key: n.to_string(),
-                n,
-            })
-            .collect();
-        let delivered = send_all(&backend, &stream, items).await;
-        let used_shards: HashSet<_> = delivered.iter().map(|(_, d)| d.partition.clone()).collect();
-        if shards == 20 {
-            assert!(
-                used_shards.len() > 10,
-                "keys spread over shards: {used_shards:?}"
-            );
-        }
-
-        let (handled, store) = (Handled::default(), MemoryOffsetStore::new());
-        let seen = Arc::clone(&handled);
-        consume_until(
-            &backend,
-            &stream,
-            store.clone(),
-            items_registry(&handled),
-            "g",
-            "101 records are handled",
-            || seen.lock().unwrap().len() >= 101,
-        )
-        .await;
-        let handled = handled.lock().unwrap().clone();
-        assert_eq!(
-            handled.len(),
-            101,
-            "each record handled once ({shards} shards)"
-        );
-        let keys: HashSet<_> = handled
-            .iter()
-            .map(|(key, n, _, _)| (key.clone(), *n))
-            .collect();
-        let expected: HashSet<_> = (1..=101).map(|n| (n.to_string(), n)).collect();
-        assert_eq!(keys, expected);
-
-        // The stored position of each shard is its last written record.
-        let mut last: BTreeMap<PartitionRef, String> = BTreeMap::new();
-        for (_, delivery) in &delivered {
-            let Position::Sequence(sequence) = &delivery.position else {
-                unreachable!()
-            };
-            let entry = last.entry(delivery.partition.clone()).or_default();
-            if sequence_key(sequence) > sequence_key(entry) {
-                *entry = sequence.clone();
-            }
-        }
-        let stored: BTreeMap<_, _> = store
-            .positions("g")
-            .into_iter()
-            .map(|(partition, position)| (partition, position.to_string()))
-            .collect();
-        assert_eq!(stored, last, "{shards} shards");
-    }
 }
 
 /// Wraps the SDK and answers some calls as a throttled Kinesis would.
@@ -729,7 +618,7 @@ async fn splitting_shards_while_consuming_reads_every_record_and_parents_before_
     send_all(&backend, &stream, (40..80).map(item).collect()).await;
 
     let handled = Handled::default();
-    let running = Running::start(
+    let running = consume(
         &backend,
         &stream,
         MemoryOffsetStore::new(),
@@ -781,7 +670,7 @@ async fn throttling_and_expired_iterators_drop_no_shard_and_lose_no_record() {
     send_all(&backend, &stream, (0..60).map(item).collect()).await;
 
     let handled = Handled::default();
-    let running = Running::start(
+    let running = consume(
         &backend,
         &stream,
         MemoryOffsetStore::new(),
@@ -826,13 +715,13 @@ async fn shards_throttled_without_end_make_the_consumer_stalled_until_they_read_
         backend.consumer([stream.as_str()]),
         MemoryOffsetStore::new(),
         items_registry(&handled),
-        "g",
+        "items",
     )
     .with_options(ConsumerOptions {
         stalled_after_ms: 500,
         ..consumer_options()
     });
-    let running = Reporting::start(consumer, "items");
+    let running = Running::start(consumer);
     running.wait_ready(true).await;
 
     flaky.throttle_every_get_now.store(true, Ordering::SeqCst);
@@ -876,7 +765,7 @@ async fn shards_without_a_position_start_at_the_configured_timestamp() {
     };
     let backend = backend_over(sdk_api(&endpoint), options);
     let handled = Handled::default();
-    let running = Running::start(
+    let running = consume(
         &backend,
         &stream,
         MemoryOffsetStore::new(),
@@ -889,156 +778,6 @@ async fn shards_without_a_position_start_at_the_configured_timestamp() {
         handled_ns(&handled),
         (20..30).collect::<Vec<_>>(),
         "only records from the timestamp on"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_consumer_resumes_from_its_sqlite_positions() {
-    let Some((endpoint, _, stream)) = fixture("restart", 3).await else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
-    let backend = backend_over(sdk_api(&endpoint), fast());
-    let group = logpipe::backend::Backend::position_group(&backend, "restart");
-    assert_eq!(group, "restart@us-east-1");
-    send_all(&backend, &stream, (0..30).map(item).collect()).await;
-    let first = Handled::default();
-    let seen = Arc::clone(&first);
-    consume_until(
-        &backend,
-        &stream,
-        store.clone(),
-        items_registry(&first),
-        &group,
-        "30 records are handled",
-        || seen.lock().unwrap().len() >= 30,
-    )
-    .await;
-    assert_eq!(first.lock().unwrap().len(), 30);
-
-    send_all(&backend, &stream, (30..50).map(item).collect()).await;
-    // A new process: a new backend and store over the same file.
-    let store = SqliteOffsetStore::open(dir.path().join("positions.db")).unwrap();
-    let backend = backend_over(sdk_api(&endpoint), fast());
-    let second = Handled::default();
-    let seen = Arc::clone(&second);
-    consume_until(
-        &backend,
-        &stream,
-        store,
-        items_registry(&second),
-        &group,
-        "20 new records are handled",
-        || seen.lock().unwrap().len() >= 20,
-    )
-    .await;
-    assert_eq!(
-        handled_ns(&second),
-        (30..50).collect::<Vec<_>>(),
-        "only the records written since"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_records_written_raw_are_dead_lettered_unchanged_and_good_ones_handled() {
-    let Some(endpoint) = service("LOGPIPE_TEST_KINESIS") else {
-        return;
-    };
-    let client = client(&endpoint);
-    let (stream, dead) = (unique("bad"), unique("bad-dead"));
-    create_stream(&client, &stream, 1).await;
-    create_stream(&client, &dead, 1).await;
-    let vectors = decode_vectors();
-    // Written with the plain SDK, in order, one record a call.
-    for (index, vector) in vectors.iter().enumerate() {
-        client
-            .put_record()
-            .stream_name(&stream)
-            .partition_key(format!("k{index}"))
-            .data(Blob::new(vector.value()))
-            .send()
-            .await
-            .unwrap();
-    }
-    let backend = backend_over(sdk_api(&endpoint), fast());
-    let store = MemoryOffsetStore::new();
-    let seen = Seen::default();
-    let options = ConsumerOptions {
-        on_bad_record: BadRecordPolicy::DeadLetter,
-        ..consumer_options()
-    };
-    let consumer = Consumer::new(
-        backend.consumer([stream.as_str()]),
-        store.clone(),
-        vectors_registry(&seen),
-        "g",
-    )
-    .with_options(options)
-    .with_dead_letter(DeadLetter::new(backend.clone(), dead.as_str()));
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(consumer.run(shutdown.clone()));
-    let last = client
-        .put_record()
-        .stream_name(&stream)
-        .partition_key("last")
-        .data(Blob::new(
-            b"json:{\"type\":\"audit\",\"version\":1,\"message\":{}}".to_vec(),
-        ))
-        .send()
-        .await
-        .unwrap()
-        .sequence_number()
-        .to_owned();
-    wait_until("the last record's position is stored", WAIT, || {
-        store
-            .positions("g")
-            .iter()
-            .any(|(_, position)| position.to_string() == last)
-    })
-    .await;
-    Running { shutdown, task }.stop().await;
-
-    let ok = vectors.iter().filter(|v| v.expect.outcome == "ok").count();
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        ok,
-        "the good records are handled"
-    );
-    let expected: Vec<(String, Vec<u8>)> = vectors
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.expected_skip().is_some_and(|reason| reason != "ignored"))
-        .map(|(index, v)| (format!("k{index}"), v.value()))
-        .collect();
-    assert!(!expected.is_empty());
-    // Read the dead-letter stream with the plain SDK.
-    let mut iterator = first_shard_iterator(&client, &dead).await;
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while got.len() < expected.len() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead letters missing: {got:?}"
-        );
-        let page = client
-            .get_records()
-            .shard_iterator(&iterator)
-            .send()
-            .await
-            .unwrap();
-        for record in page.records() {
-            got.push((
-                record.partition_key().unwrap_or_default().to_owned(),
-                record.data().as_ref().to_vec(),
-            ));
-        }
-        iterator = page.next_shard_iterator().unwrap().to_owned();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        got, expected,
-        "bad records dead-lettered with their key and bytes intact, in order"
     );
 }
 

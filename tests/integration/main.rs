@@ -19,5 +19,6 @@ mod ops;
 mod panics;
 mod processes;
 mod properties;
+mod scenarios;
 mod serve;
 mod vectors;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{on_backends, program, service};
+use crate::support::{on_backends, program, service, unique};
 
 /// The longest any one command or wait may take.
 const WAIT: Duration = Duration::from_secs(120);
@@ -57,7 +57,18 @@ impl Setup {
         })
     }
 
-    fn kinesis() -> Option<Self> {
+    /// Kafka, with positions in a SQLite file instead of the consumer groups.
+    pub(crate) fn kafka_with_sqlite_positions() -> Option<Self> {
+        let mut setup = Self::kafka()?;
+        let positions = setup._dir.path().join("positions.db");
+        setup.vars.push((
+            "LOGPIPE_OFFSET_STORE".into(),
+            format!("sqlite://{}", positions.display()),
+        ));
+        Some(setup)
+    }
+
+    pub(crate) fn kinesis() -> Option<Self> {
         let endpoint = service("LOGPIPE_TEST_KINESIS")?;
         let dir = tempfile::tempdir().unwrap();
         let offsets = dir.path().join("offsets.db");
@@ -74,13 +85,14 @@ impl Setup {
                 ("AWS_ACCESS_KEY_ID".into(), "test".into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
                 ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                ("LOGPIPE_KINESIS__POLL_INTERVAL_MS".into(), "100".into()),
             ],
             _dir: dir,
             _broker: None,
         })
     }
 
-    fn is_kinesis(&self) -> bool {
+    pub(crate) fn is_kinesis(&self) -> bool {
         self.vars[0].1.starts_with("kinesis://")
     }
 
@@ -193,11 +205,6 @@ fn wait_output(child: Child, args: &[&str]) -> Output {
             panic!("logpipe {args:?} did not finish within {WAIT:?}");
         }
     }
-}
-
-/// A stream or group name of its own.
-pub(crate) fn unique(what: &str) -> String {
-    crate::kinesis::unique(&format!("ops-{what}"))
 }
 
 on_backends!(

@@ -8,7 +8,6 @@
 //! other record is handled once.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -19,7 +18,9 @@ use logpipe::dead_letter;
 use crate::ops::Setup;
 use crate::processes::{terminate, wait_for_exit};
 use crate::serve::{get, sample_value, served_addr};
-use crate::support::{on_backends, program, read_from_start, wait_until_blocking};
+use crate::support::{
+    header, on_backends, program, read_from_start, spawn_with_log, wait_until_blocking,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -70,19 +71,8 @@ fn start(
         .env("LOGPIPE_CONSUMER__MAX_RETRIES", "2")
         .env("LOGPIPE_CONSUMER__RETRY_BACKOFF_MS", "1")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            if lines.send(line.unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    (child, log)
+        .stdin(Stdio::null());
+    spawn_with_log(command)
 }
 
 /// Every log line of a process that has exited.
@@ -198,29 +188,23 @@ fn a_panicking_record_is_dead_lettered_and_the_others_are_handled(setup: Setup) 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let originals = runtime.block_on(read_from_start(
         backend
-            .consumer(&crate::ops::unique("read"), std::slice::from_ref(&stream))
+            .consumer(
+                &crate::support::unique("read"),
+                std::slice::from_ref(&stream),
+            )
             .unwrap(),
         ORDERS as usize,
     ));
     let records = runtime.block_on(read_from_start(
         backend
-            .consumer(&crate::ops::unique("read"), &[dead])
+            .consumer(&crate::support::unique("read"), &[dead])
             .unwrap(),
         1,
     ));
     let record = &records[0];
     let original = &originals[(BAD_ORDER - 1) as usize];
     assert_eq!(record.value, original.value);
-    let header = |name: &str| {
-        let found = record.headers.iter().find(|h| h.name == name);
-        String::from_utf8(
-            found
-                .unwrap_or_else(|| panic!("no {name} header"))
-                .value
-                .clone(),
-        )
-        .unwrap()
-    };
+    let header = |name: &str| header(record, name);
     assert_eq!(header(dead_letter::HEADER_STREAM), stream);
     assert_eq!(header(dead_letter::HEADER_PARTITION), "0");
     assert_eq!(

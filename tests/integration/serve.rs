@@ -14,7 +14,7 @@ use logpipe::{Message, Producer};
 use serde::{Deserialize, Serialize};
 
 use crate::processes::{terminate, wait_for_exit};
-use crate::support::{program, wait_until_blocking};
+use crate::support::{program, spawn_with_log, wait_until_blocking};
 
 const WAIT: Duration = Duration::from_secs(60);
 const STREAM: &str = "people-serve";
@@ -70,21 +70,11 @@ pub(crate) fn start(
         .env("RUST_LOG", "info")
         .env_remove("LOGPIPE_CONFIG")
         .current_dir(db.parent().unwrap())
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::null());
     for (name, value) in extra_env {
         command.env(name, value);
     }
-    let mut child = command.spawn().unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines() {
-            if lines.send(line.unwrap()).is_err() {
-                return;
-            }
-        }
-    });
+    let (child, received) = spawn_with_log(command);
     let addr = loop {
         let line = received
             .recv_timeout(WAIT)

@@ -223,39 +223,71 @@ pub fn vectors_registry(seen: &Seen) -> Registry {
         .unwrap()
 }
 
-/// The address that a `tests/services` script put in the variable `var` (run the tests
-/// under `tests/services/run`). Without it the calling test is skipped with a message,
-/// except under `CI=true`, where a missing service fails the run.
-pub fn service(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("{var} is not set under CI=true: run the tests under tests/services/run")
+/// The address a `tests/services` script put in a variable (skip outside CI when it is
+/// missing), and a name no other test or run uses.
+pub use logpipe_core::conformance::{service, unique};
+
+/// Starts `command` with its stderr read line by line on a thread of its own; returns
+/// the process and its lines.
+pub fn spawn_with_log(
+    mut command: std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
         }
-        _ => {
-            eprintln!("skipping: {var} is not set (run the tests under tests/services/run)");
-            None
-        }
-    }
+    });
+    (child, received)
 }
 
-/// A consumer running in a task, reporting its state to a [`Health`] of its own.
-pub struct Reporting {
+/// The value of header `name` of `record`, as text.
+///
+/// # Panics
+///
+/// When the record has no such header, or its value is not UTF-8.
+pub fn header(record: &logpipe::Record, name: &str) -> String {
+    let found = record.headers.iter().find(|h| h.name == name);
+    let found = found.unwrap_or_else(|| panic!("no {name} header in {record:?}"));
+    String::from_utf8(found.value.clone()).unwrap()
+}
+
+/// A multi-threaded runtime of two workers, for tests that are not async.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A consumer running in a task of its own, reporting its state under its group's name
+/// to a [`Health`](logpipe::health::Health) of its own.
+pub struct Running {
     pub health: logpipe::health::Health,
     shutdown: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
+    pub task: tokio::task::JoinHandle<Result<(), logpipe::Error>>,
 }
 
-impl Reporting {
-    /// Runs `consumer`, which reports under `name`. Call it inside a runtime.
-    pub fn start<B, S>(consumer: logpipe::Consumer<B, S>, name: &str) -> Self
+impl Running {
+    /// Runs `consumer`. Call it inside a runtime.
+    pub fn start<B, S>(consumer: logpipe::Consumer<B, S>) -> Self
     where
         B: logpipe::backend::ConsumerBackend,
         S: logpipe::offsets::OffsetStore,
     {
         let health = logpipe::health::Health::new();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let consumer = consumer.with_health(health.register(name));
+        let name = consumer.group().to_owned();
+        let consumer = consumer.with_health(health.register(&name));
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         Self {
             health,
@@ -275,14 +307,14 @@ impl Reporting {
         self.health.report().text
     }
 
-    /// Stops the consumer and checks that it ended well.
+    /// Stops the consumer (which stores its positions) and checks that it ended well.
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
             .expect("the consumer stops on shutdown")
             .unwrap()
-            .unwrap();
+            .expect("the consumer stops without an error");
     }
 }
 

@@ -80,7 +80,7 @@ pub fn unique(what: &str) -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!("conformance-{what}-{}-{nanos}-{n}", std::process::id())
+    format!("{what}-{}-{nanos}-{n}", std::process::id())
 }
 
 /// The address a test service wrote to the variable `var` (the tests run under
@@ -215,10 +215,8 @@ macro_rules! admin_tests {
 }
 
 /// One test a scenario of [`offsets`]: `store_tests!(setup, features)`, where `setup`
-/// names an `async fn() -> Option<(S, Vec<PartitionRef>, Option<impl Fn() -> S>)>`: a
-/// store, two or more partitions it may keep positions of, and a way to open the same
-/// store again (`None` for a store that keeps nothing across a reopen). `features` is a
-/// [`StoreFeatures`] expression.
+/// names an `async fn() -> Option<StoreSetup<impl OffsetStore>>` (see
+/// [`offsets::StoreSetup`]) and `features` is a [`StoreFeatures`] expression.
 #[macro_export]
 macro_rules! store_tests {
     ($setup:ident, $features:expr) => {

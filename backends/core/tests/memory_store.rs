@@ -6,12 +6,15 @@ use logpipe_core::{MemoryOffsetStore, PartitionRef};
 
 /// A store of its own; it keeps nothing across a reopen, so there is no way to open it
 /// again.
-async fn memory() -> Option<StoreSetup<MemoryOffsetStore, fn() -> MemoryOffsetStore>> {
-    let partitions = vec![
-        PartitionRef::new("people", "0"),
-        PartitionRef::new("people", "1"),
-    ];
-    Some((MemoryOffsetStore::new(), partitions, None))
+async fn memory() -> Option<StoreSetup<MemoryOffsetStore>> {
+    Some(StoreSetup {
+        store: MemoryOffsetStore::new(),
+        partitions: vec![
+            PartitionRef::new("people", "0"),
+            PartitionRef::new("people", "1"),
+        ],
+        reopen: None,
+    })
 }
 
 logpipe_core::store_tests!(memory, StoreFeatures { sequences: true });

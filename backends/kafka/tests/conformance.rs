@@ -28,7 +28,7 @@ logpipe_core::admin_tests!(kafka, Features::default());
 
 /// The offsets of a new two-partition topic, committed from outside the groups (no
 /// consumer of them runs), and read again through a client of its own.
-async fn group_offsets() -> Option<StoreSetup<GroupOffsets, impl Fn() -> GroupOffsets>> {
+async fn group_offsets() -> Option<StoreSetup<GroupOffsets>> {
     let brokers = service("LOGPIPE_TEST_KAFKA")?;
     let client = KafkaClient::connect(settings(&brokers)).unwrap();
     let stream = unique("offsets");
@@ -38,7 +38,11 @@ async fn group_offsets() -> Option<StoreSetup<GroupOffsets, impl Fn() -> GroupOf
         PartitionRef::new(stream.as_str(), "1"),
     ];
     let reopen = move || KafkaClient::connect(settings(&brokers)).unwrap().offsets();
-    Some((client.offsets(), partitions, Some(reopen)))
+    Some(StoreSetup {
+        store: client.offsets(),
+        partitions,
+        reopen: Some(Box::new(reopen)),
+    })
 }
 
 logpipe_core::store_tests!(group_offsets, StoreFeatures { sequences: false });

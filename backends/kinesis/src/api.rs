@@ -159,6 +159,38 @@ pub struct ClientOptions {
     pub endpoint: Option<String>,
 }
 
+/// A client of `options` that signs its calls with fixed access keys instead of the
+/// standard AWS chain, as an emulator (kinesis-mock, LocalStack) takes: any keys do
+/// there. Without a region in `options`, `us-east-1`.
+///
+/// ```
+/// use logpipe_kinesis::{ClientOptions, client_with_keys};
+///
+/// let options = ClientOptions {
+///     region: Some("us-east-1".into()),
+///     endpoint: Some("http://127.0.0.1:4567".into()),
+/// };
+/// let client = client_with_keys(&options, "test", "test");
+/// assert_eq!(client.config().region().map(|r| r.as_ref()), Some("us-east-1"));
+/// ```
+pub fn client_with_keys(options: &ClientOptions, key_id: &str, secret: &str) -> Client {
+    let mut config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+        .region(aws_sdk_kinesis::config::Region::new(
+            options
+                .region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+        ))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            key_id, secret, None, None, "logpipe",
+        ));
+    if let Some(endpoint) = &options.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    Client::from_conf(config.build())
+}
+
 /// [`KinesisApi`] over aws-sdk-kinesis. The client is built on first use, with
 /// credentials from the standard AWS chain.
 #[derive(Debug)]

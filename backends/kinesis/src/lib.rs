@@ -47,7 +47,9 @@ mod reader;
 mod url;
 
 pub use admin::KinesisRange;
-pub use api::{ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition};
+pub use api::{
+    ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition, client_with_keys,
+};
 pub use backend::{KinesisBackend, KinesisConsumer, backend_error};
 pub use error::{
     EXPIRED_ITERATOR, KinesisError, RESOURCE_NOT_FOUND, ServiceMessage, THROUGHPUT_EXCEEDED,

@@ -4,22 +4,22 @@
 use std::sync::Arc;
 
 use logpipe_core::conformance::{Features, service};
-use logpipe_kinesis::{KinesisBackend, KinesisOptions, SdkApi, sdk};
+use logpipe_kinesis::{ClientOptions, KinesisBackend, KinesisOptions, SdkApi, client_with_keys};
 
 const REGION: &str = "us-east-1";
 
 /// Kinesis as the emulator serves it: dummy credentials, a fixed region, quick polls.
 async fn kinesis() -> Option<KinesisBackend> {
     let endpoint = service("LOGPIPE_TEST_KINESIS")?;
-    let config = sdk::Config::builder()
-        .behavior_version(sdk::config::BehaviorVersion::latest())
-        .region(sdk::config::Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(sdk::config::Credentials::new(
-            "test", "test", None, None, "tests",
-        ))
-        .build();
-    let api = Arc::new(SdkApi::from_client(sdk::Client::from_conf(config)));
+    let client = client_with_keys(
+        &ClientOptions {
+            region: Some(REGION.into()),
+            endpoint: Some(endpoint),
+        },
+        "test",
+        "test",
+    );
+    let api = Arc::new(SdkApi::from_client(client));
     let options = KinesisOptions {
         poll_interval_ms: 100,
         ..KinesisOptions::default()

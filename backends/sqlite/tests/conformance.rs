@@ -44,14 +44,17 @@ mod memory {
     logpipe_core::admin_tests!(log, FEATURES);
 }
 
-async fn store() -> Option<StoreSetup<SqliteOffsetStore, impl Fn() -> SqliteOffsetStore>> {
+async fn store() -> Option<StoreSetup<SqliteOffsetStore>> {
     let path = file("positions.db");
-    let partitions = vec![
-        PartitionRef::new("people", "0"),
-        PartitionRef::new("people", "1"),
-    ];
     let reopen = move || SqliteOffsetStore::open(&path).unwrap();
-    Some((reopen(), partitions, Some(reopen)))
+    Some(StoreSetup {
+        store: reopen(),
+        partitions: vec![
+            PartitionRef::new("people", "0"),
+            PartitionRef::new("people", "1"),
+        ],
+        reopen: Some(Box::new(reopen)),
+    })
 }
 
 logpipe_core::store_tests!(store, StoreFeatures { sequences: true });

@@ -5,9 +5,16 @@
 use super::{StoreFeatures, unique};
 use crate::{OffsetStore, PartitionRef, Position};
 
-/// What a store's setup gives a scenario: the store, two or more partitions it may keep
-/// positions of, and a way to open the same store again.
-pub type StoreSetup<S, R> = (S, Vec<PartitionRef>, Option<R>);
+/// What a store's setup gives a scenario.
+pub struct StoreSetup<S> {
+    /// The store.
+    pub store: S,
+    /// Two or more partitions it may keep positions of.
+    pub partitions: Vec<PartitionRef>,
+    /// Opens the same store again; `None` for a store that keeps nothing across a
+    /// reopen (the memory store).
+    pub reopen: Option<Box<dyn Fn() -> S + Send + Sync>>,
+}
 
 async fn load<S: OffsetStore>(
     store: &S,
@@ -18,12 +25,11 @@ async fn load<S: OffsetStore>(
 }
 
 /// A group's stored positions load back; another group's do not show.
-pub async fn positions_load_back_per_group<S, R>(setup: StoreSetup<S, R>, _features: StoreFeatures)
-where
-    S: OffsetStore,
-    R: Fn() -> S,
-{
-    let (store, partitions, _) = setup;
+pub async fn positions_load_back_per_group<S: OffsetStore>(
+    setup: StoreSetup<S>,
+    _features: StoreFeatures,
+) {
+    let (store, partitions) = (setup.store, setup.partitions);
     let (group, other) = (unique("group"), unique("other"));
     assert_eq!(load(&store, &group, &partitions[0]).await, None);
     let positions = [
@@ -41,14 +47,11 @@ where
 }
 
 /// A position stored later replaces the one before, for its partition only.
-pub async fn a_newer_position_replaces_the_older<S, R>(
-    setup: StoreSetup<S, R>,
+pub async fn a_newer_position_replaces_the_older<S: OffsetStore>(
+    setup: StoreSetup<S>,
     _features: StoreFeatures,
-) where
-    S: OffsetStore,
-    R: Fn() -> S,
-{
-    let (store, partitions, _) = setup;
+) {
+    let (store, partitions) = (setup.store, setup.partitions);
     let group = unique("group");
     let first = [
         (partitions[0].clone(), Position::Offset(3)),
@@ -71,14 +74,11 @@ pub async fn a_newer_position_replaces_the_older<S, R>(
 
 /// A batch whose positions the store takes is stored whole; one with a position it
 /// refuses (a sequence number in a store of offsets) fails and stores none of it.
-pub async fn a_batch_is_stored_whole_or_not_at_all<S, R>(
-    setup: StoreSetup<S, R>,
+pub async fn a_batch_is_stored_whole_or_not_at_all<S: OffsetStore>(
+    setup: StoreSetup<S>,
     features: StoreFeatures,
-) where
-    S: OffsetStore,
-    R: Fn() -> S,
-{
-    let (store, partitions, _) = setup;
+) {
+    let (store, partitions) = (setup.store, setup.partitions);
     let group = unique("group");
     let whole: Vec<(PartitionRef, Position)> = partitions
         .iter()
@@ -119,14 +119,11 @@ pub async fn a_batch_is_stored_whole_or_not_at_all<S, R>(
 
 /// 64-bit offsets and Kinesis' 56-digit sequence numbers (where the store keeps them)
 /// load back unchanged.
-pub async fn large_offsets_and_long_sequence_numbers_keep_every_digit<S, R>(
-    setup: StoreSetup<S, R>,
+pub async fn large_offsets_and_long_sequence_numbers_keep_every_digit<S: OffsetStore>(
+    setup: StoreSetup<S>,
     features: StoreFeatures,
-) where
-    S: OffsetStore,
-    R: Fn() -> S,
-{
-    let (store, partitions, _) = setup;
+) {
+    let (store, partitions) = (setup.store, setup.partitions);
     let group = unique("group");
     let large = Position::Offset(i64::MAX - 1);
     store
@@ -146,12 +143,15 @@ pub async fn large_offsets_and_long_sequence_numbers_keep_every_digit<S, R>(
 }
 
 /// Positions stored before a store is opened again load back from the new one.
-pub async fn positions_survive_a_reopen<S, R>(setup: StoreSetup<S, R>, _features: StoreFeatures)
-where
-    S: OffsetStore,
-    R: Fn() -> S,
-{
-    let (store, partitions, reopen) = setup;
+pub async fn positions_survive_a_reopen<S: OffsetStore>(
+    setup: StoreSetup<S>,
+    _features: StoreFeatures,
+) {
+    let StoreSetup {
+        store,
+        partitions,
+        reopen,
+    } = setup;
     let Some(reopen) = reopen else {
         // A store that keeps positions in memory: nothing survives it, by design.
         return;
