@@ -45,20 +45,15 @@ use worker::Worker;
 /// ```
 pub struct Consumer<B, S> {
     backend: B,
-    store: S,
-    registry: Arc<Registry>,
-    group: Arc<str>,
-    options: ConsumerOptions,
-    dead_letter: Option<DeadLetter>,
-    health: Option<ConsumerHealth>,
+    worker: Worker<S>,
 }
 
 impl<B, S> std::fmt::Debug for Consumer<B, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("group", &self.group)
-            .field("options", &self.options)
-            .field("registry", &self.registry)
+            .field("group", &self.worker.group)
+            .field("options", &self.worker.options)
+            .field("registry", &self.worker.registry)
             .finish_non_exhaustive()
     }
 }
@@ -73,26 +68,28 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     ) -> Self {
         Self {
             backend,
-            store,
-            registry: registry.into(),
-            group: group.into(),
-            options: ConsumerOptions::default(),
-            dead_letter: None,
-            health: None,
+            worker: Worker {
+                store,
+                registry: registry.into(),
+                group: group.into(),
+                options: ConsumerOptions::default(),
+                dead_letter: None,
+                health: None,
+            },
         }
     }
 
     /// Sets the options.
     #[must_use]
     pub fn with_options(mut self, options: ConsumerOptions) -> Self {
-        self.options = options;
+        self.worker.options = options;
         self
     }
 
     /// Sets where dead-lettered records go.
     #[must_use]
     pub fn with_dead_letter(mut self, dead_letter: DeadLetter) -> Self {
-        self.dead_letter = Some(dead_letter);
+        self.worker.dead_letter = Some(dead_letter);
         self
     }
 
@@ -100,13 +97,13 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     /// stopping, stopped) to `health`.
     #[must_use]
     pub fn with_health(mut self, health: ConsumerHealth) -> Self {
-        self.health = Some(health);
+        self.worker.health = Some(health);
         self
     }
 
     /// The consumer group.
     pub fn group(&self) -> &str {
-        &self.group
+        &self.worker.group
     }
 
     /// Runs until `shutdown` is cancelled or an error stops it; then stores the positions
@@ -122,33 +119,20 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     /// [`Error::Skipped`] in strict mode; [`Error::Backend`], [`Error::Store`] or
     /// [`Error::DeadLetter`] when those fail.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        self.options.validate("consumer.")?;
-        let needs_dead_letter = self.options.on_bad_record == BadRecordPolicy::DeadLetter
-            || self.options.on_handler_error == HandlerErrorPolicy::DeadLetter;
-        if needs_dead_letter && self.dead_letter.is_none() {
+        let Consumer {
+            mut backend,
+            worker,
+        } = self;
+        worker.options.validate("consumer.")?;
+        let needs_dead_letter = worker.options.on_bad_record == BadRecordPolicy::DeadLetter
+            || worker.options.on_handler_error == HandlerErrorPolicy::DeadLetter;
+        if needs_dead_letter && worker.dead_letter.is_none() {
             return Err(ConfigError::invalid(
                 "consumer.dead_letter_stream",
                 "a dead-letter policy needs a dead-letter stream",
             )
             .into());
         }
-        let Consumer {
-            mut backend,
-            store,
-            registry,
-            group,
-            options,
-            dead_letter,
-            health,
-        } = self;
-        let worker = Worker {
-            store,
-            registry,
-            group,
-            options,
-            dead_letter,
-            health,
-        };
         // Headers are only ever copied to the dead-letter stream.
         backend.want_headers(worker.dead_letter.is_some());
         let mut state = RunState::new(&worker.options);

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logpipe::backend::{OutgoingRecord, ProducerBackend};
 use logpipe::kinesis::{KinesisBackend, KinesisOptions, KinesisWriteMode};
-use logpipe::offsets::{MemoryOffsetStore, OffsetStore};
+use logpipe::offsets::MemoryOffsetStore;
 use logpipe::{
     Consumer, ConsumerOptions, Context, Delivery, Message, Position, Producer, Registry, handler_fn,
 };
@@ -174,32 +174,18 @@ fn items_registry(handled: &Handled) -> Registry {
         .unwrap()
 }
 
-/// A consumer of `stream` with options that commit often, running in a task of its own.
-fn consume<S: OffsetStore>(
-    backend: &KinesisBackend,
-    stream: &str,
-    store: S,
-    registry: Registry,
-    group: &str,
-) -> Running {
-    let consumer = Consumer::new(backend.consumer([stream]), store, registry, group)
-        .with_options(consumer_options());
-    Running::start(consumer)
-}
-
-/// Runs a consumer of `stream` until `condition` holds, then stops it (storing positions).
-async fn consume_until<S: OffsetStore>(
-    backend: &KinesisBackend,
-    stream: &str,
-    store: S,
-    registry: Registry,
-    group: &str,
-    what: &str,
-    condition: impl FnMut() -> bool,
-) {
-    let running = consume(backend, stream, store, registry, group);
-    wait_until(what, WAIT, condition).await;
-    running.stop().await;
+/// A consumer of the items of `stream`, with options that commit often and positions in
+/// memory, running in a task of its own; what it handles.
+fn consume_items(backend: &KinesisBackend, stream: &str) -> (Handled, Running) {
+    let handled = Handled::default();
+    let consumer = Consumer::new(
+        backend.consumer([stream]),
+        MemoryOffsetStore::new(),
+        items_registry(&handled),
+        "g",
+    )
+    .with_options(consumer_options());
+    (handled, Running::start(consumer))
 }
 
 /// Waits until `handled` holds at least `count` records.
@@ -216,6 +202,19 @@ fn item(n: u32) -> Item {
         key: format!("key-{n}"),
         n,
     }
+}
+
+/// `per_key` items for each of `keys` keys, `n` counting up within a key; the keys take
+/// turns, so one key's items are spread over the whole list.
+fn keyed_items(keys: u32, per_key: u32) -> Vec<Item> {
+    (0..per_key)
+        .flat_map(|n| {
+            (0..keys).map(move |k| Item {
+                key: format!("key-{k}"),
+                n,
+            })
+        })
+        .collect()
 }
 
 /// Checks that the records of each key were written in the order of their `n`.
@@ -444,15 +443,7 @@ async fn per_key_order_holds_when_batches_are_partly_refused_and_retried() {
     });
     let backend = backend_over(flaky.clone(), fast());
     // 8 keys, 25 records each, all sent at once.
-    let items = (0..25)
-        .flat_map(|n| {
-            (0..8).map(move |k| Item {
-                key: format!("key-{k}"),
-                n,
-            })
-        })
-        .collect();
-    let delivered = send_all(&backend, &stream, items).await;
+    let delivered = send_all(&backend, &stream, keyed_items(8, 25)).await;
     assert!(
         flaky.refused_entries.load(Ordering::SeqCst) > 0,
         "some entries were refused"
@@ -466,18 +457,9 @@ async fn per_key_order_holds_when_batches_are_partly_refused_and_retried() {
     assert_written_in_order_per_key(delivered, 8);
 
     // And read in order per key.
-    let handled = Handled::default();
-    let seen = Arc::clone(&handled);
-    consume_until(
-        &backend,
-        &stream,
-        MemoryOffsetStore::new(),
-        items_registry(&handled),
-        "g",
-        "200 records are handled",
-        || seen.lock().unwrap().len() >= 200,
-    )
-    .await;
+    let (handled, running) = consume_items(&backend, &stream);
+    wait_handled(&handled, 200).await;
+    running.stop().await;
     let mut read: HashMap<String, Vec<u32>> = HashMap::new();
     for (key, n, _, _) in handled.lock().unwrap().iter() {
         read.entry(key.clone()).or_default().push(*n);
@@ -501,15 +483,7 @@ async fn the_sequence_number_for_ordering_mode_writes_each_key_in_order() {
         ..fast()
     };
     let backend = backend_over(sdk_api(&endpoint), options);
-    let items = (0..10)
-        .flat_map(|n| {
-            (0..3).map(move |k| Item {
-                key: format!("key-{k}"),
-                n,
-            })
-        })
-        .collect();
-    let delivered = send_all(&backend, &stream, items).await;
+    let delivered = send_all(&backend, &stream, keyed_items(3, 10)).await;
     assert_written_in_order_per_key(delivered, 3);
 }
 
@@ -532,16 +506,21 @@ async fn a_record_over_1_mib_is_refused_with_a_clear_error() {
     assert!(source.contains("over Kinesis' limit"), "{source}");
 }
 
-/// Splits `shard` of `stream` in two halves of its hash key range.
-async fn split(client: &sdk::Client, stream: &str, shard: &str) {
-    let shards = client
+/// The shards of `stream`, closed ones included.
+async fn shards(client: &sdk::Client, stream: &str) -> Vec<sdk::types::Shard> {
+    let listed = client
         .list_shards()
         .stream_name(stream)
         .send()
         .await
         .unwrap();
-    let range = shards
-        .shards()
+    listed.shards().to_vec()
+}
+
+/// Splits `shard` of `stream` in two halves of its hash key range.
+async fn split(client: &sdk::Client, stream: &str, shard: &str) {
+    let range = shards(client, stream)
+        .await
         .iter()
         .find(|s| s.shard_id() == shard)
         .unwrap()
@@ -566,14 +545,8 @@ async fn split(client: &sdk::Client, stream: &str, shard: &str) {
 
 /// Parents of each shard of `stream`.
 async fn parents(client: &sdk::Client, stream: &str) -> HashMap<String, Vec<String>> {
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    shards(client, stream)
         .await
-        .unwrap();
-    shards
-        .shards()
         .iter()
         .map(|s| {
             let parents = [s.parent_shard_id(), s.adjacent_parent_shard_id()]
@@ -617,14 +590,7 @@ async fn splitting_shards_while_consuming_reads_every_record_and_parents_before_
     split(&client, &stream, &parent).await;
     send_all(&backend, &stream, (40..80).map(item).collect()).await;
 
-    let handled = Handled::default();
-    let running = consume(
-        &backend,
-        &stream,
-        MemoryOffsetStore::new(),
-        items_registry(&handled),
-        "g",
-    );
+    let (handled, running) = consume_items(&backend, &stream);
     wait_handled(&handled, 80).await;
 
     // Split a child while the consumer runs, and write to its children.
@@ -669,14 +635,7 @@ async fn throttling_and_expired_iterators_drop_no_shard_and_lose_no_record() {
     let backend = backend_over(flaky.clone(), fast());
     send_all(&backend, &stream, (0..60).map(item).collect()).await;
 
-    let handled = Handled::default();
-    let running = consume(
-        &backend,
-        &stream,
-        MemoryOffsetStore::new(),
-        items_registry(&handled),
-        "g",
-    );
+    let (handled, running) = consume_items(&backend, &stream);
     wait_handled(&handled, 60).await;
     // Every shard is still followed after the errors: later records arrive too.
     wait_until("shards were throttled and iterators expired", WAIT, || {
@@ -764,14 +723,7 @@ async fn shards_without_a_position_start_at_the_configured_timestamp() {
         ..fast()
     };
     let backend = backend_over(sdk_api(&endpoint), options);
-    let handled = Handled::default();
-    let running = consume(
-        &backend,
-        &stream,
-        MemoryOffsetStore::new(),
-        items_registry(&handled),
-        "g",
-    );
+    let (handled, running) = consume_items(&backend, &stream);
     wait_handled(&handled, 10).await;
     running.stop().await;
     assert_eq!(
