@@ -2,7 +2,9 @@
 //!
 //! Producers write `{"type":"..","version":N,"message":..,"producer":".."}`.
 //! - [`scan_prefix`] and [`scan_suffix`] read that exact key order around a message that
-//!   the handler's type parses straight from the body: one pass in all.
+//!   the handler's type parses straight from the body: one pass in all. Written without
+//!   whitespace, as producers write it, the envelope is compared byte for byte with what
+//!   it must be; with whitespace it is scanned.
 //! - [`scan`] reads the same keys in any order, finding the bounds of `message` by its
 //!   quotes and brackets, without parsing it.
 //!
@@ -68,6 +70,27 @@ pub(crate) struct Prefix<'a> {
 
 /// Reads the start of an envelope written in the usual key order.
 pub(crate) fn scan_prefix(body: &[u8]) -> Option<Prefix<'_>> {
+    compact_prefix(body).or_else(|| spaced_prefix(body))
+}
+
+/// The start of an envelope exactly as producers write it, with no whitespace: a few
+/// comparisons of known bytes.
+fn compact_prefix(body: &[u8]) -> Option<Prefix<'_>> {
+    let rest = body.strip_prefix(b"{\"type\":\"")?;
+    let (message_type, rest) = plain_then_quote(rest)?;
+    let rest = rest.strip_prefix(b",\"version\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let version = version_of(&rest[..digits])?;
+    let rest = rest[digits..].strip_prefix(b",\"message\":")?;
+    Some(Prefix {
+        message_type,
+        version,
+        message_start: body.len() - rest.len(),
+    })
+}
+
+/// The start of an envelope in the usual key order, with any whitespace.
+fn spaced_prefix(body: &[u8]) -> Option<Prefix<'_>> {
     let mut scanner = Scanner { bytes: body, at: 0 };
     scanner.whitespace();
     scanner.expect(b'{')?;
@@ -90,6 +113,19 @@ pub(crate) fn scan_prefix(body: &[u8]) -> Option<Prefix<'_>> {
 /// Reads the end of an envelope after its message: `}` or `,"producer":".."}`, with
 /// nothing after. Returns the producer, or `None` for anything else.
 pub(crate) fn scan_suffix(rest: &[u8]) -> Option<Option<&str>> {
+    if rest == b"}" {
+        return Some(None);
+    }
+    if let Some(producer) = rest.strip_prefix(b",\"producer\":\"")
+        && let Some((producer, b"}")) = plain_then_quote(producer)
+    {
+        return Some(Some(producer));
+    }
+    spaced_suffix(rest)
+}
+
+/// The end of an envelope after its message, with any whitespace.
+fn spaced_suffix(rest: &[u8]) -> Option<Option<&str>> {
     let mut scanner = Scanner { bytes: rest, at: 0 };
     scanner.whitespace();
     let producer = match scanner.next()? {
@@ -105,6 +141,26 @@ pub(crate) fn scan_suffix(rest: &[u8]) -> Option<Option<&str>> {
     };
     scanner.whitespace();
     (scanner.at == rest.len()).then_some(producer)
+}
+
+/// The plain string (no escapes, no control characters) at the start of `bytes`, up to
+/// its closing quote, and what follows the quote.
+fn plain_then_quote(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let length = bytes
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let rest = bytes[length..].strip_prefix(b"\"")?;
+    Some((std::str::from_utf8(&bytes[..length]).ok()?, rest))
+}
+
+/// The value of a version's digits: no sign, no leading zero, within a `u64`.
+fn version_of(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, digit| {
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 struct Scanner<'a> {
@@ -152,14 +208,9 @@ impl<'a> Scanner<'a> {
     /// names, producer ids): a plain loop beats `memchr`'s setup.
     fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
-        let start = self.at;
-        let length = self.bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        self.at = start + length;
-        // Stopped at an escape or a control character: not plain.
-        self.expect(b'"')?;
-        std::str::from_utf8(&self.bytes[start..start + length]).ok()
+        let (string, rest) = plain_then_quote(&self.bytes[self.at..])?;
+        self.at = self.bytes.len() - rest.len();
+        Some(string)
     }
 
     /// A JSON integer without sign, fraction or exponent that fits in a `u64`.
@@ -168,11 +219,7 @@ impl<'a> Scanner<'a> {
         while self.peek().is_some_and(|b| b.is_ascii_digit()) {
             self.at += 1;
         }
-        let digits = &self.bytes[start..self.at];
-        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
+        version_of(&self.bytes[start..self.at])
     }
 
     /// The bounds of one value, found by matching quotes and brackets only.
@@ -263,6 +310,32 @@ mod tests {
             );
         }
         assert!(scan_prefix(br#"{"version":1,"type":"t","message":1}"#).is_none());
+    }
+
+    #[test]
+    fn the_compact_prefix_and_suffix_read_as_the_spaced_ones() {
+        let body = br#"{"type":"t","version":18446744073709551615,"message":1,"producer":"p"}"#;
+        let prefix = scan_prefix(body).unwrap();
+        assert_eq!((prefix.message_type, prefix.version), ("t", u64::MAX));
+        assert_eq!(&body[prefix.message_start..][..1], b"1");
+        assert_eq!(
+            scan_suffix(&body[prefix.message_start + 1..]),
+            Some(Some("p"))
+        );
+        for unusual in [
+            &br#"{"type":"t","version":18446744073709551616,"message":1}"#[..],
+            br#"{"type":"t","version":07,"message":1}"#,
+            br#"{"type":"t\"","version":1,"message":1}"#,
+            br#"{"type":"t","version":,"message":1}"#,
+        ] {
+            assert!(
+                scan_prefix(unusual).is_none(),
+                "{}",
+                String::from_utf8_lossy(unusual)
+            );
+        }
+        assert_eq!(scan_suffix(br#","producer":"p\n"}"#), None);
+        assert_eq!(scan_suffix(br#","producer":"p"} "#), Some(Some("p")));
     }
 
     #[test]
