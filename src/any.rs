@@ -171,6 +171,14 @@ impl ConsumerBackend for AnyConsumer {
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         self.inner.stored(positions);
     }
+
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        self.inner.pause(partitions)
+    }
+
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        self.inner.resume(partitions)
+    }
 }
 
 /// The offset store a configuration names, or any [`OffsetStore`] wrapped with
@@ -216,6 +224,22 @@ impl OffsetStore for AnyOffsetStore {
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
         self.inner.store_boxed(group, positions).await
+    }
+
+    async fn reset(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        self.inner.reset_boxed(group, positions).await
+    }
+
+    async fn load_handled(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Vec<Position>, StoreError> {
+        self.inner.load_handled_boxed(group, partition).await
     }
 
     fn resumed_by_backend(&self) -> bool {

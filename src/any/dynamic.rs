@@ -153,6 +153,8 @@ pub(super) trait DynConsumer: Send {
         after: Option<&'a Position>,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn stored(&mut self, positions: &[(PartitionRef, Position)]);
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
 }
 
 impl<C: ConsumerBackend> DynConsumer for C {
@@ -175,6 +177,14 @@ impl<C: ConsumerBackend> DynConsumer for C {
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         ConsumerBackend::stored(self, positions);
     }
+
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        ConsumerBackend::pause(self, partitions)
+    }
+
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        ConsumerBackend::resume(self, partitions)
+    }
 }
 
 /// An [`OffsetStore`] behind a pointer.
@@ -189,6 +199,16 @@ pub(super) trait DynOffsetStore: Send + Sync {
         group: &'a str,
         positions: &'a [(PartitionRef, Position)],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn reset_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        positions: &'a [(PartitionRef, Position)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn load_handled_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        partition: &'a PartitionRef,
+    ) -> BoxFuture<'a, Result<Vec<Position>, StoreError>>;
     fn resumed_by_backend(&self) -> bool;
     fn is_durable(&self) -> bool;
     fn as_any(&self) -> &dyn Any;
@@ -209,6 +229,22 @@ impl<S: OffsetStore> DynOffsetStore for S {
         positions: &'a [(PartitionRef, Position)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.store(group, positions))
+    }
+
+    fn reset_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        positions: &'a [(PartitionRef, Position)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.reset(group, positions))
+    }
+
+    fn load_handled_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        partition: &'a PartitionRef,
+    ) -> BoxFuture<'a, Result<Vec<Position>, StoreError>> {
+        Box::pin(self.load_handled(group, partition))
     }
 
     fn resumed_by_backend(&self) -> bool {

@@ -109,10 +109,11 @@ impl Target {
         Ok(found)
     }
 
-    /// Stores `positions` and prints each.
+    /// Moves the group to `positions` (forgetting the records marked handled after
+    /// them, so that they are handled again) and prints each.
     async fn store(&self, positions: &[(PartitionRef, Position)]) -> Result<(), Failure> {
         self.store
-            .store(&self.group, positions)
+            .reset(&self.group, positions)
             .await
             .map_err(|err| {
                 Failure::store(

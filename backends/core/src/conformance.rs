@@ -50,17 +50,23 @@ pub struct Features {
     /// A keyless record is written with a random key, which its readers see (a Kinesis
     /// record always has a partition key).
     pub random_keys: bool,
+    /// A consumer stops reading a partition it pauses
+    /// ([`ConsumerBackend::pause`](crate::ConsumerBackend::pause)); else pausing does
+    /// nothing, and only what a pause and a resume must never do (skip or repeat a
+    /// record) is checked.
+    pub pauses: bool,
 }
 
 impl Default for Features {
-    /// Headers, offsets, a `NotFound` error for a missing stream, and keyless records
-    /// read without a key.
+    /// Headers, offsets, a `NotFound` error for a missing stream, keyless records read
+    /// without a key, and pauses.
     fn default() -> Self {
         Self {
             headers: true,
             offsets: true,
             creates_streams: false,
             random_keys: false,
+            pauses: true,
         }
     }
 }
@@ -189,6 +195,7 @@ macro_rules! backend_tests {
                 partitions_are_assigned_before_their_records,
                 a_missing_stream_is_not_found_or_created,
                 a_record_copied_to_another_stream_keeps_key_value_and_headers,
+                a_paused_partition_goes_on_where_it_stopped_when_resumed,
             ]
         );
     };

@@ -70,6 +70,34 @@ pub trait ConsumerBackend: Send + 'static {
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         let _ = positions;
     }
+
+    /// Stops reading `partitions` until [`resume`](Self::resume): a consumer whose
+    /// records of one partition wait (behind a key whose handler is retried) reads the
+    /// others on without holding more of that one. Records read before the call may
+    /// still be delivered; none is skipped or delivered twice across a pause and a
+    /// resume. A partition revoked while paused is not paused when it is assigned again.
+    ///
+    /// By default nothing is paused, and the consumer bounds what it holds by reading
+    /// less of everything.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the backend cannot pause them.
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        let _ = partitions;
+        Ok(())
+    }
+
+    /// Reads `partitions` again after [`pause`](Self::pause), from just after the last
+    /// record delivered. Does nothing by default.
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] when the backend cannot resume them.
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        let _ = partitions;
+        Ok(())
+    }
 }
 
 /// Where a consumer starts a partition for which no position is stored (and which it

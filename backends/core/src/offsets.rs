@@ -78,6 +78,41 @@ pub trait OffsetStore: Send + Sync + 'static {
         positions: &[(PartitionRef, Position)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Moves `group` to `positions` as an operator does (`logpipe offsets set`): stores
+    /// them, and forgets every record marked handled in those partitions
+    /// ([`load_handled`](Self::load_handled)), so that the records after the new
+    /// positions are all handled again. By default the same as [`store`](Self::store).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the positions could not be stored; none of them then are.
+    fn reset(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.store(group, positions)
+    }
+
+    /// The positions after the stored one of `group` in `partition` whose records were
+    /// handled already: a store that writes a record's effects and its mark in one
+    /// transaction (`SqliteOffsetStore::transaction`) keeps them, so that a consumer
+    /// handling records concurrently, whose stored position is the last one below which
+    /// every record is handled, skips them after a restart instead of applying them
+    /// twice. Storing a position forgets the marks up to it. None by default.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot be read.
+    fn load_handled(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> impl Future<Output = Result<Vec<Position>, StoreError>> + Send {
+        let _ = (group, partition);
+        std::future::ready(Ok(Vec::new()))
+    }
+
     /// Whether the backend's consumers start each assigned partition from this store's
     /// positions by themselves, as a Kafka consumer starts from its group's committed
     /// offset. A consumer then seeks to no position instead of loading one first. False

@@ -238,6 +238,22 @@ impl ConsumerBackend for KafkaConsumerBackend {
         Ok(self.inner.seek(&partition.stream, number, from)?)
     }
 
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            let number = kafka_partition(partition)?;
+            self.inner.pause(&partition.stream, number)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            let number = kafka_partition(partition)?;
+            self.inner.resume(&partition.stream, number)?;
+        }
+        Ok(())
+    }
+
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         self.inner
             .stored(positions.iter().filter_map(|(partition, position)| {

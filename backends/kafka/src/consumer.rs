@@ -88,6 +88,12 @@ pub(crate) enum Reply {
         partition: i32,
         offset: Offset,
     },
+    /// Stop (`true`) or start again (`false`) fetching a partition.
+    Pause {
+        topic: String,
+        partition: i32,
+        paused: bool,
+    },
     /// The application is done with the last assignment or revocation.
     Done,
 }
@@ -356,6 +362,41 @@ impl KafkaConsumer {
                 topic,
                 partition,
                 offset,
+            })
+            .map_err(|_| KafkaError::Closed)?;
+        self.wakeup.wake();
+        Ok(())
+    }
+
+    /// Stops fetching `partition` of `stream` until [`resume`](Self::resume), as soon as
+    /// the polling thread has handed over the records it is reading (those still come).
+    /// librdkafka drops what it fetched ahead of the partition and fetches again from
+    /// just after the last record read, so that nothing is skipped or read twice.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Closed`] when the consumer has stopped.
+    pub fn pause(&mut self, stream: &str, partition: i32) -> Result<(), KafkaError> {
+        self.set_paused(stream, partition, true)
+    }
+
+    /// Fetches `partition` of `stream` again after [`pause`](Self::pause), from just
+    /// after the last record read.
+    ///
+    /// # Errors
+    ///
+    /// [`KafkaError::Closed`] when the consumer has stopped.
+    pub fn resume(&mut self, stream: &str, partition: i32) -> Result<(), KafkaError> {
+        self.set_paused(stream, partition, false)
+    }
+
+    fn set_paused(&mut self, stream: &str, partition: i32, paused: bool) -> Result<(), KafkaError> {
+        let topic = self.topic(stream);
+        self.replies
+            .send(Reply::Pause {
+                topic,
+                partition,
+                paused,
             })
             .map_err(|_| KafkaError::Closed)?;
         self.wakeup.wake();

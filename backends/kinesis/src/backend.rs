@@ -256,10 +256,7 @@ impl ConsumerBackend for KinesisConsumer {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> Result<(), BackendError> {
-        let shard = ShardRef {
-            stream: Arc::clone(&partition.stream),
-            shard_id: Arc::clone(&partition.partition),
-        };
+        let shard = shard_of(partition);
         let sought = match after {
             None => self.inner.seek(&shard, None),
             Some(position) => {
@@ -268,5 +265,31 @@ impl ConsumerBackend for KinesisConsumer {
             }
         };
         sought.map_err(backend_error)
+    }
+
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            self.inner
+                .pause(&shard_of(partition))
+                .map_err(backend_error)?;
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            self.inner
+                .resume(&shard_of(partition))
+                .map_err(backend_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The shard a partition names.
+fn shard_of(partition: &PartitionRef) -> ShardRef {
+    ShardRef {
+        stream: Arc::clone(&partition.stream),
+        shard_id: Arc::clone(&partition.partition),
     }
 }

@@ -138,6 +138,8 @@ struct ShardState {
     iterator: Option<String>,
     /// Closed and read to its end.
     finished: bool,
+    /// Not read until resumed.
+    paused: bool,
     ready_at: Instant,
     backoff: Option<Duration>,
     /// Since when reads of it have failed, and the last error, while they do.
@@ -250,13 +252,7 @@ impl ShardReader {
     ///
     /// [`KinesisError::NotAssigned`] when the shard was not assigned.
     pub fn seek_to(&mut self, shard: &ShardRef, start: StartPosition) -> Result<(), KinesisError> {
-        let state = self
-            .shards
-            .get_mut(shard)
-            .ok_or_else(|| KinesisError::NotAssigned {
-                stream: shard.stream.to_string(),
-                shard: shard.shard_id.to_string(),
-            })?;
+        let state = self.state_mut(shard)?;
         state.seeked = true;
         state.iterator = None;
         state.last_sequence = match &start {
@@ -265,6 +261,37 @@ impl ShardReader {
         };
         state.start = Some(start);
         Ok(())
+    }
+
+    /// Stops reading `shard` until [`resume`](Self::resume); its iterator is kept (and
+    /// renewed after the last record handed out if it expires meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::NotAssigned`] when the shard was not assigned.
+    pub fn pause(&mut self, shard: &ShardRef) -> Result<(), KinesisError> {
+        self.state_mut(shard)?.paused = true;
+        Ok(())
+    }
+
+    /// Reads `shard` again after [`pause`](Self::pause), from just after the last record
+    /// handed out.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::NotAssigned`] when the shard was not assigned.
+    pub fn resume(&mut self, shard: &ShardRef) -> Result<(), KinesisError> {
+        self.state_mut(shard)?.paused = false;
+        Ok(())
+    }
+
+    fn state_mut(&mut self, shard: &ShardRef) -> Result<&mut ShardState, KinesisError> {
+        self.shards
+            .get_mut(shard)
+            .ok_or_else(|| KinesisError::NotAssigned {
+                stream: shard.stream.to_string(),
+                shard: shard.shard_id.to_string(),
+            })
     }
 
     /// Waits for the next event: new shards, or records.
@@ -340,10 +367,12 @@ impl ShardReader {
         Some(event)
     }
 
-    /// Shards that may be read: seeked, not finished, with every parent finished.
+    /// Shards that may be read: seeked, not paused, not finished, with every parent
+    /// finished.
     fn readable(&self) -> impl Iterator<Item = (&ShardRef, &ShardState)> {
         self.shards.iter().filter(|(shard, state)| {
             state.seeked
+                && !state.paused
                 && !state.finished
                 && state.parents.iter().all(|parent| {
                     self.shards
@@ -403,6 +432,7 @@ impl ShardReader {
                     last_sequence: None,
                     iterator: None,
                     finished: false,
+                    paused: false,
                     ready_at: Instant::now(),
                     backoff: None,
                     failing: None,

@@ -32,6 +32,7 @@ const FEATURES: Features = Features {
     offsets: false,
     creates_streams: false,
     random_keys: true,
+    pauses: true,
 };
 
 logpipe_core::backend_tests!(kinesis, FEATURES);

@@ -1,6 +1,6 @@
 //! Consumers of the embedded log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,6 +22,8 @@ pub struct EmbeddedConsumer {
     start: StartFrom,
     /// The next offset to read in each assigned partition.
     next_offsets: BTreeMap<(Arc<str>, u32), i64>,
+    /// Partitions not read until resumed.
+    paused: HashSet<(Arc<str>, u32)>,
     assigned: bool,
 }
 
@@ -42,6 +44,7 @@ impl EmbeddedLog {
             streams: streams.into_iter().map(Into::into).collect(),
             start: StartFrom::Earliest,
             next_offsets: BTreeMap::new(),
+            paused: HashSet::new(),
             assigned: false,
         }
     }
@@ -104,6 +107,7 @@ impl EmbeddedConsumer {
         let cursors: Vec<_> = self
             .next_offsets
             .iter()
+            .filter(|(slot, _)| !self.paused.contains(*slot))
             .map(|(slot, next)| (slot.clone(), *next))
             .collect();
         let limit = self.log.inner.options.max_poll_records;
@@ -175,18 +179,7 @@ impl ConsumerBackend for EmbeddedConsumer {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> Result<(), BackendError> {
-        let slot = partition
-            .partition
-            .parse::<u32>()
-            .ok()
-            .map(|number| (Arc::clone(&partition.stream), number))
-            .filter(|slot| self.next_offsets.contains_key(slot))
-            .ok_or_else(|| {
-                BackendError::new(
-                    BackendErrorKind::NotFound,
-                    format!("partition {partition} is not assigned"),
-                )
-            })?;
+        let slot = self.assigned_slot(partition)?;
         let next = match after {
             None if self.start == StartFrom::Latest => {
                 let (stream, number) = (slot.0.to_string(), slot.1);
@@ -208,6 +201,40 @@ impl ConsumerBackend for EmbeddedConsumer {
         };
         self.next_offsets.insert(slot, next);
         Ok(())
+    }
+
+    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            let slot = self.assigned_slot(partition)?;
+            self.paused.insert(slot);
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
+        for partition in partitions {
+            let slot = self.assigned_slot(partition)?;
+            self.paused.remove(&slot);
+        }
+        Ok(())
+    }
+}
+
+impl EmbeddedConsumer {
+    /// The key of `partition` among the assigned ones.
+    fn assigned_slot(&self, partition: &PartitionRef) -> Result<(Arc<str>, u32), BackendError> {
+        partition
+            .partition
+            .parse::<u32>()
+            .ok()
+            .map(|number| (Arc::clone(&partition.stream), number))
+            .filter(|slot| self.next_offsets.contains_key(slot))
+            .ok_or_else(|| {
+                BackendError::new(
+                    BackendErrorKind::NotFound,
+                    format!("partition {partition} is not assigned"),
+                )
+            })
     }
 }
 

@@ -28,6 +28,15 @@ CREATE TABLE IF NOT EXISTS logpipe_positions (
     CHECK ((position_offset IS NULL) <> (position_sequence IS NULL)),
     PRIMARY KEY (consumer_group, stream, partition)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logpipe_handled (
+    consumer_group TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    position_offset INTEGER NOT NULL,
+    position_sequence TEXT NOT NULL,
+    handled_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (consumer_group, stream, partition, position_offset, position_sequence)
+) WITHOUT ROWID;
 ";
 
 /// Positions in a SQLite database (the table `logpipe_positions`).
@@ -35,9 +44,14 @@ CREATE TABLE IF NOT EXISTS logpipe_positions (
 /// The database runs in WAL mode with a busy timeout, so several processes can share it;
 /// all work runs on Tokio's blocking threads. Clones share one connection.
 ///
-/// Handlers whose own data lives in the same database can make their writes and the
-/// position write one transaction with [`transaction`](SqliteOffsetStore::transaction):
-/// a record's effects then happen exactly once, even if the process is killed.
+/// Handlers whose own data lives in the same database can write their rows and a mark
+/// that the record is handled in one transaction with
+/// [`transaction`](SqliteOffsetStore::transaction) (or
+/// [`transaction_batch`](SqliteOffsetStore::transaction_batch)): a record's effects then
+/// happen exactly once, even if the process is killed, and whatever the consumer's
+/// concurrency. The marks (table `logpipe_handled`) of records above a partition's
+/// stored position are what a restarted consumer skips; storing a position deletes
+/// those up to it.
 #[derive(Clone)]
 pub struct SqliteOffsetStore {
     db: SqliteDb,
@@ -74,11 +88,12 @@ impl SqliteOffsetStore {
         Ok(Self { db })
     }
 
-    /// Runs `work` and stores the position of the record being handled in one SQLite
+    /// Runs `work` and marks the record being handled as handled in one SQLite
     /// transaction: either both are committed or neither is.
     ///
-    /// Call it from a handler with the handler's [`Context`]. The consumer stores the same
-    /// position again later, which changes nothing.
+    /// Call it from a handler with the handler's [`Context`]. A consumer that starts
+    /// again before it stored a position past the record skips it
+    /// ([`OffsetStore::load_handled`]).
     ///
     /// # Errors
     ///
@@ -104,14 +119,37 @@ impl SqliteOffsetStore {
         F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let group = context.group.to_string();
-        let position = (context.partition.clone(), context.position.clone());
+        self.transaction_batch(std::slice::from_ref(context), work)
+            .await
+    }
+
+    /// Runs `work` and marks every record of `contexts` as handled in one SQLite
+    /// transaction, for a batch handler (`logpipe::BatchHandler`) that writes a batch's
+    /// rows at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when `work` or a mark fails; the transaction is then
+    /// rolled back.
+    pub async fn transaction_batch<R, F>(
+        &self,
+        contexts: &[Context],
+        work: F,
+    ) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let marks: Vec<(String, PartitionRef, Position)> = contexts
+            .iter()
+            .map(|c| (c.group.to_string(), c.partition.clone(), c.position.clone()))
+            .collect();
         let result = self
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
                 let result = work(&tx)?;
-                write_positions(&tx, &group, std::slice::from_ref(&position))?;
+                write_marks(&tx, &marks)?;
                 tx.commit()?;
                 Ok::<_, rusqlite::Error>(result)
             })
@@ -119,6 +157,71 @@ impl SqliteOffsetStore {
             .map_err(database_error)?;
         Ok(result)
     }
+}
+
+/// A position as the two key columns of `logpipe_handled`: an offset with no sequence
+/// number (`''`), or a sequence number with offset 0.
+fn mark_columns(position: &Position) -> (i64, &str) {
+    match position {
+        Position::Offset(offset) => (*offset, ""),
+        Position::Sequence(sequence) => (0, sequence.as_str()),
+    }
+}
+
+fn write_marks(
+    tx: &Transaction<'_>,
+    marks: &[(String, PartitionRef, Position)],
+) -> rusqlite::Result<()> {
+    let now_ms = millis(SystemTime::now());
+    let mut statement = tx.prepare_cached(
+        "INSERT OR REPLACE INTO logpipe_handled
+             (consumer_group, stream, partition, position_offset, position_sequence, handled_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (group, partition, position) in marks {
+        let (offset, sequence) = mark_columns(position);
+        statement.execute(params![
+            group,
+            &*partition.stream,
+            &*partition.partition,
+            offset,
+            sequence,
+            now_ms
+        ])?;
+    }
+    Ok(())
+}
+
+/// Deletes the marks of `group` in each partition up to its new position (`all`: every
+/// mark of the partition, as when an operator moves the group).
+fn forget_marks(
+    tx: &Transaction<'_>,
+    group: &str,
+    positions: &[(PartitionRef, Position)],
+    all: bool,
+) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(
+        "DELETE FROM logpipe_handled
+         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3 AND (?4
+             OR (?6 = '' AND position_sequence = '' AND position_offset <= ?5)
+             OR (?6 <> '' AND position_sequence <> ''
+                 AND (length(position_sequence) < length(?6)
+                      OR (length(position_sequence) = length(?6) AND position_sequence <= ?6))))",
+    )?;
+    for (partition, position) in positions {
+        // A Kinesis starting point (TRIM_HORIZON) is below every sequence number.
+        let (offset, sequence) = mark_columns(position);
+        let numeric = sequence.bytes().all(|b| b.is_ascii_digit());
+        statement.execute(params![
+            group,
+            &*partition.stream,
+            &*partition.partition,
+            all || !numeric,
+            offset,
+            sequence
+        ])?;
+    }
+    Ok(())
 }
 
 fn write_positions(
@@ -193,6 +296,59 @@ impl OffsetStore for SqliteOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
+        self.write(group, positions, false).await
+    }
+
+    /// Also forgets every record marked handled in these partitions, so that they are
+    /// handled again from the new positions.
+    async fn reset(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        self.write(group, positions, true).await
+    }
+
+    async fn load_handled(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Vec<Position>, StoreError> {
+        let (key_group, key) = (group.to_owned(), partition.clone());
+        self.db
+            .call(move |conn| {
+                let mut statement = conn.prepare_cached(
+                    "SELECT position_offset, position_sequence FROM logpipe_handled
+                     WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3
+                     ORDER BY length(position_sequence), position_sequence, position_offset",
+                )?;
+                let rows = statement.query_map(
+                    params![key_group, &*key.stream, &*key.partition],
+                    |row| {
+                        let sequence: String = row.get(1)?;
+                        Ok(if sequence.is_empty() {
+                            Position::Offset(row.get(0)?)
+                        } else {
+                            Position::Sequence(sequence)
+                        })
+                    },
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+            .map_err(database_error)
+    }
+}
+
+impl SqliteOffsetStore {
+    /// Stores `positions` and forgets the marks up to them (`all`: every mark of their
+    /// partitions), in one transaction.
+    async fn write(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        all: bool,
+    ) -> Result<(), StoreError> {
         if positions.is_empty() {
             return Ok(());
         }
@@ -201,11 +357,11 @@ impl OffsetStore for SqliteOffsetStore {
             .call(move |conn| {
                 let tx = conn.transaction()?;
                 write_positions(&tx, &group, &positions)?;
+                forget_marks(&tx, &group, &positions, all)?;
                 tx.commit()
             })
             .await
-            .map_err(database_error)?;
-        Ok(())
+            .map_err(database_error)
     }
 }
 
@@ -245,8 +401,12 @@ mod tests {
         assert_eq!(store.load("search", &kafka).await.unwrap(), None);
     }
 
+    async fn handled(store: &SqliteOffsetStore, partition: &PartitionRef) -> Vec<Position> {
+        store.load_handled("g", partition).await.unwrap()
+    }
+
     #[tokio::test]
-    async fn a_failed_transaction_stores_no_position() {
+    async fn a_transaction_marks_its_record_handled_or_nothing_when_it_fails() {
         let store = SqliteOffsetStore::open_in_memory().unwrap();
         let context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(7));
         let failed = store
@@ -255,7 +415,7 @@ mod tests {
             })
             .await;
         assert!(failed.is_err());
-        assert_eq!(store.load("g", &context.partition).await.unwrap(), None);
+        assert_eq!(handled(&store, &context.partition).await, []);
 
         store
             .transaction(&context, |tx| {
@@ -264,9 +424,85 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.load("g", &context.partition).await.unwrap(),
-            Some(Position::Offset(7))
+            handled(&store, &context.partition).await,
+            [Position::Offset(7)]
         );
+        // The mark is not a stored position: the consumer stores those.
+        assert_eq!(store.load("g", &context.partition).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn storing_a_position_forgets_the_marks_up_to_it_and_a_reset_forgets_all() {
+        let store = SqliteOffsetStore::open_in_memory().unwrap();
+        let partition = PartitionRef::new("s", "0");
+        let contexts: Vec<Context> = [3, 5, 9, 12]
+            .into_iter()
+            .map(|n| Context::new("g", partition.clone(), Position::Offset(n)))
+            .collect();
+        store
+            .transaction_batch(&contexts, |_| Ok(()))
+            .await
+            .unwrap();
+        let other_group = Context::new("h", partition.clone(), Position::Offset(4));
+        store.transaction(&other_group, |_| Ok(())).await.unwrap();
+
+        store
+            .store("g", &[(partition.clone(), Position::Offset(5))])
+            .await
+            .unwrap();
+        assert_eq!(
+            handled(&store, &partition).await,
+            [Position::Offset(9), Position::Offset(12)]
+        );
+        assert_eq!(
+            store.load_handled("h", &partition).await.unwrap(),
+            [Position::Offset(4)],
+            "another group's marks stay"
+        );
+        store
+            .reset("g", &[(partition.clone(), Position::Offset(2))])
+            .await
+            .unwrap();
+        assert_eq!(handled(&store, &partition).await, []);
+        assert_eq!(
+            store.load("g", &partition).await.unwrap(),
+            Some(Position::Offset(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn sequence_numbers_are_compared_as_numbers() {
+        let store = SqliteOffsetStore::open_in_memory().unwrap();
+        let shard = PartitionRef::new("s", "shardId-000000000000");
+        let sequence = |s: &str| Position::Sequence(s.to_owned());
+        let contexts: Vec<Context> = [
+            "9",
+            "10",
+            "49590338271490256608559692538361571095921575989136588898",
+        ]
+        .into_iter()
+        .map(|s| Context::new("g", shard.clone(), sequence(s)))
+        .collect();
+        store
+            .transaction_batch(&contexts, |_| Ok(()))
+            .await
+            .unwrap();
+        store
+            .store("g", &[(shard.clone(), sequence("10"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            handled(&store, &shard).await,
+            [sequence(
+                "49590338271490256608559692538361571095921575989136588898"
+            )]
+        );
+        // A starting point (such as TRIM_HORIZON) is below every record: it forgets all.
+        store
+            .store("g", &[(shard.clone(), sequence("TRIM_HORIZON"))])
+            .await
+            .unwrap();
+        assert_eq!(handled(&store, &shard).await, []);
     }
 
     #[tokio::test]
@@ -292,8 +528,8 @@ mod tests {
         .await;
         assert!(panicked.unwrap_err().is_panic());
         assert_eq!(
-            store.load("g", &context.partition).await.unwrap(),
-            Some(Position::Offset(3))
+            store.load_handled("g", &context.partition).await.unwrap(),
+            [Position::Offset(3)]
         );
         let rows: i64 = store
             .transaction(&context, |tx| {

@@ -12,6 +12,7 @@ const FEATURES: Features = Features {
     offsets: true,
     creates_streams: true,
     random_keys: false,
+    pauses: true,
 };
 
 /// A file of its own in Cargo's scratch directory for integration tests, which outlives

@@ -1,6 +1,7 @@
 //! What every backend does with records: it writes them where it says, hands them to
 //! consumers with their keys, values, headers, positions and times, keeps each key's
-//! order, assigns partitions before their records, and seeks to stored positions.
+//! order, assigns partitions before their records, seeks to stored positions, and
+//! pauses and resumes a partition without skipping or repeating a record.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -9,10 +10,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use super::{Features, WAIT, partitions, read_all, unique};
+use super::{Features, WAIT, partitions, read, read_all, unique};
 use crate::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery,
-    OutgoingRecord, PartitionRef, Record, RecordHeader, StartFrom,
+    OutgoingRecord, PartitionRef, Position, Record, RecordHeader, StartFrom,
 };
 
 /// A new stream of `partitions` partitions.
@@ -361,4 +362,142 @@ pub async fn a_record_copied_to_another_stream_keeps_key_value_and_headers<B: Ba
         Vec::new()
     };
     assert_eq!(copied[0].headers, expected);
+}
+
+/// Records with keys of their own, numbered from `from`, sent at once; where each landed.
+async fn send_numbered<B: Backend>(
+    backend: &B,
+    stream: &str,
+    numbers: std::ops::Range<u32>,
+) -> Vec<(u32, Delivery)> {
+    let sent = numbers
+        .clone()
+        .map(|n| record(stream, Some(&format!("key-{n}")), n.to_string(), Vec::new()))
+        .collect();
+    numbers.zip(send_in_order(backend, sent).await).collect()
+}
+
+/// The numbers sent to `partition`, in the order they were written there.
+fn numbers_in(sent: &[(u32, Delivery)], partition: &PartitionRef) -> Vec<u32> {
+    let mut numbers: Vec<&(u32, Delivery)> = sent
+        .iter()
+        .filter(|(_, delivery)| delivery.partition == *partition)
+        .collect();
+    // Offsets by value, sequence numbers (decimal, of any length) by length then digits.
+    numbers.sort_by_key(|(_, delivery)| match &delivery.position {
+        Position::Offset(offset) => (0, *offset, String::new()),
+        Position::Sequence(sequence) => (sequence.len(), 0, sequence.clone()),
+    });
+    numbers.into_iter().map(|(n, _)| *n).collect()
+}
+
+/// The numbers (values) of `records` read from `partition`, in order.
+fn numbers_read(records: &[Record], partition: &PartitionRef) -> Vec<u32> {
+    records
+        .iter()
+        .filter(|record| record.partition == *partition)
+        .map(|record| {
+            std::str::from_utf8(&record.value)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .expect("a number")
+        })
+        .collect()
+}
+
+/// A consumer that pauses a partition reads the others on without it; resumed, it reads
+/// the paused partition from just after its last record, skipping and repeating none.
+pub async fn a_paused_partition_goes_on_where_it_stopped_when_resumed<B: Backend>(
+    backend: B,
+    features: Features,
+) {
+    let stream = stream(&backend, "paused", 2).await;
+    let before = send_numbered(&backend, &stream, 0..20).await;
+    let mut consumer = backend
+        .open_consumer(
+            &unique("paused"),
+            std::slice::from_ref(&stream),
+            StartFrom::Earliest,
+        )
+        .expect("a consumer");
+    let mut read_before = read(&mut consumer, before.len()).await;
+    let paused = before[0].1.partition.clone();
+    let other = partitions(&backend, &stream)
+        .await
+        .into_iter()
+        .find(|p| *p != paused)
+        .expect("a second partition");
+    consumer
+        .pause(std::slice::from_ref(&paused))
+        .expect("pausing");
+
+    // Records written after the pause: the other partition's arrive, the paused one's
+    // (where the backend pauses) do not.
+    let after = send_numbered(&backend, &stream, 20..60).await;
+    let (paused_after, other_after) = (numbers_in(&after, &paused), numbers_in(&after, &other));
+    assert!(
+        !paused_after.is_empty() && !other_after.is_empty(),
+        "both partitions got records: {after:?}"
+    );
+    let mut read_while_paused = Vec::new();
+    let others_arrive = async {
+        while numbers_read(&read_while_paused, &other).len() < other_after.len() {
+            if let ConsumerEvent::Records(records) = consumer.next_event().await.expect("reading") {
+                read_while_paused.extend(records);
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, others_arrive)
+        .await
+        .expect("the other partition's records while one is paused");
+    if features.pauses {
+        let more = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if let ConsumerEvent::Records(records) =
+                    consumer.next_event().await.expect("reading")
+                {
+                    read_while_paused.extend(records);
+                }
+            }
+        })
+        .await;
+        assert!(more.is_err());
+        assert_eq!(
+            numbers_read(&read_while_paused, &paused),
+            Vec::<u32>::new(),
+            "records of {paused} while it was paused"
+        );
+    }
+
+    consumer
+        .resume(std::slice::from_ref(&paused))
+        .expect("resuming");
+    read_before.extend(read_while_paused);
+    let expected = numbers_in(&before, &paused)
+        .into_iter()
+        .chain(paused_after)
+        .collect::<Vec<_>>();
+    let resumed = async {
+        while numbers_read(&read_before, &paused).len() < expected.len() {
+            if let ConsumerEvent::Records(records) = consumer.next_event().await.expect("reading") {
+                read_before.extend(records);
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, resumed)
+        .await
+        .expect("the paused partition's records once resumed");
+    assert_eq!(
+        numbers_read(&read_before, &paused),
+        expected,
+        "{paused}: every record once, in order"
+    );
+    assert_eq!(
+        numbers_read(&read_before, &other),
+        numbers_in(&before, &other)
+            .into_iter()
+            .chain(other_after)
+            .collect::<Vec<_>>(),
+        "{other}: every record once, in order"
+    );
 }

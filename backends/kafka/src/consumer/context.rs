@@ -16,12 +16,30 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::mpsc;
 
 use super::commits::{Commits, commit_now};
-use super::poll::Wakeup;
+use super::poll::{Wakeup, set_paused};
 use super::{
     EventResult, Handover, MAX_BATCH, Polled, PolledRecord, Reply, StreamNames, StreamPartition,
 };
 use crate::lag::Lag;
 use crate::{KafkaError, KafkaEvent, KafkaSettings};
+
+/// What the application asked for while it dealt with a rebalance.
+#[derive(Default)]
+pub(crate) struct Handshake {
+    /// Where partitions start.
+    seeks: HashMap<(String, i32), Offset>,
+    /// Partitions paused (`true`) or resumed, in the order asked.
+    pauses: Vec<((String, i32), bool)>,
+}
+
+impl Handshake {
+    /// Pauses and resumes what the application asked for, in order.
+    fn apply_pauses(self, consumer: &BaseConsumer<GroupContext>) {
+        for (partition, paused) in self.pauses {
+            set_paused(consumer, &[partition], paused);
+        }
+    }
+}
 
 /// The consumer's context: turns rebalances into events and waits for the application.
 pub(crate) struct GroupContext {
@@ -134,29 +152,38 @@ impl GroupContext {
     }
 
     /// Sends a rebalance event after the records read before it, and waits until the
-    /// application has dealt with it. Returns the offsets it sought.
-    pub(crate) fn handshake(&self, event: KafkaEvent) -> HashMap<(String, i32), Offset> {
-        let mut seeks = HashMap::new();
+    /// application has dealt with it. Returns the offsets it sought, and the partitions
+    /// it paused (`true`) or resumed meanwhile, in order.
+    pub(crate) fn handshake(&self, event: KafkaEvent) -> Handshake {
+        let mut answer = Handshake::default();
         if self.stopping.load(Ordering::SeqCst) || !self.hand_over() {
-            return seeks;
+            return answer;
         }
         if self
             .events
             .blocking_send(Ok(Handover::Event(event)))
             .is_err()
         {
-            return seeks;
+            return answer;
         }
         let replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Ok(Reply::Seek {
-            topic,
-            partition,
-            offset,
-        }) = replies.recv()
-        {
-            seeks.insert((topic, partition), offset);
+        loop {
+            match replies.recv() {
+                Ok(Reply::Seek {
+                    topic,
+                    partition,
+                    offset,
+                }) => {
+                    answer.seeks.insert((topic, partition), offset);
+                }
+                Ok(Reply::Pause {
+                    topic,
+                    partition,
+                    paused,
+                }) => answer.pauses.push(((topic, partition), paused)),
+                Ok(Reply::Done) | Err(_) => return answer,
+            }
         }
-        seeks
     }
 
     pub(crate) fn partitions(&self, list: &TopicPartitionList) -> Vec<StreamPartition> {
@@ -201,9 +228,10 @@ impl ConsumerContext for GroupContext {
             .collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let seeks = self.handshake(KafkaEvent::Assigned(self.partitions(tpl)));
+                let answer = self.handshake(KafkaEvent::Assigned(self.partitions(tpl)));
                 for (topic, partition) in &elements {
-                    let offset = seeks
+                    let offset = answer
+                        .seeks
                         .get(&(topic.clone(), *partition))
                         .copied()
                         .unwrap_or(Offset::Stored);
@@ -224,6 +252,7 @@ impl ConsumerContext for GroupContext {
                         }));
                         self.commits.own(&elements);
                         self.assignment().extend(elements);
+                        answer.apply_pauses(consumer);
                     }
                     Err(source) => {
                         tracing::error!(error = %source, "assigning partitions failed");
@@ -232,7 +261,11 @@ impl ConsumerContext for GroupContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.handshake(KafkaEvent::Revoked(self.partitions(tpl)));
+                self.handshake(KafkaEvent::Revoked(self.partitions(tpl)))
+                    .apply_pauses(consumer);
+                // librdkafka keeps a partition paused across a rebalance: one given up
+                // here starts unpaused when it comes back.
+                set_paused(consumer, &elements, false);
                 // What the application stored for these partitions reaches the group
                 // before they are given up; after this commit, none of their offsets is
                 // sent again (the group may take newer ones from their new owner).
@@ -259,6 +292,7 @@ impl ConsumerContext for GroupContext {
                 tracing::error!(error = ?other, "rebalance failed; giving up every partition");
                 let _ = consumer.unassign();
                 let lost: Vec<(String, i32)> = self.assignment().drain().collect();
+                set_paused(consumer, &lost, false);
                 self.commits.release(&lost);
                 self.lag.revoked(&lost);
             }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::context::GroupContext;
 use super::{MAX_BATCH, OFFSETS_TIMEOUT, Reply};
@@ -109,7 +110,7 @@ pub(crate) fn poll_thread(
     }
 }
 
-/// Applies seeks asked for outside a rebalance.
+/// Applies seeks, pauses and resumes asked for outside a rebalance.
 fn seek_now(consumer: &BaseConsumer<GroupContext>) {
     let replies = consumer
         .context()
@@ -117,14 +118,42 @@ fn seek_now(consumer: &BaseConsumer<GroupContext>) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     while let Ok(reply) = replies.try_recv() {
-        if let Reply::Seek {
-            topic,
-            partition,
-            offset,
-        } = reply
-            && let Err(source) = consumer.seek(&topic, partition, offset, OFFSETS_TIMEOUT)
-        {
-            tracing::error!(topic, partition, error = %source, "seek failed");
+        match reply {
+            Reply::Seek {
+                topic,
+                partition,
+                offset,
+            } => {
+                if let Err(source) = consumer.seek(&topic, partition, offset, OFFSETS_TIMEOUT) {
+                    tracing::error!(topic, partition, error = %source, "seek failed");
+                }
+            }
+            Reply::Pause {
+                topic,
+                partition,
+                paused,
+            } => set_paused(consumer, &[(topic, partition)], paused),
+            Reply::Done => {}
         }
+    }
+}
+
+/// Pauses or resumes fetching `partitions` (full topic names).
+pub(super) fn set_paused(
+    consumer: &BaseConsumer<GroupContext>,
+    partitions: &[(String, i32)],
+    paused: bool,
+) {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        list.add_partition(topic, *partition);
+    }
+    let done = if paused {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if let Err(source) = done {
+        tracing::error!(?partitions, paused, error = %source, "pausing or resuming failed");
     }
 }
