@@ -57,6 +57,7 @@
 pub mod admin;
 pub mod any;
 pub mod backend;
+pub mod batch_handler;
 mod catch_panic;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -82,6 +83,7 @@ pub mod run;
 pub mod serve;
 
 pub use backend::{Delivery, PartitionRef, Position, Record};
+pub use batch_handler::{BatchError, BatchHandler, batch_handler_fn};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use error::Error;
 pub use handler::{Context, Handler, HandlerPanic, handler_fn};

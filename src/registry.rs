@@ -2,17 +2,20 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
-use logpipe_core::BoxFuture;
+use logpipe_core::hash::FnvBuildHasher;
 
 use crate::BoxError;
+use crate::batch_handler::BatchHandler;
 use crate::catch_panic::{CatchPanic, catch};
-use crate::envelope::{self, Body, BodyError, DecodeError, MalformedError, json_scan};
+use crate::envelope::{self, BodyError, DecodeError, MalformedError, json_scan};
 use crate::handler::{Context, Handler, HandlerPanic};
 use crate::message::Message;
-use logpipe_core::hash::FnvBuildHasher;
+
+mod erased;
+
+use erased::{ErasedBatch, ErasedHandler, Started, Typed, TypedBatch, set_envelope};
 
 /// Why a record was skipped instead of handled.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,27 @@ pub enum DispatchError {
     Panicked(#[source] HandlerPanic),
 }
 
+/// A panic's message as the error of a dispatch.
+fn panicked(message: String) -> DispatchError {
+    DispatchError::Panicked(HandlerPanic::new(message))
+}
+
+/// The error of a batch, shared by each record it failed.
+#[derive(Debug)]
+struct BatchFailure(Arc<BoxError>);
+
+impl fmt::Display for BatchFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the batch handler failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for BatchFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.0)
+    }
+}
+
 /// An error in how a registry was put together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -106,75 +130,21 @@ pub enum RegistryError {
     HandledAndIgnored(String),
 }
 
-/// A handler with its message type erased, so handlers of many types share one map.
-trait ErasedHandler: Send + Sync {
-    /// Decodes the message in `body` and starts the handler.
-    fn call<'a>(
-        &'a self,
-        body: &Body<'_>,
-        context: &Context,
-    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError>;
-
-    /// Decodes the message at the start of `rest` (a JSON envelope from its `message`
-    /// on), checks that the envelope ends as producers end it, sets `context` and starts
-    /// the handler. `None` when anything is unusual: then the full path decides.
-    fn call_json_prefix<'a>(
-        &'a self,
-        rest: &[u8],
-        identity: (&'static str, u64),
-        context: &mut Context,
-    ) -> Option<BoxFuture<'a, Result<(), BoxError>>>;
-}
-
-/// Sets the envelope's fields in `context`, keeping its producer when unchanged.
-fn set_envelope(
-    context: &mut Context,
-    (message_type, version): (&'static str, u64),
-    producer: Option<&str>,
-) {
-    context.message_type = message_type;
-    context.version = version;
-    if context.producer.as_deref() != producer {
-        context.producer = producer.map(Arc::from);
-    }
-}
-
-struct Typed<M, H> {
-    handler: H,
-    message: PhantomData<fn(M)>,
-}
-
-impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
-    fn call<'a>(
-        &'a self,
-        body: &Body<'_>,
-        context: &Context,
-    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, BodyError> {
-        let message: M = body.deserialize()?;
-        Ok(Box::pin(self.handler.handle(message, context.clone())))
-    }
-
-    fn call_json_prefix<'a>(
-        &'a self,
-        rest: &[u8],
-        identity: (&'static str, u64),
-        context: &mut Context,
-    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
-        let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
-        let message = messages.next()?.ok()?;
-        let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
-        set_envelope(context, identity, producer);
-        Some(Box::pin(self.handler.handle(message, context.clone())))
-    }
-}
-
 enum TypeEntry {
     Ignored,
     /// The handlers of each version; a type has few, so a list beats a map.
     Handled {
         name: &'static str,
-        versions: Vec<(u64, Box<dyn ErasedHandler>)>,
+        versions: Vec<VersionEntry>,
     },
+}
+
+/// The handler of one (type, version).
+struct VersionEntry {
+    version: u64,
+    /// For a batch handler, the number that tells its batches from others'.
+    batch: Option<usize>,
+    handler: Box<dyn ErasedHandler>,
 }
 
 /// Maps each (type, version) to its handler.
@@ -203,10 +173,12 @@ enum TypeEntry {
 /// # Ok::<(), logpipe::RegistryError>(())
 /// ```
 pub struct Registry {
-    types: TypeMap,
+    /// Each type and what to do with it. A registry has few types: a list searched in
+    /// order beats a hash map, whose hashing costs more than a few comparisons.
+    types: Vec<(Box<str>, TypeEntry)>,
+    /// How many batch handlers there are.
+    batches: usize,
 }
-
-type TypeMap = HashMap<Box<str>, TypeEntry, FnvBuildHasher>;
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -228,10 +200,15 @@ pub struct RegistryBuilder {
 impl RegistryBuilder {
     /// Registers `handler` for messages of type `M` (its `TYPE` and `VERSION`).
     pub fn handle<M: Message, H: Handler<M>>(mut self, handler: H) -> Self {
-        let erased = Box::new(Typed {
-            handler,
-            message: PhantomData::<fn(M)>,
-        });
+        let erased = Box::new(Typed::<M, H>::new(handler));
+        self.handlers.push((M::TYPE, M::VERSION, erased));
+        self
+    }
+
+    /// Registers a batch `handler` for messages of type `M`: a consumer hands it the
+    /// records of `M`'s (type, version) many at a time (see [`BatchHandler`]).
+    pub fn handle_batch<M: Message, H: BatchHandler<M>>(mut self, handler: H) -> Self {
+        let erased = Box::new(TypedBatch::<M, H>::new(handler));
         self.handlers.push((M::TYPE, M::VERSION, erased));
         self
     }
@@ -249,7 +226,8 @@ impl RegistryBuilder {
     /// [`RegistryError`] when two handlers share a (type, version), or a type is both
     /// handled and ignored.
     pub fn build(self) -> Result<Registry, RegistryError> {
-        let mut types = TypeMap::default();
+        let mut types: HashMap<Box<str>, TypeEntry, FnvBuildHasher> = HashMap::default();
+        let mut batches = 0;
         for (message_type, version, handler) in self.handlers {
             let entry = types
                 .entry(message_type.into())
@@ -260,14 +238,22 @@ impl RegistryBuilder {
             let TypeEntry::Handled { versions, .. } = entry else {
                 unreachable!("only handlers inserted so far")
             };
-            if versions.iter().any(|(existing, _)| *existing == version) {
+            if versions.iter().any(|entry| entry.version == version) {
                 let message_type = message_type.to_owned();
                 return Err(RegistryError::DuplicateHandler {
                     message_type,
                     version,
                 });
             }
-            versions.push((version, handler));
+            let batch = handler.batch().map(|_| {
+                batches += 1;
+                batches - 1
+            });
+            versions.push(VersionEntry {
+                version,
+                batch,
+                handler,
+            });
         }
         for message_type in self.ignored {
             match types.get(message_type.as_str()) {
@@ -279,7 +265,10 @@ impl RegistryBuilder {
                 }
             }
         }
-        Ok(Registry { types })
+        Ok(Registry {
+            types: types.into_iter().collect(),
+            batches,
+        })
     }
 }
 
@@ -289,15 +278,25 @@ impl Registry {
         RegistryBuilder::default()
     }
 
+    /// What to do with messages of `message_type`.
+    fn entry(&self, message_type: &str) -> Option<&TypeEntry> {
+        self.types
+            .iter()
+            .find(|(name, _)| **name == *message_type)
+            .map(|(_, entry)| entry)
+    }
+
     /// Every handled (type, version), sorted.
     pub fn handled(&self) -> Vec<(String, u64)> {
         let mut handled: Vec<_> = self
             .types
             .iter()
             .filter_map(|(name, entry)| match entry {
-                TypeEntry::Handled { versions, .. } => {
-                    Some(versions.iter().map(|(v, _)| (name.to_string(), *v)))
-                }
+                TypeEntry::Handled { versions, .. } => Some(
+                    versions
+                        .iter()
+                        .map(|entry| (name.to_string(), entry.version)),
+                ),
                 TypeEntry::Ignored => None,
             })
             .flatten()
@@ -333,43 +332,128 @@ impl Registry {
     /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
     /// returned an error; [`DispatchError::Panicked`] when it panicked.
     pub async fn dispatch(&self, value: &[u8], context: &mut Context) -> Result<(), DispatchError> {
-        let panicked = |message| DispatchError::Panicked(HandlerPanic::new(message));
-        let future = catch(|| self.start(value, context)).map_err(panicked)??;
-        match CatchPanic::new(future).await {
+        let call = match catch(|| self.start(value, context)).map_err(panicked)?? {
+            Started::Call(call) => call,
+            // A batch handler, called with a batch of one.
+            Started::Message(batch, message) => {
+                let batch_call = batch.call_batch(vec![(message, context.clone())]);
+                Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
+            }
+        };
+        match CatchPanic::new(call).await {
             Ok(handled) => handled.map_err(DispatchError::Handler),
             Err(message) => Err(panicked(message)),
         }
     }
 
+    /// The number of the batch handler that takes a record with this value, if a batch
+    /// handler does: records with the same number may go in one batch.
+    pub(crate) fn batch_of(&self, value: &[u8]) -> Option<usize> {
+        if self.batches == 0 {
+            return None;
+        }
+        let (message_type, version) = match value
+            .strip_prefix(b"json:")
+            .and_then(json_scan::scan_prefix)
+        {
+            Some(prefix) => (prefix.message_type, prefix.version),
+            None => {
+                let envelope = envelope::decode(value).ok()?;
+                return self.batch_number(&envelope.message_type, envelope.version);
+            }
+        };
+        self.batch_number(message_type, version)
+    }
+
+    fn batch_number(&self, message_type: &str, version: u64) -> Option<usize> {
+        match self.entry(message_type)? {
+            TypeEntry::Handled { versions, .. } => {
+                versions
+                    .iter()
+                    .find(|entry| entry.version == version)?
+                    .batch
+            }
+            TypeEntry::Ignored => None,
+        }
+    }
+
+    /// Decodes the values of `records` (which [`batch_of`](Self::batch_of) gave one
+    /// number) and runs their batch handler once with those that decode: an outcome for
+    /// each record, in order, as [`dispatch`](Self::dispatch) gives for one. A record
+    /// the batch error names fails; the others are handled.
+    pub(crate) async fn dispatch_batch(
+        &self,
+        records: &mut [(&[u8], &mut Context)],
+    ) -> Vec<Result<(), DispatchError>> {
+        let mut outcomes: Vec<Result<(), DispatchError>> = Vec::with_capacity(records.len());
+        let mut messages = Vec::new();
+        let mut in_batch = Vec::new();
+        let mut handler: Option<&dyn ErasedBatch> = None;
+        for (index, (value, context)) in records.iter_mut().enumerate() {
+            match catch(|| self.start(value, context)) {
+                Ok(Ok(Started::Message(batch, message))) => {
+                    handler = Some(batch);
+                    messages.push((message, context.clone()));
+                    in_batch.push(index);
+                    outcomes.push(Ok(()));
+                }
+                // Not a batch handler's record after all: handled on its own.
+                Ok(Ok(Started::Call(call))) => outcomes.push(match CatchPanic::new(call).await {
+                    Ok(handled) => handled.map_err(DispatchError::Handler),
+                    Err(message) => Err(panicked(message)),
+                }),
+                Ok(Err(reason)) => outcomes.push(Err(DispatchError::Skipped(reason))),
+                Err(message) => outcomes.push(Err(panicked(message))),
+            }
+        }
+        let Some(handler) = handler else {
+            return outcomes;
+        };
+        let result = match catch(|| handler.call_batch(messages)) {
+            Ok(call) => CatchPanic::new(call).await,
+            Err(message) => Err(message),
+        };
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                let (failed, source) = error.into_parts();
+                let source: Arc<BoxError> = Arc::new(source);
+                let failed = failed.unwrap_or_else(|| (0..in_batch.len()).collect());
+                for index in failed.into_iter().filter_map(|i| in_batch.get(i)) {
+                    let shared = BatchFailure(Arc::clone(&source));
+                    outcomes[*index] = Err(DispatchError::Handler(Box::new(shared)));
+                }
+            }
+            Err(message) => {
+                let panic = HandlerPanic::new(message);
+                for index in in_batch {
+                    outcomes[index] = Err(DispatchError::Panicked(panic.clone()));
+                }
+            }
+        }
+        outcomes
+    }
+
     /// The handler for an envelope of the usual shape (`json:`, keys in the order
     /// producers write them), started after one pass over the record; `None` for
     /// anything else, which [`start`](Self::start) then reads in full.
-    fn start_usual_json<'a>(
-        &'a self,
-        value: &[u8],
-        context: &mut Context,
-    ) -> Option<BoxFuture<'a, Result<(), BoxError>>> {
+    fn start_usual_json<'a>(&'a self, value: &[u8], context: &mut Context) -> Option<Started<'a>> {
         let body = value.strip_prefix(b"json:")?;
         let prefix = json_scan::scan_prefix(body)?;
-        let Some(TypeEntry::Handled { name, versions }) = self.types.get(prefix.message_type)
-        else {
+        let Some(TypeEntry::Handled { name, versions }) = self.entry(prefix.message_type) else {
             return None;
         };
-        let (_, handler) = versions
+        let entry = versions
             .iter()
-            .find(|(version, _)| *version == prefix.version)?;
-        handler.call_json_prefix(
+            .find(|entry| entry.version == prefix.version)?;
+        entry.handler.call_json_prefix(
             &body[prefix.message_start..],
             (*name, prefix.version),
             context,
         )
     }
 
-    fn start<'a>(
-        &'a self,
-        value: &[u8],
-        context: &mut Context,
-    ) -> Result<BoxFuture<'a, Result<(), BoxError>>, SkipReason> {
+    fn start<'a>(&'a self, value: &[u8], context: &mut Context) -> Result<Started<'a>, SkipReason> {
         if let Some(started) = self.start_usual_json(value, context) {
             return Ok(started);
         }
@@ -381,7 +465,7 @@ impl Registry {
                 message_type,
                 version,
             }) => {
-                return Err(match self.types.get(message_type.as_str()) {
+                return Err(match self.entry(&message_type) {
                     None => SkipReason::UnknownType { message_type },
                     Some(TypeEntry::Ignored) => SkipReason::Ignored { message_type },
                     Some(TypeEntry::Handled { .. }) => SkipReason::UnknownVersion {
@@ -400,7 +484,7 @@ impl Registry {
             Err(malformed) => SkipReason::Malformed(malformed),
         };
         let owned = || message_type.to_owned();
-        let (name, handler) = match self.types.get(message_type) {
+        let (name, handler) = match self.entry(message_type) {
             None => {
                 return Err(skip(SkipReason::UnknownType {
                     message_type: owned(),
@@ -412,8 +496,11 @@ impl Registry {
                 }));
             }
             Some(TypeEntry::Handled { name, versions }) => {
-                match versions.iter().find(|(v, _)| *v == envelope.version) {
-                    Some((_, handler)) => (*name, handler),
+                match versions
+                    .iter()
+                    .find(|entry| entry.version == envelope.version)
+                {
+                    Some(entry) => (*name, &entry.handler),
                     None => {
                         let version = envelope.version.to_string();
                         return Err(skip(SkipReason::UnknownVersion {

@@ -1,0 +1,172 @@
+//! Handlers with their message type erased, so that handlers of many types share one
+//! list: a single handler starts its call on one message, a batch handler's message is
+//! decoded and kept for a call on many.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use logpipe_core::BoxFuture;
+
+use crate::BoxError;
+use crate::batch_handler::{BatchError, BatchHandler};
+use crate::envelope::{Body, BodyError, json_scan};
+use crate::handler::{Context, Handler};
+use crate::message::Message;
+
+/// What a handler does with a decoded message.
+pub(super) enum Started<'a> {
+    /// A single handler's call on it, started.
+    Call(BoxFuture<'a, Result<(), BoxError>>),
+    /// A batch handler's message, for a call with others, and the handler.
+    Message(&'a dyn ErasedBatch, Box<dyn Any + Send>),
+}
+
+/// A handler of some message type.
+pub(super) trait ErasedHandler: Send + Sync {
+    /// Decodes the message in `body` and starts the handler (or keeps the message).
+    fn call<'a>(&'a self, body: &Body<'_>, context: &Context) -> Result<Started<'a>, BodyError>;
+
+    /// Decodes the message at the start of `rest` (a JSON envelope from its `message`
+    /// on), checks that the envelope ends as producers end it, sets `context` and starts
+    /// the handler (or keeps the message). `None` when anything is unusual: then the full
+    /// path decides.
+    fn call_json_prefix<'a>(
+        &'a self,
+        rest: &[u8],
+        identity: (&'static str, u64),
+        context: &mut Context,
+    ) -> Option<Started<'a>>;
+
+    /// The batch handler, if this is one.
+    fn batch(&self) -> Option<&dyn ErasedBatch>;
+}
+
+/// A batch handler of some message type.
+pub(super) trait ErasedBatch: Send + Sync {
+    /// Calls the handler with messages it decoded ([`Started::Message`]).
+    fn call_batch<'a>(
+        &'a self,
+        messages: Vec<(Box<dyn Any + Send>, Context)>,
+    ) -> BoxFuture<'a, Result<(), BatchError>>;
+}
+
+/// Sets the envelope's fields in `context`, keeping its producer when unchanged.
+pub(super) fn set_envelope(
+    context: &mut Context,
+    (message_type, version): (&'static str, u64),
+    producer: Option<&str>,
+) {
+    context.message_type = message_type;
+    context.version = version;
+    if context.producer.as_deref() != producer {
+        context.producer = producer.map(Arc::from);
+    }
+}
+
+/// The message at the start of `rest`, for [`ErasedHandler::call_json_prefix`].
+fn decode_json_prefix<M: Message>(
+    rest: &[u8],
+    identity: (&'static str, u64),
+    context: &mut Context,
+) -> Option<M> {
+    let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
+    let message = messages.next()?.ok()?;
+    let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
+    set_envelope(context, identity, producer);
+    Some(message)
+}
+
+/// A single handler of messages `M`.
+pub(super) struct Typed<M, H> {
+    handler: H,
+    message: PhantomData<fn(M)>,
+}
+
+impl<M, H> Typed<M, H> {
+    pub(super) fn new(handler: H) -> Self {
+        Self {
+            handler,
+            message: PhantomData,
+        }
+    }
+}
+
+impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
+    fn call<'a>(&'a self, body: &Body<'_>, context: &Context) -> Result<Started<'a>, BodyError> {
+        let message: M = body.deserialize()?;
+        Ok(Started::Call(Box::pin(
+            self.handler.handle(message, context.clone()),
+        )))
+    }
+
+    fn call_json_prefix<'a>(
+        &'a self,
+        rest: &[u8],
+        identity: (&'static str, u64),
+        context: &mut Context,
+    ) -> Option<Started<'a>> {
+        let message = decode_json_prefix::<M>(rest, identity, context)?;
+        Some(Started::Call(Box::pin(
+            self.handler.handle(message, context.clone()),
+        )))
+    }
+
+    fn batch(&self) -> Option<&dyn ErasedBatch> {
+        None
+    }
+}
+
+/// A batch handler of messages `M`.
+pub(super) struct TypedBatch<M, H> {
+    handler: H,
+    message: PhantomData<fn(M)>,
+}
+
+impl<M, H> TypedBatch<M, H> {
+    pub(super) fn new(handler: H) -> Self {
+        Self {
+            handler,
+            message: PhantomData,
+        }
+    }
+}
+
+impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
+    fn call<'a>(&'a self, body: &Body<'_>, _: &Context) -> Result<Started<'a>, BodyError> {
+        let message: M = body.deserialize()?;
+        Ok(Started::Message(self, Box::new(message)))
+    }
+
+    fn call_json_prefix<'a>(
+        &'a self,
+        rest: &[u8],
+        identity: (&'static str, u64),
+        context: &mut Context,
+    ) -> Option<Started<'a>> {
+        let message = decode_json_prefix::<M>(rest, identity, context)?;
+        Some(Started::Message(self, Box::new(message)))
+    }
+
+    fn batch(&self) -> Option<&dyn ErasedBatch> {
+        Some(self)
+    }
+}
+
+impl<M: Message, H: BatchHandler<M>> ErasedBatch for TypedBatch<M, H> {
+    fn call_batch<'a>(
+        &'a self,
+        messages: Vec<(Box<dyn Any + Send>, Context)>,
+    ) -> BoxFuture<'a, Result<(), BatchError>> {
+        let batch = messages
+            .into_iter()
+            .map(|(message, context)| {
+                let message = *message
+                    .downcast::<M>()
+                    .expect("a batch handler is given the messages it decoded");
+                (message, context)
+            })
+            .collect();
+        Box::pin(self.handler.handle_batch(batch))
+    }
+}
