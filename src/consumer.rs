@@ -1,12 +1,20 @@
 //! The consumer: reads records, dispatches them to handlers and stores positions.
 //!
-//! Delivery is at-least-once. A position is stored only after its record was handled (or
-//! skipped, or dead-lettered, under the configured policies), and positions are stored in
-//! batches: every [`commit_every`](ConsumerOptions::commit_every) records, every
-//! [`commit_interval_ms`](ConsumerOptions::commit_interval_ms) while records are pending,
-//! on revocation, and always when the consumer stops.
+//! Delivery is at-least-once. A partition's stored position is its *watermark*: the
+//! newest record below which every record was handled (or skipped, or dead-lettered,
+//! under the configured policies), never past a record still in flight or being retried.
+//! Positions are stored in batches: every [`commit_every`](ConsumerOptions::commit_every)
+//! records, every [`commit_interval_ms`](ConsumerOptions::commit_interval_ms) while
+//! records are pending, on revocation, and always when the consumer stops.
+//!
+//! One handler call runs at a time by default. With
+//! [`concurrency`](ConsumerOptions::concurrency) above 1, up to that many run at once, in
+//! the consumer's own task, and [`ordering`](ConsumerOptions::ordering) says which
+//! records wait for others: those of a partition, of a key, or none. A record being
+//! retried holds up only the records that wait for it.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use tokio_util::sync::CancellationToken;
 
@@ -18,13 +26,17 @@ use crate::health::ConsumerHealth;
 use crate::offsets::OffsetStore;
 use crate::registry::Registry;
 
+mod batches;
+mod handling;
 mod options;
-mod ready_queue;
+mod reader;
+mod schedule;
 mod state;
 mod worker;
 
-pub use options::{BadRecordPolicy, ConsumerOptions, HandlerErrorPolicy};
-use state::RunState;
+pub use options::{
+    BadRecordPolicy, ConsumerOptions, HandlerErrorPolicy, KeylessOrdering, Ordering,
+};
 use worker::Worker;
 
 /// Reads records from a backend and runs the handlers of a [`Registry`], storing
@@ -75,6 +87,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
                 options: ConsumerOptions::default(),
                 dead_letter: None,
                 health: None,
+                retrying: AtomicUsize::new(0),
             },
         }
     }
@@ -109,15 +122,22 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     /// Runs until `shutdown` is cancelled or an error stops it; then stores the positions
     /// of every record handled so far.
     ///
-    /// On shutdown the record being handled is finished; records read ahead but not
-    /// handled are read again by the next run.
+    /// On shutdown the handler calls in flight are finished (for at most
+    /// [`drain_timeout_ms`](ConsumerOptions::drain_timeout_ms)); records waiting to be
+    /// retried, and records read ahead but not handled, are read again by the next run.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when a policy needs a dead-letter stream and none is set;
-    /// [`Error::Handler`] when a handler kept failing under the `stop` policy;
-    /// [`Error::Skipped`] in strict mode; [`Error::Backend`], [`Error::Store`] or
-    /// [`Error::DeadLetter`] when those fail.
+    /// [`Error::Config`] when an option is not valid or a policy needs a dead-letter
+    /// stream and none is set; [`Error::Handler`] when a handler kept failing under the
+    /// `stop` policy; [`Error::Skipped`] in strict mode; [`Error::Backend`],
+    /// [`Error::Store`] or [`Error::DeadLetter`] when those fail.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the consumer without storing the positions of what it
+    /// handled since it last stored them: those records are handled again. Cancel
+    /// `shutdown` instead for a clean stop.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let Consumer {
             mut backend,
@@ -135,23 +155,20 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
         }
         // Headers are only ever copied to the dead-letter stream.
         backend.want_headers(worker.dead_letter.is_some());
-        let mut state = RunState::new(&worker.options);
         tracing::info!(group = %worker.group, "consumer started");
         worker.report(ConsumerHealth::started);
-        // Not ready from the moment it is asked to stop, while it finishes the record in
-        // hand.
+        // Not ready from the moment it is asked to stop, while it finishes the records
+        // in hand.
         let stopping = async {
             shutdown.cancelled().await;
             worker.report(ConsumerHealth::stopping);
-            std::future::pending().await
+            std::future::pending::<()>().await
         };
         let outcome = tokio::select! {
-            outcome = worker.run_loop(&mut backend, &mut state, &shutdown) => outcome,
+            outcome = worker.run(backend, &shutdown) => outcome,
             () = stopping => unreachable!("it waits for ever once it reported"),
         };
-        let stored = worker.commit(&mut backend, &mut state).await;
         tracing::info!(group = %worker.group, ok = outcome.is_ok(), "consumer stopped");
-        let outcome = outcome.and(stored);
         if let Some(health) = &worker.health {
             health.stopped(outcome.as_ref().err().map(|err| error_chain(err)));
         }

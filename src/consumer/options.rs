@@ -1,4 +1,5 @@
-//! The `[consumer]` table: how a consumer commits, retries and treats bad records.
+//! The `[consumer]` table: how a consumer commits, retries, treats bad records, and how
+//! many records it handles at once in which order.
 
 use serde::Deserialize;
 
@@ -29,7 +30,34 @@ pub enum BadRecordPolicy {
     DeadLetter,
 }
 
-/// How a consumer commits, retries and treats bad records.
+/// Which records a consumer that handles several at once keeps in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ordering {
+    /// The records of one partition are handled one at a time, in order; partitions run
+    /// side by side.
+    Partition,
+    /// The records of one key (within a partition) are handled in order; records of
+    /// different keys run side by side. The default: a key names one entity, whose
+    /// messages must not overtake each other.
+    #[default]
+    Key,
+    /// Any record may run beside any other.
+    Unordered,
+}
+
+/// How keyless records are ordered under [`Ordering::Key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeylessOrdering {
+    /// A partition's keyless records count as one key: handled in order. The default.
+    #[default]
+    Partition,
+    /// Keyless records run beside anything.
+    Unordered,
+}
+
+/// How a consumer commits, retries, treats bad records, and runs handlers side by side.
 ///
 /// In a configuration file these are the keys of the `[consumer]` table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,6 +89,28 @@ pub struct ConsumerOptions {
     /// itself stalled (not ready; see [`health`](crate::health)), in milliseconds.
     /// Default 60000.
     pub stalled_after_ms: u64,
+    /// Handler calls in flight at once (a batch handler's call counts once). Default 1:
+    /// one record at a time, in the order read.
+    pub concurrency: u32,
+    /// Which records wait for others when `concurrency` is above 1. Default `key`.
+    pub ordering: Ordering,
+    /// How keyless records are ordered under `ordering = "key"`. Default `partition`.
+    pub keyless_ordering: KeylessOrdering,
+    /// Records of one partition held at most between its stored position and the
+    /// newest record read (waiting, being handled, or handled after a record still being
+    /// handled); reading that partition pauses at this many, and goes on once half are
+    /// done. Default: `2 × concurrency`, at least 1000.
+    pub max_in_flight_per_partition: Option<u32>,
+    /// How long a consumer that stops, or gives partitions up, waits for the handler
+    /// calls in flight (on those partitions) to finish, in milliseconds; past it they are
+    /// abandoned and their records read again by the next owner. Records waiting to be
+    /// retried are abandoned at once. Default 30000.
+    pub drain_timeout_ms: u64,
+    /// Records a batch handler gets at most in one call. Default 500.
+    pub batch_max_records: u32,
+    /// How long a batch handler's batch waits for more records after its first, in
+    /// milliseconds. Default 0: a batch holds what is ready at once.
+    pub batch_linger_ms: u64,
 }
 
 impl Default for ConsumerOptions {
@@ -76,6 +126,13 @@ impl Default for ConsumerOptions {
             strict: false,
             min_message_lag_ms: 0,
             stalled_after_ms: 60_000,
+            concurrency: 1,
+            ordering: Ordering::Key,
+            keyless_ordering: KeylessOrdering::Partition,
+            max_in_flight_per_partition: None,
+            drain_timeout_ms: 30_000,
+            batch_max_records: 500,
+            batch_linger_ms: 0,
         }
     }
 }
@@ -86,16 +143,48 @@ impl ConsumerOptions {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Invalid`] for a zero `commit_every` or `commit_interval_ms`.
+    /// [`ConfigError::Invalid`] for a zero `commit_every`, `commit_interval_ms`,
+    /// `concurrency`, `max_in_flight_per_partition` or `batch_max_records`, or a
+    /// `concurrency` above 65536.
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         let invalid =
             |key: &str, message: &str| ConfigError::invalid(format!("{prefix}{key}"), message);
-        if self.commit_every == 0 {
-            return Err(invalid("commit_every", "must be at least 1"));
+        let at_least_one = [
+            ("commit_every", u64::from(self.commit_every)),
+            ("commit_interval_ms", self.commit_interval_ms),
+            ("concurrency", u64::from(self.concurrency)),
+            (
+                "max_in_flight_per_partition",
+                self.max_in_flight_per_partition.map_or(1, u64::from),
+            ),
+            ("batch_max_records", u64::from(self.batch_max_records)),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(key, "must be at least 1"));
         }
-        if self.commit_interval_ms == 0 {
-            return Err(invalid("commit_interval_ms", "must be at least 1"));
+        if self.concurrency > MAX_CONCURRENCY {
+            return Err(invalid("concurrency", "must be at most 65536"));
         }
         Ok(())
     }
+
+    /// The records of one partition held at most (`max_in_flight_per_partition`, or its
+    /// default).
+    pub(crate) fn partition_window(&self) -> usize {
+        self.max_in_flight_per_partition
+            .unwrap_or_else(|| (2 * self.concurrency).max(1000)) as usize
+    }
+
+    /// The ordering that holds in effect: with one handler call at a time, records run
+    /// in the order read, which needs no bookkeeping of keys.
+    pub(crate) fn effective_ordering(&self) -> Ordering {
+        if self.concurrency == 1 {
+            Ordering::Partition
+        } else {
+            self.ordering
+        }
+    }
 }
+
+/// The most handler calls a consumer may have in flight.
+const MAX_CONCURRENCY: u32 = 65_536;

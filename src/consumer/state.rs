@@ -1,12 +1,10 @@
-//! What one run of a consumer keeps track of: records waiting, positions not stored,
+//! What one run of a consumer keeps track of besides its records: positions not stored,
 //! read failures, and the metrics of the records handled.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ConsumerOptions;
-use super::ready_queue::ReadyQueue;
-use crate::backend::Record;
 
 /// The metrics of the records of one stream and message type that were handled,
 /// registered once rather than for every record.
@@ -19,7 +17,6 @@ pub(super) struct HandledMetrics {
 
 /// What one run of a consumer keeps track of.
 pub(super) struct RunState {
-    pub(super) queue: ReadyQueue,
     /// One entry for each (stream, message type) handled so far: few.
     pub(super) handled: Vec<HandledMetrics>,
     /// Records handled (or skipped) since positions were last stored.
@@ -33,14 +30,11 @@ pub(super) struct RunState {
     pub(super) backend_failing_since: Option<Instant>,
     /// What failed last, of those.
     pub(super) read_failure: String,
-    /// Whether a handler failed on the record in hand and is being retried.
-    pub(super) retrying: bool,
 }
 
 impl RunState {
     pub(super) fn new(options: &ConsumerOptions) -> Self {
         Self {
-            queue: ReadyQueue::new(Duration::from_millis(options.min_message_lag_ms)),
             handled: Vec::new(),
             pending_records: 0,
             last_commit: Instant::now(),
@@ -49,13 +43,7 @@ impl RunState {
             read_errors_since: None,
             backend_failing_since: None,
             read_failure: String::new(),
-            retrying: false,
         }
-    }
-
-    pub(super) fn mark(&mut self, record: &Record) {
-        self.queue.mark_handled(record);
-        self.pending_records += 1;
     }
 
     pub(super) fn handled_metrics(

@@ -1,36 +1,38 @@
-//! The worker: reads events, hands records to their handlers one at a time, retries,
-//! skips and dead-letters, and stores positions in batches.
+//! The worker: reads events, starts handler calls as the ordering allows (up to the
+//! concurrency), notes what each came to, and stores positions in batches.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use super::ConsumerOptions;
+use super::batches::OpenBatches;
+use super::handling::{Finished, Outcome};
+use super::reader::Reader;
+use super::schedule::{Queued, Schedule, Stops};
 use super::state::RunState;
-use super::{BadRecordPolicy, ConsumerOptions, HandlerErrorPolicy};
-use crate::backend::{BackendError, ConsumerBackend, ConsumerEvent, Record};
+use crate::backend::{ConsumerBackend, ConsumerEvent, Record};
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
-use crate::handler::Context;
+use crate::error_chain;
 use crate::health::ConsumerHealth;
 use crate::offsets::OffsetStore;
-use crate::registry::{DispatchError, Registry, SkipReason};
-use crate::{BoxError, error_chain};
+use crate::registry::Registry;
 
-/// Records read ahead and not yet handled, at most. Past this, reading pauses.
+/// Records read ahead and not started yet, at least, before reading pauses (a partition
+/// holding a full window is paused before that).
 const MAX_BUFFERED: usize = 10_000;
-/// Records handled in a row before the consumer lets other tasks run.
+/// Records started in a row before the consumer lets other tasks run.
 const RECORDS_PER_TURN: usize = 64;
 
-/// Whether the consumer goes on after a record.
-enum Flow {
-    Continue,
-    Stop,
-}
-
-/// A consumer's parts other than its backend, so that handling can borrow them while the
-/// backend is borrowed mutably.
+/// A consumer's parts other than its backend, which the handler calls borrow.
 pub(super) struct Worker<S> {
     pub(super) store: S,
     pub(super) registry: Arc<Registry>,
@@ -38,7 +40,17 @@ pub(super) struct Worker<S> {
     pub(super) options: ConsumerOptions,
     pub(super) dead_letter: Option<DeadLetter>,
     pub(super) health: Option<ConsumerHealth>,
+    /// Records and batches being retried now.
+    pub(super) retrying: AtomicUsize,
 }
+
+/// What a handler call comes to: one record's outcome, or a batch's.
+enum Done {
+    One(Finished),
+    Batch(Vec<Finished>),
+}
+
+type Call<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 
 impl<S: OffsetStore> Worker<S> {
     pub(super) fn report(&self, update: impl FnOnce(&ConsumerHealth)) {
@@ -47,99 +59,283 @@ impl<S: OffsetStore> Worker<S> {
         }
     }
 
-    pub(super) async fn run_loop<B: ConsumerBackend>(
+    /// Runs until `shutdown` or an error; then lets the handler calls in flight finish
+    /// (for at most `drain_timeout_ms`) and stores the positions of what was handled.
+    pub(super) async fn run<B: ConsumerBackend>(
         &self,
-        backend: &mut B,
-        state: &mut RunState,
+        backend: B,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
-        let commit_every = self.options.commit_every as usize;
+        let stops = Stops::new();
+        let options = &self.options;
+        let mut run = Run {
+            worker: self,
+            reader: Reader::new(backend),
+            state: RunState::new(options),
+            schedule: Schedule::new(
+                options.effective_ordering(),
+                options.keyless_ordering,
+                Duration::from_millis(options.min_message_lag_ms),
+                options.partition_window(),
+                stops.clone(),
+            ),
+            calls: FuturesUnordered::new(),
+            batches: OpenBatches::new(
+                options.batch_max_records as usize,
+                Duration::from_millis(options.batch_linger_ms),
+            ),
+            stops,
+        };
+        let outcome = run.run_loop(shutdown).await;
+        // Retries end now; calls under way may finish.
+        run.stops.retries.cancel();
+        for queued in run.batches.take_all(None) {
+            run.schedule.finished(&queued.ticket);
+        }
+        let drained = run.drain(None).await;
+        let stored = run.commit().await;
+        outcome.and(drained).and(stored)
+    }
+}
+
+/// One run of a consumer: its backend, its records and the handler calls in flight.
+struct Run<'a, B, S> {
+    worker: &'a Worker<S>,
+    reader: Reader<B>,
+    state: RunState,
+    schedule: Schedule,
+    calls: FuturesUnordered<Call<'a>>,
+    batches: OpenBatches,
+    /// The parent of every partition's stops.
+    stops: Stops,
+}
+
+impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
+    async fn run_loop(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
+        let options = &self.worker.options;
+        let concurrency = options.concurrency as usize;
+        let commit_every = options.commit_every as usize;
+        let max_buffered = MAX_BUFFERED.max(2 * options.partition_window());
         loop {
-            let mut handled_this_turn = 0;
-            while let Some(record) = state.queue.pop_ripe() {
-                if let Flow::Stop = self.process(record, state, shutdown).await? {
-                    return Ok(());
+            let mut started = 0;
+            while self.calls.len() < concurrency {
+                let Some(queued) = self.schedule.pop() else {
+                    break;
+                };
+                if queued.batch.is_some() {
+                    if let Some(full) = self.batches.add(queued) {
+                        self.start_batch(full);
+                    }
+                } else {
+                    self.start_one(queued).await?;
                 }
-                if state.pending_records >= commit_every {
-                    self.commit(backend, state).await?;
+                if self.state.pending_records >= commit_every {
+                    self.commit().await?;
                 }
                 if shutdown.is_cancelled() {
                     return Ok(());
                 }
-                handled_this_turn += 1;
-                if handled_this_turn % RECORDS_PER_TURN == 0 {
+                started += 1;
+                if started % RECORDS_PER_TURN == 0 {
                     // Let the other consumers of this process have a turn.
                     tokio::task::yield_now().await;
                 }
             }
-            tokio::task::yield_now().await;
-            let ripe_at = state.queue.next_ripe_at();
-            let commit_at = state.commit_deadline();
-            let read_backoff = state.read_backoff;
-            let can_read = state.queue.len() < MAX_BUFFERED;
+            let now = Instant::now();
+            while self.calls.len() < concurrency
+                && let Some(batch) = self.batches.take_due(now)
+            {
+                self.start_batch(batch);
+            }
+            if self.state.commit_deadline().is_some_and(|at| at <= now) {
+                self.commit().await?;
+            }
+            self.change_pauses().await?;
+            if started > 0 {
+                tokio::task::yield_now().await;
+            }
+            let wake_at = [
+                self.schedule.next_ripe_at(),
+                self.batches
+                    .next_due()
+                    .filter(|_| self.calls.len() < concurrency),
+                self.state.commit_deadline(),
+                self.reader.tell_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let can_read = self.schedule.waiting() < max_buffered;
+            let backoff = self.state.read_backoff;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                () = sleep_until(commit_at), if commit_at.is_some() => self.commit(backend, state).await?,
-                () = sleep_until(ripe_at), if ripe_at.is_some() => {}
-                event = read_after(backend, read_backoff), if can_read => match event {
-                    Ok(event) => {
-                        if state.read_backoff.take().is_some() {
-                            state.read_errors_since = None;
-                            self.report_reads(state, None);
-                        }
-                        self.on_event(backend, event, state).await?;
+                event = self.reader.next(backoff), if can_read => self.on_read(event).await?,
+                Some(done) = self.calls.next(), if !self.calls.is_empty() => {
+                    self.note(done)?;
+                    // Note every other call that is done as well, in one go.
+                    while let Some(Some(done)) = self.calls.next().now_or_never() {
+                        self.note(done)?;
                     }
-                    Err(err) if err.is_retriable() => {
-                        let wait = state.next_read_backoff();
-                        let reason = error_chain(&err);
-                        tracing::warn!(error = %reason, ?wait, "reading failed; trying again");
-                        state.read_errors_since.get_or_insert_with(Instant::now);
-                        self.report_reads(state, Some(reason));
+                }
+                () = sleep_until(wake_at), if wake_at.is_some() => {
+                    if self.reader.tell_at().is_some_and(|at| at <= Instant::now()) {
+                        self.reader.backend().await?;
                     }
-                    Err(err) => return Err(err.into()),
-                },
+                }
             }
         }
     }
 
-    async fn on_event<B: ConsumerBackend>(
-        &self,
-        backend: &mut B,
-        event: ConsumerEvent,
-        state: &mut RunState,
+    /// Starts one record's handler call. A call that completes at once (a handler that
+    /// does not wait) is noted at once, without joining the calls in flight.
+    async fn start_one(&mut self, queued: Queued) -> Result<(), Error> {
+        let stops = self.schedule.stops(&queued.ticket);
+        let worker = self.worker;
+        let mut call: Call<'a> =
+            Box::pin(async move { Done::One(worker.handle_record(queued, stops).await) });
+        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            Poll::Ready(done) => self.note(done),
+            Poll::Pending => {
+                self.calls.push(call);
+                Ok(())
+            }
+        }
+    }
+
+    fn start_batch(&mut self, batch: Vec<Queued>) {
+        let tickets: Vec<_> = batch.iter().map(|queued| queued.ticket).collect();
+        self.schedule.batch_started(&tickets);
+        let stops = self.schedule.stops(&tickets[0]);
+        let worker = self.worker;
+        self.calls.push(Box::pin(async move {
+            Done::Batch(worker.handle_batch(batch, stops).await)
+        }));
+    }
+
+    /// Notes what a call came to: its records are done, or given up; the first error
+    /// that stops the consumer is returned.
+    fn note(&mut self, done: Done) -> Result<(), Error> {
+        match done {
+            Done::One(finished) => self.note_one(finished),
+            Done::Batch(finished) => finished
+                .into_iter()
+                .map(|finished| self.note_one(finished))
+                .fold(Ok(()), Result::and),
+        }
+    }
+
+    fn note_one(&mut self, finished: Finished) -> Result<(), Error> {
+        let Finished {
+            ticket,
+            stream,
+            outcome,
+        } = finished;
+        match outcome {
+            Outcome::Handled {
+                elapsed,
+                message_type,
+            } => {
+                let metrics = self.state.handled_metrics(&stream, message_type);
+                metrics.seconds.record(elapsed);
+                metrics.total.increment(1);
+                self.schedule.done(&ticket);
+                self.state.pending_records += 1;
+                Ok(())
+            }
+            Outcome::Skipped => {
+                self.schedule.done(&ticket);
+                self.state.pending_records += 1;
+                Ok(())
+            }
+            Outcome::Stop(error) => {
+                self.schedule.finished(&ticket);
+                Err(error)
+            }
+            Outcome::Cancelled => {
+                self.schedule.finished(&ticket);
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_read(
+        &mut self,
+        event: Result<ConsumerEvent, crate::backend::BackendError>,
     ) -> Result<(), Error> {
+        match event {
+            Ok(event) => {
+                if self.state.read_backoff.take().is_some() {
+                    self.state.read_errors_since = None;
+                    self.report_reads(None);
+                }
+                self.on_event(event).await
+            }
+            Err(err) if err.is_retriable() => {
+                let wait = self.state.next_read_backoff();
+                let reason = error_chain(&err);
+                tracing::warn!(error = %reason, ?wait, "reading failed; trying again");
+                self.state
+                    .read_errors_since
+                    .get_or_insert_with(Instant::now);
+                self.report_reads(Some(reason));
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn on_event(&mut self, event: ConsumerEvent) -> Result<(), Error> {
+        let worker = self.worker;
         match event {
             ConsumerEvent::Assigned(partitions) => {
                 for partition in partitions {
                     // A store the backend resumes from by itself (Kafka's group commits)
                     // is not asked: the backend starts where the group left off.
-                    let position = if self.store.resumed_by_backend() {
-                        None
+                    let (position, handled_before) = if worker.store.resumed_by_backend() {
+                        (None, Vec::new())
                     } else {
-                        self.store.load(&self.group, &partition).await?
+                        (
+                            worker.store.load(&worker.group, &partition).await?,
+                            worker.store.load_handled(&worker.group, &partition).await?,
+                        )
                     };
                     tracing::info!(%partition, position = ?position, "partition assigned");
-                    backend.seek(&partition, position.as_ref()).await?;
+                    self.schedule.assign(&partition, handled_before);
+                    self.reader
+                        .backend()
+                        .await?
+                        .seek(&partition, position.as_ref())
+                        .await?;
                 }
-                self.report(ConsumerHealth::assigned);
+                worker.report(ConsumerHealth::assigned);
             }
             ConsumerEvent::Revoked(partitions) => {
-                self.commit(backend, state).await?;
+                let slots = self.schedule.revoke(&partitions);
+                for queued in self.batches.take_all(Some(&slots)) {
+                    self.schedule.finished(&queued.ticket);
+                }
+                let drained = self.drain(Some(&slots)).await;
+                self.commit().await?;
+                self.schedule.remove(&slots);
                 for partition in &partitions {
                     tracing::info!(%partition, "partition revoked");
                 }
-                state.queue.remove(&partitions);
+                drained?;
             }
-            ConsumerEvent::Records(records) => state.queue.extend(records),
+            ConsumerEvent::Records(records) => {
+                let registry = &worker.registry;
+                let batch_of = |record: &Record| registry.batch_of(&record.value);
+                self.schedule.extend(records, batch_of);
+            }
             ConsumerEvent::ReadsFailing { since, reason } => {
-                state.backend_failing_since = Some(since);
-                self.report_reads(state, Some(reason));
+                self.state.backend_failing_since = Some(since);
+                self.report_reads(Some(reason));
             }
             ConsumerEvent::ReadsSucceed => {
-                state.read_errors_since = None;
-                state.backend_failing_since = None;
-                self.report_reads(state, None);
+                self.state.read_errors_since = None;
+                self.state.backend_failing_since = None;
+                self.report_reads(None);
             }
         }
         Ok(())
@@ -147,7 +343,8 @@ impl<S: OffsetStore> Worker<S> {
 
     /// Reports since when reads have been failing (the earlier of the errors
     /// `next_event` returned and what the backend says), or that they succeed.
-    fn report_reads(&self, state: &mut RunState, reason: Option<String>) {
+    fn report_reads(&mut self, reason: Option<String>) {
+        let state = &mut self.state;
         if let Some(reason) = reason {
             state.read_failure = reason;
         }
@@ -156,266 +353,81 @@ impl<S: OffsetStore> Worker<S> {
             .into_iter()
             .chain(state.backend_failing_since)
             .min();
-        let stalled_after = Duration::from_millis(self.options.stalled_after_ms);
-        self.report(|health| match since {
+        let stalled_after = Duration::from_millis(self.worker.options.stalled_after_ms);
+        self.worker.report(|health| match since {
             Some(since) => health.reads_failing(since, state.read_failure.clone(), stalled_after),
             None => health.reads_succeed(),
         });
     }
 
-    async fn process(
-        &self,
-        record: Record,
-        state: &mut RunState,
-        shutdown: &CancellationToken,
-    ) -> Result<Flow, Error> {
-        let span = tracing::debug_span!(
-            "record",
-            stream = %record.partition.stream,
-            partition = %record.partition.partition,
-            position = %record.position,
-            r#type = tracing::field::Empty,
-            version = tracing::field::Empty,
-        );
-        self.process_in_span(record, state, shutdown)
-            .instrument(span)
-            .await
-    }
-
-    async fn process_in_span(
-        &self,
-        mut record: Record,
-        state: &mut RunState,
-        shutdown: &CancellationToken,
-    ) -> Result<Flow, Error> {
-        let mut context = Context::new(
-            Arc::clone(&self.group),
-            record.partition.clone(),
-            record.position.clone(),
-        );
-        // The key moves to the context (each attempt's handler gets a copy of it) and
-        // back to the record for the paths that need the whole record again.
-        context.key = record.key.take();
-        context.timestamp = record.timestamp;
-        let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let started = Instant::now();
-            let outcome = self.registry.dispatch(&record.value, &mut context).await;
-            let elapsed = started.elapsed();
-            if attempts == 1 && !context.message_type.is_empty() {
-                let span = tracing::Span::current();
-                span.record("type", context.message_type);
-                span.record("version", context.version);
-            }
-            let failure = match outcome {
-                Ok(()) => {
-                    let metrics =
-                        state.handled_metrics(&record.partition.stream, context.message_type);
-                    metrics.seconds.record(elapsed);
-                    metrics.total.increment(1);
-                    if state.retrying {
-                        state.retrying = false;
-                        self.report(ConsumerHealth::assigned);
-                    }
-                    state.mark(&record);
-                    return Ok(Flow::Continue);
-                }
-                Err(DispatchError::Skipped(reason)) => {
-                    record.key = context.key.take();
-                    return self.skip(record, reason, state).await;
-                }
-                Err(DispatchError::Handler(error)) => Failure {
-                    error,
-                    reason: "handler_error",
-                    what: "handler failed",
-                },
-                Err(DispatchError::Panicked(panic)) => {
-                    metrics::counter!("logpipe_handler_panics_total", "stream" => Arc::clone(&record.partition.stream))
-                        .increment(1);
-                    Failure {
-                        error: Box::new(panic),
-                        reason: "panic",
-                        what: "handler panicked",
-                    }
-                }
-            };
-            if attempts > self.options.max_retries {
-                record.key = context.key.take();
-                return self
-                    .handler_failed(record, context, attempts, failure, state)
-                    .await;
-            }
-            metrics::counter!("logpipe_handler_retries_total", "stream" => Arc::clone(&record.partition.stream))
-                .increment(1);
-            tracing::warn!(
-                partition = %record.partition,
-                position = %record.position,
-                attempt = attempts,
-                error = %error_chain(&*failure.error),
-                ?backoff,
-                "{}; retrying",
-                failure.what,
-            );
-            if !state.retrying {
-                state.retrying = true;
-                self.report(ConsumerHealth::retrying);
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(Flow::Stop),
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
+    /// Pauses the partitions holding a full window and resumes those down to half.
+    async fn change_pauses(&mut self) -> Result<(), Error> {
+        let (pause, resume) = self.schedule.pauses();
+        if !pause.is_empty() {
+            tracing::debug!(?pause, "partitions hold a full window; pausing them");
+            self.reader.pause(pause);
         }
-    }
-
-    async fn skip(
-        &self,
-        record: Record,
-        reason: SkipReason,
-        state: &mut RunState,
-    ) -> Result<Flow, Error> {
-        let ignored = matches!(reason, SkipReason::Ignored { .. });
-        if self.options.strict && !ignored {
-            return Err(Error::Skipped {
-                partition: record.partition,
-                position: record.position,
-                reason,
-            });
+        if !resume.is_empty() {
+            tracing::debug!(?resume, "partitions resumed");
+            self.reader.resume(&resume).await?;
         }
-        let detail = error_chain(&reason);
-        match reason {
-            SkipReason::Ignored { .. } => {
-                tracing::debug!(reason = reason.label(), "{detail}; skipped")
-            }
-            SkipReason::Validation { .. } => {
-                tracing::warn!(reason = reason.label(), "{detail}; skipped")
-            }
-            _ => tracing::error!(reason = reason.label(), "{detail}; skipped"),
-        }
-        metrics::counter!(
-            "logpipe_records_skipped_total",
-            "stream" => Arc::clone(&record.partition.stream),
-            "reason" => reason.label(),
-        )
-        .increment(1);
-        if !ignored && self.options.on_bad_record == BadRecordPolicy::DeadLetter {
-            self.dead_letter(&record, reason.label(), &detail).await?;
-        }
-        state.mark(&record);
-        Ok(Flow::Continue)
-    }
-
-    async fn handler_failed(
-        &self,
-        record: Record,
-        context: Context,
-        attempts: u32,
-        failure: Failure,
-        state: &mut RunState,
-    ) -> Result<Flow, Error> {
-        metrics::counter!("logpipe_handler_failures_total", "stream" => Arc::clone(&record.partition.stream)).increment(1);
-        let detail = error_chain(&*failure.error);
-        let policy = self.options.on_handler_error;
-        tracing::error!(
-            partition = %record.partition,
-            position = %record.position,
-            attempts,
-            error = %detail,
-            "{}; {}",
-            failure.what,
-            match policy {
-                HandlerErrorPolicy::Stop => "stopping the consumer",
-                HandlerErrorPolicy::DeadLetter => "dead-lettering the record",
-            },
-        );
-        match policy {
-            HandlerErrorPolicy::Stop => Err(Error::Handler {
-                partition: record.partition,
-                position: record.position,
-                message_type: context.message_type,
-                version: context.version,
-                attempts,
-                source: failure.error,
-            }),
-            HandlerErrorPolicy::DeadLetter => {
-                self.dead_letter(&record, failure.reason, &detail).await?;
-                state.mark(&record);
-                if state.retrying {
-                    state.retrying = false;
-                    self.report(ConsumerHealth::assigned);
-                }
-                Ok(Flow::Continue)
-            }
-        }
-    }
-
-    async fn dead_letter(&self, record: &Record, reason: &str, detail: &str) -> Result<(), Error> {
-        let dead_letter = self
-            .dead_letter
-            .as_ref()
-            .expect("checked when the consumer started");
-        dead_letter
-            .send(record, reason, detail)
-            .await
-            .map_err(|source| Error::DeadLetter {
-                partition: record.partition.clone(),
-                position: record.position.clone(),
-                source,
-            })?;
-        metrics::counter!(
-            "logpipe_records_dead_lettered_total",
-            "stream" => Arc::clone(&record.partition.stream),
-            "reason" => reason.to_owned(),
-        )
-        .increment(1);
         Ok(())
     }
 
-    pub(super) async fn commit<B: ConsumerBackend>(
-        &self,
-        backend: &mut B,
-        state: &mut RunState,
-    ) -> Result<(), Error> {
-        state.last_commit = Instant::now();
-        if state.pending_records == 0 {
+    /// Waits until the records started in `slots` (every slot when `None`) are finished,
+    /// noting what every call comes to meanwhile; past `drain_timeout_ms` the calls still
+    /// under way there are abandoned. Returns the first error that would stop the
+    /// consumer.
+    async fn drain(&mut self, slots: Option<&[u64]>) -> Result<(), Error> {
+        let timeout = Duration::from_millis(self.worker.options.drain_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let mut abandoned = false;
+        let mut first = Ok(());
+        while self.schedule.started(slots) > 0 {
+            tokio::select! {
+                done = self.calls.next() => match done {
+                    Some(done) => first = first.and(self.note(done)),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline.into()), if !abandoned => {
+                    tracing::warn!(
+                        records = self.schedule.started(slots),
+                        ?timeout,
+                        "handlers still running after the drain timeout; abandoning them, their records are read again"
+                    );
+                    self.schedule.abandon(slots);
+                    abandoned = true;
+                }
+            }
+        }
+        first
+    }
+
+    /// Stores each partition's watermark that moved.
+    async fn commit(&mut self) -> Result<(), Error> {
+        self.state.last_commit = Instant::now();
+        if self.state.pending_records == 0 {
             return Ok(());
         }
-        let positions = state.queue.handled();
-        self.store.store(&self.group, &positions).await?;
-        backend.stored(&positions);
-        metrics::histogram!("logpipe_commit_seconds")
-            .record(state.last_commit.elapsed().as_secs_f64());
-        tracing::debug!(
-            partitions = positions.len(),
-            records = state.pending_records,
-            "positions stored"
-        );
-        state.queue.forget_handled();
-        state.pending_records = 0;
+        let positions = self.schedule.handled();
+        if !positions.is_empty() {
+            self.worker
+                .store
+                .store(&self.worker.group, &positions)
+                .await?;
+            metrics::histogram!("logpipe_commit_seconds")
+                .record(self.state.last_commit.elapsed().as_secs_f64());
+            tracing::debug!(
+                partitions = positions.len(),
+                records = self.state.pending_records,
+                "positions stored"
+            );
+            self.schedule.forget_handled();
+            self.reader.stored(positions);
+        }
+        self.state.pending_records = 0;
         Ok(())
     }
-}
-
-/// A handler call that failed: its error, the reason dead letters and metrics give, and
-/// what the log says.
-struct Failure {
-    error: BoxError,
-    /// `handler_error` or `panic`.
-    reason: &'static str,
-    what: &'static str,
-}
-
-/// Waits `backoff` (after a retriable read error), then reads the next event.
-async fn read_after<B: ConsumerBackend>(
-    backend: &mut B,
-    backoff: Option<Duration>,
-) -> Result<ConsumerEvent, BackendError> {
-    if let Some(wait) = backoff {
-        tokio::time::sleep(wait).await;
-    }
-    backend.next_event().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -575,9 +575,10 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
     });
     let running = Running::start(consumer);
     let send = |event: Scripted| events.send(event).unwrap();
-    send(Ok(ConsumerEvent::Assigned(vec![PartitionRef::new(
-        "people", "0",
-    )])));
+    send(Ok(ConsumerEvent::Assigned(vec![
+        PartitionRef::new("people", "0"),
+        PartitionRef::new("people", "1"),
+    ])));
     assert_eq!(running.wait_ready(true).await, "people: running\n");
 
     // Errors that next_event returns, such as while the brokers cannot be reached.

@@ -457,6 +457,33 @@ fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing()
     killed_service(true, &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())]);
 }
 
+#[test]
+fn kafka_a_killed_consumer_with_64_handlers_in_flight_loses_and_repeats_nothing() {
+    // The handlers' transactions mark each record handled, whatever finished before it;
+    // the restarted service skips the marked ones above the stored watermark.
+    killed_service(
+        false,
+        &[
+            ("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned()),
+            ("LOGPIPE_CONSUMER__CONCURRENCY", "64".to_owned()),
+        ],
+    );
+}
+
+#[test]
+fn kafka_a_killed_consumer_with_64_handlers_in_flight_repeats_only_what_is_above_its_watermarks() {
+    // The group holds each partition's watermark: records handled above it when the
+    // service is killed (finished beside a record still in flight) are read again, and
+    // only those.
+    killed_service(
+        true,
+        &[
+            ("LOGPIPE_OFFSET_STORE", "kafka://".to_owned()),
+            ("LOGPIPE_CONSUMER__CONCURRENCY", "64".to_owned()),
+        ],
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_partitions_added_to_a_topic_later_are_read_too() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};

@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod concurrency;
 mod consumer;
 mod django_peer;
 #[cfg(feature = "kafka")]

@@ -48,6 +48,18 @@ fn records_covered(db: &Path, group: &str) -> i64 {
     .unwrap_or(0)
 }
 
+/// Records marked handled by a handler's own transaction and not yet below a stored
+/// position.
+fn records_marked(db: &Path, group: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM logpipe_handled WHERE consumer_group = ?1",
+        [group],
+        |row| row.get(0),
+    )
+    .unwrap_or(0)
+}
+
 pub(crate) fn terminate(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -118,9 +130,12 @@ fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_r
         people(&db).count == 100 && ignored.load(Ordering::SeqCst) == 20
     });
     assert_eq!(
-        records_covered(&db, "people_table"),
-        100,
-        "only the handlers' own position writes so far"
+        (
+            records_covered(&db, "people_table"),
+            records_marked(&db, "people_table")
+        ),
+        (0, 100),
+        "only the handlers' own marks so far, no stored position"
     );
     terminate(&child);
     let status = wait_for_exit(&mut child);
@@ -132,9 +147,12 @@ fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_r
         log.join("\n")
     );
     assert_eq!(
-        records_covered(&db, "people_table"),
-        120,
-        "every record read is covered by a stored position"
+        (
+            records_covered(&db, "people_table"),
+            records_marked(&db, "people_table")
+        ),
+        (120, 0),
+        "every record read is covered by a stored position, which replaces the marks"
     );
     assert!(
         log.iter().any(|line| line.contains("SIGTERM received")),
@@ -143,8 +161,10 @@ fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_r
     );
 }
 
-#[test]
-fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_duplicates_nothing() {
+/// Kills `people_service` (with `extra_env`) with SIGKILL while it consumes from the
+/// file `people_producer` writes to, and starts it again: the handlers' transactions
+/// leave nothing lost and nothing applied twice.
+fn killed_on_one_file(extra_env: &[(&str, &str)]) {
     const PEOPLE: i64 = 3000;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("logpipe.db");
@@ -152,7 +172,7 @@ fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_dupli
     Scenario {
         people: PEOPLE,
         kill_after: 300,
-        // The handler writes its row and its position in one transaction.
+        // The handler writes its row and marks its record handled in one transaction.
         max_duplicates: MaxDuplicates::Fixed(0),
         db: &db,
         log: &dir.path().join("service.log"),
@@ -161,11 +181,27 @@ fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_dupli
         let mut command = Command::new(program);
         command
             .env("LOGPIPE_BACKEND", &backend)
+            .envs(extra_env.iter().copied())
             .env_remove("LOGPIPE_CONFIG")
             .current_dir(dir.path());
         command
     });
     assert_eq!(records_covered(&db, "people_table"), PEOPLE);
+}
+
+#[test]
+fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_duplicates_nothing() {
+    killed_on_one_file(&[]);
+}
+
+#[test]
+fn a_consumer_with_64_handlers_in_flight_killed_with_kill_9_loses_and_duplicates_nothing() {
+    // Records finish out of order here; those marked handled above the stored watermark
+    // are skipped after the restart.
+    killed_on_one_file(&[
+        ("LOGPIPE_CONSUMER__CONCURRENCY", "64"),
+        ("LOGPIPE_CONSUMER__COMMIT_EVERY", "500"),
+    ]);
 }
 
 #[test]

@@ -104,14 +104,14 @@ pub(crate) fn people_registry(seen: &Seen) -> Registry {
 
 /// The backend and offset store of a setup's configuration, opened as `run_consumers`
 /// opens them, and a runtime to work in.
-struct World {
-    backend: AnyBackend,
-    store: AnyOffsetStore,
-    runtime: tokio::runtime::Runtime,
+pub(crate) struct World {
+    pub(crate) backend: AnyBackend,
+    pub(crate) store: AnyOffsetStore,
+    pub(crate) runtime: tokio::runtime::Runtime,
 }
 
 impl World {
-    fn new(setup: &Setup) -> Self {
+    pub(crate) fn new(setup: &Setup) -> Self {
         let runtime = runtime();
         let config = setup.config();
         // The backend's clients start inside the runtime.
@@ -126,13 +126,13 @@ impl World {
 
     /// The same configuration opened again: a new process, as far as the backend and
     /// the store can tell.
-    fn reopened(setup: &Setup, world: Self) -> Self {
+    pub(crate) fn reopened(setup: &Setup, world: Self) -> Self {
         drop(world);
         Self::new(setup)
     }
 
     /// A new stream of `partitions` partitions.
-    fn stream(&self, what: &str, partitions: u32) -> String {
+    pub(crate) fn stream(&self, what: &str, partitions: u32) -> String {
         let stream = unique(what);
         self.runtime
             .block_on(self.backend.create_stream(&stream, partitions))
@@ -142,7 +142,7 @@ impl World {
 
     /// A consumer of `stream` for `group` (stored as `run_consumers` stores it), with
     /// options that commit often.
-    fn consumer(
+    pub(crate) fn consumer(
         &self,
         group: &str,
         stream: &str,
@@ -159,7 +159,7 @@ impl World {
     }
 
     /// Runs `consumer` until `condition` holds, then stops it (storing its positions).
-    fn run_until(
+    pub(crate) fn run_until(
         &self,
         consumer: Consumer<AnyConsumer, AnyOffsetStore>,
         what: &str,

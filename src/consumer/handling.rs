@@ -1,0 +1,407 @@
+//! Handling one record, or one batch: the handler calls with their retries, then a skip,
+//! a dead letter or a stop, as the policies say. Each is a future of its own, so that
+//! many run side by side; what it comes to is a [`Finished`] per record.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
+
+use super::schedule::{Queued, Stops, Ticket};
+use super::worker::Worker;
+use super::{BadRecordPolicy, HandlerErrorPolicy};
+use crate::backend::Record;
+use crate::error::Error;
+use crate::handler::Context;
+use crate::health::ConsumerHealth;
+use crate::offsets::OffsetStore;
+use crate::registry::{DispatchError, SkipReason};
+use crate::{BoxError, error_chain};
+
+/// What became of a record.
+pub(super) enum Outcome {
+    /// Its handler succeeded, taking `elapsed`.
+    Handled {
+        elapsed: Duration,
+        message_type: &'static str,
+    },
+    /// Skipped or dead-lettered, as the policies say.
+    Skipped,
+    /// The consumer stops with this error; the record is not handled.
+    Stop(Error),
+    /// Given up unhandled: the consumer stops, or gave its partition up.
+    Cancelled,
+}
+
+/// A record's outcome, with what the consumer needs to note it.
+pub(super) struct Finished {
+    pub(super) ticket: Ticket,
+    pub(super) stream: Arc<str>,
+    pub(super) outcome: Outcome,
+}
+
+/// A handler call that failed: its error, the reason dead letters and metrics give, and
+/// what the log says.
+struct Failure {
+    error: BoxError,
+    /// `handler_error` or `panic`.
+    reason: &'static str,
+    what: &'static str,
+}
+
+impl Failure {
+    /// The failure of a dispatch that did not skip, counting a panic.
+    fn of(error: DispatchError, stream: &Arc<str>) -> Result<Self, SkipReason> {
+        match error {
+            DispatchError::Skipped(reason) => Err(reason),
+            DispatchError::Handler(error) => Ok(Failure {
+                error,
+                reason: "handler_error",
+                what: "handler failed",
+            }),
+            DispatchError::Panicked(panic) => {
+                metrics::counter!("logpipe_handler_panics_total", "stream" => Arc::clone(stream))
+                    .increment(1);
+                Ok(Failure {
+                    error: Box::new(panic),
+                    reason: "panic",
+                    what: "handler panicked",
+                })
+            }
+        }
+    }
+}
+
+/// Counts a record (or batch) being retried while it lives; the consumer reports itself
+/// retrying while any is.
+struct Retrying<'a, S> {
+    worker: &'a Worker<S>,
+    stops: &'a Stops,
+}
+
+impl<'a, S: OffsetStore> Retrying<'a, S> {
+    fn start(worker: &'a Worker<S>, stops: &'a Stops) -> Self {
+        if worker.retrying.fetch_add(1, Ordering::SeqCst) == 0 {
+            worker.report(ConsumerHealth::retrying);
+        }
+        Self { worker, stops }
+    }
+}
+
+impl<S> Drop for Retrying<'_, S> {
+    fn drop(&mut self) {
+        // Progress again, unless the consumer is stopping (then it says so itself).
+        let last = self.worker.retrying.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last
+            && !self.stops.retries.is_cancelled()
+            && let Some(health) = &self.worker.health
+        {
+            health.assigned();
+        }
+    }
+}
+
+impl<S: OffsetStore> Worker<S> {
+    /// Handles one record: its handler with retries, then its policy.
+    pub(super) async fn handle_record(&self, queued: Queued, stops: Stops) -> Finished {
+        let Queued { record, ticket, .. } = queued;
+        let span = tracing::debug_span!(
+            "record",
+            stream = %record.partition.stream,
+            partition = %record.partition.partition,
+            position = %record.position,
+            r#type = tracing::field::Empty,
+            version = tracing::field::Empty,
+        );
+        let stream = Arc::clone(&record.partition.stream);
+        let outcome = self.handle_in_span(record, &stops).instrument(span).await;
+        Finished {
+            ticket,
+            stream,
+            outcome,
+        }
+    }
+
+    fn context_of(&self, record: &mut Record) -> Context {
+        let mut context = Context::new(
+            Arc::clone(&self.group),
+            record.partition.clone(),
+            record.position.clone(),
+        );
+        // The key moves to the context (each attempt's handler gets a copy of it) and
+        // back to the record for the paths that need the whole record again.
+        context.key = record.key.take();
+        context.timestamp = record.timestamp;
+        context
+    }
+
+    async fn handle_in_span(&self, mut record: Record, stops: &Stops) -> Outcome {
+        let mut context = self.context_of(&mut record);
+        let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
+        let mut attempts = 0;
+        let mut retrying = None;
+        loop {
+            attempts += 1;
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                biased;
+                outcome = self.registry.dispatch(&record.value, &mut context) => outcome,
+                () = stops.calls.cancelled() => return Outcome::Cancelled,
+            };
+            let elapsed = started.elapsed();
+            if attempts == 1 && !context.message_type.is_empty() {
+                let span = tracing::Span::current();
+                span.record("type", context.message_type);
+                span.record("version", context.version);
+            }
+            let failure =
+                match outcome.map_err(|error| Failure::of(error, &record.partition.stream)) {
+                    Ok(()) => {
+                        return Outcome::Handled {
+                            elapsed,
+                            message_type: context.message_type,
+                        };
+                    }
+                    Err(Err(reason)) => {
+                        record.key = context.key.take();
+                        return self.skip(&record, reason).await;
+                    }
+                    Err(Ok(failure)) => failure,
+                };
+            if attempts > self.options.max_retries {
+                record.key = context.key.take();
+                return self
+                    .handler_failed(record, &context, attempts, failure)
+                    .await;
+            }
+            self.log_retry(&record, attempts, &failure, backoff);
+            retrying.get_or_insert_with(|| Retrying::start(self, stops));
+            if !self.wait_to_retry(stops, backoff).await {
+                return Outcome::Cancelled;
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
+        }
+    }
+
+    fn log_retry(&self, record: &Record, attempt: u32, failure: &Failure, backoff: Duration) {
+        metrics::counter!("logpipe_handler_retries_total", "stream" => Arc::clone(&record.partition.stream))
+            .increment(1);
+        tracing::warn!(
+            partition = %record.partition,
+            position = %record.position,
+            attempt,
+            error = %error_chain(&*failure.error),
+            ?backoff,
+            "{}; retrying",
+            failure.what,
+        );
+    }
+
+    /// Waits `backoff` before a retry; false when the retry is called off.
+    async fn wait_to_retry(&self, stops: &Stops, backoff: Duration) -> bool {
+        tokio::select! {
+            () = stops.retries.cancelled() => false,
+            () = tokio::time::sleep(backoff) => true,
+        }
+    }
+
+    /// Handles the records of one batch handler, read from one partition, in one call
+    /// per attempt; then the policies, record by record.
+    pub(super) async fn handle_batch(&self, batch: Vec<Queued>, stops: Stops) -> Vec<Finished> {
+        let span = tracing::debug_span!("batch", records = batch.len());
+        self.handle_batch_in_span(batch, &stops)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_batch_in_span(&self, batch: Vec<Queued>, stops: &Stops) -> Vec<Finished> {
+        let mut records: Vec<(Record, Ticket, Context)> = batch
+            .into_iter()
+            .map(
+                |Queued {
+                     mut record, ticket, ..
+                 }| {
+                    let context = self.context_of(&mut record);
+                    (record, ticket, context)
+                },
+            )
+            .collect();
+        let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
+        let mut attempts = 0;
+        let mut retrying = None;
+        let outcomes = loop {
+            attempts += 1;
+            let started = Instant::now();
+            let mut calls: Vec<(&[u8], &mut Context)> = records
+                .iter_mut()
+                .map(|(record, _, context)| (&record.value[..], context))
+                .collect();
+            let outcomes = tokio::select! {
+                biased;
+                outcomes = self.registry.dispatch_batch(&mut calls) => outcomes,
+                () = stops.calls.cancelled() => return cancelled(&records),
+            };
+            let elapsed = started.elapsed();
+            let failed = outcomes.iter().find_map(|outcome| match outcome {
+                Err(DispatchError::Handler(_) | DispatchError::Panicked(_)) => Some(()),
+                _ => None,
+            });
+            if failed.is_none() || attempts > self.options.max_retries {
+                break outcomes
+                    .into_iter()
+                    .map(|outcome| (outcome, elapsed))
+                    .collect::<Vec<_>>();
+            }
+            let first_failure = outcomes
+                .into_iter()
+                .zip(&records)
+                .find_map(|(outcome, (record, ..))| {
+                    let failure = Failure::of(outcome.err()?, &record.partition.stream).ok()?;
+                    Some((record, failure))
+                })
+                .expect("a record failed");
+            self.log_retry(first_failure.0, attempts, &first_failure.1, backoff);
+            retrying.get_or_insert_with(|| Retrying::start(self, stops));
+            if !self.wait_to_retry(stops, backoff).await {
+                return cancelled(&records);
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
+        };
+        let mut finished = Vec::with_capacity(records.len());
+        for ((mut record, ticket, mut context), (outcome, elapsed)) in
+            records.into_iter().zip(outcomes)
+        {
+            let stream = Arc::clone(&record.partition.stream);
+            let outcome = match outcome.map_err(|error| Failure::of(error, &stream)) {
+                Ok(()) => Outcome::Handled {
+                    elapsed,
+                    message_type: context.message_type,
+                },
+                Err(Err(reason)) => {
+                    record.key = context.key.take();
+                    self.skip(&record, reason).await
+                }
+                Err(Ok(failure)) => {
+                    record.key = context.key.take();
+                    self.handler_failed(record, &context, attempts, failure)
+                        .await
+                }
+            };
+            finished.push(Finished {
+                ticket,
+                stream,
+                outcome,
+            });
+        }
+        finished
+    }
+
+    async fn skip(&self, record: &Record, reason: SkipReason) -> Outcome {
+        let ignored = matches!(reason, SkipReason::Ignored { .. });
+        if self.options.strict && !ignored {
+            return Outcome::Stop(Error::Skipped {
+                partition: record.partition.clone(),
+                position: record.position.clone(),
+                reason,
+            });
+        }
+        let detail = error_chain(&reason);
+        match reason {
+            SkipReason::Ignored { .. } => {
+                tracing::debug!(reason = reason.label(), "{detail}; skipped")
+            }
+            SkipReason::Validation { .. } => {
+                tracing::warn!(reason = reason.label(), "{detail}; skipped")
+            }
+            _ => tracing::error!(reason = reason.label(), "{detail}; skipped"),
+        }
+        metrics::counter!(
+            "logpipe_records_skipped_total",
+            "stream" => Arc::clone(&record.partition.stream),
+            "reason" => reason.label(),
+        )
+        .increment(1);
+        if !ignored
+            && self.options.on_bad_record == BadRecordPolicy::DeadLetter
+            && let Err(error) = self.dead_letter(record, reason.label(), &detail).await
+        {
+            return Outcome::Stop(error);
+        }
+        Outcome::Skipped
+    }
+
+    async fn handler_failed(
+        &self,
+        record: Record,
+        context: &Context,
+        attempts: u32,
+        failure: Failure,
+    ) -> Outcome {
+        metrics::counter!("logpipe_handler_failures_total", "stream" => Arc::clone(&record.partition.stream)).increment(1);
+        let detail = error_chain(&*failure.error);
+        let policy = self.options.on_handler_error;
+        tracing::error!(
+            partition = %record.partition,
+            position = %record.position,
+            attempts,
+            error = %detail,
+            "{}; {}",
+            failure.what,
+            match policy {
+                HandlerErrorPolicy::Stop => "stopping the consumer",
+                HandlerErrorPolicy::DeadLetter => "dead-lettering the record",
+            },
+        );
+        match policy {
+            HandlerErrorPolicy::Stop => Outcome::Stop(Error::Handler {
+                partition: record.partition,
+                position: record.position,
+                message_type: context.message_type,
+                version: context.version,
+                attempts,
+                source: failure.error,
+            }),
+            HandlerErrorPolicy::DeadLetter => {
+                match self.dead_letter(&record, failure.reason, &detail).await {
+                    Ok(()) => Outcome::Skipped,
+                    Err(error) => Outcome::Stop(error),
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, record: &Record, reason: &str, detail: &str) -> Result<(), Error> {
+        let dead_letter = self
+            .dead_letter
+            .as_ref()
+            .expect("checked when the consumer started");
+        dead_letter
+            .send(record, reason, detail)
+            .await
+            .map_err(|source| Error::DeadLetter {
+                partition: record.partition.clone(),
+                position: record.position.clone(),
+                source,
+            })?;
+        metrics::counter!(
+            "logpipe_records_dead_lettered_total",
+            "stream" => Arc::clone(&record.partition.stream),
+            "reason" => reason.to_owned(),
+        )
+        .increment(1);
+        Ok(())
+    }
+}
+
+/// Every record of a batch, given up.
+fn cancelled(records: &[(Record, Ticket, Context)]) -> Vec<Finished> {
+    records
+        .iter()
+        .map(|(record, ticket, _)| Finished {
+            ticket: *ticket,
+            stream: Arc::clone(&record.partition.stream),
+            outcome: Outcome::Cancelled,
+        })
+        .collect()
+}
