@@ -577,3 +577,105 @@ on_backends!(
     a_failing_key_holds_back_only_itself_and_its_partitions_watermark,
     batch_handlers_get_bounded_batches_retried_as_a_unit,
 );
+
+/// A second member joins a Kafka group while the first has about 256 handler calls in
+/// flight: the first drains them and stores its watermarks before it lets its
+/// partitions go, so nothing is lost, and no record of a key is handled by the first
+/// member after the second handled one of that key.
+#[cfg(feature = "kafka")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_member_joining_while_256_calls_are_in_flight_takes_over_without_overlap() {
+    use logpipe::Consumer;
+    use logpipe::backend::StartFrom;
+
+    const KEYS: u32 = 600;
+    const PER_KEY: u32 = 20;
+    let Some((brokers, _broker)) = crate::kafka::broker().await else {
+        return;
+    };
+    let topic = unique("rebalance-in-flight");
+    crate::kafka::create_topics(&brokers, &[&topic]).await;
+    let client = crate::kafka::client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    send_numbered(&producer, KEYS, PER_KEY).await;
+
+    // Every handled record as (member, key, seq), in the order the calls finished.
+    let handled: Arc<Mutex<Vec<(char, String, u32)>>> = Arc::default();
+    let in_flight = Arc::new(InFlight::default());
+    let group = unique("rebalance-in-flight");
+    let member = |name: char| {
+        let (handled, in_flight) = (Arc::clone(&handled), Arc::clone(&in_flight));
+        let registry = Registry::builder()
+            .handle(handler_fn(move |message: Numbered, _: Context| {
+                let (handled, in_flight) = (Arc::clone(&handled), Arc::clone(&in_flight));
+                async move {
+                    in_flight.enter(&message.key);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    in_flight.leave(&message.key);
+                    handled
+                        .lock()
+                        .unwrap()
+                        .push((name, message.key, message.seq));
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            }))
+            .build()
+            .unwrap();
+        let backend = client
+            .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Configured)
+            .unwrap();
+        Running::start(
+            Consumer::new(backend, client.offsets(), registry, group.as_str()).with_options(
+                ConsumerOptions {
+                    concurrency: 256,
+                    ordering: Ordering::Key,
+                    commit_interval_ms: 100,
+                    ..ConsumerOptions::default()
+                },
+            ),
+        )
+    };
+    let first = member('a');
+    wait_until("the first member has 200 calls in flight", WAIT, || {
+        in_flight.now.load(AtomicOrdering::SeqCst) >= 200
+    })
+    .await;
+    let second = member('b');
+    let total = (KEYS * PER_KEY) as usize;
+    let distinct = || {
+        let handled = handled.lock().unwrap();
+        let set: BTreeSet<(&str, u32)> = handled.iter().map(|(_, k, s)| (k.as_str(), *s)).collect();
+        set.len()
+    };
+    wait_until("every record is handled", WAIT, || distinct() >= total).await;
+    let second_handled_any = handled.lock().unwrap().iter().any(|(m, ..)| *m == 'b');
+    first.stop().await;
+    second.stop().await;
+
+    assert!(second_handled_any, "the second member took partitions over");
+    let handled = handled.lock().unwrap();
+    let mut per_key: HashMap<&str, Vec<(char, u32)>> = HashMap::new();
+    for (member, key, seq) in handled.iter() {
+        per_key.entry(key).or_default().push((*member, *seq));
+    }
+    assert_eq!(per_key.len(), KEYS as usize, "nothing lost");
+    for (key, calls) in &per_key {
+        for name in ['a', 'b'] {
+            let own: Vec<u32> = calls
+                .iter()
+                .filter(|(m, _)| *m == name)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(
+                own.is_sorted(),
+                "{key}: member {name} handled it in order: {own:?}"
+            );
+        }
+        if let Some(taken) = calls.iter().position(|(m, _)| *m == 'b') {
+            assert!(
+                calls[taken..].iter().all(|(m, _)| *m == 'b'),
+                "{key}: the first member handled a record after the second took it over: {calls:?}"
+            );
+        }
+    }
+}

@@ -28,7 +28,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(90);
 static BROKER: RwLock<()> = RwLock::const_new(());
 
 /// The broker's address and a share of it, or `None` (skip) when it is not running.
-async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
+pub(crate) async fn broker() -> Option<(String, RwLockReadGuard<'static, ()>)> {
     let address = service("LOGPIPE_TEST_KAFKA")?;
     Some((address, BROKER.read().await))
 }
@@ -52,7 +52,7 @@ pub(crate) fn settings(brokers: &str) -> KafkaSettings {
     settings
 }
 
-fn client(brokers: &str) -> KafkaClient {
+pub(crate) fn client(brokers: &str) -> KafkaClient {
     KafkaClient::connect(settings(brokers)).unwrap()
 }
 
