@@ -6,10 +6,11 @@
 //! turns. A partition's *watermark* is its newest record below which every record is
 //! handled (or skipped): the position a consumer may store, whatever finished above it.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
-use logpipe_core::hash::{FnvBuildHasher, fnv1a};
+use logpipe_core::hash::fnv1a;
 use tokio_util::sync::CancellationToken;
 
 use super::options::{KeylessOrdering, Ordering};
@@ -72,7 +73,37 @@ struct Unit {
     /// Records made runnable to join that batch and not taken yet, by number: they wait
     /// again if the batch starts without them.
     joining: Vec<u64>,
-    blocked: VecDeque<Queued>,
+    /// Records waiting behind the active ones, by number.
+    blocked: VecDeque<u64>,
+}
+
+/// Hashes unit ids, which are hashes of keys already (or fixed numbers of units alone
+/// in their partition), by taking them as they are.
+#[derive(Default)]
+struct UnitHasher(u64);
+
+impl Hasher for UnitHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id;
+    }
+}
+
+/// A record read and not yet below its partition's watermark.
+struct Entry {
+    position: Position,
+    done: bool,
+    /// The record, until it starts.
+    queued: Option<Queued>,
 }
 
 /// One partition: its records, their units and its watermark.
@@ -82,14 +113,13 @@ struct Slot {
     next_seq: u64,
     /// The number of the oldest record in `window`.
     base_seq: u64,
-    /// Each record read and not yet below the watermark: its position, and whether it
-    /// is done.
-    window: VecDeque<(Position, bool)>,
+    /// Each record read and not yet below the watermark, by number from `base_seq`.
+    window: VecDeque<Entry>,
     /// The watermark, when it moved since positions were last stored.
     handled: Option<Position>,
-    /// Records that may start now, by number.
-    runnable: BTreeMap<u64, Queued>,
-    units: HashMap<u64, Unit, FnvBuildHasher>,
+    /// Records that may start now, by number (the records stay in `window`).
+    runnable: BTreeSet<u64>,
+    units: HashMap<u64, Unit, BuildHasherDefault<UnitHasher>>,
     /// Records started (alone or in a batch) and not finished.
     started: usize,
     /// Positions marked handled by an earlier run (in a handler's transaction).
@@ -118,10 +148,23 @@ impl Slot {
         }
     }
 
-    /// Makes `queued` runnable, or has it wait behind its unit.
-    fn enqueue(&mut self, queued: Queued) {
-        let Some(unit) = queued.ticket.unit else {
-            self.runnable.insert(queued.ticket.seq, queued);
+    /// Record `seq`, if it has not started.
+    fn queued(&self, seq: u64) -> Option<&Queued> {
+        let index = seq.checked_sub(self.base_seq)?;
+        self.window.get(index as usize)?.queued.as_ref()
+    }
+
+    /// Takes record `seq` out to start it.
+    fn take(&mut self, seq: u64) -> Option<Queued> {
+        let index = seq.checked_sub(self.base_seq)?;
+        self.window.get_mut(index as usize)?.queued.take()
+    }
+
+    /// Makes record `seq` (of `unit`, going to `batch`) runnable, or has it wait behind
+    /// its unit.
+    fn enqueue(&mut self, seq: u64, unit: Option<u64>, batch: Option<usize>) {
+        let Some(unit) = unit else {
+            self.runnable.insert(seq);
             return;
         };
         match self.units.get_mut(&unit) {
@@ -135,18 +178,18 @@ impl Slot {
                         blocked: VecDeque::new(),
                     },
                 );
-                self.runnable.insert(queued.ticket.seq, queued);
+                self.runnable.insert(seq);
             }
             Some(state) => {
                 let joins = state.blocked.is_empty()
                     && state.collecting.is_some()
-                    && state.collecting == queued.batch;
+                    && state.collecting == batch;
                 if joins {
                     state.active += 1;
-                    state.joining.push(queued.ticket.seq);
-                    self.runnable.insert(queued.ticket.seq, queued);
+                    state.joining.push(seq);
+                    self.runnable.insert(seq);
                 } else {
-                    state.blocked.push_back(queued);
+                    state.blocked.push_back(seq);
                 }
             }
         }
@@ -159,15 +202,19 @@ impl Slot {
             return;
         };
         state.collecting = Some(batch);
-        while state
-            .blocked
-            .front()
-            .is_some_and(|next| next.batch == Some(batch))
-        {
-            let next = state.blocked.pop_front().expect("checked");
+        while let Some(&next) = state.blocked.front() {
+            let index = (next - self.base_seq) as usize;
+            let joins = self.window[index]
+                .queued
+                .as_ref()
+                .is_some_and(|queued| queued.batch == Some(batch));
+            if !joins {
+                break;
+            }
+            state.blocked.pop_front();
             state.active += 1;
-            state.joining.push(next.ticket.seq);
-            self.runnable.insert(next.ticket.seq, next);
+            state.joining.push(next);
+            self.runnable.insert(next);
         }
     }
 
@@ -179,9 +226,9 @@ impl Slot {
         };
         state.collecting = None;
         while let Some(seq) = state.joining.pop() {
-            if let Some(queued) = self.runnable.remove(&seq) {
+            if self.runnable.remove(&seq) {
                 state.active -= 1;
-                state.blocked.push_front(queued);
+                state.blocked.push_front(seq);
             }
         }
     }
@@ -199,7 +246,7 @@ impl Slot {
             Some(next) => {
                 state.active = 1;
                 state.collecting = None;
-                self.runnable.insert(next.ticket.seq, next);
+                self.runnable.insert(next);
             }
             None => {
                 self.units.remove(&unit);
@@ -213,11 +260,11 @@ impl Slot {
             return;
         };
         if let Some(entry) = self.window.get_mut(index as usize) {
-            entry.1 = true;
+            entry.done = true;
         }
-        while self.window.front().is_some_and(|(_, done)| *done) {
-            let (position, _) = self.window.pop_front().expect("checked");
-            self.handled = Some(position);
+        while self.window.front().is_some_and(|entry| entry.done) {
+            let entry = self.window.pop_front().expect("checked");
+            self.handled = Some(entry.position);
             self.base_seq += 1;
         }
     }
@@ -298,7 +345,7 @@ impl Schedule {
             base_seq: 0,
             window: VecDeque::new(),
             handled: None,
-            runnable: BTreeMap::new(),
+            runnable: BTreeSet::new(),
             units: HashMap::default(),
             started: 0,
             handled_before: handled_before.into_iter().collect(),
@@ -333,22 +380,30 @@ impl Schedule {
             slot.next_seq += 1;
             if !slot.handled_before.is_empty() && slot.handled_before.remove(&record.position) {
                 tracing::debug!(partition = %record.partition, position = %record.position, "handled before; skipped");
-                slot.window.push_back((record.position, true));
+                slot.window.push_back(Entry {
+                    position: record.position,
+                    done: true,
+                    queued: None,
+                });
                 slot.done(seq);
                 continue;
             }
-            slot.window.push_back((record.position.clone(), false));
             let unit = slot.unit_of(&record, self.ordering, self.keyless);
             let batch = batch_of(&record);
-            slot.enqueue(Queued {
-                record,
-                ticket: Ticket {
-                    slot: slot.id,
-                    seq,
-                    unit,
-                },
-                batch,
+            slot.window.push_back(Entry {
+                position: record.position.clone(),
+                done: false,
+                queued: Some(Queued {
+                    record,
+                    ticket: Ticket {
+                        slot: slot.id,
+                        seq,
+                        unit,
+                    },
+                    batch,
+                }),
             });
+            slot.enqueue(seq, unit, batch);
             self.waiting += 1;
         }
     }
@@ -364,15 +419,17 @@ impl Schedule {
         for step in 0..count {
             let index = (self.turn + step) % count;
             let slot = &mut self.slots[index];
-            let Some(entry) = slot.runnable.first_entry() else {
+            let Some(&seq) = slot.runnable.first() else {
                 continue;
             };
-            if let (Some(now), Some(written)) = (now, entry.get().record.timestamp)
+            let written = slot.queued(seq).and_then(|queued| queued.record.timestamp);
+            if let (Some(now), Some(written)) = (now, written)
                 && written + self.lag > now
             {
                 continue;
             }
-            let queued = entry.remove();
+            slot.runnable.pop_first();
+            let queued = slot.take(seq).expect("a runnable record is in the window");
             slot.started += 1;
             if let (Some(batch), Some(unit)) = (queued.batch, queued.ticket.unit) {
                 if let Some(state) = slot.units.get_mut(&unit) {
@@ -395,7 +452,7 @@ impl Schedule {
         let earliest = self
             .slots
             .iter()
-            .filter_map(|slot| slot.runnable.values().next())
+            .filter_map(|slot| slot.queued(*slot.runnable.first()?))
             .filter_map(|queued| queued.record.timestamp)
             .min()?
             + self.lag;
@@ -475,6 +532,10 @@ impl Schedule {
             slot.runnable.clear();
             for unit in slot.units.values_mut() {
                 unit.blocked.clear();
+                unit.joining.clear();
+            }
+            for entry in &mut slot.window {
+                entry.queued = None;
             }
             slot.revoked = true;
             slot.stops.retries.cancel();
