@@ -99,7 +99,8 @@ pub struct ConsumerOptions {
     /// Records of one partition held at most between its stored position and the
     /// newest record read (waiting, being handled, or handled after a record still being
     /// handled); reading that partition pauses at this many, and goes on once half are
-    /// done. Default: `2 × concurrency`, at least 1000.
+    /// done. Default: `8 × concurrency`, at least 1000 (enough that a partition resumed
+    /// at half a window has records to hand out until a broker's next fetch arrives).
     pub max_in_flight_per_partition: Option<u32>,
     /// How long a consumer that stops, or gives partitions up, waits for the handler
     /// calls in flight (on those partitions) to finish, in milliseconds; past it they are
@@ -172,7 +173,7 @@ impl ConsumerOptions {
     /// default).
     pub(crate) fn partition_window(&self) -> usize {
         self.max_in_flight_per_partition
-            .unwrap_or_else(|| (2 * self.concurrency).max(1000)) as usize
+            .unwrap_or_else(|| (8 * self.concurrency).max(1000)) as usize
     }
 
     /// The ordering that holds in effect: with one handler call at a time, records run
