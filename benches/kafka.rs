@@ -11,7 +11,9 @@
 //! reads untouched), and doing the same job as logpipe with `serde_json` (encoding each
 //! message into the same envelope, decoding each payload into the message), as an
 //! application without logpipe must. The messages are built before the clock starts.
-//! logpipe is also measured with `compression.type = "lz4"` turned on (`logpipe_lz4`;
+//! logpipe consumes once more with `concurrency = 256` (`logpipe_c256`), to show what
+//! concurrent handling costs a handler that never waits. It is also measured with
+//! `compression.type = "lz4"` turned on (`logpipe_lz4`;
 //! its consume measurement reads a topic written that way), to show what the
 //! uncompressed default costs or saves.
 //!
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use logpipe::backend::{Backend, StartFrom};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
-use logpipe::{Consumer, Context, Message, Producer, Registry, handler_fn};
+use logpipe::{Consumer, ConsumerOptions, Context, Message, Producer, Registry, handler_fn};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -234,7 +236,12 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
             })
         })
     });
-    for (id, topic) in [("logpipe", &topic), ("logpipe_lz4", &lz4_topic)] {
+    let consumers = [
+        ("logpipe", &topic, 1),
+        ("logpipe_c256", &topic, 256),
+        ("logpipe_lz4", &lz4_topic, 1),
+    ];
+    for (id, topic, concurrency) in consumers {
         consume.bench_function(id, |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
@@ -256,7 +263,11 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
                         .open_consumer(&group, std::slice::from_ref(topic), StartFrom::Configured)
                         .unwrap();
                     let consumer =
-                        Consumer::new(backend, client.offsets(), registry, group.as_str());
+                        Consumer::new(backend, client.offsets(), registry, group.as_str())
+                            .with_options(ConsumerOptions {
+                                concurrency,
+                                ..ConsumerOptions::default()
+                            });
                     runtime.block_on(consumer.run(shutdown)).unwrap();
                     assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
                 })
@@ -276,7 +287,13 @@ fn report() {
         (
             "kafka_consume",
             CONSUME,
-            &["rdkafka", "rdkafka_serde", "logpipe", "logpipe_lz4"],
+            &[
+                "rdkafka",
+                "rdkafka_serde",
+                "logpipe",
+                "logpipe_c256",
+                "logpipe_lz4",
+            ],
         ),
     ]);
 }

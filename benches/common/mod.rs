@@ -8,6 +8,7 @@ use logpipe::Message;
 use serde::{Deserialize, Serialize};
 
 /// The message the Kafka and Kinesis benches send: about 210 bytes in its JSON envelope.
+#[allow(dead_code, reason = "the concurrency bench sends jobs of its own")]
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[logpipe(type = "person", version = 2, key = "uuid")]
 pub struct Person {
@@ -21,6 +22,7 @@ pub struct Person {
 }
 
 /// Message number `n`: the same but for its key.
+#[allow(dead_code, reason = "the concurrency bench sends jobs of its own")]
 pub fn person(n: u64) -> Person {
     Person {
         uuid: format!("6f1c2a4e-8b9d-4c3e-a1f0-{n:012}"),

@@ -376,8 +376,8 @@ const KILLED_PARTITIONS: [i32; 3] = [0, 1, 2];
 /// `store_env` saying where positions go, and starts it again (see [`Scenario`]).
 /// `group_commits`: positions go to the service's consumer group, and the duplicates
 /// allowed are the records handled at the kill past the offsets the group committed;
-/// else none.
-fn killed_service(group_commits: bool, store_env: &[(&'static str, String)]) {
+/// else none. The producer sends `people` people.
+fn killed_service(group_commits: bool, people: i64, store_env: &[(&'static str, String)]) {
     let Some(topic) = PeopleTopic::new("kill") else {
         return;
     };
@@ -421,7 +421,7 @@ fn killed_service(group_commits: bool, store_env: &[(&'static str, String)]) {
     ];
     env.extend_from_slice(store_env);
     Scenario {
-        people: 3000,
+        people,
         kill_after: 300,
         max_duplicates,
         db: &dir.path().join("people.db"),
@@ -445,6 +445,7 @@ fn kafka_a_consumer_process_killed_with_sigkill_and_restarted_loses_nothing() {
     // past its stored position.
     killed_service(
         false,
+        3000,
         &[("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned())],
     );
 }
@@ -454,15 +455,22 @@ fn kafka_with_positions_committed_to_the_group_a_killed_consumer_loses_nothing()
     // Positions are stored every `commit_every` records and sent to the group one commit
     // at a time. What a kill leaves handled but not committed is read again, and only
     // that: the records handled at the kill past the offsets the group holds then.
-    killed_service(true, &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())]);
+    killed_service(
+        true,
+        3000,
+        &[("LOGPIPE_OFFSET_STORE", "kafka://".to_owned())],
+    );
 }
 
 #[test]
 fn kafka_a_killed_consumer_with_64_handlers_in_flight_loses_and_repeats_nothing() {
     // The handlers' transactions mark each record handled, whatever finished before it;
     // the restarted service skips the marked ones above the stored watermark.
+    // More people: with its calls in flight the service is quick, and must still be busy
+    // when it is killed.
     killed_service(
         false,
+        20_000,
         &[
             ("LOGPIPE_OFFSET_STORE", "sqlite://people.db".to_owned()),
             ("LOGPIPE_CONSUMER__CONCURRENCY", "64".to_owned()),
@@ -477,6 +485,7 @@ fn kafka_a_killed_consumer_with_64_handlers_in_flight_repeats_only_what_is_above
     // only those.
     killed_service(
         true,
+        20_000,
         &[
             ("LOGPIPE_OFFSET_STORE", "kafka://".to_owned()),
             ("LOGPIPE_CONSUMER__CONCURRENCY", "64".to_owned()),

@@ -163,14 +163,13 @@ fn the_service_exits_0_on_sigterm_after_storing_the_positions_of_everything_it_r
 
 /// Kills `people_service` (with `extra_env`) with SIGKILL while it consumes from the
 /// file `people_producer` writes to, and starts it again: the handlers' transactions
-/// leave nothing lost and nothing applied twice.
-fn killed_on_one_file(extra_env: &[(&str, &str)]) {
-    const PEOPLE: i64 = 3000;
+/// leave nothing lost and nothing applied twice. The producer sends `people` people.
+fn killed_on_one_file(people: i64, extra_env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("logpipe.db");
     let backend = format!("sqlite://{}", db.display());
     Scenario {
-        people: PEOPLE,
+        people,
         kill_after: 300,
         // The handler writes its row and marks its record handled in one transaction.
         max_duplicates: MaxDuplicates::Fixed(0),
@@ -186,22 +185,26 @@ fn killed_on_one_file(extra_env: &[(&str, &str)]) {
             .current_dir(dir.path());
         command
     });
-    assert_eq!(records_covered(&db, "people_table"), PEOPLE);
+    assert_eq!(records_covered(&db, "people_table"), people);
 }
 
 #[test]
 fn a_producer_and_a_consumer_process_share_one_file_and_a_kill_9_loses_and_duplicates_nothing() {
-    killed_on_one_file(&[]);
+    killed_on_one_file(3000, &[]);
 }
 
 #[test]
 fn a_consumer_with_64_handlers_in_flight_killed_with_kill_9_loses_and_duplicates_nothing() {
     // Records finish out of order here; those marked handled above the stored watermark
-    // are skipped after the restart.
-    killed_on_one_file(&[
-        ("LOGPIPE_CONSUMER__CONCURRENCY", "64"),
-        ("LOGPIPE_CONSUMER__COMMIT_EVERY", "500"),
-    ]);
+    // are skipped after the restart. More people: the service must still be busy when
+    // it is killed.
+    killed_on_one_file(
+        10_000,
+        &[
+            ("LOGPIPE_CONSUMER__CONCURRENCY", "64"),
+            ("LOGPIPE_CONSUMER__COMMIT_EVERY", "500"),
+        ],
+    );
 }
 
 #[test]
