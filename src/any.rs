@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use logpipe_core::{
-    Admin, Backend, BackendError, Boundary, ConsumerBackend, ConsumerEvent, Delivery, Lag,
+    Admin, Backend, BackendError, Boundary, ConsumerBackend, ConsumerEvent, DeliveryFuture, Lag,
     OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
     RangeBound, RangeRead, Record, StartFrom, StoreError,
 };
@@ -59,8 +59,8 @@ impl AnyBackend {
 }
 
 impl ProducerBackend for AnyBackend {
-    async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
-        self.inner.send_boxed(record).await
+    async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
+        self.inner.enqueue_boxed(record).await
     }
 
     async fn flush(&self) -> Result<(), BackendError> {

@@ -6,5 +6,6 @@
 
 pub use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery,
-    OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, RecordHeader, StartFrom,
+    DeliveryFuture, OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, RecordHeader,
+    StartFrom,
 };

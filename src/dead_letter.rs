@@ -84,6 +84,6 @@ impl DeadLetter {
             value: record.value.clone(),
             headers,
         };
-        self.backend.send_boxed(outgoing).await
+        self.backend.enqueue_boxed(outgoing).await?.await
     }
 }

@@ -5,8 +5,8 @@
 use std::any::Any;
 
 use logpipe_core::{
-    Backend, BackendError, Boundary, BoxFuture, ConsumerBackend, ConsumerEvent, Delivery, Lag,
-    OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
+    Backend, BackendError, Boundary, BoxFuture, ConsumerBackend, ConsumerEvent, DeliveryFuture,
+    Lag, OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
     RangeBound, RangeRead, Record, StartFrom, StoreError,
 };
 
@@ -14,13 +14,19 @@ use super::{AnyConsumer, AnyRange};
 
 /// A [`ProducerBackend`] behind a pointer.
 pub(crate) trait DynProducer: Send + Sync {
-    fn send_boxed(&self, record: OutgoingRecord) -> BoxFuture<'_, Result<Delivery, BackendError>>;
+    fn enqueue_boxed(
+        &self,
+        record: OutgoingRecord,
+    ) -> BoxFuture<'_, Result<DeliveryFuture, BackendError>>;
     fn flush_boxed(&self) -> BoxFuture<'_, Result<(), BackendError>>;
 }
 
 impl<P: ProducerBackend> DynProducer for P {
-    fn send_boxed(&self, record: OutgoingRecord) -> BoxFuture<'_, Result<Delivery, BackendError>> {
-        Box::pin(self.send(record))
+    fn enqueue_boxed(
+        &self,
+        record: OutgoingRecord,
+    ) -> BoxFuture<'_, Result<DeliveryFuture, BackendError>> {
+        Box::pin(self.enqueue(record))
     }
 
     fn flush_boxed(&self) -> BoxFuture<'_, Result<(), BackendError>> {

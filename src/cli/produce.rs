@@ -9,9 +9,9 @@ use logpipe_core::{OutgoingRecord, ProducerBackend};
 use super::envelope::encode_json_message;
 use super::failure::Failure;
 use super::ops::connect;
-use super::send::send_in_order;
 use crate::config::Config;
 use crate::envelope::Header;
+use logpipe_core::send_all;
 
 /// Records sent at once, at most.
 const SEND_WINDOW: usize = 500;
@@ -62,7 +62,7 @@ pub(super) async fn produce(config: Config, args: ProduceArgs) -> Result<(), Fai
         if window.len() == SEND_WINDOW || (line.is_none() && !window.is_empty()) {
             let records = std::mem::take(&mut window);
             let count = records.len() as u64;
-            send_in_order(&backend, records)
+            send_all(&backend, records)
                 .await
                 .map_err(|err| Failure::backend(&format!("cannot write to {stream:?}"), &err))?;
             sent += count;

@@ -12,8 +12,8 @@ use logpipe_core::{Admin, OutgoingRecord, ProducerBackend, RangeBound, RangeRead
 
 use super::failure::Failure;
 use super::ops::connect;
-use super::send::send_in_order;
 use crate::config::Config;
+use logpipe_core::send_all;
 
 #[derive(Debug, Args)]
 pub(super) struct ReplayArgs {
@@ -105,7 +105,7 @@ pub(super) async fn replay(config: Config, args: ReplayArgs) -> Result<(), Failu
             .map_err(|err| Failure::backend(&format!("cannot read {:?}", args.stream), &err))?;
         let Some(records) = batch else { break };
         let count = records.len() as u64;
-        let records = records
+        let records: Vec<_> = records
             .into_iter()
             .map(|record| OutgoingRecord {
                 stream: Arc::clone(&to),
@@ -114,7 +114,7 @@ pub(super) async fn replay(config: Config, args: ReplayArgs) -> Result<(), Failu
                 headers: record.headers,
             })
             .collect();
-        send_in_order(&backend, records)
+        send_all(&backend, records)
             .await
             .map_err(|err| Failure::backend(&format!("cannot write to {to:?}"), &err))?;
         sent += count;

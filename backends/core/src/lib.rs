@@ -40,7 +40,7 @@ pub use consumer::{ConsumerBackend, ConsumerEvent, StartFrom};
 pub use context::Context;
 pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};
 pub use offsets::{MemoryOffsetStore, OffsetStore, StoreError};
-pub use producer::ProducerBackend;
+pub use producer::{DeliveryFuture, ProducerBackend, send_all};
 pub use record::{Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader};
 pub use setting::SettingError;
 

@@ -7,7 +7,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery,
-    OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, RecordHeader, StartFrom,
+    DeliveryFuture, OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, RecordHeader,
+    StartFrom,
 };
 
 use crate::{ErrorKind, KafkaClient, KafkaConsumer, KafkaError, KafkaEvent, KafkaRecord, SeekTo};
@@ -32,7 +33,7 @@ impl From<KafkaError> for BackendError {
 }
 
 impl ProducerBackend for KafkaClient {
-    async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
+    async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
         let OutgoingRecord {
             stream,
             key,
@@ -48,17 +49,20 @@ impl ProducerBackend for KafkaClient {
                 .await?
         };
         // librdkafka has its own copy: the record's memory goes back now rather than
-        // after the round trip, while thousands of sends may be waiting.
+        // after the round trip, while thousands of records may be waiting.
         drop((key, value, headers));
-        let (partition, offset) = queued.acknowledged().await?;
-        Ok(Delivery {
-            partition: PartitionRef::new(stream, partition_name(partition)),
-            position: Position::Offset(offset),
-        })
+        Ok(DeliveryFuture::new(async move {
+            let (partition, offset) = queued.acknowledged().await?;
+            Ok(Delivery {
+                partition: PartitionRef::new(stream, partition_name(partition)),
+                position: Position::Offset(offset),
+            })
+        }))
     }
 
     async fn flush(&self) -> Result<(), BackendError> {
-        Ok(KafkaClient::flush(self).await?)
+        KafkaClient::flush(self).await;
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery,
-    OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, StartFrom,
+    DeliveryFuture, OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, StartFrom,
 };
 
 use crate::{
@@ -185,7 +185,7 @@ impl Backend for KinesisBackend {
 }
 
 impl ProducerBackend for KinesisBackend {
-    async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
+    async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
         if !record.headers.is_empty() {
             let headers: Vec<(&str, String)> = record
                 .headers
@@ -201,13 +201,16 @@ impl ProducerBackend for KinesisBackend {
         }
         let delivered = self
             .producer
-            .send(&record.stream, record.key.as_deref(), record.value)
-            .await
+            .enqueue(&record.stream, record.key.as_deref(), record.value)
             .map_err(backend_error)?;
-        Ok(Delivery {
-            partition: PartitionRef::new(record.stream, delivered.shard_id),
-            position: Position::Sequence(delivered.sequence_number),
-        })
+        let stream = record.stream;
+        Ok(DeliveryFuture::new(async move {
+            let delivered = delivered.await.map_err(backend_error)?;
+            Ok(Delivery {
+                partition: PartitionRef::new(stream, delivered.shard_id),
+                position: Position::Sequence(delivered.sequence_number),
+            })
+        }))
     }
 
     async fn flush(&self) -> Result<(), BackendError> {

@@ -1,6 +1,7 @@
 //! The producer: batches records into `PutRecords` calls, keeping per-key order.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -191,16 +192,33 @@ impl KinesisProducer {
     ///
     /// # Errors
     ///
-    /// [`KinesisError::RecordTooLarge`] or [`KinesisError::InvalidKey`] at once for a
-    /// record Kinesis would refuse; [`KinesisError::Undeliverable`] when Kinesis refused
-    /// it on every try; [`KinesisError::Batch`] when its request failed and could not be
-    /// retried.
+    /// As [`enqueue`](Self::enqueue) and its delivery.
     pub async fn send(
         &self,
         stream: &str,
         key: Option<&[u8]>,
         data: Vec<u8>,
     ) -> Result<Delivered, KinesisError> {
+        self.enqueue(stream, key, data)?.await
+    }
+
+    /// Hands `data` for `stream` under `key` (a random key when `None`) to the writing
+    /// task at once and returns its delivery, to await later. Records of one key are
+    /// written in the order they were handed over.
+    ///
+    /// # Errors
+    ///
+    /// [`KinesisError::RecordTooLarge`] or [`KinesisError::InvalidKey`] at once for a
+    /// record Kinesis would refuse. The delivery fails with
+    /// [`KinesisError::Undeliverable`] when Kinesis refused it on every try, or
+    /// [`KinesisError::Batch`] when its request failed and could not be retried.
+    pub fn enqueue(
+        &self,
+        stream: &str,
+        key: Option<&[u8]>,
+        data: Vec<u8>,
+    ) -> Result<impl Future<Output = Result<Delivered, KinesisError>> + Send + 'static, KinesisError>
+    {
         let key = match key {
             Some(key) => {
                 let key = std::str::from_utf8(key).map_err(|_| KinesisError::InvalidKey {
@@ -237,7 +255,7 @@ impl KinesisProducer {
                 reply,
             })
         });
-        written.await.unwrap_or(Err(KinesisError::ProducerStopped))
+        Ok(async move { written.await.unwrap_or(Err(KinesisError::ProducerStopped)) })
     }
 
     /// Waits until every record sent before this call is written or failed.

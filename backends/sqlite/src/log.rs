@@ -9,8 +9,8 @@ use std::time::SystemTime;
 use logpipe_core::hash::fnv1a;
 use logpipe_core::time::millis;
 use logpipe_core::{
-    BackendError, BackendErrorKind, Delivery, OutgoingRecord, PartitionRef, Position,
-    ProducerBackend,
+    BackendError, BackendErrorKind, Delivery, DeliveryFuture, OutgoingRecord, PartitionRef,
+    Position, ProducerBackend,
 };
 use rusqlite::{Connection, params};
 use tokio::sync::{Notify, oneshot};
@@ -237,7 +237,7 @@ impl EmbeddedLog {
         }
     }
 
-    fn enqueue(&self, write: PendingWrite) {
+    fn hand_over(&self, write: PendingWrite) {
         let start_writer = {
             let mut queue = self
                 .inner
@@ -359,17 +359,19 @@ fn write_batch(
 }
 
 impl ProducerBackend for EmbeddedLog {
-    async fn send(&self, record: OutgoingRecord) -> Result<Delivery, BackendError> {
+    async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
         let (reply, delivered) = oneshot::channel();
-        self.enqueue(PendingWrite::Record(record, reply));
-        delivered.await.map_err(|_| {
-            BackendError::new(BackendErrorKind::Storage, "the embedded log writer stopped")
-        })?
+        self.hand_over(PendingWrite::Record(record, reply));
+        Ok(DeliveryFuture::new(async move {
+            delivered.await.map_err(|_| {
+                BackendError::new(BackendErrorKind::Storage, "the embedded log writer stopped")
+            })?
+        }))
     }
 
     async fn flush(&self) -> Result<(), BackendError> {
         let (reply, flushed) = oneshot::channel();
-        self.enqueue(PendingWrite::Flush(reply));
+        self.hand_over(PendingWrite::Flush(reply));
         flushed.await.map_err(|_| {
             BackendError::new(BackendErrorKind::Storage, "the embedded log writer stopped")
         })

@@ -4,10 +4,7 @@
 //! pauses and resumes a partition without skipping or repeating a record.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use super::{Features, WAIT, partitions, read, read_all, unique};
@@ -47,38 +44,16 @@ fn header(name: &str, value: &str) -> RecordHeader {
     }
 }
 
-/// Sends `records` at once, each handed to the backend in order (the first poll of each
-/// send in turn), and returns where each landed.
+/// Hands `records` to the backend one after another, then waits until all are
+/// written, and returns where each landed.
 pub(crate) async fn send_in_order<B: Backend>(
     backend: &B,
     records: Vec<OutgoingRecord>,
 ) -> Vec<Delivery> {
-    type Sending<'a> = Pin<Box<dyn Future<Output = Result<Delivery, BackendError>> + Send + 'a>>;
-    let mut sends: Vec<Sending<'_>> = records
-        .into_iter()
-        .map(|record| Box::pin(backend.send(record)) as Sending<'_>)
-        .collect();
-    let mut done: Vec<Option<Delivery>> = vec![None; sends.len()];
-    let all = std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (send, slot) in sends.iter_mut().zip(done.iter_mut()) {
-            if slot.is_none() {
-                match send.as_mut().poll(cx) {
-                    Poll::Ready(delivery) => *slot = Some(delivery.expect("sending")),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    });
-    tokio::time::timeout(WAIT, all)
+    tokio::time::timeout(WAIT, crate::send_all(backend, records))
         .await
-        .expect("every send within the wait");
-    done.into_iter().map(|d| d.expect("sent")).collect()
+        .expect("every send within the wait")
+        .expect("sending")
 }
 
 /// Records sent with keys (some keyless) and headers are read back from the partitions
