@@ -104,13 +104,6 @@ pub enum KafkaError {
         #[source]
         source: RdKafkaError,
     },
-    /// Buffered records could not all be delivered in time.
-    #[error("flushing the Kafka producer failed")]
-    Flush {
-        /// The librdkafka error.
-        #[source]
-        source: RdKafkaError,
-    },
     /// Reading records failed.
     #[error("reading from Kafka failed")]
     Consume {
@@ -158,7 +151,6 @@ impl KafkaError {
             | KafkaError::Metadata { source, .. }
             | KafkaError::CreateTopic { source, .. }
             | KafkaError::Delivery { source, .. }
-            | KafkaError::Flush { source, .. }
             | KafkaError::Consume { source, .. }
             | KafkaError::Offsets { source, .. } => source.rdkafka_error_code(),
             _ => None,
