@@ -368,11 +368,7 @@ fn report(backends: &[&str]) {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let mut criterion = Criterion::default()
         .output_directory(&output_dir())
         .configure_from_args();
@@ -381,18 +377,9 @@ fn main() {
     bench_backend(&mut criterion, &runtime, &log, "embedded");
     bench_batches(&mut criterion, &runtime, dir.path());
     let mut backends = vec!["embedded"];
-    match std::env::var("LOGPIPE_TEST_KAFKA") {
-        Ok(brokers) => {
-            let mut settings = logpipe::kafka::KafkaSettings::new(brokers);
-            settings.create_topics = true;
-            let client =
-                runtime.block_on(async { logpipe::kafka::KafkaClient::connect(settings).unwrap() });
-            bench_backend(&mut criterion, &runtime, &client, "kafka");
-            backends.push("kafka");
-        }
-        Err(_) => eprintln!(
-            "LOGPIPE_TEST_KAFKA is not set: Kafka is not measured (run `tests/services/run cargo bench --bench concurrency`)"
-        ),
+    if let Some(client) = common::test_kafka(&runtime, "concurrency") {
+        bench_backend(&mut criterion, &runtime, &client, "kafka");
+        backends.push("kafka");
     }
     criterion.final_summary();
     report(&backends);

@@ -305,11 +305,7 @@ fn main() {
         );
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = common::runtime();
     let mut criterion = Criterion::default()
         .output_directory(&output_dir())
         .warm_up_time(Duration::from_secs(1))

@@ -10,10 +10,6 @@ mod people;
 use logpipe::Producer;
 use logpipe::config::Config;
 use people::{PersonV1, PersonV2};
-use tokio::task::JoinSet;
-
-/// Messages sent at once; the embedded log writes each such group in one transaction.
-const IN_FLIGHT: usize = 100;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,41 +22,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(None)?;
     // The stream is `people` unless PEOPLE_STREAM names another.
     let stream = std::env::var("PEOPLE_STREAM").unwrap_or_else(|_| "people".to_owned());
-    let mut producer = Producer::new(config.open_backend()?, stream).with_format(config.format);
-    if let Some(id) = &config.producer_id {
-        producer = producer.with_producer_id(id);
+    // The configured backend, format and producer id.
+    let producer = Producer::from_config(&config, stream)?;
+    // Each message is handed over at once, in order; the deliveries are awaited after.
+    let mut deliveries = Vec::with_capacity(count);
+    for id in 0..count {
+        let uuid = format!("{id:06}");
+        let delivery = if id % 2 == 0 {
+            let name = format!("Person {id}");
+            producer.enqueue(&PersonV1 { uuid, name }).await?
+        } else {
+            let (first_name, last_name) = ("Person".to_owned(), id.to_string());
+            producer
+                .enqueue(&PersonV2 {
+                    uuid,
+                    first_name,
+                    last_name,
+                })
+                .await?
+        };
+        deliveries.push(delivery);
     }
-    let ids: Vec<usize> = (0..count).collect();
-    for chunk in ids.chunks(IN_FLIGHT) {
-        let mut sends = JoinSet::new();
-        for &id in chunk {
-            let producer = producer.clone();
-            let uuid = format!("{id:06}");
-            sends.spawn(async move {
-                if id % 2 == 0 {
-                    producer
-                        .send(&PersonV1 {
-                            uuid,
-                            name: format!("Person {id}"),
-                        })
-                        .await
-                } else {
-                    let (first_name, last_name) = ("Person".to_owned(), id.to_string());
-                    producer
-                        .send(&PersonV2 {
-                            uuid,
-                            first_name,
-                            last_name,
-                        })
-                        .await
-                }
-            });
-        }
-        while let Some(sent) = sends.join_next().await {
-            sent??;
-        }
+    for delivery in deliveries {
+        delivery.await?;
     }
-    producer.flush().await?;
     println!("sent {count}");
     Ok(())
 }

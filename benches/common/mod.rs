@@ -77,3 +77,37 @@ pub fn print_speeds(groups: &[(&str, u64, &[&str])]) {
         }
     }
 }
+
+/// The runtime a bench runs in: two worker threads, as many as the test machines have
+/// cores.
+#[allow(dead_code, reason = "the envelope bench runs no runtime")]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A client of the test broker that creates the topics it writes to, or `None` (saying
+/// so, with the command that would measure it) when `LOGPIPE_TEST_KAFKA` is not set.
+#[cfg(feature = "kafka")]
+#[allow(
+    dead_code,
+    reason = "only the benches of the embedded log and Kafka use it"
+)]
+pub fn test_kafka(
+    runtime: &tokio::runtime::Runtime,
+    bench: &str,
+) -> Option<logpipe::kafka::KafkaClient> {
+    let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA") else {
+        eprintln!(
+            "LOGPIPE_TEST_KAFKA is not set: Kafka is not measured (run `tests/services/run cargo bench --bench {bench}`)"
+        );
+        return None;
+    };
+    let mut settings = logpipe::kafka::KafkaSettings::new(brokers);
+    settings.create_topics = true;
+    // The client's background work starts inside the runtime.
+    Some(runtime.block_on(async { logpipe::kafka::KafkaClient::connect(settings).unwrap() }))
+}

@@ -199,11 +199,10 @@ async fn read_topic(client: &KafkaClient, topic: &str, count: usize) -> Vec<Reco
     read_from_start(consumer, count).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() {
-    let Some(brokers) = service("LOGPIPE_TEST_KAFKA") else {
-        return;
-    };
+/// The broker's address and its scripts' directory, for a test that restarts it; `None`
+/// (skip) when it is not running or not started by those scripts (outside CI).
+fn restartable_broker() -> Option<(String, std::path::PathBuf)> {
+    let brokers = service("LOGPIPE_TEST_KAFKA")?;
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/services/kafka");
     if !scripts.join("work/broker.pid").exists() {
         assert!(
@@ -211,8 +210,44 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
             "under CI the broker must be the one tests/services/kafka/start runs"
         );
         eprintln!("skipping: the broker was not started by tests/services/kafka/start");
-        return;
+        return None;
     }
+    Some((brokers, scripts))
+}
+
+/// Stops the broker and starts it again, keeping its data.
+fn restart_broker(scripts: &Path) {
+    let run = |script: &str| {
+        let status = Command::new(scripts.join(script))
+            .env("KEEP_DATA", "1")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tests/services/kafka/{script}");
+    };
+    tokio::task::block_in_place(|| {
+        run("stop");
+        run("start");
+    });
+}
+
+/// The `seq` of each record's `message`, in the order read.
+fn seqs_read(records: &[Record]) -> Vec<u32> {
+    records
+        .iter()
+        .map(|record| {
+            let body: serde_json::Value =
+                serde_json::from_slice(record.value.strip_prefix(b"json:").unwrap()).unwrap();
+            u32::try_from(body["message"]["seq"].as_u64().unwrap()).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() {
+    let Some((brokers, scripts)) = restartable_broker() else {
+        return;
+    };
     // Alone: the other Kafka tests wait while the broker is down.
     let _alone = BROKER.write().await;
     let topic = unique("broker-restart");
@@ -249,18 +284,7 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
         ok.lock().unwrap().len() >= 100
     })
     .await;
-    let run = |script: &str| {
-        let status = Command::new(scripts.join(script))
-            .env("KEEP_DATA", "1")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "tests/services/kafka/{script}");
-    };
-    tokio::task::block_in_place(|| {
-        run("stop");
-        run("start");
-    });
+    restart_broker(&scripts);
     tokio::time::timeout(Duration::from_secs(600), sending)
         .await
         .expect("every send ends")
@@ -271,10 +295,7 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
 
     let records = read_topic(&client, &topic, ok.len()).await;
     let mut found: BTreeMap<u32, usize> = BTreeMap::new();
-    for record in &records {
-        let body: serde_json::Value =
-            serde_json::from_slice(record.value.strip_prefix(b"json:").unwrap()).unwrap();
-        let seq = u32::try_from(body["message"]["seq"].as_u64().unwrap()).unwrap();
+    for seq in seqs_read(&records) {
         *found.entry(seq).or_default() += 1;
     }
     for seq in ok.keys() {
@@ -285,6 +306,95 @@ async fn kafka_sends_across_a_broker_restart_either_land_exactly_once_or_fail() 
         );
     }
     assert!(found.values().all(|n| *n == 1), "no record twice");
+}
+
+/// Records handed over one after another by `Producer::enqueue` while the broker
+/// restarts, their deliveries awaited on the side: each delivery succeeds or fails,
+/// each record delivered is there once, and each key's records are in the order of
+/// the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_records_enqueued_across_a_broker_restart_keep_each_keys_order() {
+    let Some((brokers, scripts)) = restartable_broker() else {
+        return;
+    };
+    let _alone = BROKER.write().await;
+    let topic = unique("enqueue-restart");
+    create_topics(&brokers, &[&topic]).await;
+    let client = client(&brokers);
+    let producer = Producer::new(client.clone(), topic.as_str());
+    const COUNT: u32 = 1200;
+    let ok = Arc::new(Mutex::new(BTreeMap::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let sending = {
+        let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
+        tokio::spawn(async move {
+            let mut deliveries = tokio::task::JoinSet::new();
+            for seq in 0..COUNT {
+                let person = crate::scenarios::PersonV1 {
+                    uuid: format!("key-{}", seq % 6),
+                    seq,
+                };
+                match producer.enqueue(&person).await {
+                    Ok(delivery) => {
+                        deliveries.spawn(async move { (seq, delivery.await) });
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                if seq % 20 == 19 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            while let Some(done) = deliveries.join_next().await {
+                match done.unwrap() {
+                    (seq, Ok(delivery)) => {
+                        ok.lock().unwrap().insert(seq, delivery.partition);
+                    }
+                    (_, Err(_)) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    // Part of the records are handed over before the broker stops.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    restart_broker(&scripts);
+    tokio::time::timeout(Duration::from_secs(600), sending)
+        .await
+        .expect("every delivery ends")
+        .unwrap();
+    let ok = ok.lock().unwrap().clone();
+    assert_eq!(ok.len() + failed.load(Ordering::SeqCst), COUNT as usize);
+    assert!(ok.len() > 100, "records are delivered: {}", ok.len());
+
+    let records = read_topic(&client, &topic, ok.len()).await;
+    let mut by_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    for (record, seq) in records.iter().zip(seqs_read(&records)) {
+        by_key
+            .entry(record.key.clone().unwrap())
+            .or_default()
+            .push(seq);
+    }
+    let mut found: Vec<u32> = by_key.values().flatten().copied().collect();
+    found.sort_unstable();
+    let delivered: Vec<u32> = ok.keys().copied().collect();
+    assert!(
+        delivered.iter().all(|seq| found.binary_search(seq).is_ok()),
+        "every record delivered is there"
+    );
+    assert!(
+        found.windows(2).all(|pair| pair[0] < pair[1]),
+        "no record twice"
+    );
+    for (key, seqs) in &by_key {
+        assert!(
+            seqs.is_sorted(),
+            "{}: records in the order handed over: {seqs:?}",
+            String::from_utf8_lossy(key)
+        );
+    }
 }
 
 /// A record batch in the broker's log: how many records and which compression codec.
