@@ -28,7 +28,6 @@ mod offsets;
 mod ops;
 mod produce;
 mod replay;
-mod send;
 mod streams;
 mod table;
 mod tail;

@@ -14,6 +14,8 @@
 //! on_handler_error = "stop"            # or "dead-letter"
 //! on_bad_record = "skip"               # or "dead-letter"
 //! min_message_lag_ms = 0
+//! concurrency = 1                      # handler calls in flight
+//! ordering = "key"                     # or "partition", "unordered"
 //!
 //! [embedded]                           # the embedded log (logpipe::embedded::EmbeddedOptions)
 //! partitions = 4
@@ -317,6 +319,33 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_and_ordering_come_from_the_consumer_table() {
+        let file: toml::Table =
+            "[consumer]\nconcurrency = 256\nordering = \"partition\"\nbatch_max_records = 50"
+                .parse()
+                .unwrap();
+        let config = Config::from_parts(
+            file,
+            env(&[("LOGPIPE_CONSUMER__KEYLESS_ORDERING", "unordered")]),
+        )
+        .unwrap();
+        let consumer = &config.consumer;
+        assert_eq!(
+            (
+                consumer.concurrency,
+                consumer.ordering,
+                consumer.keyless_ordering
+            ),
+            (
+                256,
+                crate::consumer::Ordering::Partition,
+                crate::consumer::KeylessOrdering::Unordered
+            )
+        );
+        assert_eq!(consumer.batch_max_records, 50);
+    }
+
+    #[test]
     fn bad_values_name_their_key_and_variable() {
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
         let cases: &[Case<'_>] = &[
@@ -344,6 +373,24 @@ mod tests {
                 "[consumer]\ncommit_every = 0",
                 &[],
                 "consumer.commit_every",
+                None,
+            ),
+            (
+                "[consumer]\nconcurrency = 0",
+                &[],
+                "consumer.concurrency",
+                None,
+            ),
+            (
+                "",
+                &[("LOGPIPE_CONSUMER__ORDERING", "by-key")],
+                "consumer.ordering",
+                Some("LOGPIPE_CONSUMER__ORDERING"),
+            ),
+            (
+                "[consumer]\nmax_in_flight_per_partition = 0",
+                &[],
+                "consumer.max_in_flight_per_partition",
                 None,
             ),
             (

@@ -28,7 +28,7 @@
 //! # async fn example() -> Result<(), logpipe_kafka::KafkaError> {
 //! let client = KafkaClient::connect(KafkaSettings::new("127.0.0.1:9092"))?;
 //! let (partition, offset) = client.send("people", Some(b"6f1c"), b"json:{}", &[]).await?;
-//! client.flush().await?;
+//! client.flush().await;
 //! # Ok(())
 //! # }
 //! ```
