@@ -2,10 +2,12 @@
 //! a dead letter or a stop, as the policies say. Each is a future of its own, so that
 //! many run side by side; what it comes to is a [`Finished`] per record.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::schedule::{Queued, Stops, Ticket};
@@ -104,7 +106,11 @@ impl<S> Drop for Retrying<'_, S> {
 
 impl<S: OffsetStore> Worker<S> {
     /// Handles one record: its handler with retries, then its policy.
-    pub(super) async fn handle_record(&self, queued: Queued, stops: Stops) -> Finished {
+    pub(super) fn handle_record(
+        &self,
+        queued: Queued,
+        stops: Arc<Stops>,
+    ) -> impl Future<Output = Finished> + Send + '_ {
         let Queued { record, ticket, .. } = queued;
         let span = tracing::debug_span!(
             "record",
@@ -115,12 +121,15 @@ impl<S: OffsetStore> Worker<S> {
             version = tracing::field::Empty,
         );
         let stream = Arc::clone(&record.partition.stream);
-        let outcome = self.handle_in_span(record, &stops).instrument(span).await;
-        Finished {
-            ticket,
-            stream,
-            outcome,
-        }
+        // Built of combinators, not an `async` block, so that the record is kept once in
+        // the future that each record's call moves.
+        self.handle_in_span(record, stops)
+            .instrument(span)
+            .map(move |outcome| Finished {
+                ticket,
+                stream,
+                outcome,
+            })
     }
 
     fn context_of(&self, record: &mut Record) -> Context {
@@ -136,7 +145,8 @@ impl<S: OffsetStore> Worker<S> {
         context
     }
 
-    async fn handle_in_span(&self, mut record: Record, stops: &Stops) -> Outcome {
+    async fn handle_in_span(&self, mut record: Record, stops: Arc<Stops>) -> Outcome {
+        let stops = &*stops;
         let mut context = self.context_of(&mut record);
         let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
         let mut attempts = 0;
@@ -165,19 +175,17 @@ impl<S: OffsetStore> Worker<S> {
                     }
                     Err(Err(reason)) => {
                         record.key = context.key.take();
-                        return self.skip(&record, reason).await;
+                        return Box::pin(self.skip(&record, reason)).await;
                     }
                     Err(Ok(failure)) => failure,
                 };
             if attempts > self.options.max_retries {
                 record.key = context.key.take();
-                return self
-                    .handler_failed(record, &context, attempts, failure)
-                    .await;
+                return Box::pin(self.handler_failed(record, &context, attempts, failure)).await;
             }
             self.log_retry(&record, attempts, &failure, backoff);
             retrying.get_or_insert_with(|| Retrying::start(self, stops));
-            if !self.wait_to_retry(stops, backoff).await {
+            if !Box::pin(self.wait_to_retry(stops, backoff)).await {
                 return Outcome::Cancelled;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
@@ -208,7 +216,11 @@ impl<S: OffsetStore> Worker<S> {
 
     /// Handles the records of one batch handler, read from one partition, in one call
     /// per attempt; then the policies, record by record.
-    pub(super) async fn handle_batch(&self, batch: Vec<Queued>, stops: Stops) -> Vec<Finished> {
+    pub(super) async fn handle_batch(
+        &self,
+        batch: Vec<Queued>,
+        stops: Arc<Stops>,
+    ) -> Vec<Finished> {
         let span = tracing::debug_span!("batch", records = batch.len());
         self.handle_batch_in_span(batch, &stops)
             .instrument(span)
@@ -263,7 +275,7 @@ impl<S: OffsetStore> Worker<S> {
                 .expect("a record failed");
             self.log_retry(first_failure.0, attempts, &first_failure.1, backoff);
             retrying.get_or_insert_with(|| Retrying::start(self, stops));
-            if !self.wait_to_retry(stops, backoff).await {
+            if !Box::pin(self.wait_to_retry(stops, backoff)).await {
                 return cancelled(&records);
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));

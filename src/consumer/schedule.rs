@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use logpipe_core::hash::fnv1a;
@@ -126,7 +127,7 @@ struct Slot {
     handled_before: HashSet<Position>,
     paused: bool,
     revoked: bool,
-    stops: Stops,
+    stops: Arc<Stops>,
 }
 
 impl Slot {
@@ -289,7 +290,7 @@ pub(super) struct Schedule {
     /// Records not started, in every slot.
     waiting: usize,
     next_id: u64,
-    stops: Stops,
+    stops: Arc<Stops>,
 }
 
 impl Schedule {
@@ -300,7 +301,7 @@ impl Schedule {
         keyless: KeylessOrdering,
         lag: Duration,
         window: usize,
-        stops: Stops,
+        stops: Arc<Stops>,
     ) -> Self {
         Self {
             ordering,
@@ -351,7 +352,7 @@ impl Schedule {
             handled_before: handled_before.into_iter().collect(),
             paused: false,
             revoked: false,
-            stops: Stops::child_of(&self.stops),
+            stops: Arc::new(Stops::child_of(&self.stops)),
         });
     }
 
@@ -463,11 +464,11 @@ impl Schedule {
     }
 
     /// The stops of the partition of `ticket`.
-    pub(super) fn stops(&self, ticket: &Ticket) -> Stops {
+    pub(super) fn stops(&self, ticket: &Ticket) -> Arc<Stops> {
         self.slots
             .iter()
             .find(|slot| slot.id == ticket.slot)
-            .map_or_else(|| self.stops.clone(), |slot| slot.stops.clone())
+            .map_or_else(|| Arc::clone(&self.stops), |slot| Arc::clone(&slot.stops))
     }
 
     /// A batch holding the records of `tickets` started: their units take no more
@@ -608,7 +609,7 @@ mod tests {
             KeylessOrdering::Partition,
             lag,
             window,
-            Stops::new(),
+            Arc::new(Stops::new()),
         )
     }
 

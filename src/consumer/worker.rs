@@ -66,7 +66,7 @@ impl<S: OffsetStore> Worker<S> {
         backend: B,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
-        let stops = Stops::new();
+        let stops = Arc::new(Stops::new());
         let options = &self.options;
         let mut run = Run {
             worker: self,
@@ -77,7 +77,7 @@ impl<S: OffsetStore> Worker<S> {
                 options.keyless_ordering,
                 Duration::from_millis(options.min_message_lag_ms),
                 options.partition_window(),
-                stops.clone(),
+                Arc::clone(&stops),
             ),
             calls: FuturesUnordered::new(),
             batches: OpenBatches::new(
@@ -107,7 +107,7 @@ struct Run<'a, B, S> {
     calls: FuturesUnordered<Call<'a>>,
     batches: OpenBatches,
     /// The parent of every partition's stops.
-    stops: Stops,
+    stops: Arc<Stops>,
 }
 
 impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
@@ -192,8 +192,7 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
     async fn start_one(&mut self, queued: Queued) -> Result<(), Error> {
         let stops = self.schedule.stops(&queued.ticket);
         let worker = self.worker;
-        let mut call: Call<'a> =
-            Box::pin(async move { Done::One(worker.handle_record(queued, stops).await) });
+        let mut call: Call<'a> = Box::pin(worker.handle_record(queued, stops).map(Done::One));
         match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
             Poll::Ready(done) => self.note(done),
             Poll::Pending => {
