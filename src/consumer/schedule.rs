@@ -6,7 +6,8 @@
 //! turns. A partition's *watermark* is its newest record below which every record is
 //! handled (or skipped): the position a consumer may store, whatever finished above it.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -99,6 +100,41 @@ impl Hasher for UnitHasher {
     }
 }
 
+/// The numbers of a partition's records that may start, the oldest first: a heap, which
+/// keeps its memory as records come and go (a tree allocates each time it empties and
+/// fills again, which with one record at a time is every record).
+#[derive(Default)]
+struct Runnable(BinaryHeap<Reverse<u64>>);
+
+impl Runnable {
+    fn insert(&mut self, seq: u64) {
+        self.0.push(Reverse(seq));
+    }
+
+    /// Takes `seq` out (rare: a record that was to join a batch); false if absent.
+    fn remove(&mut self, seq: u64) -> bool {
+        let before = self.0.len();
+        self.0.retain(|Reverse(n)| *n != seq);
+        self.0.len() < before
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.0.peek().map(|Reverse(seq)| *seq)
+    }
+
+    fn pop_first(&mut self) {
+        self.0.pop();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// A record read and not yet below its partition's watermark.
 struct Entry {
     position: Position,
@@ -119,7 +155,7 @@ struct Slot {
     /// The watermark, when it moved since positions were last stored.
     handled: Option<Position>,
     /// Records that may start now, by number (the records stay in `window`).
-    runnable: BTreeSet<u64>,
+    runnable: Runnable,
     units: HashMap<u64, Unit, BuildHasherDefault<UnitHasher>>,
     /// Records started (alone or in a batch) and not finished.
     started: usize,
@@ -227,7 +263,7 @@ impl Slot {
         };
         state.collecting = None;
         while let Some(seq) = state.joining.pop() {
-            if self.runnable.remove(&seq) {
+            if self.runnable.remove(seq) {
                 state.active -= 1;
                 state.blocked.push_front(seq);
             }
@@ -346,7 +382,7 @@ impl Schedule {
             base_seq: 0,
             window: VecDeque::new(),
             handled: None,
-            runnable: BTreeSet::new(),
+            runnable: Runnable::default(),
             units: HashMap::default(),
             started: 0,
             handled_before: handled_before.into_iter().collect(),
@@ -420,7 +456,7 @@ impl Schedule {
         for step in 0..count {
             let index = (self.turn + step) % count;
             let slot = &mut self.slots[index];
-            let Some(&seq) = slot.runnable.first() else {
+            let Some(seq) = slot.runnable.first() else {
                 continue;
             };
             let written = slot.queued(seq).and_then(|queued| queued.record.timestamp);
@@ -453,7 +489,7 @@ impl Schedule {
         let earliest = self
             .slots
             .iter()
-            .filter_map(|slot| slot.queued(*slot.runnable.first()?))
+            .filter_map(|slot| slot.queued(slot.runnable.first()?))
             .filter_map(|queued| queued.record.timestamp)
             .min()?
             + self.lag;
