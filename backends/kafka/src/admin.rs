@@ -118,6 +118,11 @@ impl KafkaClient {
                 }
             }
         }
+        // Known to exist from now on: a record sent at once goes to librdkafka, which
+        // waits for the topic's metadata to reach the broker it asks (right after the
+        // creation it may not have yet, and a check of our own would call the topic
+        // missing).
+        self.mark_known(topic);
         Ok(())
     }
 

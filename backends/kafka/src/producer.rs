@@ -346,13 +346,18 @@ impl KafkaClient {
                 }
                 self.create_topic(&topic).await?;
             }
-            self.inner
-                .known_topics
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(topic);
+            self.mark_known(&topic);
         }
         Ok(())
+    }
+
+    /// Notes that `topic` exists: records for it go to librdkafka without a check.
+    pub(crate) fn mark_known(&self, topic: &str) {
+        self.inner
+            .known_topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.to_owned());
     }
 
     /// Whether `topic` is known to exist.
