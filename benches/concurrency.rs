@@ -173,55 +173,40 @@ fn bench_backend<B: Backend + Clone>(
     name: &str,
 ) {
     let stream = fill(runtime, backend, name);
-    let mut timer = c.benchmark_group(format!("{name}_timer"));
-    configure(&mut timer);
-    for concurrency in LEVELS {
-        let total = records_at(concurrency);
-        timer.throughput(Throughput::Elements(total));
-        timer.bench_function(format!("c{concurrency}"), |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        let registry = job_registry(Work::Timer, total);
-                        let store = MemoryOffsetStore::new();
-                        consume(
-                            runtime,
-                            backend,
-                            store,
-                            &stream,
-                            registry,
-                            options(concurrency),
-                        )
-                    })
-                    .sum()
-            })
-        });
+    let measurements = [
+        ("timer", Work::Timer, LEVELS.as_slice()),
+        ("noop", Work::Nothing, [1, 256].as_slice()),
+    ];
+    for (what, work, levels) in measurements {
+        let mut group = c.benchmark_group(format!("{name}_{what}"));
+        configure(&mut group);
+        for &concurrency in levels {
+            let total = match work {
+                Work::Timer => records_at(concurrency),
+                Work::Nothing => RECORDS,
+            };
+            group.throughput(Throughput::Elements(total));
+            group.bench_function(format!("c{concurrency}"), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let registry = job_registry(work, total);
+                            let store = MemoryOffsetStore::new();
+                            consume(
+                                runtime,
+                                backend,
+                                store,
+                                &stream,
+                                registry,
+                                options(concurrency),
+                            )
+                        })
+                        .sum()
+                })
+            });
+        }
+        group.finish();
     }
-    timer.finish();
-    let mut nothing = c.benchmark_group(format!("{name}_noop"));
-    configure(&mut nothing);
-    nothing.throughput(Throughput::Elements(RECORDS));
-    for concurrency in [1, 256] {
-        nothing.bench_function(format!("c{concurrency}"), |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        let registry = job_registry(Work::Nothing, RECORDS);
-                        let store = MemoryOffsetStore::new();
-                        consume(
-                            runtime,
-                            backend,
-                            store,
-                            &stream,
-                            registry,
-                            options(concurrency),
-                        )
-                    })
-                    .sum()
-            })
-        });
-    }
-    nothing.finish();
 }
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS jobs (key TEXT NOT NULL, n INTEGER NOT NULL)";
