@@ -255,11 +255,13 @@ impl<S: OffsetStore> Worker<S> {
                 () = stops.calls.cancelled() => return cancelled(&records),
             };
             let elapsed = started.elapsed();
-            let failed = outcomes.iter().find_map(|outcome| match outcome {
-                Err(DispatchError::Handler(_) | DispatchError::Panicked(_)) => Some(()),
-                _ => None,
+            let failed = outcomes.iter().any(|outcome| {
+                matches!(
+                    outcome,
+                    Err(DispatchError::Handler(_) | DispatchError::Panicked(_))
+                )
             });
-            if failed.is_none() || attempts > self.options.max_retries {
+            if !failed || attempts > self.options.max_retries {
                 break outcomes
                     .into_iter()
                     .map(|outcome| (outcome, elapsed))

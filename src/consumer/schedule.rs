@@ -166,25 +166,20 @@ struct Slot {
     stops: Arc<Stops>,
 }
 
-impl Slot {
-    /// The unit of `record` under `ordering`.
-    fn unit_of(
-        &self,
-        record: &Record,
-        ordering: Ordering,
-        keyless: KeylessOrdering,
-    ) -> Option<u64> {
-        match (ordering, &record.key) {
-            (Ordering::Partition, _) => Some(0),
-            (Ordering::Unordered, _) => None,
-            (Ordering::Key, Some(key)) => Some(fnv1a(key)),
-            (Ordering::Key, None) => match keyless {
-                KeylessOrdering::Partition => Some(KEYLESS),
-                KeylessOrdering::Unordered => None,
-            },
-        }
+/// The unit of `record` under `ordering` (`None`: it waits for no other).
+fn unit_of(record: &Record, ordering: Ordering, keyless: KeylessOrdering) -> Option<u64> {
+    match (ordering, &record.key) {
+        (Ordering::Partition, _) => Some(0),
+        (Ordering::Unordered, _) => None,
+        (Ordering::Key, Some(key)) => Some(fnv1a(key)),
+        (Ordering::Key, None) => match keyless {
+            KeylessOrdering::Partition => Some(KEYLESS),
+            KeylessOrdering::Unordered => None,
+        },
     }
+}
 
+impl Slot {
     /// Record `seq`, if it has not started.
     fn queued(&self, seq: u64) -> Option<&Queued> {
         let index = seq.checked_sub(self.base_seq)?;
@@ -363,6 +358,10 @@ impl Schedule {
             .position(|slot| !slot.revoked && slot.partition == *partition)
     }
 
+    fn slot(&self, id: u64) -> Option<&Slot> {
+        self.slots.iter().find(|slot| slot.id == id)
+    }
+
     fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
         self.slots.iter_mut().find(|slot| slot.id == id)
     }
@@ -425,7 +424,7 @@ impl Schedule {
                 slot.done(seq);
                 continue;
             }
-            let unit = slot.unit_of(&record, self.ordering, self.keyless);
+            let unit = unit_of(&record, self.ordering, self.keyless);
             let batch = batch_of(&record);
             slot.window.push_back(Entry {
                 position: record.position.clone(),
@@ -501,9 +500,7 @@ impl Schedule {
 
     /// The stops of the partition of `ticket`.
     pub(super) fn stops(&self, ticket: &Ticket) -> Arc<Stops> {
-        self.slots
-            .iter()
-            .find(|slot| slot.id == ticket.slot)
+        self.slot(ticket.slot)
             .map_or_else(|| Arc::clone(&self.stops), |slot| Arc::clone(&slot.stops))
     }
 
@@ -511,10 +508,7 @@ impl Schedule {
     /// records into it, and those of their records that were to join it wait again.
     pub(super) fn batch_started(&mut self, tickets: &[Ticket]) {
         for ticket in tickets {
-            if let (Some(slot), Some(unit)) = (
-                self.slots.iter_mut().find(|slot| slot.id == ticket.slot),
-                ticket.unit,
-            ) {
+            if let (Some(unit), Some(slot)) = (ticket.unit, self.slot_mut(ticket.slot)) {
                 slot.stop_collecting(unit);
             }
         }
