@@ -76,6 +76,10 @@ impl Default for Features {
 pub struct StoreFeatures {
     /// Kinesis sequence numbers as well as offsets (Kafka group commits keep offsets).
     pub sequences: bool,
+    /// A position behind the stored one is refused with
+    /// [`StoreError::Fenced`](crate::StoreError::Fenced) (the PostgreSQL store); else
+    /// it replaces the stored one.
+    pub fences: bool,
 }
 
 /// A name no other scenario, test or run uses: `what`, the process id, the time and a
@@ -234,6 +238,7 @@ macro_rules! store_tests {
             [
                 positions_load_back_per_group,
                 a_newer_position_replaces_the_older,
+                an_older_position_is_fenced_or_replaces,
                 a_batch_is_stored_whole_or_not_at_all,
                 large_offsets_and_long_sequence_numbers_keep_every_digit,
                 positions_survive_a_reopen,

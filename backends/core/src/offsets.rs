@@ -41,6 +41,24 @@ pub enum StoreError {
         #[source]
         source: BackendError,
     },
+    /// A position older than the one stored, or a record at or below the stored position
+    /// (one its partition's new owner has handled), was refused: the writer is no longer
+    /// the partition's owner (a consumer that lost it in a rebalance, or a process that
+    /// was thought dead). Nothing of the write was stored.
+    #[error(
+        "the position {attempted} of {partition} for group {group:?} is handled already (the store has {stored}): another consumer owns the partition now"
+    )]
+    Fenced {
+        /// The consumer group.
+        group: String,
+        /// The partition.
+        partition: PartitionRef,
+        /// What was to be stored (or marked handled).
+        attempted: Position,
+        /// What the store holds: its position of the partition, or `attempted` itself when
+        /// that record is marked handled already.
+        stored: Position,
+    },
     /// The store cannot keep this kind of position (such as a Kinesis sequence number in
     /// a store of Kafka offsets).
     #[error("the position {position} of {partition} cannot be stored here: {reason}")]

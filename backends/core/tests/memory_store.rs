@@ -17,4 +17,10 @@ async fn memory() -> Option<StoreSetup<MemoryOffsetStore>> {
     })
 }
 
-logpipe_core::store_tests!(memory, StoreFeatures { sequences: true });
+logpipe_core::store_tests!(
+    memory,
+    StoreFeatures {
+        sequences: true,
+        fences: false,
+    }
+);

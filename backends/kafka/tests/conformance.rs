@@ -45,4 +45,10 @@ async fn group_offsets() -> Option<StoreSetup<GroupOffsets>> {
     })
 }
 
-logpipe_core::store_tests!(group_offsets, StoreFeatures { sequences: false });
+logpipe_core::store_tests!(
+    group_offsets,
+    StoreFeatures {
+        sequences: false,
+        fences: false,
+    }
+);

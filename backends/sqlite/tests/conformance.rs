@@ -58,4 +58,10 @@ async fn store() -> Option<StoreSetup<SqliteOffsetStore>> {
     })
 }
 
-logpipe_core::store_tests!(store, StoreFeatures { sequences: true });
+logpipe_core::store_tests!(
+    store,
+    StoreFeatures {
+        sequences: true,
+        fences: false,
+    }
+);

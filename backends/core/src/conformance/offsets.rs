@@ -72,6 +72,45 @@ pub async fn a_newer_position_replaces_the_older<S: OffsetStore>(
     );
 }
 
+/// A position behind the stored one, stored later (by a consumer that lost its
+/// partition), is refused by a store that fences, which keeps the newer position and
+/// stores nothing of the batch; another store takes it.
+pub async fn an_older_position_is_fenced_or_replaces<S: OffsetStore>(
+    setup: StoreSetup<S>,
+    features: StoreFeatures,
+) {
+    let (store, partitions) = (setup.store, setup.partitions);
+    let group = unique("group");
+    store
+        .store(&group, &[(partitions[0].clone(), Position::Offset(8))])
+        .await
+        .expect("storing");
+    let older = [
+        (partitions[1].clone(), Position::Offset(2)),
+        (partitions[0].clone(), Position::Offset(5)),
+    ];
+    let outcome = store.store(&group, &older).await;
+    if features.fences {
+        let err = outcome.expect_err("an older position is refused");
+        assert!(matches!(err, crate::StoreError::Fenced { .. }), "{err:?}");
+        assert_eq!(
+            load(&store, &group, &partitions[0]).await,
+            Some(Position::Offset(8))
+        );
+        assert_eq!(
+            load(&store, &group, &partitions[1]).await,
+            None,
+            "nothing of a refused batch is stored"
+        );
+    } else {
+        outcome.expect("storing");
+        assert_eq!(
+            load(&store, &group, &partitions[0]).await,
+            Some(Position::Offset(5))
+        );
+    }
+}
+
 /// A batch whose positions the store takes is stored whole; one with a position it
 /// refuses (a sequence number in a store of offsets) fails and stores none of it.
 pub async fn a_batch_is_stored_whole_or_not_at_all<S: OffsetStore>(

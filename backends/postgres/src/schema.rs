@@ -1,0 +1,142 @@
+//! The store's two tables, and every statement it runs on them, written once for its
+//! schema.
+//!
+//! A position is an offset (`position_offset`) or a Kinesis sequence number
+//! (`position_sequence`, text, compared as a number; a starting point such as
+//! `TRIM_HORIZON` is below every sequence number).
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+/// A sequence number (or starting point) `column` as a number to compare.
+fn rank(column: &str) -> String {
+    format!("(CASE WHEN {column} ~ '^[0-9]+$' THEN {column}::numeric ELSE -1 END)")
+}
+
+/// The statements of a store whose tables are in one schema.
+#[derive(Clone)]
+pub(crate) struct Statements {
+    /// Creates what is missing; takes no parameters.
+    pub(crate) create: SqlStr,
+    /// Whether both tables exist: one row, one boolean.
+    pub(crate) exists: SqlStr,
+    /// `$1` group, `$2` stream, `$3` partition: the row `(position_offset, position_sequence)`.
+    pub(crate) load: SqlStr,
+    /// `$1` group, `$2..$5` arrays of stream, partition, offset, sequence, `$6` whether
+    /// to move positions back and forget every mark (an operator's reset): stores the
+    /// positions not behind a stored one and forgets the marks up to them; returns the
+    /// number of positions stored.
+    pub(crate) store: SqlStr,
+    /// `$1..$5` arrays of group, stream, partition, mark offset, mark sequence: marks
+    /// the records handled unless a record is marked already or at or below its
+    /// partition's stored position; returns the number of marks written.
+    pub(crate) mark: SqlStr,
+    /// `$1` group, `$2` stream, `$3` partition: the marks, in position order.
+    pub(crate) marks: SqlStr,
+}
+
+impl Statements {
+    pub(crate) fn new(schema: &str) -> Self {
+        let positions = format!("\"{schema}\".logpipe_positions");
+        let handled = format!("\"{schema}\".logpipe_handled");
+        let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+        let stored_rank = rank("stored.position_sequence");
+        let new_rank = rank("excluded.position_sequence");
+        let input_rank = rank("input.position_sequence");
+        let mark_rank = rank("mark.position_sequence");
+        Self {
+            create: sql(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 CREATE TABLE IF NOT EXISTS {positions} (
+                     consumer_group text NOT NULL,
+                     stream text NOT NULL,
+                     partition text NOT NULL,
+                     position_offset bigint,
+                     position_sequence text,
+                     updated_at timestamptz NOT NULL DEFAULT now(),
+                     CHECK ((position_offset IS NULL) <> (position_sequence IS NULL)),
+                     PRIMARY KEY (consumer_group, stream, partition)
+                 );
+                 CREATE TABLE IF NOT EXISTS {handled} (
+                     consumer_group text NOT NULL,
+                     stream text NOT NULL,
+                     partition text NOT NULL,
+                     position_offset bigint NOT NULL,
+                     position_sequence text NOT NULL,
+                     handled_at timestamptz NOT NULL DEFAULT now(),
+                     PRIMARY KEY (consumer_group, stream, partition, position_offset, position_sequence)
+                 );"
+            )),
+            exists: sql(format!(
+                "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL"
+            )),
+            load: sql(format!(
+                "SELECT position_offset, position_sequence FROM {positions}
+                 WHERE consumer_group = $1 AND stream = $2 AND partition = $3"
+            )),
+            store: sql(format!(
+                "WITH input AS (
+                     SELECT * FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[])
+                         AS input (stream, partition, position_offset, position_sequence)
+                 ), stored AS (
+                     INSERT INTO {positions} AS stored
+                         (consumer_group, stream, partition, position_offset, position_sequence)
+                     SELECT $1, stream, partition, position_offset, position_sequence FROM input
+                     ON CONFLICT (consumer_group, stream, partition) DO UPDATE SET
+                         position_offset = excluded.position_offset,
+                         position_sequence = excluded.position_sequence,
+                         updated_at = now()
+                     WHERE $6 OR NOT CASE
+                         WHEN stored.position_offset IS NOT NULL
+                             AND excluded.position_offset IS NOT NULL
+                             THEN stored.position_offset > excluded.position_offset
+                         WHEN stored.position_sequence IS NOT NULL
+                             AND excluded.position_sequence IS NOT NULL
+                             THEN {stored_rank} > {new_rank}
+                         ELSE false
+                     END
+                     RETURNING 1
+                 ), forgotten AS (
+                     DELETE FROM {handled} AS mark USING input
+                     WHERE mark.consumer_group = $1 AND mark.stream = input.stream
+                         AND mark.partition = input.partition
+                         AND ($6
+                             OR (mark.position_sequence = '' AND input.position_offset IS NOT NULL
+                                 AND mark.position_offset <= input.position_offset)
+                             OR (input.position_sequence IS NOT NULL
+                                 AND (input.position_sequence !~ '^[0-9]+$'
+                                      OR (mark.position_sequence <> ''
+                                          AND {mark_rank} <= {input_rank}))))
+                 )
+                 SELECT count(*) FROM stored"
+            )),
+            mark: sql(format!(
+                "WITH input AS (
+                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                         AS input (consumer_group, stream, partition, position_offset, position_sequence)
+                 ), marked AS (
+                     INSERT INTO {handled}
+                         (consumer_group, stream, partition, position_offset, position_sequence)
+                     SELECT * FROM input WHERE NOT EXISTS (
+                         SELECT 1 FROM {positions} AS stored
+                         WHERE stored.consumer_group = input.consumer_group
+                             AND stored.stream = input.stream
+                             AND stored.partition = input.partition
+                             AND ((input.position_sequence = ''
+                                   AND stored.position_offset >= input.position_offset)
+                                  OR (input.position_sequence <> ''
+                                      AND stored.position_sequence IS NOT NULL
+                                      AND {stored_rank} >= {input_rank})))
+                     ON CONFLICT DO NOTHING
+                     RETURNING 1
+                 )
+                 SELECT count(*) FROM marked"
+            )),
+            marks: sql(format!(
+                "SELECT position_offset, position_sequence FROM {handled}
+                 WHERE consumer_group = $1 AND stream = $2 AND partition = $3
+                 ORDER BY {}, position_offset",
+                rank("position_sequence")
+            )),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The PostgreSQL offset store.
+
+use std::sync::Arc;
+
+use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::OnceCell;
+
+use crate::options::PgStoreOptions;
+use crate::schema::Statements;
+
+/// A PostgreSQL error as an offset store's.
+pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
+    StoreError::Database {
+        store: "PostgreSQL",
+        source: Box::new(error),
+    }
+}
+
+/// A position as the two key columns of a mark: an offset with no sequence number
+/// (`''`), or a sequence number with offset 0.
+fn mark_columns(position: &Position) -> (i64, &str) {
+    match position {
+        Position::Offset(offset) => (*offset, ""),
+        Position::Sequence(sequence) => (0, sequence.as_str()),
+    }
+}
+
+/// A position read back from its two columns.
+fn position(
+    (offset, sequence): (Option<i64>, Option<String>),
+    group: &str,
+    partition: &PartitionRef,
+) -> Result<Position, StoreError> {
+    match (offset, sequence) {
+        (Some(offset), None) => Ok(Position::Offset(offset)),
+        (None, Some(sequence)) => Ok(Position::Sequence(sequence)),
+        _ => Err(StoreError::Corrupt {
+            group: group.to_owned(),
+            partition: partition.clone(),
+        }),
+    }
+}
+
+/// Whether `stored` is past `other` in the same partition (as the store's statements
+/// compare them: sequence numbers as numbers, a starting point below all).
+fn is_past(stored: &Position, other: &Position) -> bool {
+    let rank = |sequence: &str| {
+        let digits = sequence.trim_start_matches('0');
+        sequence
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| (digits.len(), digits.to_owned()))
+    };
+    match (stored, other) {
+        (Position::Offset(stored), Position::Offset(other)) => stored > other,
+        (Position::Sequence(stored), Position::Sequence(other)) => rank(stored) > rank(other),
+        _ => false,
+    }
+}
+
+/// Positions in PostgreSQL (the tables `logpipe_positions` and `logpipe_handled` of the
+/// URL's `schema`), for any backend: `offset_store = "postgres://..."`.
+///
+/// Clones share one connection pool. The tables are created when the store is first
+/// used, unless they exist (as after `logpipe offsets migrate`, for a service whose
+/// database user may not create tables).
+///
+/// Handlers whose data lives in the same database write their rows in a transaction
+/// from [`begin`](Self::begin) (or [`begin_batch`](Self::begin_batch)), which also marks
+/// their records handled: the rows and the marks commit together or not at all, so a
+/// record's effects happen exactly once, even if the process is killed, and whatever
+/// the consumer's concurrency. As in [`SqliteOffsetStore`](https://docs.rs/logpipe-sqlite),
+/// the marks of records above a partition's stored position are what a restarted
+/// consumer skips, and storing a position forgets the marks up to it.
+///
+/// **Fencing.** A consumer that lost its partition without knowing (a process thought
+/// dead, a rebalance it missed) cannot undo its successor's work: a mark for a record
+/// that is marked already, or at or below the partition's stored position, fails the
+/// transaction with [`StoreError::Fenced`]; so does storing a position behind the
+/// stored one. Only an operator's [`reset`](OffsetStore::reset) moves a position back.
+#[derive(Clone)]
+pub struct PgOffsetStore {
+    pool: PgPool,
+    statements: Arc<Statements>,
+    tables: Arc<OnceCell<()>>,
+    options: Arc<PgStoreOptions>,
+}
+
+impl std::fmt::Debug for PgOffsetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOffsetStore")
+            .field("url", &self.options.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgOffsetStore {
+    /// Connects to the server `options` names and creates the tables if they are
+    /// missing, so that a wrong URL, password or server fails here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the server cannot be reached, refuses the login,
+    /// or the tables cannot be created.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use logpipe_postgres::PgOffsetStore;
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = PgOffsetStore::connect(&"postgres://app@db/people?schema=logpipe".parse()?).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(options: &PgStoreOptions) -> Result<Self, StoreError> {
+        let store = Self::connect_lazy(options);
+        store.tables().await?;
+        Ok(store)
+    }
+
+    /// A store that connects when it is first used (and creates the tables then).
+    /// Call it inside a Tokio runtime.
+    pub fn connect_lazy(options: &PgStoreOptions) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(options.connect.clone());
+        Self {
+            pool,
+            statements: Arc::new(Statements::new(&options.schema)),
+            tables: Arc::new(OnceCell::new()),
+            options: Arc::new(options.clone()),
+        }
+    }
+
+    /// The connection pool, for a service's own queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the schema and the tables if they are missing (`logpipe offsets
+    /// migrate`). Several processes may run it at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Database`] when the server cannot be reached or refuses.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        // One creator at a time: concurrent CREATE ... IF NOT EXISTS can collide.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('logpipe tables ' || $1))")
+            .bind(&self.options.schema)
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        sqlx::raw_sql(self.statements.create.clone())
+            .execute(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        tx.commit().await.map_err(database_error)
+    }
+
+    /// Makes sure the tables exist, once per store.
+    async fn tables(&self) -> Result<(), StoreError> {
+        self.tables
+            .get_or_try_init(|| async {
+                let exists: bool = sqlx::query_scalar(self.statements.exists.clone())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+                if !exists {
+                    self.migrate().await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(drop)
+    }
+
+    /// A transaction in which the record of `context` is marked handled: write the
+    /// handler's rows in it, then commit. The rows and the mark commit together or
+    /// neither does (dropping the transaction rolls it back). Call it from a handler
+    /// with the handler's [`Context`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when the record is handled already: marked by another
+    /// transaction, or at or below its partition's stored position (its partition has
+    /// a new owner). [`StoreError::Database`] when the server fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling it leaves nothing behind: the transaction is rolled back.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # use logpipe_core::Context;
+    /// # use logpipe_postgres::PgOffsetStore;
+    /// # async fn handle(store: &PgOffsetStore, context: &Context) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mut tx = store.begin(context).await?;
+    /// sqlx::query("INSERT INTO people (uuid, name) VALUES ($1, $2)")
+    ///     .bind("6f1c")
+    ///     .bind("Ada Lovelace")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn begin(
+        &self,
+        context: &Context,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.begin_batch(std::slice::from_ref(context)).await
+    }
+
+    /// [`begin`](Self::begin) for a batch handler: one transaction that marks every
+    /// record of `contexts` handled.
+    ///
+    /// # Errors
+    ///
+    /// As [`begin`](Self::begin): [`StoreError::Fenced`] when any of them is handled
+    /// already.
+    pub async fn begin_batch(
+        &self,
+        contexts: &[Context],
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.tables().await?;
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let mut columns = MarkColumns::default();
+        for context in contexts {
+            columns.push(context);
+        }
+        let marked: i64 = sqlx::query_scalar(self.statements.mark.clone())
+            .bind(&columns.groups)
+            .bind(&columns.streams)
+            .bind(&columns.partitions)
+            .bind(&columns.offsets)
+            .bind(&columns.sequences)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        if marked < contexts.len() as i64 {
+            drop(tx);
+            return Err(self.fenced_mark(contexts).await);
+        }
+        Ok(tx)
+    }
+
+    /// The error for marks that were refused: the first record at or below its
+    /// partition's stored position, else the first (marked already).
+    async fn fenced_mark(&self, contexts: &[Context]) -> StoreError {
+        for context in contexts {
+            match self.load(&context.group, &context.partition).await {
+                Ok(Some(stored)) if !is_past(&context.position, &stored) => {
+                    return fenced(context, stored);
+                }
+                Ok(_) => {}
+                Err(err) => return err,
+            }
+        }
+        let context = &contexts[0];
+        fenced(context, context.position.clone())
+    }
+
+    /// Stores `positions` and forgets the marks up to them (`reset`: moving positions
+    /// back, and forgetting every mark of their partitions), in one transaction.
+    async fn write(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        reset: bool,
+    ) -> Result<(), StoreError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        self.tables().await?;
+        let mut streams = Vec::with_capacity(positions.len());
+        let mut partitions = Vec::with_capacity(positions.len());
+        let mut offsets = Vec::with_capacity(positions.len());
+        let mut sequences = Vec::with_capacity(positions.len());
+        for (partition, position) in positions {
+            streams.push(&*partition.stream);
+            partitions.push(&*partition.partition);
+            match position {
+                Position::Offset(offset) => {
+                    offsets.push(Some(*offset));
+                    sequences.push(None);
+                }
+                Position::Sequence(sequence) => {
+                    offsets.push(None);
+                    sequences.push(Some(sequence.as_str()));
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(database_error)?;
+        let stored: i64 = sqlx::query_scalar(self.statements.store.clone())
+            .bind(group)
+            .bind(&streams)
+            .bind(&partitions)
+            .bind(&offsets)
+            .bind(&sequences)
+            .bind(reset)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        if stored < positions.len() as i64 {
+            drop(tx);
+            return Err(self.fenced_store(group, positions).await);
+        }
+        tx.commit().await.map_err(database_error)
+    }
+
+    /// The error for a store that was refused: the first position behind a stored one.
+    async fn fenced_store(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> StoreError {
+        for (partition, attempted) in positions {
+            match self.load(group, partition).await {
+                Ok(Some(stored)) if is_past(&stored, attempted) => {
+                    return StoreError::Fenced {
+                        group: group.to_owned(),
+                        partition: partition.clone(),
+                        attempted: attempted.clone(),
+                        stored,
+                    };
+                }
+                Ok(_) => {}
+                Err(err) => return err,
+            }
+        }
+        // Moved on again since: a newer store won, which is what fencing is for.
+        let (partition, attempted) = &positions[0];
+        StoreError::Fenced {
+            group: group.to_owned(),
+            partition: partition.clone(),
+            attempted: attempted.clone(),
+            stored: attempted.clone(),
+        }
+    }
+}
+
+fn fenced(context: &Context, stored: Position) -> StoreError {
+    StoreError::Fenced {
+        group: context.group.to_string(),
+        partition: context.partition.clone(),
+        attempted: context.position.clone(),
+        stored,
+    }
+}
+
+/// The marks of a batch as the arrays the mark statement takes.
+#[derive(Default)]
+struct MarkColumns<'a> {
+    groups: Vec<&'a str>,
+    streams: Vec<&'a str>,
+    partitions: Vec<&'a str>,
+    offsets: Vec<i64>,
+    sequences: Vec<&'a str>,
+}
+
+impl<'a> MarkColumns<'a> {
+    fn push(&mut self, context: &'a Context) {
+        let (offset, sequence) = mark_columns(&context.position);
+        self.groups.push(&context.group);
+        self.streams.push(&context.partition.stream);
+        self.partitions.push(&context.partition.partition);
+        self.offsets.push(offset);
+        self.sequences.push(sequence);
+    }
+}
+
+impl OffsetStore for PgOffsetStore {
+    async fn load(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Option<Position>, StoreError> {
+        self.tables().await?;
+        let row: Option<(Option<i64>, Option<String>)> =
+            sqlx::query_as(self.statements.load.clone())
+                .bind(group)
+                .bind(&*partition.stream)
+                .bind(&*partition.partition)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(database_error)?;
+        row.map(|row| position(row, group, partition)).transpose()
+    }
+
+    /// Stores every position in one statement, all or none; fails with
+    /// [`StoreError::Fenced`] (storing none) when one is behind its stored position.
+    async fn store(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        self.write(group, positions, false).await
+    }
+
+    /// Also moves positions back, and forgets every record marked handled in these
+    /// partitions, so that they are handled again from the new positions.
+    async fn reset(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+    ) -> Result<(), StoreError> {
+        self.write(group, positions, true).await
+    }
+
+    async fn load_handled(
+        &self,
+        group: &str,
+        partition: &PartitionRef,
+    ) -> Result<Vec<Position>, StoreError> {
+        self.tables().await?;
+        let rows: Vec<(i64, String)> = sqlx::query_as(self.statements.marks.clone())
+            .bind(group)
+            .bind(&*partition.stream)
+            .bind(&*partition.partition)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(offset, sequence)| {
+                if sequence.is_empty() {
+                    Position::Offset(offset)
+                } else {
+                    Position::Sequence(sequence)
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_compare_as_the_statements_do() {
+        let sequence = |s: &str| Position::Sequence(s.to_owned());
+        assert!(is_past(&Position::Offset(5), &Position::Offset(4)));
+        assert!(!is_past(&Position::Offset(4), &Position::Offset(4)));
+        assert!(is_past(&sequence("10"), &sequence("9")));
+        assert!(is_past(&sequence("10"), &sequence("TRIM_HORIZON")));
+        assert!(!is_past(&sequence("TRIM_HORIZON"), &sequence("1")));
+        assert!(!is_past(&sequence("10"), &Position::Offset(1)));
+    }
+}
