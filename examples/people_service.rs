@@ -4,7 +4,11 @@
 //!
 //! With a SQLite offset store, each handler writes its row and the record's position in
 //! one SQLite transaction, so every message takes effect exactly once, even if the
-//! process is killed. With positions committed to a Kafka consumer group
+//! process is killed. With a PostgreSQL offset store (`offset_store =
+//! "postgres://...?schema=..."`) the same holds in PostgreSQL: the table is `people` in
+//! the store's schema, written in the transaction of `PgOffsetStore::begin`, with the
+//! partition and position of the record that last wrote each row. With positions
+//! committed to a Kafka consumer group
 //! (`offset_store = "kafka://"`), the table is the SQLite file `PEOPLE_DB` (default
 //! `people.db`) and a message takes effect at least once: after a crash, the records
 //! handled since the last commit that reached the broker are applied again (the `applied`
@@ -27,6 +31,7 @@ use std::time::Duration;
 
 use logpipe::config::Config;
 use logpipe::offsets::SqliteOffsetStore;
+use logpipe::postgres::{PgOffsetStore, PgStoreOptions, sqlx};
 use logpipe::run::ConsumerSpec;
 use logpipe::{BoxError, Context, Registry, handler_fn};
 use people::{PersonV1, PersonV2};
@@ -36,11 +41,30 @@ use rusqlite::{Connection, params};
 const UPSERT: &str = "INSERT INTO people (uuid, name, version, applied) VALUES (?1, ?2, ?3, 1)
     ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, version = excluded.version, applied = applied + 1";
 
+/// Inserts or updates a person in PostgreSQL, with the record it came from.
+fn pg_upsert(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.people (uuid, name, version, applied, partition, position)
+         VALUES ($1, $2, $3, 1, $4, $5)
+         ON CONFLICT (uuid) DO UPDATE SET name = excluded.name, version = excluded.version,
+             applied = people.applied + 1, partition = excluded.partition,
+             position = excluded.position"
+    )
+}
+
 /// Where the handlers write their rows.
 #[derive(Clone)]
 enum Table {
     /// In the transaction that also stores the record's position.
     WithPositions(SqliteOffsetStore),
+    /// In PostgreSQL, in the transaction that marks the record handled; the table is
+    /// created by the first handler call.
+    Postgres {
+        store: PgOffsetStore,
+        upsert: Arc<str>,
+        created: Arc<tokio::sync::OnceCell<()>>,
+        schema: Arc<str>,
+    },
     /// On a connection of its own; the positions are stored elsewhere.
     Alone(Arc<Mutex<Connection>>),
 }
@@ -59,6 +83,37 @@ async fn save(table: Table, context: Context, uuid: String, name: String) -> Res
                 })
                 .await?;
         }
+        Table::Postgres {
+            store,
+            upsert,
+            created,
+            schema,
+        } => {
+            created
+                .get_or_try_init(|| async {
+                    let create = format!(
+                        "CREATE TABLE IF NOT EXISTS {schema}.people (
+                             uuid text PRIMARY KEY, name text NOT NULL, version bigint NOT NULL,
+                             applied bigint NOT NULL, partition text NOT NULL, position text NOT NULL
+                         )"
+                    );
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                        .execute(store.pool())
+                        .await
+                        .map(drop)
+                })
+                .await?;
+            let mut tx = store.begin(&context).await?;
+            sqlx::query(sqlx::AssertSqlSafe(&*upsert))
+                .bind(uuid)
+                .bind(name)
+                .bind(version)
+                .bind(&*context.partition.partition)
+                .bind(context.position.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
         Table::Alone(conn) => {
             tokio::task::spawn_blocking(move || {
                 let conn = conn
@@ -74,13 +129,23 @@ async fn save(table: Table, context: Context, uuid: String, name: String) -> Res
 
 fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
     let store = config.offset_store_url();
+    if matches!(store.scheme(), "postgres" | "postgresql") {
+        let options: PgStoreOptions = store.as_str().parse()?;
+        let table = Table::Postgres {
+            store: PgOffsetStore::connect_lazy(&options),
+            upsert: pg_upsert(options.schema()).into(),
+            created: Arc::default(),
+            schema: options.schema().into(),
+        };
+        return Ok(ConsumerSpec::new([people_stream()], registry(table)?));
+    }
     let path = match store.scheme() {
         "sqlite" => std::path::PathBuf::from(store.rest()),
         "kafka" => std::env::var_os("PEOPLE_DB")
             .map_or_else(|| "people.db".into(), std::path::PathBuf::from),
         _ => {
             return Err(
-                "people_service keeps its table in SQLite: use a sqlite:// or kafka:// offset store"
+                "people_service keeps its table in SQLite or PostgreSQL: use a sqlite://, postgres:// or kafka:// offset store"
                     .into(),
             );
         }
@@ -96,8 +161,13 @@ fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
         "sqlite" => Table::WithPositions(SqliteOffsetStore::open(&path)?),
         _ => Table::Alone(Arc::new(Mutex::new(conn))),
     };
+    Ok(ConsumerSpec::new([people_stream()], registry(table)?))
+}
+
+/// A handler for each version of a person, writing to `table`.
+fn registry(table: Table) -> Result<Registry, BoxError> {
     let table_v2 = table.clone();
-    let registry = Registry::builder()
+    Ok(Registry::builder()
         .handle(handler_fn(move |person: PersonV1, context: Context| {
             save(table.clone(), context, person.uuid, person.name)
         }))
@@ -106,8 +176,7 @@ fn people_table(config: &Config) -> Result<ConsumerSpec, BoxError> {
             save(table_v2.clone(), context, person.uuid, name)
         }))
         .ignore("audit")
-        .build()?;
-    Ok(ConsumerSpec::new([people_stream()], registry))
+        .build()?)
 }
 
 /// The stream: `people` unless PEOPLE_STREAM names another.

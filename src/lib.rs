@@ -50,7 +50,8 @@
 //! - [`Producer`], [`Consumer`], [`MultiConsumer`]: sending and consuming;
 //! - [`backend`]: the traits a backend implements; [`embedded`]: the SQLite log;
 //!   `kafka`: Apache Kafka (feature `kafka`);
-//! - [`offsets`]: where consumer positions are stored;
+//! - [`offsets`]: where consumer positions are stored; `postgres`: the PostgreSQL
+//!   offset store and handler transactions (feature `postgres`);
 //! - [`admin`]: streams, their partitions and positions, for operator tools;
 //! - [`config`], [`run`], `cli`: configuration, [`register_consumer!`] and the programs.
 
@@ -76,6 +77,8 @@ pub mod kinesis;
 pub mod message;
 pub mod multi;
 pub mod offsets;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod producer;
 pub mod registry;
 pub mod run;

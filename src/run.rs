@@ -130,8 +130,8 @@ pub fn registered() -> Vec<&'static Registration> {
 ///
 /// [`Error::NothingToRun`] when no consumer is registered or none reads a stream;
 /// [`Error::Build`] when a consumer cannot be built or two share a name;
-/// [`Error::Backend`] or [`Error::Store`] when the configured backend or store cannot be
-/// opened; otherwise the first error a consumer stopped with.
+/// [`Error::Backend`] when the configured backend cannot be opened, [`Error::Config`]
+/// naming `offset_store` when the store cannot; otherwise the first error a consumer stopped with.
 pub async fn run_registered(config: &Config, shutdown: CancellationToken) -> Result<(), Error> {
     run_registered_with_health(config, shutdown, &Health::new()).await
 }
@@ -148,7 +148,7 @@ pub async fn run_registered_with_health(
     health: &Health,
 ) -> Result<(), Error> {
     let backend = config.open_backend()?;
-    let store = config.open_offset_store(&backend)?;
+    let store = config.open_offset_store(&backend).await?;
     let mut multi = MultiConsumer::new();
     let registrations = registered();
     if registrations.is_empty() {

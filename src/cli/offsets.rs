@@ -44,6 +44,9 @@ pub(super) enum OffsetsCommand {
         #[arg(long)]
         position: String,
     },
+    /// Create the offset store's tables if they are missing (for a PostgreSQL store
+    /// whose service may not create tables; every store also creates them on first use).
+    Migrate,
     /// Move every partition to its earliest or latest record, or to a time.
     Reset {
         #[command(flatten)]
@@ -52,6 +55,21 @@ pub(super) enum OffsetsCommand {
         #[arg(long)]
         to: String,
     },
+}
+
+/// Opens the configured offset store, which must keep positions beyond one process.
+async fn durable_store(config: &Config, backend: &AnyBackend) -> Result<AnyOffsetStore, Failure> {
+    let store = config
+        .open_offset_store(backend)
+        .await
+        .map_err(|err| Failure::Config(error_chain(&err)))?;
+    if !store.is_durable() {
+        return Err(Failure::Config(format!(
+            "offset_store is {}: its positions live only in the consumer's process",
+            config.offset_store_url()
+        )));
+    }
+    Ok(store)
 }
 
 /// A group's positions in one stream: where they are kept, under which group name, and
@@ -68,18 +86,7 @@ impl Target {
     /// Opens the backend and the offset store of `config` for `args`.
     pub(super) async fn open(config: &Config, args: &GroupArgs) -> Result<Self, Failure> {
         let backend = connect(config)?;
-        let store = config.open_offset_store(&backend).map_err(|err| {
-            Failure::Config(format!(
-                "cannot open the offset store: {}",
-                error_chain(&err)
-            ))
-        })?;
-        if !store.is_durable() {
-            return Err(Failure::Config(format!(
-                "offset_store is {}: its positions live only in the consumer's process",
-                config.offset_store_url()
-            )));
-        }
+        let store = durable_store(config, &backend).await?;
         let group = backend.position_group(&format!("{}{}", config.group_prefix, args.group));
         let partitions = describe(&backend, &args.stream).await?;
         Ok(Self {
@@ -130,6 +137,15 @@ impl Target {
 
 pub(super) async fn offsets(config: Config, command: OffsetsCommand) -> Result<(), Failure> {
     match command {
+        OffsetsCommand::Migrate => {
+            let backend = connect(&config)?;
+            let store = durable_store(&config, &backend).await?;
+            drop(store);
+            println!(
+                "offset store {}: its tables are ready",
+                config.offset_store_url()
+            );
+        }
         OffsetsCommand::Show { target, json } => {
             let found = Target::open(&config, &target).await?;
             let stored = found.load().await?;

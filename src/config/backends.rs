@@ -5,9 +5,11 @@
 //! Adding a backend takes a crate under `backends/` that implements the contract of
 //! `logpipe-core` (and runs its conformance suites), one entry in `BACKENDS` (and in
 //! `OFFSET_STORES` if it keeps positions), one field of [`Config`] for its table, and a
-//! feature.
+//! feature. An offset store alone (PostgreSQL) takes a crate and an entry in
+//! `OFFSET_STORES`.
 
-use logpipe_core::{BackendError, BackendErrorKind, MemoryOffsetStore, StoreError};
+use futures_util::future::BoxFuture;
+use logpipe_core::{BackendError, BackendErrorKind, MemoryOffsetStore, StoreError, error_chain};
 use logpipe_sqlite::{EmbeddedLog, SqliteOffsetStore, SqliteUrl};
 
 use super::{BackendUrl, Config, ConfigError, OffsetStoreUrl};
@@ -30,7 +32,44 @@ struct BackendEntry {
 struct StoreEntry {
     scheme: &'static str,
     check: fn(&str, &BackendUrl) -> Result<(), String>,
-    open: fn(&str, &AnyBackend) -> Result<AnyOffsetStore, StoreError>,
+    open: fn(&str, &AnyBackend) -> BoxFuture<'static, Result<AnyOffsetStore, StoreError>>,
+}
+
+/// A store opened at once, as the open function of a [`StoreEntry`].
+fn opened(
+    store: Result<AnyOffsetStore, StoreError>,
+) -> BoxFuture<'static, Result<AnyOffsetStore, StoreError>> {
+    Box::pin(std::future::ready(store))
+}
+
+/// The PostgreSQL store: connects, and creates its tables if they are missing.
+#[cfg(feature = "postgres")]
+fn postgres_store(
+    url: &str,
+    _: &AnyBackend,
+) -> BoxFuture<'static, Result<AnyOffsetStore, StoreError>> {
+    let options: Result<logpipe_postgres::PgStoreOptions, _> = url.parse();
+    Box::pin(async move {
+        let options = options.expect("checked when the configuration was read");
+        Ok(AnyOffsetStore::new(
+            logpipe_postgres::PgOffsetStore::connect(&options).await?,
+        ))
+    })
+}
+
+/// A store left out of this build by its feature: its URLs are refused, saying so.
+#[cfg(not(feature = "postgres"))]
+const fn store_not_built(scheme: &'static str) -> StoreEntry {
+    StoreEntry {
+        scheme,
+        check: |url, _| {
+            Err(format!(
+                "{:?}: this program was built without the feature of this offset store",
+                logpipe_core::redact_url(url)
+            ))
+        },
+        open: |_, _| unreachable!("refused when the configuration was read"),
+    }
 }
 
 /// A backend left out of this build by its feature: its URLs are refused, saying so.
@@ -119,15 +158,33 @@ const OFFSET_STORES: &[StoreEntry] = &[
             _ => Err(format!("{url:?} is not sqlite://PATH")),
         },
         open: |url, _| match SqliteUrl::parse(url) {
-            Ok(SqliteUrl::File(path)) => Ok(AnyOffsetStore::new(SqliteOffsetStore::open(path)?)),
+            Ok(SqliteUrl::File(path)) => {
+                opened(SqliteOffsetStore::open(path).map(AnyOffsetStore::new))
+            }
             _ => unreachable!("checked when the configuration was read"),
         },
     },
     StoreEntry {
         scheme: "memory",
         check: |url, _| SqliteUrl::parse(url).map(drop),
-        open: |_, _| Ok(AnyOffsetStore::new(MemoryOffsetStore::new())),
+        open: |_, _| opened(Ok(AnyOffsetStore::new(MemoryOffsetStore::new()))),
     },
+    #[cfg(feature = "postgres")]
+    StoreEntry {
+        scheme: "postgres",
+        check: |url, _| url.parse::<logpipe_postgres::PgStoreOptions>().map(drop),
+        open: postgres_store,
+    },
+    #[cfg(feature = "postgres")]
+    StoreEntry {
+        scheme: "postgresql",
+        check: |url, _| url.parse::<logpipe_postgres::PgStoreOptions>().map(drop),
+        open: postgres_store,
+    },
+    #[cfg(not(feature = "postgres"))]
+    store_not_built("postgres"),
+    #[cfg(not(feature = "postgres"))]
+    store_not_built("postgresql"),
     #[cfg(feature = "kafka")]
     StoreEntry {
         scheme: "kafka",
@@ -150,7 +207,7 @@ const OFFSET_STORES: &[StoreEntry] = &[
             let client = backend
                 .downcast_ref::<logpipe_kafka::KafkaClient>()
                 .expect("checked when the configuration was read");
-            Ok(AnyOffsetStore::new(client.offsets()))
+            opened(Ok(AnyOffsetStore::new(client.offsets())))
         },
     },
 ];
@@ -236,18 +293,27 @@ impl Config {
     /// [`offset_store_url`](Self::offset_store_url)), sharing `backend` where the store
     /// lives in it (Kafka consumer-group commits).
     ///
+    /// A store in a database server connects here, so that a wrong address or password
+    /// fails at start-up.
+    ///
     /// # Errors
     ///
-    /// [`StoreError`] when it cannot be opened.
-    pub fn open_offset_store(&self, backend: &AnyBackend) -> Result<AnyOffsetStore, StoreError> {
+    /// [`ConfigError::Invalid`] naming `offset_store` (its URL shown without the
+    /// password) when it cannot be opened.
+    pub async fn open_offset_store(
+        &self,
+        backend: &AnyBackend,
+    ) -> Result<AnyOffsetStore, ConfigError> {
         let url = self.offset_store_url();
+        let cannot_open = |reason: String| {
+            ConfigError::invalid("offset_store", format!("cannot open {url}: {reason}"))
+        };
         let entry = OFFSET_STORES
             .iter()
             .find(|entry| entry.scheme == url.scheme())
-            .ok_or_else(|| StoreError::Database {
-                store: "unknown",
-                source: format!("unknown offset store {url}").into(),
-            })?;
+            .ok_or_else(|| cannot_open("unknown offset store".to_owned()))?;
         (entry.open)(url.as_str(), backend)
+            .await
+            .map_err(|err| cannot_open(error_chain(&err)))
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use logpipe_core::redact_url;
 use serde::Deserialize;
 
 /// A URL of the form `scheme://rest`.
@@ -19,7 +20,7 @@ impl Url {
         let scheme_end = text
             .find("://")
             .filter(|end| *end > 0)
-            .ok_or_else(|| format!("{text:?} is not a URL like {example}"))?;
+            .ok_or_else(|| format!("{:?} is not a URL like {example}", redact_url(text)))?;
         Ok(Self {
             text: text.to_owned(),
             scheme_end,
@@ -38,7 +39,9 @@ impl Url {
 macro_rules! url_type {
     ($(#[$meta:meta])* $name:ident, $example:literal) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        ///
+        /// Shown ([`Display`](fmt::Display), [`Debug`]) with its password as `***`.
+        #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(Url);
 
         impl $name {
@@ -52,9 +55,17 @@ macro_rules! url_type {
                 self.0.rest()
             }
 
-            /// The whole URL.
+            /// The whole URL, password included: to open it, not to show it.
             pub fn as_str(&self) -> &str {
                 &self.0.text
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name))
+                    .field(&redact_url(&self.0.text))
+                    .finish()
             }
         }
 
@@ -68,7 +79,7 @@ macro_rules! url_type {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0.text)
+                f.write_str(&redact_url(&self.0.text))
             }
         }
 
@@ -98,8 +109,16 @@ url_type!(
 );
 
 url_type!(
-    /// Where positions are stored: `sqlite://PATH`, `memory://` or `kafka://` (the
-    /// configuration's `offset_store`).
+    /// Where positions are stored: `sqlite://PATH`, `memory://`, `kafka://` or
+    /// `postgres://USER:PASSWORD@HOST/DATABASE?schema=..` (the configuration's
+    /// `offset_store`).
+    ///
+    /// ```
+    /// use logpipe::config::OffsetStoreUrl;
+    ///
+    /// let url: OffsetStoreUrl = "postgres://app:s3cret@db/people".parse().unwrap();
+    /// assert_eq!(url.to_string(), "postgres://app:***@db/people");
+    /// ```
     OffsetStoreUrl,
     "sqlite://PATH or memory://"
 );

@@ -453,16 +453,16 @@ pub(crate) fn stored_batches(topic: &str) -> Vec<StoredBatch> {
 /// For a test that is not async and runs the example service: the broker, a topic prefix
 /// of its own with the 3-partition stream `people` under it, and a runtime for async calls.
 /// Kept for the whole test: it holds the test's share of the broker.
-struct PeopleTopic {
-    brokers: String,
-    prefix: String,
+pub(crate) struct PeopleTopic {
+    pub(crate) brokers: String,
+    pub(crate) prefix: String,
     runtime: tokio::runtime::Runtime,
     _broker: RwLockReadGuard<'static, ()>,
 }
 
 impl PeopleTopic {
     /// `None` (skip the test) when the broker is not running.
-    fn new(name: &str) -> Option<Self> {
+    pub(crate) fn new(name: &str) -> Option<Self> {
         let (brokers, broker) = broker_blocking()?;
         let prefix = format!("{}.", unique(name));
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -30,7 +30,7 @@ use crate::killed::{MaxDuplicates, Scenario};
 use crate::support::{Running, service, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
-const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[logpipe(type = "item", version = 1, key = "key")]

@@ -18,6 +18,8 @@ mod kinesis_django;
 mod multi_consumer;
 mod ops;
 mod panics;
+#[cfg(all(feature = "postgres", feature = "kafka"))]
+mod postgres;
 mod processes;
 mod properties;
 mod scenarios;

@@ -542,9 +542,8 @@ struct Numbered {
 type ConsumerRun = Pin<Box<dyn Future<Output = Result<(), logpipe::Error>> + Send>>;
 
 /// A consumer of `group` built as `run_consumers` builds one, and the count of records
-/// it handled; it stops by itself after `stop_after` records, if given. Call it inside a
-/// runtime.
-fn numbered_consumer(
+/// it handled; it stops by itself after `stop_after` records, if given.
+async fn numbered_consumer(
     setup: &Setup,
     stream: &str,
     group: &str,
@@ -552,7 +551,7 @@ fn numbered_consumer(
 ) -> (ConsumerRun, CancellationToken, Arc<AtomicUsize>) {
     let config = setup.config();
     let backend = setup.backend(&config);
-    let store = config.open_offset_store(&backend).unwrap();
+    let store = config.open_offset_store(&backend).await.unwrap();
     let group = logpipe::backend::Backend::position_group(&backend, group);
     let handled = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
@@ -580,7 +579,7 @@ fn numbered_consumer(
 fn consume(setup: &Setup, stream: &str, group: &str, count: usize) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (run, _, handled) = numbered_consumer(setup, stream, group, Some(count));
+        let (run, _, handled) = numbered_consumer(setup, stream, group, Some(count)).await;
         tokio::time::timeout(WAIT, run)
             .await
             .expect("the consumer catches up in time")
@@ -883,7 +882,7 @@ fn kafka_offsets_set_refuses_a_group_with_active_members() {
     let set = || setup.set_position(&group, &stream, "0", "0");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (run, shutdown, handled) = numbered_consumer(&setup, &stream, &group, None);
+        let (run, shutdown, handled) = numbered_consumer(&setup, &stream, &group, None).await;
         let task = tokio::spawn(run);
         crate::support::wait_until("the consumer handled the record", WAIT, || {
             handled.load(Ordering::SeqCst) == 1

@@ -116,7 +116,9 @@ impl World {
         let config = setup.config();
         // The backend's clients start inside the runtime.
         let backend = runtime.block_on(async { setup.backend(&config) });
-        let store = config.open_offset_store(&backend).unwrap();
+        let store = runtime
+            .block_on(config.open_offset_store(&backend))
+            .unwrap();
         Self {
             backend,
             store,

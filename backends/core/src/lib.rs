@@ -31,6 +31,7 @@ pub mod hash;
 mod offsets;
 mod producer;
 mod record;
+mod redact;
 mod setting;
 pub mod time;
 
@@ -42,6 +43,7 @@ pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};
 pub use offsets::{MemoryOffsetStore, OffsetStore, StoreError};
 pub use producer::{DeliveryFuture, ProducerBackend, send_all};
 pub use record::{Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader};
+pub use redact::redact_url;
 pub use setting::SettingError;
 
 /// A boxed future, for the object-safe forms of the traits.

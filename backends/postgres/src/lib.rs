@@ -27,7 +27,7 @@ mod options;
 mod schema;
 mod store;
 
-pub use options::{PgStoreOptions, redact};
+pub use options::PgStoreOptions;
 /// The sqlx this crate is built with, whose [`Transaction`](sqlx::Transaction) the
 /// handlers get.
 pub use sqlx;

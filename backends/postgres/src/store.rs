@@ -10,11 +10,23 @@ use tokio::sync::OnceCell;
 use crate::options::PgStoreOptions;
 use crate::schema::Statements;
 
-/// A PostgreSQL error as an offset store's.
+/// A PostgreSQL error as an offset store's, said once.
 pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
+    let source: logpipe_core::BoxError = match &error {
+        // The driver's text repeats the server's message and the server's source line.
+        sqlx::Error::Database(database) => match database.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", database.message()).into(),
+            None => database.message().into(),
+        },
+        sqlx::Error::PoolTimedOut => {
+            "no connection to the server within connect_timeout_ms: is it running, and reachable from here?"
+                .into()
+        }
+        _ => Box::new(error),
+    };
     StoreError::Database {
         store: "PostgreSQL",
-        source: Box::new(error),
+        source,
     }
 }
 
