@@ -68,6 +68,31 @@ impl Setup {
         Some(setup)
     }
 
+    /// `setup`, with positions in a schema of its own on the PostgreSQL test server.
+    fn with_postgres_positions(setup: Option<Self>) -> Option<Self> {
+        let server = service("LOGPIPE_TEST_POSTGRES")?;
+        let mut setup = setup?;
+        let schema = unique("ops").replace('-', "_");
+        setup
+            .vars
+            .retain(|(name, _)| name != "LOGPIPE_OFFSET_STORE");
+        setup.vars.push((
+            "LOGPIPE_OFFSET_STORE".into(),
+            format!("{server}?schema={schema}"),
+        ));
+        Some(setup)
+    }
+
+    /// Kafka, with positions in PostgreSQL.
+    pub(crate) fn kafka_with_postgres_positions() -> Option<Self> {
+        Self::with_postgres_positions(Self::kafka())
+    }
+
+    /// Kinesis, with positions in PostgreSQL.
+    pub(crate) fn kinesis_with_postgres_positions() -> Option<Self> {
+        Self::with_postgres_positions(Self::kinesis())
+    }
+
     pub(crate) fn kinesis() -> Option<Self> {
         let endpoint = service("LOGPIPE_TEST_KINESIS")?;
         let dir = tempfile::tempdir().unwrap();
@@ -217,6 +242,14 @@ on_backends!(
     lag_counts_records_behind_the_group,
     replay_copies_exactly_the_range,
     replay_keeps_keys_values_and_headers,
+);
+
+// The same commands on positions kept in PostgreSQL.
+on_backends!(
+    [kafka_with_postgres_positions, kinesis_with_postgres_positions]
+    offsets_set_then_show,
+    offsets_reset,
+    lag_counts_records_behind_the_group,
 );
 
 fn streams_create_list_describe(setup: Setup) {

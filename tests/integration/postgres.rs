@@ -16,6 +16,9 @@ use crate::support::{program, wait_until_blocking};
 
 const WAIT: Duration = Duration::from_secs(120);
 
+/// A position of each partition, as text, sorted by partition.
+type Positions = Vec<(String, String)>;
+
 /// A schema of its own on the test server, and a pool to read it.
 struct Schema {
     /// The store's URL: the server's, with `?schema=`.
@@ -74,10 +77,7 @@ impl Schema {
 
     /// Each partition's stored position, and the position of the last record written to
     /// `people` from it, as text, sorted by partition.
-    fn positions_and_last_records(
-        &self,
-        group: &str,
-    ) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn positions_and_last_records(&self, group: &str) -> (Positions, Positions) {
         let stored = self
             .query(format!(
                 "SELECT partition, COALESCE(position_offset::text, position_sequence)

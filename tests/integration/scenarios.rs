@@ -466,6 +466,6 @@ on_backends!(
 
 // Kafka keeps positions in its consumer groups by default; in SQLite they survive too.
 on_backends!(
-    [kafka_with_sqlite_positions]
+    [kafka_with_sqlite_positions, kafka_with_postgres_positions, kinesis_with_postgres_positions]
     a_restarted_consumer_goes_on_after_its_stored_positions,
 );
