@@ -322,3 +322,40 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[tokio::test]
+async fn tls_is_taken_from_the_url_and_a_server_certificate_is_checked_when_asked() {
+    let (Some(url), Some(ca)) = (
+        service("LOGPIPE_TEST_POSTGRES"),
+        service("LOGPIPE_TEST_POSTGRES_CA"),
+    ) else {
+        return;
+    };
+    let tls_in_use = |store: PgOffsetStore| async move {
+        sqlx::query_scalar::<_, bool>("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    let plain = PgOffsetStore::connect(&format!("{url}?sslmode=disable").parse().unwrap())
+        .await
+        .unwrap();
+    assert!(!tls_in_use(plain).await);
+    for checked in [
+        format!("{url}?sslmode=require"),
+        format!("{url}?sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let store = PgOffsetStore::connect(&checked.parse().unwrap())
+            .await
+            .unwrap();
+        assert!(tls_in_use(store).await, "{checked}");
+    }
+    // The test certificate is self-signed: without it as the root, it is refused.
+    let unknown = format!("{url}?sslmode=verify-full&connect_timeout_ms=3000");
+    let err = PgOffsetStore::connect(&unknown.parse().unwrap())
+        .await
+        .unwrap_err();
+    let chain = error_chain(&err);
+    assert!(chain.contains("certificate"), "{chain}");
+    assert!(!chain.contains("logpipe-test-password"), "{chain}");
+}
