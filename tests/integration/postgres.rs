@@ -335,3 +335,136 @@ fn a_bad_url_an_unreachable_server_or_a_wrong_password_fails_at_start_up_with_78
         assert_eq!(stderr.contains(":***@"), shows_url, "{stderr}");
     }
 }
+
+/// The `seq`th message of `key`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, logpipe::Message)]
+#[logpipe(type = "numbered", version = 1, key = "key")]
+struct Numbered {
+    key: String,
+    seq: i64,
+}
+
+#[test]
+fn a_batch_handler_writes_each_batch_with_its_marks_in_one_postgres_transaction() {
+    use logpipe::embedded::EmbeddedLog;
+    use logpipe::postgres::PgOffsetStore;
+    use logpipe::{BatchError, Consumer, ConsumerOptions, Context, Producer, Registry};
+    use std::sync::{Arc, Mutex};
+
+    const RECORDS: i64 = 2000;
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let table = format!("{}.numbered", schema.name);
+    let batch_sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    runtime.block_on(async {
+        let log = EmbeddedLog::open(dir.path().join("log.db")).unwrap();
+        let producer = Producer::new(log.clone(), "numbered");
+        for seq in 0..RECORDS {
+            let key = format!("k{}", seq % 20);
+            producer.enqueue(&Numbered { key, seq }).await.unwrap();
+        }
+        producer.flush().await.unwrap();
+        let store = PgOffsetStore::connect(&schema.url.parse().unwrap())
+            .await
+            .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE {table} (seq bigint PRIMARY KEY, key text NOT NULL)"
+        )))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let insert: Arc<str> = format!(
+            "INSERT INTO {table} (seq, key) SELECT * FROM UNNEST($1::bigint[], $2::text[])"
+        )
+        .into();
+        let registry = {
+            let (store, sizes) = (store.clone(), Arc::clone(&batch_sizes));
+            Registry::builder()
+                .handle_batch(logpipe::batch_handler_fn(
+                    move |batch: Vec<(Numbered, Context)>| {
+                        let (store, sizes, insert) =
+                            (store.clone(), Arc::clone(&sizes), Arc::clone(&insert));
+                        async move {
+                            let size = batch.len();
+                            let contexts: Vec<Context> =
+                                batch.iter().map(|(_, c)| c.clone()).collect();
+                            let (seqs, keys): (Vec<i64>, Vec<String>) =
+                                batch.into_iter().map(|(m, _)| (m.seq, m.key)).unzip();
+                            let mut tx = store
+                                .begin_batch(&contexts)
+                                .await
+                                .map_err(BatchError::all)?;
+                            sqlx::query(AssertSqlSafe(&*insert))
+                                .bind(seqs)
+                                .bind(keys)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(BatchError::all)?;
+                            tx.commit().await.map_err(BatchError::all)?;
+                            sizes.lock().unwrap().push(size);
+                            Ok(())
+                        }
+                    },
+                ))
+                .build()
+                .unwrap()
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let consumer = Consumer::new(
+            log.consumer(["numbered"]),
+            store.clone(),
+            registry,
+            "batches",
+        )
+        .with_options(ConsumerOptions {
+            concurrency: 4,
+            batch_max_records: 100,
+            batch_linger_ms: 20,
+            ..ConsumerOptions::default()
+        });
+        let run = tokio::spawn(consumer.run(shutdown.clone()));
+        crate::support::wait_until("every record is written", WAIT, || {
+            batch_sizes.lock().unwrap().iter().sum::<usize>() as i64 >= RECORDS
+        })
+        .await;
+        shutdown.cancel();
+        run.await.unwrap().unwrap();
+    });
+    let sizes = batch_sizes.lock().unwrap().clone();
+    assert_eq!(
+        sizes.iter().sum::<usize>() as i64,
+        RECORDS,
+        "each record committed in one batch, once"
+    );
+    let rows: Vec<(i64, i64)> = schema
+        .query(format!("SELECT COUNT(*), COUNT(DISTINCT seq) FROM {table}"))
+        .unwrap();
+    assert_eq!(rows[0], (RECORDS, RECORDS));
+    assert!(sizes.iter().all(|size| *size <= 100), "{sizes:?}");
+    assert!(sizes.iter().any(|size| *size > 1), "{sizes:?}");
+    let partitions: Vec<(String, String)> = schema
+        .query(format!(
+            "SELECT partition, position_offset::text FROM {}.logpipe_positions
+             WHERE consumer_group = 'batches' ORDER BY partition",
+            schema.name
+        ))
+        .unwrap();
+    assert!(!partitions.is_empty());
+    let last: i64 = partitions
+        .iter()
+        .map(|(_, offset)| offset.parse::<i64>().unwrap() + 1)
+        .sum();
+    assert_eq!(last, RECORDS, "the stored positions cover every record");
+    assert_eq!(
+        schema.marks(),
+        0,
+        "the stored positions replaced every mark"
+    );
+}
