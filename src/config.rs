@@ -408,7 +408,21 @@ mod tests {
             ("backend = \"kinesis://aws\"", &[], "backend", None),
             ("backend = \"kafka://\"", &[], "backend", None),
             ("offset_store = \"kafka://\"", &[], "offset_store", None),
-            ("offset_store = \"postgres://x\"", &[], "offset_store", None),
+            (
+                "offset_store = \"postgres://app:s3cret@db/x?pool_size=0\"",
+                &[],
+                "offset_store",
+                None,
+            ),
+            (
+                "",
+                &[(
+                    "LOGPIPE_OFFSET_STORE",
+                    "postgres://app:s3cret@db/x?sslmode=sometimes",
+                )],
+                "offset_store",
+                Some("LOGPIPE_OFFSET_STORE"),
+            ),
             (
                 "backend = \"kafka://b:9092\"\n[kafka.producer]\nlinger.ms = \"soon\"",
                 &[],
@@ -469,6 +483,7 @@ mod tests {
                 "{file} {vars:?}: {err}"
             );
             assert!(err.to_string().contains(key), "{err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
         }
     }
 
