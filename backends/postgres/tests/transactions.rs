@@ -359,3 +359,20 @@ async fn tls_is_taken_from_the_url_and_a_server_certificate_is_checked_when_aske
     assert!(chain.contains("certificate"), "{chain}");
     assert!(!chain.contains("logpipe-test-password"), "{chain}");
 }
+
+#[tokio::test]
+async fn the_pool_size_and_the_statement_timeout_come_from_the_url() {
+    let Some(url) = service("LOGPIPE_TEST_POSTGRES") else {
+        return;
+    };
+    let options: PgStoreOptions = format!("{url}?pool_size=3&statement_timeout_ms=200")
+        .parse()
+        .unwrap();
+    let store = PgOffsetStore::connect(&options).await.unwrap();
+    assert_eq!(store.pool().options().get_max_connections(), 3);
+    let slow = sqlx::query("SELECT pg_sleep(5)")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    assert!(slow.to_string().contains("statement timeout"), "{slow}");
+}
