@@ -50,7 +50,11 @@ fn postgres_store(
 ) -> BoxFuture<'static, Result<AnyOffsetStore, StoreError>> {
     let options: Result<logpipe_postgres::PgStoreOptions, _> = url.parse();
     Box::pin(async move {
-        let options = options.expect("checked when the configuration was read");
+        // Checked when the configuration was read, unless changed since.
+        let options = options.map_err(|reason| StoreError::Database {
+            store: "PostgreSQL",
+            source: reason.into(),
+        })?;
         Ok(AnyOffsetStore::new(
             logpipe_postgres::PgOffsetStore::connect(&options).await?,
         ))

@@ -2,6 +2,10 @@
 
 /// `url` with its password (in the user part or a `password` parameter) shown as `***`.
 ///
+/// It fails closed: the user part ends at the last `@`, so a password holding `/`, `?`
+/// or `@` is hidden whole, and text with an `@` that is not a URL at all is hidden
+/// entirely.
+///
 /// ```
 /// assert_eq!(
 ///     logpipe_core::redact_url("postgres://app:s3cret@db/x?password=s3cret&sslmode=require"),
@@ -9,36 +13,38 @@
 /// );
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let (head, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut redacted = match head.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest
-                .split_once('/')
-                .map_or((rest, None), |(a, p)| (a, Some(p)));
-            let authority = match authority.rsplit_once('@') {
-                Some((user_info, host)) => match user_info.split_once(':') {
-                    Some((user, _)) => format!("{user}:***@{host}"),
-                    None => authority.to_owned(),
-                },
-                None => authority.to_owned(),
-            };
-            match path {
-                Some(path) => format!("{scheme}://{authority}/{path}"),
-                None => format!("{scheme}://{authority}"),
-            }
-        }
-        None => head.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return if url.contains('@') {
+            "***".to_owned()
+        } else {
+            url.to_owned()
+        };
     };
-    if url.contains('?') {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some(("password", _)) => "password=***".to_owned(),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&pairs.join("&"));
+    let (user_info, host_and_rest) = match rest.rsplit_once('@') {
+        Some((user_info, host)) => (Some(user_info), host),
+        None => (None, rest),
+    };
+    let mut redacted = format!("{scheme}://");
+    if let Some(user_info) = user_info {
+        match user_info.split_once(':') {
+            Some((user, _)) => redacted.push_str(&format!("{user}:***@")),
+            None => redacted.push_str(&format!("{user_info}@")),
+        }
+    }
+    match host_and_rest.split_once('?') {
+        Some((host, query)) => {
+            let pairs: Vec<&str> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***",
+                    _ => pair,
+                })
+                .collect();
+            redacted.push_str(host);
+            redacted.push('?');
+            redacted.push_str(&pairs.join("&"));
+        }
+        None => redacted.push_str(host_and_rest),
     }
     redacted
 }

@@ -43,7 +43,7 @@ const DRIVER_PARAMETERS: &[&str] = &[
 /// |---|---|---|
 /// | `schema` | `public` | the schema of the store's tables, created if missing |
 /// | `pool_size` | `10` | connections at most |
-/// | `statement_timeout_ms` | `30000` | PostgreSQL's `statement_timeout` (0: none) |
+/// | `statement_timeout_ms` | `30000` | PostgreSQL's `statement_timeout` (0: none; it wins over one in `options`) |
 /// | `connect_timeout_ms` | `10000` | how long to wait for a connection |
 ///
 /// Its [`Display`](fmt::Display) and [`Debug`] show the password as `***`; so do its
@@ -133,7 +133,15 @@ impl FromStr for PgStoreOptions {
                 "{redacted:?} is not a URL like postgres://USER@HOST/DATABASE"
             ));
         }
-        let (head, query) = url.split_once('?').unwrap_or((url, ""));
+        // The query starts after the host: a password may hold a `?`.
+        let scheme_end = url.find("://").map_or(0, |end| end + 3);
+        let host_start = url[scheme_end..]
+            .rfind('@')
+            .map_or(scheme_end, |at| scheme_end + at + 1);
+        let (head, query) = match url[host_start..].find('?') {
+            Some(mark) => (&url[..host_start + mark], &url[host_start + mark + 1..]),
+            None => (url, ""),
+        };
         let mut schema = "public".to_owned();
         let mut pool_size = 10;
         let mut statement_timeout_ms: u64 = 30_000;
@@ -160,6 +168,9 @@ impl FromStr for PgStoreOptions {
         if pool_size == 0 {
             return Err("pool_size = 0: the store needs a connection at least".to_owned());
         }
+        if connect_timeout_ms == 0 {
+            return Err("connect_timeout_ms = 0: no connection could ever be made".to_owned());
+        }
         let driver_url = if passed_on.is_empty() {
             head.to_owned()
         } else {
@@ -169,9 +180,8 @@ impl FromStr for PgStoreOptions {
             // The driver's messages say what is wrong without repeating the URL.
             format!("{redacted}: {err}")
         })?;
-        if statement_timeout_ms > 0 {
-            connect = connect.options([("statement_timeout", statement_timeout_ms.to_string())]);
-        }
+        // Sent on every connection, 0 (no timeout) included, over any in `options`.
+        connect = connect.options([("statement_timeout", statement_timeout_ms.to_string())]);
         Ok(Self {
             connect,
             schema,
@@ -225,10 +235,21 @@ mod tests {
                 "postgres://app:s3cret@db/x?sslmode=sometimes",
                 "postgres://app:***@db/x",
             ),
+            (
+                "postgres://app:s3cret@db/x?connect_timeout_ms=0",
+                "connect_timeout_ms = 0",
+            ),
+            (
+                "postgres://app:s3?cret@db/x?pool=1",
+                "unknown parameter \"pool\"",
+            ),
+            ("postgres://app:s3/cret@db/x", "postgres://app:***@db/x"),
         ] {
             let err = url.parse::<PgStoreOptions>().unwrap_err();
             assert!(err.contains(expected), "{url}: {err}");
-            assert!(!err.contains("s3cret"), "{url}: {err}");
+            for part in ["s3cret", "s3", "cret"] {
+                assert!(!err.contains(part), "{url}: {err}");
+            }
         }
     }
 

@@ -15,7 +15,12 @@ fn rank(column: &str) -> String {
 /// The statements of a store whose tables are in one schema.
 #[derive(Clone)]
 pub(crate) struct Statements {
-    /// Creates what is missing; takes no parameters.
+    /// Whether the schema exists: one row, one boolean.
+    pub(crate) schema_exists: SqlStr,
+    /// Creates the schema; run only when it is missing, since `IF NOT EXISTS` still
+    /// needs the database's CREATE privilege.
+    pub(crate) create_schema: SqlStr,
+    /// Creates the tables that are missing; takes no parameters.
     pub(crate) create: SqlStr,
     /// Whether both tables exist: one row, one boolean.
     pub(crate) exists: SqlStr,
@@ -30,6 +35,10 @@ pub(crate) struct Statements {
     /// the records handled unless a record is marked already or at or below its
     /// partition's stored position; returns the number of marks written.
     pub(crate) mark: SqlStr,
+    /// `$1..$5` as for `mark`: how many of those records are at or below their
+    /// partition's stored position. Run after `mark`, in a snapshot of its own, it sees
+    /// a position stored while the mark waited for another transaction's row.
+    pub(crate) covered: SqlStr,
     /// `$1` group, `$2` stream, `$3` partition: the marks, in position order.
     pub(crate) marks: SqlStr,
 }
@@ -43,10 +52,24 @@ impl Statements {
         let new_rank = rank("excluded.position_sequence");
         let input_rank = rank("input.position_sequence");
         let mark_rank = rank("mark.position_sequence");
+        // The stored position of an `input` record's partition, when it is at or past
+        // the record.
+        let covering = format!(
+            "SELECT 1 FROM {positions} AS stored
+             WHERE stored.consumer_group = input.consumer_group
+                 AND stored.stream = input.stream
+                 AND stored.partition = input.partition
+                 AND ((input.position_sequence = ''
+                       AND stored.position_offset >= input.position_offset)
+                      OR (input.position_sequence <> ''
+                          AND stored.position_sequence IS NOT NULL
+                          AND {stored_rank} >= {input_rank}))"
+        );
         Self {
+            schema_exists: sql(format!("SELECT to_regnamespace('\"{schema}\"') IS NOT NULL")),
+            create_schema: sql(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")),
             create: sql(format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
-                 CREATE TABLE IF NOT EXISTS {positions} (
+                "CREATE TABLE IF NOT EXISTS {positions} (
                      consumer_group text NOT NULL,
                      stream text NOT NULL,
                      partition text NOT NULL,
@@ -116,20 +139,16 @@ impl Statements {
                  ), marked AS (
                      INSERT INTO {handled}
                          (consumer_group, stream, partition, position_offset, position_sequence)
-                     SELECT * FROM input WHERE NOT EXISTS (
-                         SELECT 1 FROM {positions} AS stored
-                         WHERE stored.consumer_group = input.consumer_group
-                             AND stored.stream = input.stream
-                             AND stored.partition = input.partition
-                             AND ((input.position_sequence = ''
-                                   AND stored.position_offset >= input.position_offset)
-                                  OR (input.position_sequence <> ''
-                                      AND stored.position_sequence IS NOT NULL
-                                      AND {stored_rank} >= {input_rank})))
+                     SELECT * FROM input WHERE NOT EXISTS ({covering})
                      ON CONFLICT DO NOTHING
                      RETURNING 1
                  )
                  SELECT count(*) FROM marked"
+            )),
+            covered: sql(format!(
+                "SELECT count(*) FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
+                     AS input (consumer_group, stream, partition, position_offset, position_sequence)
+                 WHERE EXISTS ({covering})"
             )),
             marks: sql(format!(
                 "SELECT position_offset, position_sequence FROM {handled}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::{Postgres, SqlStr, Transaction};
 use tokio::sync::OnceCell;
 
 use crate::options::PgStoreOptions;
@@ -19,7 +19,7 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
             None => database.message().into(),
         },
         sqlx::Error::PoolTimedOut => {
-            "no connection to the server within connect_timeout_ms: is it running, and reachable from here?"
+            "no connection within connect_timeout_ms: the server cannot be reached, or all pool_size connections are busy"
                 .into()
         }
         _ => Box::new(error),
@@ -167,6 +167,16 @@ impl PgOffsetStore {
             .execute(&mut *tx)
             .await
             .map_err(database_error)?;
+        let schema_exists: bool = sqlx::query_scalar(self.statements.schema_exists.clone())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(database_error)?;
+        if !schema_exists {
+            sqlx::raw_sql(self.statements.create_schema.clone())
+                .execute(&mut *tx)
+                .await
+                .map_err(database_error)?;
+        }
         sqlx::raw_sql(self.statements.create.clone())
             .execute(&mut *tx)
             .await
@@ -246,16 +256,11 @@ impl PgOffsetStore {
         for context in contexts {
             columns.push(context);
         }
-        let marked: i64 = sqlx::query_scalar(self.statements.mark.clone())
-            .bind(&columns.groups)
-            .bind(&columns.streams)
-            .bind(&columns.partitions)
-            .bind(&columns.offsets)
-            .bind(&columns.sequences)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        if marked < contexts.len() as i64 {
+        let marked = columns.count(&self.statements.mark, &mut tx).await?;
+        // A mark that waited for a row another transaction deleted (a successor storing
+        // its position) went in; that position is visible now.
+        let covered = columns.count(&self.statements.covered, &mut tx).await?;
+        if marked < contexts.len() as i64 || covered > 0 {
             drop(tx);
             return Err(self.fenced_mark(contexts).await);
         }
@@ -290,6 +295,18 @@ impl PgOffsetStore {
             return Ok(());
         }
         self.tables().await?;
+        // One row a partition (the last given wins, as in every store), in key order, so
+        // that concurrent stores lock rows in the same order.
+        let mut last: std::collections::BTreeMap<&PartitionRef, &Position> =
+            std::collections::BTreeMap::new();
+        for (partition, position) in positions {
+            last.insert(partition, position);
+        }
+        let positions: Vec<(PartitionRef, Position)> = last
+            .into_iter()
+            .map(|(partition, position)| (partition.clone(), position.clone()))
+            .collect();
+        let positions = positions.as_slice();
         let mut streams = Vec::with_capacity(positions.len());
         let mut partitions = Vec::with_capacity(positions.len());
         let mut offsets = Vec::with_capacity(positions.len());
@@ -377,6 +394,23 @@ struct MarkColumns<'a> {
 }
 
 impl<'a> MarkColumns<'a> {
+    /// Runs `statement` (`mark` or `covered`) on the marks; its count.
+    async fn count(
+        &self,
+        statement: &SqlStr,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> Result<i64, StoreError> {
+        sqlx::query_scalar(statement.clone())
+            .bind(&self.groups)
+            .bind(&self.streams)
+            .bind(&self.partitions)
+            .bind(&self.offsets)
+            .bind(&self.sequences)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(database_error)
+    }
+
     fn push(&mut self, context: &'a Context) {
         let (offset, sequence) = mark_columns(&context.position);
         self.groups.push(&context.group);

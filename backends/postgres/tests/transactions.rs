@@ -376,3 +376,38 @@ async fn the_pool_size_and_the_statement_timeout_come_from_the_url() {
         .unwrap_err();
     assert!(slow.to_string().contains("statement timeout"), "{slow}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_waiting_on_a_successor_storing_its_position_is_fenced_once_that_commits() {
+    let Some((store, table)) = store().await else {
+        return;
+    };
+    let schema = table.strip_suffix(".people").unwrap();
+    let partition = PartitionRef::new("people", "3");
+    let record = context(&partition, Position::Offset(7));
+    // The successor handled record 7 ...
+    store.begin(&record).await.unwrap().commit().await.unwrap();
+    // ... and is storing its position past it, which deletes the mark, not committed yet.
+    let mut successor = store.pool().begin().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {schema}.logpipe_handled WHERE partition = '3';
+         INSERT INTO {schema}.logpipe_positions (consumer_group, stream, partition, position_offset)
+             VALUES ('billing', 'people', '3', 10)"
+    )))
+    .execute(&mut *successor)
+    .await
+    .unwrap();
+    // The old owner's mark for record 7 waits for the deleted row.
+    let old_owner = tokio::spawn({
+        let (store, record) = (store.clone(), record.clone());
+        async move { store.begin(&record).await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!old_owner.is_finished(), "the old owner's mark waits");
+    successor.commit().await.unwrap();
+    let outcome = old_owner.await.unwrap();
+    assert!(
+        matches!(outcome, Err(StoreError::Fenced { .. })),
+        "{outcome:?}"
+    );
+}
