@@ -17,7 +17,7 @@ use crate::backend::Record;
 use crate::error::Error;
 use crate::handler::Context;
 use crate::health::ConsumerHealth;
-use crate::offsets::OffsetStore;
+use crate::offsets::{OffsetStore, StoreError};
 use crate::registry::{DispatchError, SkipReason};
 use crate::{BoxError, error_chain};
 
@@ -73,6 +73,21 @@ impl Failure {
             }
         }
     }
+}
+
+/// Whether a handler failed because its record is handled already: an offset store's
+/// transaction refused to mark it ([`StoreError::Fenced`]), since another consumer (the
+/// partition's new owner) handled it or stored a position past it. Retrying cannot
+/// succeed, and the record's effects exist: it counts as handled.
+fn handled_elsewhere(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if matches!(error.downcast_ref(), Some(StoreError::Fenced { .. })) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Counts a record (or batch) being retried while it lives; the consumer reports itself
@@ -177,6 +192,9 @@ impl<S: OffsetStore> Worker<S> {
                         record.key = context.key.take();
                         return Box::pin(self.skip(&record, reason)).await;
                     }
+                    Err(Ok(failure)) if handled_elsewhere(&*failure.error) => {
+                        return self.handled_elsewhere(&record, &failure, elapsed, &context);
+                    }
                     Err(Ok(failure)) => failure,
                 };
             if attempts > self.options.max_retries {
@@ -189,6 +207,29 @@ impl<S: OffsetStore> Worker<S> {
                 return Outcome::Cancelled;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
+        }
+    }
+
+    /// A record whose handler found it handled already: logged, counted
+    /// (`logpipe_records_fenced_total`), and handled as far as positions go.
+    fn handled_elsewhere(
+        &self,
+        record: &Record,
+        failure: &Failure,
+        elapsed: Duration,
+        context: &Context,
+    ) -> Outcome {
+        metrics::counter!("logpipe_records_fenced_total", "stream" => Arc::clone(&record.partition.stream))
+            .increment(1);
+        tracing::warn!(
+            partition = %record.partition,
+            position = %record.position,
+            error = %error_chain(&*failure.error),
+            "the record is handled already, by this partition's new owner; not handled again",
+        );
+        Outcome::Handled {
+            elapsed,
+            message_type: context.message_type,
         }
     }
 
@@ -255,11 +296,10 @@ impl<S: OffsetStore> Worker<S> {
                 () = stops.calls.cancelled() => return cancelled(&records),
             };
             let elapsed = started.elapsed();
-            let failed = outcomes.iter().any(|outcome| {
-                matches!(
-                    outcome,
-                    Err(DispatchError::Handler(_) | DispatchError::Panicked(_))
-                )
+            let failed = outcomes.iter().any(|outcome| match outcome {
+                Err(DispatchError::Handler(error)) => !handled_elsewhere(&**error),
+                Err(DispatchError::Panicked(_)) => true,
+                _ => false,
             });
             if !failed || attempts > self.options.max_retries {
                 break outcomes
@@ -295,6 +335,9 @@ impl<S: OffsetStore> Worker<S> {
                 Err(Err(reason)) => {
                     record.key = context.key.take();
                     self.skip(&record, reason).await
+                }
+                Err(Ok(failure)) if handled_elsewhere(&*failure.error) => {
+                    self.handled_elsewhere(&record, &failure, elapsed, &context)
                 }
                 Err(Ok(failure)) => {
                     record.key = context.key.take();

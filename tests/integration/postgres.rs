@@ -314,7 +314,7 @@ fn a_bad_url_an_unreachable_server_or_a_wrong_password_fails_at_start_up_with_78
         ),
         (
             "postgres://app:s3cret@127.0.0.1:1/x?connect_timeout_ms=1000".to_owned(),
-            "no connection to the server",
+            "the server cannot be reached",
             "s3cret",
             true,
         ),
@@ -467,4 +467,99 @@ fn a_batch_handler_writes_each_batch_with_its_marks_in_one_postgres_transaction(
         0,
         "the stored positions replaced every mark"
     );
+}
+
+#[test]
+fn a_record_fenced_by_a_successor_counts_as_handled_and_the_consumer_goes_on() {
+    use logpipe::embedded::EmbeddedLog;
+    use logpipe::offsets::OffsetStore;
+    use logpipe::postgres::PgOffsetStore;
+    use logpipe::{BoxError, Consumer, Context, Position, Producer, Registry, handler_fn};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let Some(schema) = Schema::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let table = format!("{}.fenced", schema.name);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (outcome, stored) = runtime.block_on(async {
+        let log = EmbeddedLog::open(dir.path().join("log.db")).unwrap();
+        let producer = Producer::new(log.clone(), "fenced");
+        // One key: one partition, offsets 0 to 9.
+        for seq in 0..10 {
+            let key = "k".to_owned();
+            producer.send(&Numbered { key, seq }).await.unwrap();
+        }
+        let store = PgOffsetStore::connect(&schema.url.parse().unwrap())
+            .await
+            .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE {table} (seq bigint PRIMARY KEY)"
+        )))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let insert: Arc<str> = format!("INSERT INTO {table} VALUES ($1)").into();
+        let handled = Arc::new(AtomicI64::new(0));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let registry = {
+            let (store, handled, stop) = (store.clone(), Arc::clone(&handled), shutdown.clone());
+            Registry::builder()
+                .handle(handler_fn(move |message: Numbered, context: Context| {
+                    let (store, handled, stop, insert) = (
+                        store.clone(),
+                        Arc::clone(&handled),
+                        stop.clone(),
+                        Arc::clone(&insert),
+                    );
+                    async move {
+                        if message.seq == 0 {
+                            // Meanwhile the partition's new owner got to offset 5.
+                            let successor = [(context.partition.clone(), Position::Offset(5))];
+                            store.store(&context.group, &successor).await?;
+                        }
+                        if handled.fetch_add(1, Ordering::SeqCst) == 9 {
+                            stop.cancel();
+                        }
+                        let mut tx = store.begin(&context).await?;
+                        sqlx::query(AssertSqlSafe(&*insert))
+                            .bind(message.seq)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        Ok::<_, BoxError>(())
+                    }
+                }))
+                .build()
+                .unwrap()
+        };
+        let consumer = Consumer::new(log.consumer(["fenced"]), store.clone(), registry, "fenced");
+        let outcome = consumer.run(shutdown).await;
+        let partitions = logpipe::admin::Admin::describe_stream(&log, "fenced")
+            .await
+            .unwrap();
+        let mut stored = Vec::new();
+        for info in partitions {
+            if let Some(position) = store.load("fenced", &info.partition).await.unwrap() {
+                stored.push(position);
+            }
+        }
+        (outcome, stored)
+    });
+    outcome.expect("the consumer went on past the fenced records");
+    let rows: Vec<(i64,)> = schema
+        .query(format!("SELECT seq FROM {table} ORDER BY seq"))
+        .unwrap();
+    assert_eq!(
+        rows.into_iter().map(|(seq,)| seq).collect::<Vec<_>>(),
+        [6, 7, 8, 9],
+        "records 0 to 5 were the successor's"
+    );
+    assert_eq!(stored, [Position::Offset(9)]);
 }
