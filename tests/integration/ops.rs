@@ -954,3 +954,47 @@ fn a_bad_configuration_exits_78_naming_the_key() {
     );
     assert_eq!(missing.status.code(), Some(78), "{missing:?}");
 }
+
+#[test]
+fn offsets_migrate_creates_the_tables_of_a_postgres_store_and_refuses_a_memory_one() {
+    let Some(setup) = Setup::with_postgres_positions(Setup::embedded()) else {
+        return;
+    };
+    let (_, store) = setup
+        .vars
+        .iter()
+        .find(|(name, _)| name == "LOGPIPE_OFFSET_STORE")
+        .unwrap();
+    let schema = store.rsplit_once("schema=").unwrap().1.to_owned();
+    let stdout = setup.ok(&["offsets", "migrate"], "");
+    assert!(stdout.contains("its tables are ready"), "{stdout}");
+    assert!(
+        stdout.contains(":***@") && !stdout.contains("logpipe-test-password"),
+        "{stdout}"
+    );
+    let server = service("LOGPIPE_TEST_POSTGRES").unwrap();
+    let tables: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = logpipe::postgres::sqlx::PgPool::connect(&server)
+            .await
+            .unwrap();
+        logpipe::postgres::sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = $1 ORDER BY table_name",
+        )
+        .bind(&schema)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(tables, ["logpipe_handled", "logpipe_positions"]);
+
+    let memory = Setup::embedded().unwrap();
+    let mut command = memory.command(&["offsets", "migrate"]);
+    command.env("LOGPIPE_BACKEND", "memory://");
+    let output = wait_output(command.spawn().unwrap(), &["offsets", "migrate"]);
+    assert_eq!(output.status.code(), Some(78), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("live only in the consumer's process"),
+        "{output:?}"
+    );
+}
