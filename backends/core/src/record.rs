@@ -13,6 +13,36 @@ pub enum Position {
     Sequence(String),
 }
 
+impl Position {
+    /// The position as the two key columns a SQL store keeps a record's "handled" mark
+    /// under: an offset with no sequence number (`""`), or a sequence number with offset
+    /// 0. [`from_mark_columns`](Self::from_mark_columns) reads them back.
+    ///
+    /// ```
+    /// use logpipe_core::Position;
+    ///
+    /// let sequence = Position::Sequence("4968".into());
+    /// assert_eq!(sequence.mark_columns(), (0, "4968"));
+    /// assert_eq!(Position::from_mark_columns(0, "4968".into()), sequence);
+    /// assert_eq!(Position::from_mark_columns(7, String::new()), Position::Offset(7));
+    /// ```
+    pub fn mark_columns(&self) -> (i64, &str) {
+        match self {
+            Position::Offset(offset) => (*offset, ""),
+            Position::Sequence(sequence) => (0, sequence.as_str()),
+        }
+    }
+
+    /// The position whose [`mark_columns`](Self::mark_columns) these are.
+    pub fn from_mark_columns(offset: i64, sequence: String) -> Self {
+        if sequence.is_empty() {
+            Position::Offset(offset)
+        } else {
+            Position::Sequence(sequence)
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

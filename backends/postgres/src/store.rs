@@ -30,15 +30,6 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// A position as the two key columns of a mark: an offset with no sequence number
-/// (`''`), or a sequence number with offset 0.
-fn mark_columns(position: &Position) -> (i64, &str) {
-    match position {
-        Position::Offset(offset) => (*offset, ""),
-        Position::Sequence(sequence) => (0, sequence.as_str()),
-    }
-}
-
 /// A position read back from its two columns.
 fn position(
     (offset, sequence): (Option<i64>, Option<String>),
@@ -412,7 +403,7 @@ impl<'a> MarkColumns<'a> {
     }
 
     fn push(&mut self, context: &'a Context) {
-        let (offset, sequence) = mark_columns(&context.position);
+        let (offset, sequence) = context.position.mark_columns();
         self.groups.push(&context.group);
         self.streams.push(&context.partition.stream);
         self.partitions.push(&context.partition.partition);
@@ -474,13 +465,7 @@ impl OffsetStore for PgOffsetStore {
             .map_err(database_error)?;
         Ok(rows
             .into_iter()
-            .map(|(offset, sequence)| {
-                if sequence.is_empty() {
-                    Position::Offset(offset)
-                } else {
-                    Position::Sequence(sequence)
-                }
-            })
+            .map(|(offset, sequence)| Position::from_mark_columns(offset, sequence))
             .collect())
     }
 }

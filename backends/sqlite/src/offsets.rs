@@ -159,15 +159,6 @@ impl SqliteOffsetStore {
     }
 }
 
-/// A position as the two key columns of `logpipe_handled`: an offset with no sequence
-/// number (`''`), or a sequence number with offset 0.
-fn mark_columns(position: &Position) -> (i64, &str) {
-    match position {
-        Position::Offset(offset) => (*offset, ""),
-        Position::Sequence(sequence) => (0, sequence.as_str()),
-    }
-}
-
 fn write_marks(
     tx: &Transaction<'_>,
     marks: &[(String, PartitionRef, Position)],
@@ -179,7 +170,7 @@ fn write_marks(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for (group, partition, position) in marks {
-        let (offset, sequence) = mark_columns(position);
+        let (offset, sequence) = position.mark_columns();
         statement.execute(params![
             group,
             &*partition.stream,
@@ -210,7 +201,7 @@ fn forget_marks(
     )?;
     for (partition, position) in positions {
         // A Kinesis starting point (TRIM_HORIZON) is below every sequence number.
-        let (offset, sequence) = mark_columns(position);
+        let (offset, sequence) = position.mark_columns();
         let numeric = sequence.bytes().all(|b| b.is_ascii_digit());
         statement.execute(params![
             group,
@@ -322,17 +313,10 @@ impl OffsetStore for SqliteOffsetStore {
                      WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3
                      ORDER BY length(position_sequence), position_sequence, position_offset",
                 )?;
-                let rows = statement.query_map(
-                    params![key_group, &*key.stream, &*key.partition],
-                    |row| {
-                        let sequence: String = row.get(1)?;
-                        Ok(if sequence.is_empty() {
-                            Position::Offset(row.get(0)?)
-                        } else {
-                            Position::Sequence(sequence)
-                        })
-                    },
-                )?;
+                let rows = statement
+                    .query_map(params![key_group, &*key.stream, &*key.partition], |row| {
+                        Ok(Position::from_mark_columns(row.get(0)?, row.get(1)?))
+                    })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })
             .await
