@@ -18,12 +18,12 @@ use super::handling::{Finished, Outcome};
 use super::reader::Reader;
 use super::schedule::{Queued, Schedule, Stops};
 use super::state::RunState;
-use crate::backend::{ConsumerBackend, ConsumerEvent, Record};
+use crate::backend::{ConsumerBackend, ConsumerEvent, PartitionRef, Position, Record};
 use crate::dead_letter::DeadLetter;
 use crate::error::Error;
 use crate::error_chain;
 use crate::health::ConsumerHealth;
-use crate::offsets::OffsetStore;
+use crate::offsets::{OffsetStore, StoreError};
 use crate::registry::Registry;
 
 /// Records read ahead and not started yet, at least, before reading pauses (a partition
@@ -410,10 +410,7 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
         }
         let positions = self.schedule.handled();
         if !positions.is_empty() {
-            self.worker
-                .store
-                .store(&self.worker.group, &positions)
-                .await?;
+            store_positions(&self.worker.store, &self.worker.group, &positions).await?;
             metrics::histogram!("logpipe_commit_seconds")
                 .record(self.state.last_commit.elapsed().as_secs_f64());
             tracing::debug!(
@@ -427,6 +424,31 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
         self.state.pending_records = 0;
         Ok(())
     }
+}
+
+/// Stores `positions` of `group`. One behind its stored position (another consumer of
+/// the group, sharing the store, got further) is left as it is, with a warning, and the
+/// others are stored one by one: what this consumer handled there is covered already.
+async fn store_positions<S: OffsetStore>(
+    store: &S,
+    group: &str,
+    positions: &[(PartitionRef, Position)],
+) -> Result<(), Error> {
+    match store.store(group, positions).await {
+        Err(StoreError::Fenced { .. }) => {}
+        other => return Ok(other?),
+    }
+    for position in positions {
+        match store.store(group, std::slice::from_ref(position)).await {
+            Err(fenced @ StoreError::Fenced { .. }) => {
+                metrics::counter!("logpipe_positions_fenced_total", "stream" => Arc::clone(&position.0.stream))
+                    .increment(1);
+                tracing::warn!(partition = %position.0, "{}; not stored", error_chain(&fenced));
+            }
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -261,3 +261,41 @@ fn the_service_lists_its_registered_consumers() {
         "people_table\npeople_webhook\n"
     );
 }
+
+#[test]
+fn two_replicas_of_a_service_on_one_file_apply_each_record_once() {
+    // Both read every partition (the embedded log has no consumer groups yet); the
+    // handlers' transactions refuse a record the other replica handled already.
+    const PEOPLE: i64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let producer = Command::new(program("people_producer"))
+        .arg(PEOPLE.to_string())
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env_remove("LOGPIPE_CONFIG")
+        .status()
+        .unwrap();
+    assert!(producer.success());
+    let replicas: Vec<Child> = (0..2)
+        .map(|_| {
+            service(&db, &[("LOGPIPE_CONSUMER__CONCURRENCY", "8")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until_blocking("every person is stored", WAIT, || {
+        people(&db).count == PEOPLE
+    });
+    for mut replica in replicas {
+        terminate(&replica);
+        assert_eq!(wait_for_exit(&mut replica).code(), Some(0));
+    }
+    let stored = people(&db);
+    assert_eq!(
+        (stored.count, stored.applied),
+        (PEOPLE, PEOPLE),
+        "each person applied once by the two replicas together"
+    );
+}

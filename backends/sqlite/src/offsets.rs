@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS logpipe_handled (
 /// concurrency. The marks (table `logpipe_handled`) of records above a partition's
 /// stored position are what a restarted consumer skips; storing a position deletes
 /// those up to it.
+///
+/// Consumers of one group sharing the file fence each other off: a mark for a record
+/// marked already or at or below the stored position, and a position behind the stored
+/// one, fail with [`StoreError::Fenced`]; only [`reset`](OffsetStore::reset) moves a
+/// position back.
 #[derive(Clone)]
 pub struct SqliteOffsetStore {
     db: SqliteDb,
@@ -97,8 +102,10 @@ impl SqliteOffsetStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when `work` or the position write fails; the transaction
-    /// is then rolled back.
+    /// [`StoreError::Fenced`] when the record is handled already: marked by another
+    /// transaction, or at or below its partition's stored position (another consumer of
+    /// the group got there); `work` is not run. [`StoreError::Database`] when `work` or
+    /// the mark fails. The transaction is then rolled back.
     ///
     /// # Example
     ///
@@ -129,8 +136,8 @@ impl SqliteOffsetStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Database`] when `work` or a mark fails; the transaction is then
-    /// rolled back.
+    /// As [`transaction`](Self::transaction): [`StoreError::Fenced`] when any of the
+    /// records is handled already.
     pub async fn transaction_batch<R, F>(
         &self,
         contexts: &[Context],
@@ -144,34 +151,46 @@ impl SqliteOffsetStore {
             .iter()
             .map(|c| (c.group.to_string(), c.partition.clone(), c.position.clone()))
             .collect();
-        let result = self
-            .db
+        self.db
             .call(move |conn| {
-                let tx = conn.transaction()?;
-                let result = work(&tx)?;
-                write_marks(&tx, &marks)?;
-                tx.commit()?;
-                Ok::<_, rusqlite::Error>(result)
+                let tx = conn.transaction().map_err(database_error)?;
+                // Marked first: a record handled already is refused before its work.
+                if let Some(fenced) = write_marks(&tx, &marks).map_err(database_error)? {
+                    return Err(fenced);
+                }
+                let result = work(&tx).map_err(database_error)?;
+                tx.commit().map_err(database_error)?;
+                Ok(result)
             })
             .await
-            .map_err(database_error)?;
-        Ok(result)
     }
 }
 
+/// Marks each record handled, unless it is marked already or at or below its
+/// partition's stored position (handled by another consumer): then the error for the
+/// first such record.
 fn write_marks(
     tx: &Transaction<'_>,
     marks: &[(String, PartitionRef, Position)],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<StoreError>> {
     let now_ms = millis(SystemTime::now());
     let mut statement = tx.prepare_cached(
-        "INSERT OR REPLACE INTO logpipe_handled
+        "INSERT INTO logpipe_handled
              (consumer_group, stream, partition, position_offset, position_sequence, handled_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
+             SELECT 1 FROM logpipe_positions AS stored
+             WHERE stored.consumer_group = ?1 AND stored.stream = ?2 AND stored.partition = ?3
+                 AND ((?5 = '' AND stored.position_offset >= ?4)
+                      OR (?5 <> '' AND stored.position_sequence <> ''
+                          AND stored.position_sequence NOT GLOB '*[^0-9]*'
+                          AND (length(stored.position_sequence) > length(?5)
+                               OR (length(stored.position_sequence) = length(?5)
+                                   AND stored.position_sequence >= ?5)))))
+         ON CONFLICT DO NOTHING",
     )?;
     for (group, partition, position) in marks {
         let (offset, sequence) = position.mark_columns();
-        statement.execute(params![
+        let marked = statement.execute(params![
             group,
             &*partition.stream,
             &*partition.partition,
@@ -179,8 +198,46 @@ fn write_marks(
             sequence,
             now_ms
         ])?;
+        if marked == 0 {
+            let stored = load_row(tx, group, partition)?
+                .and_then(position_of_row)
+                .filter(|stored| stored.mark_columns() != position.mark_columns())
+                .unwrap_or_else(|| position.clone());
+            return Ok(Some(StoreError::Fenced {
+                group: group.clone(),
+                partition: partition.clone(),
+                attempted: position.clone(),
+                stored,
+            }));
+        }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// The stored position of `group` in `partition` as its two columns, read on `conn`.
+fn load_row(
+    conn: &rusqlite::Connection,
+    group: &str,
+    partition: &PartitionRef,
+) -> rusqlite::Result<Option<(Option<i64>, Option<String>)>> {
+    conn.prepare_cached(
+        "SELECT position_offset, position_sequence FROM logpipe_positions
+         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
+    )?
+    .query_row(
+        params![group, &*partition.stream, &*partition.partition],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
+}
+
+/// A stored position from its two columns; `None` for a row that is neither.
+fn position_of_row((offset, sequence): (Option<i64>, Option<String>)) -> Option<Position> {
+    match (offset, sequence) {
+        (Some(offset), None) => Some(Position::Offset(offset)),
+        (None, Some(sequence)) => Some(Position::Sequence(sequence)),
+        _ => None,
+    }
 }
 
 /// Deletes the marks of `group` in each partition up to its new position (`all`: every
@@ -215,11 +272,14 @@ fn forget_marks(
     Ok(())
 }
 
+/// Stores `positions`, none of them behind a stored one unless `reset` (an operator
+/// moving the group back); then the error for the first that is.
 fn write_positions(
     tx: &Transaction<'_>,
     group: &str,
     positions: &[(PartitionRef, Position)],
-) -> rusqlite::Result<()> {
+    reset: bool,
+) -> rusqlite::Result<Option<StoreError>> {
     let now_ms = millis(SystemTime::now());
     let mut statement = tx.prepare_cached(
         "INSERT INTO logpipe_positions
@@ -228,23 +288,45 @@ fn write_positions(
          ON CONFLICT (consumer_group, stream, partition) DO UPDATE SET
              position_offset = excluded.position_offset,
              position_sequence = excluded.position_sequence,
-             updated_at_ms = excluded.updated_at_ms",
+             updated_at_ms = excluded.updated_at_ms
+         WHERE ?7 OR NOT CASE
+             WHEN position_offset IS NOT NULL AND excluded.position_offset IS NOT NULL
+                 THEN position_offset > excluded.position_offset
+             WHEN position_sequence IS NOT NULL AND excluded.position_sequence IS NOT NULL
+                 AND position_sequence NOT GLOB '*[^0-9]*'
+                 THEN excluded.position_sequence GLOB '*[^0-9]*'
+                     OR length(position_sequence) > length(excluded.position_sequence)
+                     OR (length(position_sequence) = length(excluded.position_sequence)
+                         AND position_sequence > excluded.position_sequence)
+             ELSE 0
+         END",
     )?;
     for (partition, position) in positions {
         let (offset, sequence) = match position {
             Position::Offset(offset) => (Some(*offset), None),
             Position::Sequence(sequence) => (None, Some(sequence.as_str())),
         };
-        statement.execute(params![
+        let stored = statement.execute(params![
             group,
             &*partition.stream,
             &*partition.partition,
             offset,
             sequence,
-            now_ms
+            now_ms,
+            reset
         ])?;
+        if stored == 0 {
+            return Ok(Some(StoreError::Fenced {
+                group: group.to_owned(),
+                partition: partition.clone(),
+                attempted: position.clone(),
+                stored: load_row(tx, group, partition)?
+                    .and_then(position_of_row)
+                    .unwrap_or_else(|| position.clone()),
+            }));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 impl OffsetStore for SqliteOffsetStore {
@@ -256,32 +338,20 @@ impl OffsetStore for SqliteOffsetStore {
         let (key_group, key) = (group.to_owned(), partition.clone());
         let row = self
             .db
-            .call(move |conn| {
-                conn.prepare_cached(
-                    "SELECT position_offset, position_sequence FROM logpipe_positions
-                     WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
-                )?
-                .query_row(params![key_group, &*key.stream, &*key.partition], |row| {
-                    Ok((
-                        row.get::<_, Option<i64>>(0)?,
-                        row.get::<_, Option<String>>(1)?,
-                    ))
-                })
-                .optional()
-            })
+            .call(move |conn| load_row(conn, &key_group, &key))
             .await
             .map_err(database_error)?;
-        match row {
-            None => Ok(None),
-            Some((Some(offset), None)) => Ok(Some(Position::Offset(offset))),
-            Some((None, Some(sequence))) => Ok(Some(Position::Sequence(sequence))),
-            Some(_) => Err(StoreError::Corrupt {
+        row.map(|row| {
+            position_of_row(row).ok_or_else(|| StoreError::Corrupt {
                 group: group.to_owned(),
                 partition: partition.clone(),
-            }),
-        }
+            })
+        })
+        .transpose()
     }
 
+    /// Stores every position, all or none; fails with [`StoreError::Fenced`] (storing
+    /// none) when one is behind its stored position.
     async fn store(
         &self,
         group: &str,
@@ -290,8 +360,8 @@ impl OffsetStore for SqliteOffsetStore {
         self.write(group, positions, false).await
     }
 
-    /// Also forgets every record marked handled in these partitions, so that they are
-    /// handled again from the new positions.
+    /// Also moves positions back, and forgets every record marked handled in these
+    /// partitions, so that they are handled again from the new positions.
     async fn reset(
         &self,
         group: &str,
@@ -325,8 +395,9 @@ impl OffsetStore for SqliteOffsetStore {
 }
 
 impl SqliteOffsetStore {
-    /// Stores `positions` and forgets the marks up to them (`all`: every mark of their
-    /// partitions), in one transaction.
+    /// Stores `positions` and forgets the marks up to them, in one transaction; `all`
+    /// (an operator's reset) may move positions back and forgets every mark of their
+    /// partitions.
     async fn write(
         &self,
         group: &str,
@@ -339,13 +410,16 @@ impl SqliteOffsetStore {
         let (group, positions) = (group.to_owned(), positions.to_vec());
         self.db
             .call(move |conn| {
-                let tx = conn.transaction()?;
-                write_positions(&tx, &group, &positions)?;
-                forget_marks(&tx, &group, &positions, all)?;
-                tx.commit()
+                let tx = conn.transaction().map_err(database_error)?;
+                if let Some(fenced) =
+                    write_positions(&tx, &group, &positions, all).map_err(database_error)?
+                {
+                    return Err(fenced);
+                }
+                forget_marks(&tx, &group, &positions, all).map_err(database_error)?;
+                tx.commit().map_err(database_error)
             })
             .await
-            .map_err(database_error)
     }
 }
 
@@ -481,12 +555,62 @@ mod tests {
                 "49590338271490256608559692538361571095921575989136588898"
             )]
         );
-        // A starting point (such as TRIM_HORIZON) is below every record: it forgets all.
+        // A starting point (such as TRIM_HORIZON) is below every record: storing one
+        // is an operator's reset, which forgets all.
         store
-            .store("g", &[(shard.clone(), sequence("TRIM_HORIZON"))])
+            .reset("g", &[(shard.clone(), sequence("TRIM_HORIZON"))])
             .await
             .unwrap();
         assert_eq!(handled(&store, &shard).await, []);
+    }
+
+    #[tokio::test]
+    async fn a_record_handled_already_is_fenced_before_its_work_runs() {
+        let store = SqliteOffsetStore::open_in_memory().unwrap();
+        let partition = PartitionRef::new("s", "0");
+        let record = Context::new("g", partition.clone(), Position::Offset(7));
+        let create = |tx: &Transaction<'_>| tx.execute_batch("CREATE TABLE rows (n INTEGER)");
+        store.transaction(&record, create).await.unwrap();
+        let insert = |tx: &Transaction<'_>| tx.execute("INSERT INTO rows VALUES (1)", []).map(drop);
+        // Marked by another consumer already.
+        let again = store.transaction(&record, insert).await;
+        assert!(matches!(again, Err(StoreError::Fenced { .. })), "{again:?}");
+        // At or below the stored position: another consumer moved past it.
+        store
+            .store("g", &[(partition.clone(), Position::Offset(10))])
+            .await
+            .unwrap();
+        let behind = Context::new("g", partition.clone(), Position::Offset(9));
+        match store.transaction(&behind, insert).await {
+            Err(StoreError::Fenced { stored, .. }) => assert_eq!(stored, Position::Offset(10)),
+            other => panic!("{other:?}"),
+        }
+        let ahead = Context::new("g", partition.clone(), Position::Offset(11));
+        store.transaction(&ahead, insert).await.unwrap();
+        let rows: i64 = store
+            .transaction(&Context::new("g", partition, Position::Offset(12)), |tx| {
+                tx.query_row("SELECT COUNT(*) FROM rows", [], |row| row.get(0))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rows, 1,
+            "only the record ahead of the stored position wrote"
+        );
+        // Sequence numbers compare by value: 9 is below 10 though longer as text is not.
+        let shard = PartitionRef::new("s", "shardId-000000000000");
+        let sequence = |s: &str| Position::Sequence(s.to_owned());
+        store
+            .store("g", &[(shard.clone(), sequence("10"))])
+            .await
+            .unwrap();
+        let below = Context::new("g", shard.clone(), sequence("9"));
+        assert!(matches!(
+            store.transaction(&below, |_| Ok(())).await,
+            Err(StoreError::Fenced { .. })
+        ));
+        let above = Context::new("g", shard, sequence("11"));
+        store.transaction(&above, |_| Ok(())).await.unwrap();
     }
 
     #[tokio::test]
@@ -515,8 +639,10 @@ mod tests {
             store.load_handled("g", &context.partition).await.unwrap(),
             [Position::Offset(3)]
         );
+        // Record 4 was not marked: it can be handled again.
+        let again = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(4));
         let rows: i64 = store
-            .transaction(&context, |tx| {
+            .transaction(&again, |tx| {
                 tx.query_row("SELECT COUNT(*) FROM handled", [], |row| row.get(0))
             })
             .await

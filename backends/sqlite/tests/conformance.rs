@@ -62,6 +62,6 @@ logpipe_core::store_tests!(
     store,
     StoreFeatures {
         sequences: true,
-        fences: false,
+        fences: true,
     }
 );
