@@ -27,9 +27,9 @@ const WAIT: Duration = Duration::from_secs(120);
 /// The `seq`th message of `key`.
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[logpipe(type = "numbered", version = 1, key = "key")]
-struct Numbered {
-    key: String,
-    seq: u32,
+pub(crate) struct Numbered {
+    pub(crate) key: String,
+    pub(crate) seq: u32,
 }
 
 /// Sends `per_key` messages on each of `keys` keys (`k0`, `k1`, ...), each key's in

@@ -83,9 +83,9 @@ pub(crate) struct Scenario<'a> {
 }
 
 /// A process killed when dropped; a panicking test shows the service log first.
-struct RunningProgram<'a> {
-    child: Child,
-    log: &'a Path,
+pub(crate) struct RunningProgram<'a> {
+    pub(crate) child: Child,
+    pub(crate) log: &'a Path,
 }
 
 impl Drop for RunningProgram<'_> {

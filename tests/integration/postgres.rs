@@ -4,13 +4,14 @@
 //! store fails at start-up.
 
 use std::fs::File;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logpipe::postgres::sqlx::{self, AssertSqlSafe, PgPool};
 use logpipe_core::conformance::{service, unique};
 
-use crate::killed::People;
+use crate::concurrency::Numbered;
+use crate::killed::{People, RunningProgram};
 use crate::processes::{terminate, wait_for_exit};
 use crate::support::{program, wait_until_blocking};
 
@@ -106,23 +107,6 @@ impl Schema {
     }
 }
 
-/// A process killed when dropped; a panicking test shows the service log first.
-struct Running<'a> {
-    child: Child,
-    log: &'a std::path::Path,
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.log).unwrap_or_default();
-            eprintln!("service log ({}):\n{log}", self.log.display());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A number in `0..bound` that differs from run to run.
 fn random_below(bound: u64) -> u64 {
     let nanos = SystemTime::now()
@@ -155,7 +139,7 @@ fn killed_again_and_again(schema: &Schema, group: &str, env: &[(&str, String)]) 
             .stdout(Stdio::null());
         command
     };
-    let start = || Running {
+    let start = || RunningProgram {
         child: command("people_service")
             .stderr(
                 File::options()
@@ -168,7 +152,7 @@ fn killed_again_and_again(schema: &Schema, group: &str, env: &[(&str, String)]) 
             .unwrap(),
         log: &log,
     };
-    let mut producer = Running {
+    let mut producer = RunningProgram {
         child: command("people_producer")
             .arg(PEOPLE.to_string())
             .spawn()
@@ -336,14 +320,6 @@ fn a_bad_url_an_unreachable_server_or_a_wrong_password_fails_at_start_up_with_78
     }
 }
 
-/// The `seq`th message of `key`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, logpipe::Message)]
-#[logpipe(type = "numbered", version = 1, key = "key")]
-struct Numbered {
-    key: String,
-    seq: i64,
-}
-
 #[test]
 fn a_batch_handler_writes_each_batch_with_its_marks_in_one_postgres_transaction() {
     use logpipe::embedded::EmbeddedLog;
@@ -366,7 +342,7 @@ fn a_batch_handler_writes_each_batch_with_its_marks_in_one_postgres_transaction(
     runtime.block_on(async {
         let log = EmbeddedLog::open(dir.path().join("log.db")).unwrap();
         let producer = Producer::new(log.clone(), "numbered");
-        for seq in 0..RECORDS {
+        for seq in 0..RECORDS as u32 {
             let key = format!("k{}", seq % 20);
             producer.enqueue(&Numbered { key, seq }).await.unwrap();
         }
@@ -395,8 +371,10 @@ fn a_batch_handler_writes_each_batch_with_its_marks_in_one_postgres_transaction(
                             let size = batch.len();
                             let contexts: Vec<Context> =
                                 batch.iter().map(|(_, c)| c.clone()).collect();
-                            let (seqs, keys): (Vec<i64>, Vec<String>) =
-                                batch.into_iter().map(|(m, _)| (m.seq, m.key)).unzip();
+                            let (seqs, keys): (Vec<i64>, Vec<String>) = batch
+                                .into_iter()
+                                .map(|(m, _)| (i64::from(m.seq), m.key))
+                                .unzip();
                             let mut tx = store
                                 .begin_batch(&contexts)
                                 .await
@@ -529,7 +507,7 @@ fn a_record_fenced_by_a_successor_counts_as_handled_and_the_consumer_goes_on() {
                         }
                         let mut tx = store.begin(&context).await?;
                         sqlx::query(AssertSqlSafe(&*insert))
-                            .bind(message.seq)
+                            .bind(i64::from(message.seq))
                             .execute(&mut *tx)
                             .await?;
                         tx.commit().await?;

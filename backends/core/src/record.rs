@@ -33,6 +33,23 @@ impl Position {
         }
     }
 
+    /// A stored position from the two columns a SQL store keeps it in (an offset, or a
+    /// sequence number); `None` unless exactly one is set.
+    ///
+    /// ```
+    /// use logpipe_core::Position;
+    ///
+    /// assert_eq!(Position::from_columns(Some(4), None), Some(Position::Offset(4)));
+    /// assert_eq!(Position::from_columns(None, None), None);
+    /// ```
+    pub fn from_columns(offset: Option<i64>, sequence: Option<String>) -> Option<Self> {
+        match (offset, sequence) {
+            (Some(offset), None) => Some(Position::Offset(offset)),
+            (None, Some(sequence)) => Some(Position::Sequence(sequence)),
+            _ => None,
+        }
+    }
+
     /// The position whose [`mark_columns`](Self::mark_columns) these are.
     pub fn from_mark_columns(offset: i64, sequence: String) -> Self {
         if sequence.is_empty() {

@@ -30,22 +30,6 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-/// A position read back from its two columns.
-fn position(
-    (offset, sequence): (Option<i64>, Option<String>),
-    group: &str,
-    partition: &PartitionRef,
-) -> Result<Position, StoreError> {
-    match (offset, sequence) {
-        (Some(offset), None) => Ok(Position::Offset(offset)),
-        (None, Some(sequence)) => Ok(Position::Sequence(sequence)),
-        _ => Err(StoreError::Corrupt {
-            group: group.to_owned(),
-            partition: partition.clone(),
-        }),
-    }
-}
-
 /// Whether `stored` is past `other` in the same partition (as the store's statements
 /// compare them: sequence numbers as numbers, a starting point below all).
 fn is_past(stored: &Position, other: &Position) -> bool {
@@ -427,7 +411,13 @@ impl OffsetStore for PgOffsetStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(database_error)?;
-        row.map(|row| position(row, group, partition)).transpose()
+        row.map(|(offset, sequence)| {
+            Position::from_columns(offset, sequence).ok_or_else(|| StoreError::Corrupt {
+                group: group.to_owned(),
+                partition: partition.clone(),
+            })
+        })
+        .transpose()
     }
 
     /// Stores every position in one statement, all or none; fails with

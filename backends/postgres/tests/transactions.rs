@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use logpipe_core::conformance::{service, unique};
-use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
+use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError, error_chain};
 use logpipe_postgres::{PgOffsetStore, PgStoreOptions};
 
 /// A store in a new schema, with a table `people` of its own beside the store's.
@@ -310,17 +310,6 @@ async fn a_wrong_password_or_an_unreachable_server_fails_on_connect_without_show
     let chain = error_chain(&err);
     assert!(!chain.contains("s3cret"), "{chain}");
     assert!(format!("{:?}", PgOffsetStore::connect_lazy(&unreachable)).contains("app:***@"));
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(next) = source {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        source = next.source();
-    }
-    text
 }
 
 #[tokio::test]

@@ -199,10 +199,31 @@ fn write_marks(
             now_ms
         ])?;
         if marked == 0 {
-            let stored = load_row(tx, group, partition)?
-                .and_then(position_of_row)
-                .filter(|stored| stored.mark_columns() != position.mark_columns())
-                .unwrap_or_else(|| position.clone());
+            // Marked already (the store "has" the record itself), else covered by the
+            // stored position.
+            let marked_already: bool = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM logpipe_handled
+                     WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3
+                         AND position_offset = ?4 AND position_sequence = ?5)",
+                )?
+                .query_row(
+                    params![
+                        group,
+                        &*partition.stream,
+                        &*partition.partition,
+                        offset,
+                        sequence
+                    ],
+                    |row| row.get(0),
+                )?;
+            let stored = if marked_already {
+                None
+            } else {
+                load_row(tx, group, partition)?
+                    .and_then(|(offset, sequence)| Position::from_columns(offset, sequence))
+            };
+            let stored = stored.unwrap_or_else(|| position.clone());
             return Ok(Some(StoreError::Fenced {
                 group: group.clone(),
                 partition: partition.clone(),
@@ -229,15 +250,6 @@ fn load_row(
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
     .optional()
-}
-
-/// A stored position from its two columns; `None` for a row that is neither.
-fn position_of_row((offset, sequence): (Option<i64>, Option<String>)) -> Option<Position> {
-    match (offset, sequence) {
-        (Some(offset), None) => Some(Position::Offset(offset)),
-        (None, Some(sequence)) => Some(Position::Sequence(sequence)),
-        _ => None,
-    }
 }
 
 /// Deletes the marks of `group` in each partition up to its new position (`all`: every
@@ -321,7 +333,7 @@ fn write_positions(
                 partition: partition.clone(),
                 attempted: position.clone(),
                 stored: load_row(tx, group, partition)?
-                    .and_then(position_of_row)
+                    .and_then(|(offset, sequence)| Position::from_columns(offset, sequence))
                     .unwrap_or_else(|| position.clone()),
             }));
         }
@@ -342,7 +354,7 @@ impl OffsetStore for SqliteOffsetStore {
             .await
             .map_err(database_error)?;
         row.map(|row| {
-            position_of_row(row).ok_or_else(|| StoreError::Corrupt {
+            Position::from_columns(row.0, row.1).ok_or_else(|| StoreError::Corrupt {
                 group: group.to_owned(),
                 partition: partition.clone(),
             })
