@@ -20,7 +20,8 @@
 //! Each macro makes a module named for its suite (`backend`, `admin`, `offsets`); run
 //! a suite twice (on two setups) from two modules of the test file.
 //!
-//! and an offset store's tests do the same with [`store_tests!`](crate::store_tests).
+//! and an offset store's tests do the same with [`store_tests!`](crate::store_tests), a lease
+//! store's with [`lease_tests!`](crate::lease_tests).
 //! Every scenario uses streams and groups of its own ([`unique`]), so the suites can run
 //! side by side on one server, and bounds every wait by [`WAIT`].
 
@@ -31,6 +32,7 @@ use crate::{Backend, ConsumerBackend, ConsumerEvent, PartitionRef, Record, Start
 
 pub mod admin;
 pub mod backend;
+pub mod leases;
 pub mod offsets;
 
 /// The longest any wait of a scenario takes before it fails.

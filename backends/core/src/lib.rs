@@ -11,6 +11,9 @@
 //!   them together with a consumer factory;
 //! - [`OffsetStore`] keeps consumer positions ([`MemoryOffsetStore`] here, SQLite and
 //!   Kafka consumer-group commits in their crates);
+//! - [`leases`]: how the processes of a group share partitions where the backend has no
+//!   group coordinator (Kinesis, the embedded log): [`leases::LeaseStore`] and the
+//!   [`leases::Leaser`] that runs its rules;
 //! - [`BackendError`], [`StoreError`] and [`SettingError`]: what went wrong, whether to
 //!   try again, and which setting is bad;
 //! - [`Context`]: where a message came from, for handlers and for stores that write a
@@ -28,6 +31,7 @@ mod consumer;
 mod context;
 mod error;
 pub mod hash;
+pub mod leases;
 mod offsets;
 mod producer;
 mod record;

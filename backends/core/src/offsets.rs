@@ -59,6 +59,17 @@ pub enum StoreError {
         /// that record is marked handled already.
         stored: Position,
     },
+    /// A lease was taken, renewed, given up or finished by a worker that does not hold
+    /// it (any more): another worker changed it first.
+    #[error("the lease of {partition} for group {group:?} is not held by {owner:?}")]
+    LeaseLost {
+        /// The consumer group.
+        group: String,
+        /// The leased partition.
+        partition: PartitionRef,
+        /// The worker that tried.
+        owner: String,
+    },
     /// The store cannot keep this kind of position (such as a Kinesis sequence number in
     /// a store of Kafka offsets).
     #[error("the position {position} of {partition} cannot be stored here: {reason}")]

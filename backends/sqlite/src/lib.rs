@@ -39,12 +39,14 @@
 mod admin;
 mod consumer;
 mod db;
+mod leases;
 mod log;
 mod offsets;
 mod options;
 mod url;
 
 pub use consumer::EmbeddedConsumer;
+pub use leases::SqliteLeaseStore;
 pub use log::EmbeddedLog;
 pub use offsets::SqliteOffsetStore;
 pub use options::EmbeddedOptions;

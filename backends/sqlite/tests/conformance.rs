@@ -65,3 +65,9 @@ logpipe_core::store_tests!(
         fences: true,
     }
 );
+
+async fn lease_store() -> Option<logpipe_sqlite::SqliteLeaseStore> {
+    Some(logpipe_sqlite::SqliteLeaseStore::open(file("leases.db")).unwrap())
+}
+
+logpipe_core::lease_tests!(lease_store);
