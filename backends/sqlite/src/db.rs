@@ -9,6 +9,26 @@ use rusqlite::Connection;
 /// How long a write waits for another process holding the database lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs `step` again while SQLite says the database is busy or locked without waiting
+/// (as when another process switches a new file to WAL mode, or recovers its WAL), for
+/// at most [`BUSY_TIMEOUT`].
+fn retry_busy<R>(mut step: impl FnMut() -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(err)
+                if matches!(
+                    err.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A shared SQLite connection whose work runs on Tokio's blocking threads.
 #[derive(Clone)]
 pub(crate) struct SqliteDb {
@@ -21,9 +41,15 @@ impl SqliteDb {
     pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL"))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(Self::from_connection(conn))
+    }
+
+    /// Runs the statements `sql` (creating tables), waiting for other processes that
+    /// set the same file up at the same moment.
+    pub(crate) fn setup(&self, sql: &str) -> rusqlite::Result<()> {
+        self.call_blocking(|conn| retry_busy(|| conn.execute_batch(sql)))
     }
 
     /// A private in-memory database.

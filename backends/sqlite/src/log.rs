@@ -133,8 +133,7 @@ impl EmbeddedLog {
                 "a stream needs at least one partition",
             ));
         }
-        db.call_blocking(|conn| conn.execute_batch(SCHEMA))
-            .map_err(storage_error)?;
+        db.setup(SCHEMA).map_err(storage_error)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

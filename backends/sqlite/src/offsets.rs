@@ -88,8 +88,7 @@ impl SqliteOffsetStore {
     }
 
     fn init(db: SqliteDb) -> Result<Self, StoreError> {
-        db.call_blocking(|conn| conn.execute_batch(SCHEMA))
-            .map_err(database_error)?;
+        db.setup(SCHEMA).map_err(database_error)?;
         Ok(Self { db })
     }
 
@@ -153,7 +152,9 @@ impl SqliteOffsetStore {
             .collect();
         self.db
             .call(move |conn| {
-                let tx = conn.transaction().map_err(database_error)?;
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(database_error)?;
                 // Marked first: a record handled already is refused before its work.
                 if let Some(fenced) = write_marks(&tx, &marks).map_err(database_error)? {
                     return Err(fenced);
@@ -422,7 +423,9 @@ impl SqliteOffsetStore {
         let (group, positions) = (group.to_owned(), positions.to_vec());
         self.db
             .call(move |conn| {
-                let tx = conn.transaction().map_err(database_error)?;
+                let tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(database_error)?;
                 if let Some(fenced) =
                     write_positions(&tx, &group, &positions, all).map_err(database_error)?
                 {
