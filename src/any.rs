@@ -179,6 +179,10 @@ impl ConsumerBackend for AnyConsumer {
     fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         self.inner.resume(partitions)
     }
+
+    async fn close(&mut self) {
+        self.inner.close_boxed().await;
+    }
 }
 
 /// The offset store a configuration names, or any [`OffsetStore`] wrapped with

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 mod envelope;
 mod failure;
 mod lag;
+mod leases;
 mod offsets;
 mod ops;
 mod produce;

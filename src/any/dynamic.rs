@@ -161,6 +161,7 @@ pub(super) trait DynConsumer: Send {
     fn stored(&mut self, positions: &[(PartitionRef, Position)]);
     fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
     fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
+    fn close_boxed(&mut self) -> BoxFuture<'_, ()>;
 }
 
 impl<C: ConsumerBackend> DynConsumer for C {
@@ -190,6 +191,10 @@ impl<C: ConsumerBackend> DynConsumer for C {
 
     fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         ConsumerBackend::resume(self, partitions)
+    }
+
+    fn close_boxed(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(ConsumerBackend::close(self))
     }
 }
 

@@ -1,5 +1,5 @@
-//! The operator commands of `logpipe`: `produce`, `tail`, `streams`, `offsets`, `lag`
-//! and `replay`, one module each.
+//! The operator commands of `logpipe`: `produce`, `tail`, `streams`, `offsets`, `lag`,
+//! `leases` and `replay`, one module each.
 //!
 //! Each loads the configuration as `run_consumers` does and works on whichever backend it
 //! names, through the traits of `logpipe-core` only.
@@ -12,6 +12,7 @@ use clap::Subcommand;
 
 use super::failure::{Failure, cannot_open};
 use super::lag::{LagArgs, lag};
+use super::leases::{LeasesArgs, leases};
 use super::offsets::{OffsetsCommand, offsets};
 use super::produce::{ProduceArgs, produce};
 use super::replay::{ReplayArgs, replay};
@@ -36,6 +37,9 @@ pub(super) enum OpsCommand {
     Offsets(OffsetsCommand),
     /// How far a consumer group is behind, per partition or shard.
     Lag(LagArgs),
+    /// Who holds each partition of a consumer group of the embedded log, and its
+    /// checkpoint.
+    Leases(LeasesArgs),
     /// Send the records of a range of a stream again, to another stream.
     Replay(ReplayArgs),
 }
@@ -66,6 +70,7 @@ pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
             OpsCommand::Streams(command) => streams(config, command).await,
             OpsCommand::Offsets(command) => offsets(config, command).await,
             OpsCommand::Lag(args) => lag(config, args).await,
+            OpsCommand::Leases(args) => leases(config, args).await,
             OpsCommand::Replay(args) => replay(config, args).await,
         }
     });

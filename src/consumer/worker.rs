@@ -94,6 +94,13 @@ impl<S: OffsetStore> Worker<S> {
         }
         let drained = run.drain(None).await;
         let stored = run.commit().await;
+        if stored.is_ok() {
+            // Positions are stored: the partitions may go to other consumers now.
+            match run.reader.backend().await {
+                Ok(backend) => backend.close().await,
+                Err(err) => tracing::warn!("{}", error_chain(&err)),
+            }
+        }
         outcome.and(drained).and(stored)
     }
 }
@@ -319,6 +326,23 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
                 self.schedule.remove(&slots);
                 for partition in &partitions {
                     tracing::info!(%partition, "partition revoked");
+                }
+                drained?;
+            }
+            ConsumerEvent::Lost(partitions) => {
+                // Another consumer owns them now and reads on from its stored position:
+                // nothing more of them is handled here, and no position stored.
+                let slots = self.schedule.revoke(&partitions);
+                for queued in self.batches.take_all(Some(&slots)) {
+                    self.schedule.finished(&queued.ticket);
+                }
+                self.schedule.abandon(Some(&slots));
+                let drained = self.drain(Some(&slots)).await;
+                self.schedule.remove(&slots);
+                for partition in &partitions {
+                    metrics::counter!("logpipe_partitions_lost_total", "stream" => Arc::clone(&partition.stream))
+                        .increment(1);
+                    tracing::warn!(%partition, "partition lost to another consumer; its positions since the last store are not stored");
                 }
                 drained?;
             }

@@ -15,6 +15,7 @@ mod kafka_django;
 mod killed;
 mod kinesis;
 mod kinesis_django;
+mod leases;
 mod multi_consumer;
 mod ops;
 mod panics;

@@ -14,6 +14,11 @@ pub enum ConsumerEvent {
     /// These partitions are no longer this consumer's; positions of records handled from
     /// them should be stored now.
     Revoked(Vec<PartitionRef>),
+    /// These partitions were taken by another consumer without a hand-off (a lease
+    /// that expired while this process was paused or cut off, or that another worker
+    /// stole): their records not handled yet are to be dropped, and their positions
+    /// not stored, since the new owner reads on from its own stored position.
+    Lost(Vec<PartitionRef>),
     /// Records, in order within each partition.
     Records(Vec<Record>),
     /// Reads the backend retries by itself keep failing (a Kinesis shard throttled or
@@ -69,6 +74,14 @@ pub trait ConsumerBackend: Send + 'static {
     /// consumer is. Does nothing by default.
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         let _ = positions;
+    }
+
+    /// Gives the consumer's partitions up, once the consumer stored its last positions
+    /// and before it is dropped: a backend whose partitions are leased gives its leases
+    /// up, so that other workers of the group take them at once instead of waiting for
+    /// them to expire. Does nothing by default.
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
     }
 
     /// Stops reading `partitions` until [`resume`](Self::resume): a consumer whose

@@ -11,15 +11,18 @@
 //! going on. A partition with parents (a Kinesis child shard) is leased only once every
 //! parent's lease is [finished](LeaseStore::finish).
 //!
-//! The [`Leaser`] runs these rules for one consumer over any [`LeaseStore`]; stores are
+//! The [`Leaser`] runs these rules for one consumer over any [`LeaseStore`], and a
+//! [`LeaseKeeper`] runs it on a task of its own beside the consumer; stores are
 //! `SqliteLeaseStore` (processes on one machine) and `PgLeaseStore` (many machines).
 
 pub mod balance;
+mod keeper;
 mod leaser;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+pub use keeper::LeaseKeeper;
 pub use leaser::{LeaseChanges, LeaseOptions, Leaser};
 
 use crate::{PartitionRef, StoreError};

@@ -1,19 +1,22 @@
 //! Consumers of the embedded log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use logpipe_core::leases::{LeaseChanges, LeaseKeeper, LeaseUnit, Leaser};
 use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, PartitionRef,
     Position, Record, RecordHeader, StartFrom,
 };
 use rusqlite::params;
 
-use crate::EmbeddedLog;
 use crate::log::{ensure_stream, next_offset, storage_error};
+use crate::{EmbeddedLog, SqliteLeaseStore};
 
-/// Reads every partition of some streams of an [`EmbeddedLog`].
+/// Reads the partitions of some streams of an [`EmbeddedLog`]: every partition
+/// ([`EmbeddedLog::consumer`]), or those its group's leases give it
+/// ([`Backend::open_consumer`]).
 #[derive(Debug)]
 pub struct EmbeddedConsumer {
     log: EmbeddedLog,
@@ -25,6 +28,10 @@ pub struct EmbeddedConsumer {
     /// Partitions not read until resumed.
     paused: HashSet<(Arc<str>, u32)>,
     assigned: bool,
+    /// The group's leases, for a consumer of a group.
+    leases: Option<LeaseKeeper>,
+    /// Events of lease changes not returned yet.
+    events: VecDeque<ConsumerEvent>,
 }
 
 impl EmbeddedLog {
@@ -46,33 +53,70 @@ impl EmbeddedLog {
             next_offsets: BTreeMap::new(),
             paused: HashSet::new(),
             assigned: false,
+            leases: None,
+            events: VecDeque::new(),
         }
+    }
+
+    /// The leases of the consumer groups of this log, in its own file (the table
+    /// `logpipe_leases`).
+    ///
+    /// # Errors
+    ///
+    /// [`BackendError`] of kind `Storage` when the table cannot be created.
+    pub fn leases(&self) -> Result<SqliteLeaseStore, BackendError> {
+        SqliteLeaseStore::init(self.inner.db.clone()).map_err(|err| {
+            BackendError::new(BackendErrorKind::Storage, "cannot set up the leases")
+                .with_source(err)
+        })
     }
 }
 
-/// The embedded log has no consumer groups: every consumer reads every partition, and
-/// the group only names where positions are kept.
+/// A consumer of a group shares the partitions of its streams with the other consumers
+/// of the group, in this process or others using the same file, through leases in the
+/// file ([`EmbeddedLog::leases`]): each partition is read by one of them at a time, and
+/// they converge to an even split. A consumer that stops gives its leases up; those of a
+/// process that died are taken once they expire
+/// ([`lease_duration_ms`](crate::EmbeddedOptions::lease_duration_ms)). A group named
+/// `""` reads every partition, without leases.
+///
+/// The leases are renewed on a task of their own, started by the first
+/// [`next_event`](ConsumerBackend::next_event).
 impl Backend for EmbeddedLog {
     type Consumer = EmbeddedConsumer;
 
     fn open_consumer(
         &self,
-        _group: &str,
+        group: &str,
         streams: &[String],
         start: StartFrom,
     ) -> Result<EmbeddedConsumer, BackendError> {
         let mut consumer = self.consumer(streams.iter().map(String::as_str));
         consumer.start = start;
+        if !group.is_empty() {
+            let leaser = Leaser::new(self.leases()?, group, self.inner.options.lease_options());
+            let log = self.clone();
+            let streams = consumer.streams.clone();
+            consumer.leases = Some(LeaseKeeper::new(leaser, move || {
+                let (log, streams) = (log.clone(), streams.clone());
+                async move {
+                    let partitions = log.partitions_of(streams).await?;
+                    Ok(partitions.into_iter().map(LeaseUnit::new).collect())
+                }
+            }));
+        }
         Ok(consumer)
     }
 }
 
-impl EmbeddedConsumer {
-    async fn assign(&mut self) -> Result<Vec<PartitionRef>, BackendError> {
-        let streams = self.streams.clone();
-        let default_partitions = self.log.inner.options.partitions;
+impl EmbeddedLog {
+    /// Every partition of `streams`, creating the streams that do not exist yet.
+    async fn partitions_of(
+        &self,
+        streams: Vec<Arc<str>>,
+    ) -> Result<Vec<PartitionRef>, BackendError> {
+        let default_partitions = self.inner.options.partitions;
         let counts = self
-            .log
             .inner
             .db
             .call(move |conn| {
@@ -88,19 +132,55 @@ impl EmbeddedConsumer {
             })
             .await
             .map_err(storage_error)?;
-        let mut partitions = Vec::new();
-        for (stream, count) in counts {
-            for partition in 0..count {
-                self.next_offsets
-                    .insert((Arc::clone(&stream), partition), 0);
-                partitions.push(PartitionRef::new(
-                    Arc::clone(&stream),
-                    partition.to_string(),
-                ));
-            }
+        Ok(counts
+            .into_iter()
+            .flat_map(|(stream, count)| {
+                (0..count).map(move |n| PartitionRef::new(Arc::clone(&stream), n.to_string()))
+            })
+            .collect())
+    }
+}
+
+impl EmbeddedConsumer {
+    async fn assign(&mut self) -> Result<Vec<PartitionRef>, BackendError> {
+        let partitions = self.log.partitions_of(self.streams.clone()).await?;
+        for partition in &partitions {
+            self.start_reading(partition);
         }
         self.assigned = true;
         Ok(partitions)
+    }
+
+    fn start_reading(&mut self, partition: &PartitionRef) {
+        if let Ok(number) = partition.partition.parse::<u32>() {
+            self.next_offsets
+                .insert((Arc::clone(&partition.stream), number), 0);
+        }
+    }
+
+    fn stop_reading(&mut self, partition: &PartitionRef) {
+        if let Ok(number) = partition.partition.parse::<u32>() {
+            let slot = (Arc::clone(&partition.stream), number);
+            self.next_offsets.remove(&slot);
+            self.paused.remove(&slot);
+        }
+    }
+
+    /// Applies lease changes to what is read, and queues their events: losses first.
+    fn note_lease_changes(&mut self, changes: LeaseChanges) {
+        for partition in &changes.lost {
+            self.stop_reading(partition);
+        }
+        for partition in &changes.taken {
+            self.start_reading(partition);
+        }
+        if !changes.lost.is_empty() {
+            self.events.push_back(ConsumerEvent::Lost(changes.lost));
+        }
+        if !changes.taken.is_empty() {
+            self.events
+                .push_back(ConsumerEvent::Assigned(changes.taken));
+        }
     }
 
     async fn read(&self) -> Result<Vec<Record>, BackendError> {
@@ -108,6 +188,11 @@ impl EmbeddedConsumer {
             .next_offsets
             .iter()
             .filter(|(slot, _)| !self.paused.contains(*slot))
+            .filter(|((stream, number), _)| {
+                self.leases.as_ref().is_none_or(|leases| {
+                    leases.holds(&PartitionRef::new(Arc::clone(stream), number.to_string()))
+                })
+            })
             .map(|(slot, next)| (slot.clone(), *next))
             .collect();
         let limit = self.log.inner.options.max_poll_records;
@@ -150,14 +235,23 @@ impl EmbeddedConsumer {
 
 impl ConsumerBackend for EmbeddedConsumer {
     async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
-        if !self.assigned {
-            return self.assign().await.map(ConsumerEvent::Assigned);
+        match self.leases.as_mut() {
+            Some(leases) => leases.start(),
+            None if !self.assigned => return self.assign().await.map(ConsumerEvent::Assigned),
+            None => {}
         }
         let poll_interval = Duration::from_millis(self.log.inner.options.poll_interval_ms);
         loop {
+            while let Some(changes) = self.leases.as_mut().and_then(LeaseKeeper::try_changes) {
+                self.note_lease_changes(changes);
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
             // Register for wake-ups before reading, so a write that lands in between is
             // not missed.
-            let written = self.log.inner.written.notified();
+            let inner = Arc::clone(&self.log.inner);
+            let written = inner.written.notified();
             tokio::pin!(written);
             written.as_mut().enable();
             let records = self.read().await?;
@@ -167,10 +261,26 @@ impl ConsumerBackend for EmbeddedConsumer {
                 }
                 return Ok(ConsumerEvent::Records(records));
             }
-            tokio::select! {
-                () = written => {}
-                () = tokio::time::sleep(poll_interval) => {}
+            let lease_changes = async {
+                match self.leases.as_mut() {
+                    Some(leases) => leases.next_changes().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let changes = tokio::select! {
+                () = written => None,
+                () = tokio::time::sleep(poll_interval) => None,
+                Some(changes) = lease_changes => Some(changes),
+            };
+            if let Some(changes) = changes {
+                self.note_lease_changes(changes);
             }
+        }
+    }
+
+    async fn close(&mut self) {
+        if let Some(leases) = self.leases.as_mut() {
+            leases.close().await;
         }
     }
 

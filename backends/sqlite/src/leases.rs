@@ -72,8 +72,7 @@ impl SqliteLeaseStore {
     }
 
     pub(crate) fn init(db: SqliteDb) -> Result<Self, StoreError> {
-        db.call_blocking(|conn| conn.execute_batch(SCHEMA))
-            .map_err(database_error)?;
+        db.setup(SCHEMA).map_err(database_error)?;
         Ok(Self { db })
     }
 
@@ -124,7 +123,7 @@ impl LeaseStore for SqliteLeaseStore {
         let group = group.to_owned();
         let units = units.to_vec();
         self.call(move |conn, _| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO logpipe_leases (consumer_group, stream, partition, parents)
@@ -229,7 +228,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<Vec<HeldLease>, StoreError> {
         let (group, owner, held) = (group.to_owned(), owner.to_owned(), held.to_vec());
         self.call(move |conn, now| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut renewed = Vec::new();
             {
                 let mut update = tx.prepare_cached(
@@ -266,7 +265,7 @@ impl LeaseStore for SqliteLeaseStore {
     ) -> Result<(), StoreError> {
         let (group, owner, held) = (group.to_owned(), owner.to_owned(), held.to_vec());
         self.call(move |conn, _| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE logpipe_leases SET owner = NULL, counter = counter + 1, expires_at_ms = 0

@@ -1,6 +1,9 @@
 //! The `[embedded]` table of the configuration: the settings of an embedded log.
 
+use std::time::Duration;
+
 use logpipe_core::SettingError;
+use logpipe_core::leases::LeaseOptions;
 
 /// Settings of an embedded log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -13,6 +16,16 @@ pub struct EmbeddedOptions {
     pub poll_interval_ms: u64,
     /// Most records a consumer reads from one partition at a time. Default 500.
     pub max_poll_records: u32,
+    /// How long a consumer group's lease of a partition lasts unless renewed, in
+    /// milliseconds: what the partitions of a process that died wait before another
+    /// process of the group takes them. Default 10000.
+    pub lease_duration_ms: u64,
+    /// How often a consumer renews its leases and looks for partitions to take, in
+    /// milliseconds; at most a third of `lease_duration_ms`. Default 2000.
+    pub lease_renewal_ms: u64,
+    /// The name of this process among the consumers of a group (default: the host name
+    /// and the process id).
+    pub worker_id: Option<String>,
 }
 
 impl Default for EmbeddedOptions {
@@ -21,6 +34,9 @@ impl Default for EmbeddedOptions {
             partitions: 4,
             poll_interval_ms: 100,
             max_poll_records: 500,
+            lease_duration_ms: 10_000,
+            lease_renewal_ms: 2_000,
+            worker_id: None,
         }
     }
 }
@@ -31,7 +47,8 @@ impl EmbeddedOptions {
     ///
     /// # Errors
     ///
-    /// [`SettingError`] for zero partitions or records a poll.
+    /// [`SettingError`] for zero partitions or records a poll, or lease settings that
+    /// [`LeaseOptions::validate`] refuses.
     pub fn validate(&self, prefix: &str) -> Result<(), SettingError> {
         if self.partitions == 0 {
             return Err(SettingError::new(
@@ -45,6 +62,18 @@ impl EmbeddedOptions {
                 "must be at least 1",
             ));
         }
-        Ok(())
+        self.lease_options().validate(prefix)
+    }
+
+    /// How the consumers of a group hold their leases.
+    pub fn lease_options(&self) -> LeaseOptions {
+        let mut options = LeaseOptions::new(
+            self.worker_id
+                .clone()
+                .unwrap_or_else(LeaseOptions::default_owner),
+        );
+        options.duration = Duration::from_millis(self.lease_duration_ms);
+        options.renew_every = Duration::from_millis(self.lease_renewal_ms);
+        options
     }
 }

@@ -34,6 +34,18 @@ impl LeaseOptions {
         }
     }
 
+    /// This process's name: the host name and the process id, such as `web-1:4242`.
+    pub fn default_owner() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .map(|host| host.trim().to_owned())
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{}", std::process::id())
+    }
+
     /// Checks the values, naming the key (under `prefix`, such as `kinesis.`) of the
     /// first bad one: `lease_duration_ms`, `lease_renewal_ms` or `worker_id`.
     ///
@@ -154,6 +166,18 @@ impl<L: LeaseStore> Leaser<L> {
     /// The partitions whose leases this worker holds.
     pub fn held(&self) -> impl Iterator<Item = &PartitionRef> {
         self.held.keys()
+    }
+
+    /// Each lease held, and until when it is surely this worker's.
+    pub fn held_until(&self) -> impl Iterator<Item = (&PartitionRef, Instant)> {
+        self.held
+            .iter()
+            .map(|(partition, held)| (partition, held.valid_until))
+    }
+
+    /// When the next [`round`](Self::round) is due.
+    pub fn next_round_due(&self) -> Instant {
+        self.next_round
     }
 
     /// When [`round`](Self::round) or [`expire`](Self::expire) is next due.

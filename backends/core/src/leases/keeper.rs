@@ -1,0 +1,171 @@
+//! A [`Leaser`] on a task of its own, so that leases are renewed on time however busy
+//! the consumer that reads the leased partitions is.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{LeaseChanges, LeaseStore, LeaseUnit, Leaser};
+use crate::{BoxError, BoxFuture, PartitionRef, error_chain};
+
+type Validity = Arc<Mutex<BTreeMap<PartitionRef, Instant>>>;
+
+/// Runs a [`Leaser`]'s rounds on a Tokio task and hands what changed to the consumer.
+///
+/// Dropping it stops the task without giving the leases up (they expire);
+/// [`close`](Self::close) gives them up first.
+pub struct LeaseKeeper {
+    changes: mpsc::UnboundedReceiver<LeaseChanges>,
+    valid: Validity,
+    close: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    /// The rounds, until [`start`](Self::start) spawns them.
+    /// (In a mutex only so that the keeper is `Sync`.)
+    rounds: Mutex<Option<BoxFuture<'static, ()>>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseKeeper")
+            .field("started", &self.task.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseKeeper {
+    /// Runs `leaser`'s rounds once [started](Self::start); `units` says before each
+    /// round what is to be leased (such as every partition of the consumer's streams).
+    /// A round or a `units` call that fails is logged and tried again at the next
+    /// round; leases that could not be renewed meanwhile are lost when they may have
+    /// expired.
+    pub fn new<L, U, F>(mut leaser: Leaser<L>, mut units: U) -> Self
+    where
+        L: LeaseStore,
+        U: FnMut() -> F + Send + 'static,
+        F: Future<Output = Result<Vec<LeaseUnit>, BoxError>> + Send,
+    {
+        let (changes_tx, changes) = mpsc::unbounded_channel();
+        let (close, mut closing) = mpsc::channel::<oneshot::Sender<()>>(1);
+        let valid: Validity = Arc::default();
+        let published = Arc::clone(&valid);
+        let rounds = Box::pin(async move {
+            loop {
+                tokio::select! {
+                    closed = closing.recv() => {
+                        if let Err(err) = leaser.release_all().await {
+                            tracing::warn!("cannot give the leases up, they expire instead: {}", error_chain(&err));
+                        }
+                        publish(&published, &leaser);
+                        if let Some(done) = closed {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep_until(leaser.next_round_at().into()) => {
+                        if Instant::now() >= leaser.next_round_due() {
+                            match units().await {
+                                Ok(units) => {
+                                    if let Err(err) = leaser.round(&units).await {
+                                        metrics::counter!("logpipe_lease_store_errors_total").increment(1);
+                                        tracing::warn!("leases: {}; trying again at the next renewal", error_chain(&err));
+                                    }
+                                }
+                                Err(err) => {
+                                    tracing::warn!("leases: cannot list what to lease: {}", error_chain(&*err));
+                                    leaser.expire();
+                                }
+                            }
+                        } else {
+                            leaser.expire();
+                        }
+                        publish(&published, &leaser);
+                        let changed = leaser.changes();
+                        if !changed.is_empty() && changes_tx.send(changed).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            changes,
+            valid,
+            close: Some(close),
+            rounds: Mutex::new(Some(rounds)),
+            task: None,
+        }
+    }
+
+    /// Starts the rounds on a task of the current Tokio runtime, unless started already.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn start(&mut self) {
+        let rounds = self
+            .rounds
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(rounds) = rounds {
+            self.task = Some(tokio::spawn(rounds));
+        }
+    }
+
+    /// The next changes of the leases held.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: no change is lost when the future is dropped.
+    pub async fn next_changes(&mut self) -> Option<LeaseChanges> {
+        self.changes.recv().await
+    }
+
+    /// Changes of the leases held that are waiting, without waiting for more.
+    pub fn try_changes(&mut self) -> Option<LeaseChanges> {
+        self.changes.try_recv().ok()
+    }
+
+    /// Whether the lease of `partition` is held and surely not expired now: records of a
+    /// partition whose lease is not are not to be handed on.
+    pub fn holds(&self, partition: &PartitionRef) -> bool {
+        let valid = self.valid.lock().unwrap_or_else(PoisonError::into_inner);
+        valid
+            .get(partition)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Gives every lease up (once the positions of their partitions are stored), so that
+    /// other workers take them at once, and stops the task.
+    pub async fn close(&mut self) {
+        if self.task.is_none() {
+            return;
+        }
+        if let Some(close) = self.close.take() {
+            let (done, wait) = oneshot::channel();
+            if close.send(done).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn publish<L: LeaseStore>(valid: &Validity, leaser: &Leaser<L>) {
+    let held: BTreeMap<_, _> = leaser
+        .held_until()
+        .map(|(partition, until)| (partition.clone(), until))
+        .collect();
+    *valid.lock().unwrap_or_else(PoisonError::into_inner) = held;
+}

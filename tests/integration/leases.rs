@@ -1,0 +1,250 @@
+//! Replicas of a service sharing the partitions of one `sqlite://` file through the
+//! group's leases: real `people_service` processes, started, killed, stopped and paused.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::killed::people;
+use crate::processes::{terminate, wait_for_exit};
+use crate::support::{program, wait_until_blocking};
+
+const WAIT: Duration = Duration::from_secs(90);
+const PARTITIONS: usize = 6;
+const LEASE_MS: u64 = 3000;
+const RENEWAL_MS: u64 = 500;
+/// The group of the service's table consumer.
+const GROUP: &str = "people_table";
+
+/// A replica of the service named `worker`, logging to `DIR/worker.log`.
+fn replica(db: &Path, worker: &str) -> Child {
+    let log = File::create(log_of(db, worker)).unwrap();
+    Command::new(program("people_service"))
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env_remove("LOGPIPE_CONFIG")
+        .env("LOGPIPE_EMBEDDED__PARTITIONS", PARTITIONS.to_string())
+        .env("LOGPIPE_EMBEDDED__LEASE_DURATION_MS", LEASE_MS.to_string())
+        .env("LOGPIPE_EMBEDDED__LEASE_RENEWAL_MS", RENEWAL_MS.to_string())
+        .env("LOGPIPE_EMBEDDED__WORKER_ID", worker)
+        .env("LOGPIPE_CONSUMER__CONCURRENCY", "8")
+        .current_dir(db.parent().unwrap())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(db: &Path, worker: &str) -> PathBuf {
+    db.with_file_name(format!("{worker}.log"))
+}
+
+/// Sends people `first..first + count`.
+fn produce(db: &Path, count: usize, first: usize) {
+    let status = Command::new(program("people_producer"))
+        .args([count.to_string(), first.to_string()])
+        .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+        .env("LOGPIPE_EMBEDDED__PARTITIONS", PARTITIONS.to_string())
+        .env_remove("LOGPIPE_CONFIG")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the producer failed");
+}
+
+/// How many unexpired leases of the table group each worker holds, and how many rows
+/// have an owner at all (expired or not).
+fn owners(db: &Path) -> (BTreeMap<String, usize>, usize) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut live = BTreeMap::new();
+    let mut owned = 0;
+    let Ok(mut select) = conn.prepare(
+        "SELECT owner, expires_at_ms FROM logpipe_leases
+         WHERE consumer_group = ?1 AND stream = 'people' AND owner IS NOT NULL",
+    ) else {
+        return (live, 0);
+    };
+    let rows = select
+        .query_map([GROUP], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .unwrap();
+    for row in rows {
+        let (owner, expires_at_ms) = row.unwrap();
+        owned += 1;
+        if expires_at_ms > now {
+            *live.entry(owner).or_default() += 1;
+        }
+    }
+    (live, owned)
+}
+
+/// Waits until the live leases are held `expected` (worker, count) and returns how long
+/// that took.
+fn wait_for_split(db: &Path, expected: &[(&str, usize)]) -> Duration {
+    let expected: BTreeMap<String, usize> = expected
+        .iter()
+        .map(|(worker, count)| ((*worker).to_owned(), *count))
+        .collect();
+    let started = Instant::now();
+    let mut seen = Default::default();
+    let mut last = Instant::now();
+    wait_until_blocking(&format!("the leases are split {expected:?}"), WAIT, || {
+        seen = owners(db);
+        if last.elapsed() > Duration::from_secs(5) {
+            eprintln!("DEBUG {seen:?}");
+            last = Instant::now();
+        }
+        seen.0 == expected
+    });
+    started.elapsed()
+}
+
+fn wait_for_people(db: &Path, count: i64) {
+    wait_until_blocking(&format!("{count} people are stored"), WAIT, || {
+        people(db).count == count
+    });
+}
+
+/// `logpipe leases --json` shows every partition held by one of `owners`, with the
+/// checkpoint stored, and the table form names them.
+fn assert_leases_shown(db: &Path, owners: &[&str]) {
+    let run = |json: bool| {
+        let mut command = Command::new(program("logpipe"));
+        command
+            .args(["leases", "--group", GROUP, "people"])
+            .env("LOGPIPE_BACKEND", format!("sqlite://{}", db.display()))
+            .env_remove("LOGPIPE_CONFIG");
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let lines: Vec<serde_json::Value> = run(true)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), PARTITIONS, "{lines:?}");
+    wait_until_blocking("every partition has a checkpoint", WAIT, || {
+        run(true)
+            .lines()
+            .all(|line| !line.contains("\"checkpoint\":null"))
+    });
+    for line in &lines {
+        let owner = line["owner"].as_str().unwrap_or_default();
+        assert!(owners.contains(&owner), "{line}");
+        assert_eq!(line["free"], false, "{line}");
+    }
+    let table = run(false);
+    assert!(
+        table.starts_with("group people_table, stream people\nPARTITION  OWNER"),
+        "{table}"
+    );
+    for owner in owners {
+        assert!(table.contains(&format!(" {owner} ")), "{table}");
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} failed");
+}
+
+#[test]
+fn replicas_split_the_partitions_evenly_and_apply_each_record_once_through_kill_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let a = replica(&db, "a");
+    let mut b = replica(&db, "b");
+    let two = wait_for_split(&db, &[("a", 3), ("b", 3)]);
+    produce(&db, 10_000, 0);
+    wait_for_people(&db, 10_000);
+    assert_leases_shown(&db, &["a", "b"]);
+
+    let mut c = replica(&db, "c");
+    let three = wait_for_split(&db, &[("a", 2), ("b", 2), ("c", 2)]);
+    produce(&db, 5_000, 10_000);
+    wait_for_people(&db, 15_000);
+
+    // A replica killed: its partitions wait for its leases to expire, then are taken.
+    signal(&b, "-KILL");
+    let killed_at = Instant::now();
+    wait_for_exit(&mut b);
+    wait_for_split(&db, &[("a", 3), ("c", 3)]);
+    let after_kill = killed_at.elapsed();
+    produce(&db, 5_000, 15_000);
+    wait_for_people(&db, 20_000);
+
+    // A replica stopped: it gives its leases up as it exits; none waits to expire.
+    terminate(&c);
+    let stopped_at = Instant::now();
+    assert_eq!(wait_for_exit(&mut c).code(), Some(0));
+    let given_up = owners(&db);
+    assert!(
+        !given_up.0.contains_key("c") && given_up.1 == given_up.0.values().sum::<usize>(),
+        "the stopped replica's leases are given up, not left to expire: {given_up:?}"
+    );
+    wait_for_split(&db, &[("a", 6)]);
+    let after_stop = stopped_at.elapsed();
+    eprintln!(
+        "even split: 2 replicas in {two:?}, a third in {three:?}; taken over after SIGKILL in {after_kill:?}, after SIGTERM in {after_stop:?} (leases of {LEASE_MS} ms renewed every {RENEWAL_MS} ms)"
+    );
+
+    let mut a = a;
+    terminate(&a);
+    assert_eq!(wait_for_exit(&mut a).code(), Some(0));
+    let stored = people(&db);
+    assert_eq!(
+        (stored.count, stored.applied),
+        (20_000, 20_000),
+        "each person applied once by the replicas together"
+    );
+}
+
+#[test]
+fn a_paused_replica_loses_its_leases_and_applies_nothing_twice_when_it_wakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("logpipe.db");
+    let mut a = replica(&db, "a");
+    let mut b = replica(&db, "b");
+    wait_for_split(&db, &[("a", 3), ("b", 3)]);
+    produce(&db, 2_000, 0);
+    wait_for_people(&db, 2_000);
+
+    // Paused past its leases: the other replica takes every partition meanwhile.
+    signal(&a, "-STOP");
+    wait_for_split(&db, &[("b", 6)]);
+    produce(&db, 3_000, 2_000);
+    wait_for_people(&db, 5_000);
+    signal(&a, "-CONT");
+    // Awake, it finds its leases gone, and takes its share back from the other.
+    wait_for_split(&db, &[("a", 3), ("b", 3)]);
+    produce(&db, 3_000, 5_000);
+    wait_for_people(&db, 8_000);
+    for child in [&mut a, &mut b] {
+        terminate(child);
+        assert_eq!(wait_for_exit(child).code(), Some(0));
+    }
+    let log = std::fs::read_to_string(log_of(&db, "a")).unwrap();
+    assert!(
+        log.contains("no longer reading the partition"),
+        "the woken replica says it lost its leases:\n{log}"
+    );
+    let stored = people(&db);
+    assert_eq!((stored.count, stored.applied), (8_000, 8_000));
+}
