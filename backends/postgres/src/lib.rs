@@ -9,6 +9,9 @@
 //! - [`PgOffsetStore::begin`] gives a handler a [`sqlx::Transaction`] in which its
 //!   record is marked handled: the handler's rows and the mark commit together, or
 //!   neither does, and a consumer that lost its partition is fenced off.
+//! - [`PgLeaseStore`] ([`PgOffsetStore::leases`]) keeps the leases by which the
+//!   processes of a consumer group share partitions (`logpipe_core::leases`), beside the
+//!   positions.
 //!
 //! ```no_run
 //! use logpipe_core::{Context, OffsetStore, PartitionRef, Position};
@@ -23,10 +26,12 @@
 //! # }
 //! ```
 
+mod leases;
 mod options;
 mod schema;
 mod store;
 
+pub use leases::PgLeaseStore;
 pub use options::PgStoreOptions;
 /// The sqlx this crate is built with, whose [`Transaction`](sqlx::Transaction) the
 /// handlers get.

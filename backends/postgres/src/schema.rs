@@ -1,5 +1,5 @@
-//! The store's two tables, and every statement it runs on them, written once for its
-//! schema.
+//! The store's three tables (positions, marks of handled records, leases), and every
+//! statement it runs on the first two, written once for its schema.
 //!
 //! A position is an offset (`position_offset`) or a Kinesis sequence number
 //! (`position_sequence`, text, compared as a number; a starting point such as
@@ -22,7 +22,7 @@ pub(crate) struct Statements {
     pub(crate) create_schema: SqlStr,
     /// Creates the tables that are missing; takes no parameters.
     pub(crate) create: SqlStr,
-    /// Whether both tables exist: one row, one boolean.
+    /// Whether all three tables exist: one row, one boolean.
     pub(crate) exists: SqlStr,
     /// `$1` group, `$2` stream, `$3` partition: the row `(position_offset, position_sequence)`.
     pub(crate) load: SqlStr,
@@ -47,6 +47,7 @@ impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
         let positions = format!("\"{schema}\".logpipe_positions");
         let handled = format!("\"{schema}\".logpipe_handled");
+        let leases = format!("\"{schema}\".logpipe_leases");
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
         let stored_rank = rank("stored.position_sequence");
         let new_rank = rank("excluded.position_sequence");
@@ -87,10 +88,23 @@ impl Statements {
                      position_sequence text NOT NULL,
                      handled_at timestamptz NOT NULL DEFAULT now(),
                      PRIMARY KEY (consumer_group, stream, partition, position_offset, position_sequence)
+                 );
+                 CREATE TABLE IF NOT EXISTS {leases} (
+                     consumer_group text NOT NULL,
+                     stream text NOT NULL,
+                     partition text NOT NULL,
+                     owner text,
+                     counter bigint NOT NULL DEFAULT 0,
+                     expires_at timestamptz,
+                     parents text[] NOT NULL DEFAULT '{{}}',
+                     finished boolean NOT NULL DEFAULT false,
+                     owner_switches bigint NOT NULL DEFAULT 0,
+                     PRIMARY KEY (consumer_group, stream, partition)
                  );"
             )),
             exists: sql(format!(
-                "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL"
+                "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL
+                     AND to_regclass('{leases}') IS NOT NULL"
             )),
             load: sql(format!(
                 "SELECT position_offset, position_sequence FROM {positions}

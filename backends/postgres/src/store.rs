@@ -123,6 +123,11 @@ impl PgOffsetStore {
         }
     }
 
+    /// The options it was made with.
+    pub(crate) fn options(&self) -> &PgStoreOptions {
+        &self.options
+    }
+
     /// The connection pool, for a service's own queries.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -160,7 +165,7 @@ impl PgOffsetStore {
     }
 
     /// Makes sure the tables exist, once per store.
-    async fn tables(&self) -> Result<(), StoreError> {
+    pub(crate) async fn tables(&self) -> Result<(), StoreError> {
         self.tables
             .get_or_try_init(|| async {
                 let exists: bool = sqlx::query_scalar(self.statements.exists.clone())

@@ -35,3 +35,9 @@ logpipe_core::store_tests!(
         fences: true,
     }
 );
+
+async fn lease_store() -> Option<logpipe_postgres::PgLeaseStore> {
+    Some(PgOffsetStore::connect(&options()?).await.unwrap().leases())
+}
+
+logpipe_core::lease_tests!(lease_store);
