@@ -13,8 +13,8 @@ use crate::support::{program, wait_until_blocking};
 
 const WAIT: Duration = Duration::from_secs(90);
 const PARTITIONS: usize = 6;
-const LEASE_MS: u64 = 3000;
-const RENEWAL_MS: u64 = 500;
+const LEASE_MS: u64 = 6000;
+const RENEWAL_MS: u64 = 1000;
 /// The group of the service's table consumer.
 const GROUP: &str = "people_table";
 
@@ -89,30 +89,55 @@ fn owners(db: &Path) -> (BTreeMap<String, usize>, usize) {
     (live, owned)
 }
 
-/// Waits until the live leases are held `expected` (worker, count) and returns how long
-/// that took.
+/// Waits until the live leases are held `expected` (worker, count), and until every
+/// consumer a lease was stolen from has dropped the partition (it learns of the steal at
+/// its next renewal, and until its consumer takes the loss in, it still hands records
+/// it read of the partition to handlers); returns how long the split took.
 fn wait_for_split(db: &Path, expected: &[(&str, usize)]) -> Duration {
+    let workers: Vec<&str> = expected.iter().map(|(worker, _)| *worker).collect();
     let expected: BTreeMap<String, usize> = expected
         .iter()
         .map(|(worker, count)| ((*worker).to_owned(), *count))
         .collect();
     let started = Instant::now();
-    let mut seen = Default::default();
-    let mut last = Instant::now();
     wait_until_blocking(&format!("the leases are split {expected:?}"), WAIT, || {
-        seen = owners(db);
-        if last.elapsed() > Duration::from_secs(5) {
-            eprintln!("DEBUG {seen:?}");
-            last = Instant::now();
-        }
-        seen.0 == expected
+        owners(db).0 == expected
     });
-    started.elapsed()
+    let took = started.elapsed();
+    wait_until_blocking("every steal is noticed by its victim", WAIT, || {
+        let count = |text: &str| {
+            workers
+                .iter()
+                .map(|worker| {
+                    std::fs::read_to_string(log_of(db, worker))
+                        .unwrap_or_default()
+                        .matches(text)
+                        .count()
+                })
+                .sum::<usize>()
+        };
+        count("steal=true") <= count("partition lost to another consumer")
+    });
+    took
 }
 
+/// Waits until `count` people are stored, and the table group's positions cover all of
+/// them (so that a lease taken from a replica now repeats nothing).
 fn wait_for_people(db: &Path, count: i64) {
     wait_until_blocking(&format!("{count} people are stored"), WAIT, || {
         people(db).count == count
+    });
+    wait_until_blocking(&format!("positions cover {count} records"), WAIT, || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn.query_row(
+            "SELECT COALESCE(SUM(position_offset + 1), 0) FROM logpipe_positions
+             WHERE consumer_group = ?1 AND stream = 'people'",
+            [GROUP],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap()
+            == count
     });
 }
 

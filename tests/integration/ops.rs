@@ -986,7 +986,10 @@ fn offsets_migrate_creates_the_tables_of_a_postgres_store_and_refuses_a_memory_o
         .await
         .unwrap()
     });
-    assert_eq!(tables, ["logpipe_handled", "logpipe_positions"]);
+    assert_eq!(
+        tables,
+        ["logpipe_handled", "logpipe_leases", "logpipe_positions"]
+    );
 
     let memory = Setup::embedded().unwrap();
     let mut command = memory.command(&["offsets", "migrate"]);

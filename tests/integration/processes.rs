@@ -264,8 +264,9 @@ fn the_service_lists_its_registered_consumers() {
 
 #[test]
 fn two_replicas_of_a_service_on_one_file_apply_each_record_once() {
-    // Both read every partition (the embedded log has no consumer groups yet); the
-    // handlers' transactions refuse a record the other replica handled already.
+    // The replicas share the partitions through the group's leases; while a lease
+    // passes from one to the other, the handlers' transactions refuse a record the
+    // other replica handled already.
     const PEOPLE: i64 = 3000;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("logpipe.db");

@@ -1,5 +1,6 @@
-//! Leases: how the processes of one consumer group share the partitions (Kinesis shards,
-//! embedded partitions) of a backend that has no group coordinator of its own.
+//! Leases: how the processes of one consumer group share the partitions of a backend
+//! that has no group coordinator of its own (the embedded log; partitions with parents,
+//! as Kinesis shards have, are provided for).
 //!
 //! A lease per (group, stream, partition) names its owner and when it expires; its owner
 //! renews it well before then. A worker takes leases that are free (never owned, given
@@ -14,6 +15,10 @@
 //! The [`Leaser`] runs these rules for one consumer over any [`LeaseStore`], and a
 //! [`LeaseKeeper`] runs it on a task of its own beside the consumer; stores are
 //! `SqliteLeaseStore` (processes on one machine) and `PgLeaseStore` (many machines).
+//!
+//! A worker learns that a lease was stolen at its next renewal: until then it may still
+//! hand records of the partition to handlers, which its successor handles again (a
+//! handler writing through a store's transaction applies them once).
 
 pub mod balance;
 mod keeper;

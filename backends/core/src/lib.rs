@@ -12,7 +12,7 @@
 //! - [`OffsetStore`] keeps consumer positions ([`MemoryOffsetStore`] here, SQLite and
 //!   Kafka consumer-group commits in their crates);
 //! - [`leases`]: how the processes of a group share partitions where the backend has no
-//!   group coordinator (Kinesis, the embedded log): [`leases::LeaseStore`] and the
+//!   group coordinator (the embedded log's partitions): [`leases::LeaseStore`] and the
 //!   [`leases::Leaser`] that runs its rules;
 //! - [`BackendError`], [`StoreError`] and [`SettingError`]: what went wrong, whether to
 //!   try again, and which setting is bad;

@@ -1,11 +1,13 @@
 //! The PostgreSQL lease store.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::leases::{HeldLease, Lease, LeaseStore, LeaseUnit};
 use logpipe_core::{PartitionRef, StoreError};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
+use tokio::sync::OnceCell;
 
 use crate::PgOffsetStore;
 use crate::store::database_error;
@@ -17,7 +19,8 @@ use crate::store::database_error;
 #[derive(Clone, Debug)]
 pub struct PgLeaseStore {
     store: PgOffsetStore,
-    sql: std::sync::Arc<Statements>,
+    sql: Arc<Statements>,
+    table: Arc<OnceCell<()>>,
 }
 
 #[derive(Debug)]
@@ -91,9 +94,29 @@ impl PgOffsetStore {
     /// The leases kept beside this store's positions, in the same schema.
     pub fn leases(&self) -> PgLeaseStore {
         PgLeaseStore {
-            sql: std::sync::Arc::new(Statements::new(&self.options().schema)),
+            sql: Arc::new(Statements::new(&self.options().schema)),
             store: self.clone(),
+            table: Arc::new(OnceCell::new()),
         }
+    }
+}
+
+impl PgLeaseStore {
+    /// Makes sure the tables exist, the leases' included, once per store.
+    async fn table(&self) -> Result<(), StoreError> {
+        self.table
+            .get_or_try_init(|| async {
+                let exists: bool = sqlx::query_scalar(self.store.statements().leases_exist.clone())
+                    .fetch_one(self.store.pool())
+                    .await
+                    .map_err(database_error)?;
+                if !exists {
+                    self.store.migrate().await?;
+                }
+                Ok(())
+            })
+            .await
+            .map(drop)
     }
 }
 
@@ -140,7 +163,7 @@ fn columns(held: &[HeldLease]) -> (Vec<String>, Vec<String>, Vec<i64>) {
 
 impl LeaseStore for PgLeaseStore {
     async fn register(&self, group: &str, units: &[LeaseUnit]) -> Result<(), StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let streams: Vec<String> = units
             .iter()
             .map(|u| u.partition.stream.to_string())
@@ -162,7 +185,7 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn leases(&self, group: &str, streams: &[String]) -> Result<Vec<Lease>, StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let rows = sqlx::query(self.sql.list.clone())
             .bind(group)
             .bind(streams)
@@ -187,7 +210,7 @@ impl LeaseStore for PgLeaseStore {
         duration: Duration,
         steal: bool,
     ) -> Result<Lease, StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let row = sqlx::query(self.sql.take.clone())
             .bind(group)
             .bind(&*partition.stream)
@@ -216,7 +239,7 @@ impl LeaseStore for PgLeaseStore {
         held: &[HeldLease],
         duration: Duration,
     ) -> Result<Vec<HeldLease>, StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let (streams, partitions, counters) = columns(held);
         let rows = sqlx::query(self.sql.renew.clone())
             .bind(group)
@@ -254,7 +277,7 @@ impl LeaseStore for PgLeaseStore {
         owner: &str,
         held: &[HeldLease],
     ) -> Result<(), StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let (streams, partitions, counters) = columns(held);
         sqlx::query(self.sql.release.clone())
             .bind(group)
@@ -269,7 +292,7 @@ impl LeaseStore for PgLeaseStore {
     }
 
     async fn finish(&self, group: &str, owner: &str, held: &HeldLease) -> Result<(), StoreError> {
-        self.store.tables().await?;
+        self.table().await?;
         let (streams, partitions, counters) = columns(std::slice::from_ref(held));
         let done = sqlx::query(self.sql.finish.clone())
             .bind(group)

@@ -22,8 +22,11 @@ pub(crate) struct Statements {
     pub(crate) create_schema: SqlStr,
     /// Creates the tables that are missing; takes no parameters.
     pub(crate) create: SqlStr,
-    /// Whether all three tables exist: one row, one boolean.
+    /// Whether the tables of positions and marks exist: one row, one boolean.
     pub(crate) exists: SqlStr,
+    /// Whether the table of leases exists (created only when leases are used, so that
+    /// a store whose tables predate it needs no CREATE privilege): one row, one boolean.
+    pub(crate) leases_exist: SqlStr,
     /// `$1` group, `$2` stream, `$3` partition: the row `(position_offset, position_sequence)`.
     pub(crate) load: SqlStr,
     /// `$1` group, `$2..$5` arrays of stream, partition, offset, sequence, `$6` whether
@@ -103,9 +106,9 @@ impl Statements {
                  );"
             )),
             exists: sql(format!(
-                "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL
-                     AND to_regclass('{leases}') IS NOT NULL"
+                "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL"
             )),
+            leases_exist: sql(format!("SELECT to_regclass('{leases}') IS NOT NULL")),
             load: sql(format!(
                 "SELECT position_offset, position_sequence FROM {positions}
                  WHERE consumer_group = $1 AND stream = $2 AND partition = $3"

@@ -123,6 +123,11 @@ impl PgOffsetStore {
         }
     }
 
+    /// Its statements.
+    pub(crate) fn statements(&self) -> &Statements {
+        &self.statements
+    }
+
     /// The options it was made with.
     pub(crate) fn options(&self) -> &PgStoreOptions {
         &self.options
@@ -165,7 +170,7 @@ impl PgOffsetStore {
     }
 
     /// Makes sure the tables exist, once per store.
-    pub(crate) async fn tables(&self) -> Result<(), StoreError> {
+    async fn tables(&self) -> Result<(), StoreError> {
         self.tables
             .get_or_try_init(|| async {
                 let exists: bool = sqlx::query_scalar(self.statements.exists.clone())

@@ -1,7 +1,7 @@
 //! Consumers of the embedded log.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::leases::{LeaseChanges, LeaseKeeper, LeaseUnit, Leaser};
@@ -9,7 +9,7 @@ use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, PartitionRef,
     Position, Record, RecordHeader, StartFrom,
 };
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::log::{ensure_stream, next_offset, storage_error};
 use crate::{EmbeddedLog, SqliteLeaseStore};
@@ -94,13 +94,19 @@ impl Backend for EmbeddedLog {
         let mut consumer = self.consumer(streams.iter().map(String::as_str));
         consumer.start = start;
         if !group.is_empty() {
-            let leaser = Leaser::new(self.leases()?, group, self.inner.options.lease_options());
+            let mut options = self.inner.options.lease_options();
+            options.owner = owner_in_process(&options.owner, group);
+            let leaser = Leaser::new(self.leases()?, group, options);
             let log = self.clone();
             let streams = consumer.streams.clone();
+            // Streams are created once; later rounds only read (a write would wait for
+            // the file's lock, which handlers and producers hold often).
+            let mut created = false;
             consumer.leases = Some(LeaseKeeper::new(leaser, move || {
-                let (log, streams) = (log.clone(), streams.clone());
+                let (log, streams, create) = (log.clone(), streams.clone(), !created);
+                created = true;
                 async move {
-                    let partitions = log.partitions_of(streams).await?;
+                    let partitions = log.partitions_of(streams, create).await?;
                     Ok(partitions.into_iter().map(LeaseUnit::new).collect())
                 }
             }));
@@ -109,11 +115,27 @@ impl Backend for EmbeddedLog {
     }
 }
 
+/// The lease owner of a consumer of `group` in this process: `base` for the first, then
+/// `base#2`, `base#3`..., so that consumers of one group in one process share its
+/// partitions as processes do.
+fn owner_in_process(base: &str, group: &str) -> String {
+    static OPENED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+    let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
+    let count = opened.entry(group.to_owned()).or_default();
+    *count += 1;
+    match *count {
+        1 => base.to_owned(),
+        n => format!("{base}#{n}"),
+    }
+}
+
 impl EmbeddedLog {
-    /// Every partition of `streams`, creating the streams that do not exist yet.
+    /// Every partition of `streams`; with `create`, the streams that do not exist yet
+    /// are created first, else they have none.
     async fn partitions_of(
         &self,
         streams: Vec<Arc<str>>,
+        create: bool,
     ) -> Result<Vec<PartitionRef>, BackendError> {
         let default_partitions = self.inner.options.partitions;
         let counts = self
@@ -123,10 +145,18 @@ impl EmbeddedLog {
                 streams
                     .iter()
                     .map(|stream| {
-                        Ok((
-                            Arc::clone(stream),
-                            ensure_stream(conn, stream, default_partitions)?,
-                        ))
+                        let count = if create {
+                            ensure_stream(conn, stream, default_partitions)?
+                        } else {
+                            conn.query_row(
+                                "SELECT partitions FROM logpipe_streams WHERE name = ?1",
+                                [&**stream],
+                                |row| row.get(0),
+                            )
+                            .optional()?
+                            .unwrap_or(0)
+                        };
+                        Ok((Arc::clone(stream), count))
                     })
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
@@ -143,7 +173,7 @@ impl EmbeddedLog {
 
 impl EmbeddedConsumer {
     async fn assign(&mut self) -> Result<Vec<PartitionRef>, BackendError> {
-        let partitions = self.log.partitions_of(self.streams.clone()).await?;
+        let partitions = self.log.partitions_of(self.streams.clone(), true).await?;
         for partition in &partitions {
             self.start_reading(partition);
         }
@@ -167,17 +197,35 @@ impl EmbeddedConsumer {
     }
 
     /// Applies lease changes to what is read, and queues their events: losses first.
+    /// A partition lost while its assignment is still queued is dropped from that
+    /// assignment instead: the consumer never saw it.
     fn note_lease_changes(&mut self, changes: LeaseChanges) {
-        for partition in &changes.lost {
-            self.stop_reading(partition);
+        let first = !self.assigned;
+        self.assigned = true;
+        let mut lost = Vec::new();
+        for partition in changes.lost {
+            self.stop_reading(&partition);
+            let mut unseen = false;
+            for event in &mut self.events {
+                if let ConsumerEvent::Assigned(queued) = event
+                    && let Some(at) = queued.iter().position(|p| *p == partition)
+                {
+                    queued.remove(at);
+                    unseen = true;
+                }
+            }
+            if !unseen {
+                lost.push(partition);
+            }
         }
         for partition in &changes.taken {
             self.start_reading(partition);
         }
-        if !changes.lost.is_empty() {
-            self.events.push_back(ConsumerEvent::Lost(changes.lost));
+        if !lost.is_empty() {
+            self.events.push_back(ConsumerEvent::Lost(lost));
         }
-        if !changes.taken.is_empty() {
+        // The first assignment is told even when empty: the consumer is in its group.
+        if first || !changes.taken.is_empty() {
             self.events
                 .push_back(ConsumerEvent::Assigned(changes.taken));
         }
@@ -289,7 +337,9 @@ impl ConsumerBackend for EmbeddedConsumer {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> Result<(), BackendError> {
-        let slot = self.assigned_slot(partition)?;
+        let Some(slot) = self.slot_unless_lost(partition)? else {
+            return Ok(());
+        };
         let next = match after {
             None if self.start == StartFrom::Latest => {
                 let (stream, number) = (slot.0.to_string(), slot.1);
@@ -315,22 +365,38 @@ impl ConsumerBackend for EmbeddedConsumer {
 
     fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         for partition in partitions {
-            let slot = self.assigned_slot(partition)?;
-            self.paused.insert(slot);
+            if let Some(slot) = self.slot_unless_lost(partition)? {
+                self.paused.insert(slot);
+            }
         }
         Ok(())
     }
 
     fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         for partition in partitions {
-            let slot = self.assigned_slot(partition)?;
-            self.paused.remove(&slot);
+            if let Some(slot) = self.slot_unless_lost(partition)? {
+                self.paused.remove(&slot);
+            }
         }
         Ok(())
     }
 }
 
 impl EmbeddedConsumer {
+    /// The key of `partition` among the assigned ones, or `None` for a partition whose
+    /// lease was lost since it was assigned (a `Lost` event for it is on its way, and
+    /// nothing of it is read meanwhile).
+    fn slot_unless_lost(
+        &self,
+        partition: &PartitionRef,
+    ) -> Result<Option<(Arc<str>, u32)>, BackendError> {
+        match self.assigned_slot(partition) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(_) if self.leases.is_some() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The key of `partition` among the assigned ones.
     fn assigned_slot(&self, partition: &PartitionRef) -> Result<(Arc<str>, u32), BackendError> {
         partition

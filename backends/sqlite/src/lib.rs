@@ -6,6 +6,8 @@
 //!   can use at the same time. Streams are created on first use with the log's default
 //!   partition count. Sends are batched into transactions; consumers in the same process
 //!   are woken at once, others poll every [`poll_interval_ms`](EmbeddedOptions::poll_interval_ms).
+//!   Consumers of one group, in one process or many on the file, share the partitions
+//!   through leases in the file ([`SqliteLeaseStore`]).
 //! - [`SqliteOffsetStore`] keeps consumer positions in a SQLite table, and can write a
 //!   handler's own rows and the record's position in one transaction
 //!   ([`SqliteOffsetStore::transaction`]): exactly-once effects for SQLite-backed

@@ -24,7 +24,9 @@ pub struct EmbeddedOptions {
     /// milliseconds; at most a third of `lease_duration_ms`. Default 2000.
     pub lease_renewal_ms: u64,
     /// The name of this process among the consumers of a group (default: the host name
-    /// and the process id).
+    /// and the process id), unique to each process: two processes of one name would
+    /// both count every lease of the name as theirs. A second consumer of one group in
+    /// the process is `NAME#2`, and so on.
     pub worker_id: Option<String>,
 }
 

@@ -53,6 +53,7 @@ impl LeaseKeeper {
         let valid: Validity = Arc::default();
         let published = Arc::clone(&valid);
         let rounds = Box::pin(async move {
+            let mut first = true;
             loop {
                 tokio::select! {
                     closed = closing.recv() => {
@@ -65,28 +66,29 @@ impl LeaseKeeper {
                         }
                         return;
                     }
+                    // Due, or a lease is at its local expiry: renewing it at once keeps it
+                    // if nobody took it.
                     () = tokio::time::sleep_until(leaser.next_round_at().into()) => {
-                        if Instant::now() >= leaser.next_round_due() {
-                            match units().await {
-                                Ok(units) => {
-                                    if let Err(err) = leaser.round(&units).await {
-                                        metrics::counter!("logpipe_lease_store_errors_total").increment(1);
-                                        tracing::warn!("leases: {}; trying again at the next renewal", error_chain(&err));
-                                    }
-                                }
-                                Err(err) => {
-                                    tracing::warn!("leases: cannot list what to lease: {}", error_chain(&*err));
-                                    leaser.expire();
+                        match units().await {
+                            Ok(units) => {
+                                if let Err(err) = leaser.round(&units).await {
+                                    metrics::counter!("logpipe_lease_store_errors_total").increment(1);
+                                    tracing::warn!("leases: {}; trying again at the next renewal", error_chain(&err));
                                 }
                             }
-                        } else {
-                            leaser.expire();
+                            Err(err) => {
+                                tracing::warn!("leases: cannot list what to lease: {}", error_chain(&*err));
+                                leaser.expire();
+                            }
                         }
                         publish(&published, &leaser);
                         let changed = leaser.changes();
-                        if !changed.is_empty() && changes_tx.send(changed).is_err() {
+                        // The first round is told even when it took nothing: the consumer is
+                        // then a member of its group, ready, with no partition yet.
+                        if (first || !changed.is_empty()) && changes_tx.send(changed).is_err() {
                             return;
                         }
+                        first = false;
                     }
                 }
             }
@@ -116,7 +118,8 @@ impl LeaseKeeper {
         }
     }
 
-    /// The next changes of the leases held.
+    /// The next changes of the leases held: those of the first round (even if empty),
+    /// then each that changed something.
     ///
     /// # Cancel safety
     ///

@@ -79,14 +79,15 @@ impl LeaseOptions {
     }
 }
 
-/// What changed in the leases a worker holds since it was last asked.
+/// What changed in the leases a worker holds since it was last asked: apply `lost`
+/// first, then `taken` (a partition may be in both: lost, then taken again).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseChanges {
     /// Partitions whose leases it took: it is to read them from their stored positions.
     pub taken: Vec<PartitionRef>,
     /// Partitions whose leases it lost (taken by another worker, or expired before a
-    /// renewal succeeded): it is to stop handing their records to handlers at once, and
-    /// not store their positions.
+    /// renewal succeeded): it is to stop handing their records to handlers, and not
+    /// store their positions.
     pub lost: Vec<PartitionRef>,
 }
 
@@ -175,11 +176,6 @@ impl<L: LeaseStore> Leaser<L> {
             .map(|(partition, held)| (partition, held.valid_until))
     }
 
-    /// When the next [`round`](Self::round) is due.
-    pub fn next_round_due(&self) -> Instant {
-        self.next_round
-    }
-
     /// When [`round`](Self::round) or [`expire`](Self::expire) is next due.
     pub fn next_round_at(&self) -> Instant {
         self.held
@@ -211,9 +207,9 @@ impl<L: LeaseStore> Leaser<L> {
         std::mem::take(&mut self.changes)
     }
 
-    /// One round of the rules: counts expired leases lost, renews the others (those
-    /// another worker took are lost), creates the leases of new `units`, and takes free
-    /// leases and steals up to this worker's fair share. The next round is due
+    /// One round of the rules: renews the leases held (those another worker took are
+    /// lost; when the store fails, those that may have expired are), creates the leases
+    /// of new `units`, and takes free leases and steals up to this worker's fair share. The next round is due
     /// [`renew_every`](LeaseOptions::renew_every) later, failed or not.
     ///
     /// # Errors
@@ -222,8 +218,13 @@ impl<L: LeaseStore> Leaser<L> {
     /// [`changes`](Self::changes), and leases not renewed expire in time.
     pub async fn round(&mut self, units: &[LeaseUnit]) -> Result<(), StoreError> {
         self.next_round = Instant::now() + self.options.renew_every;
-        self.expire();
-        self.renew().await?;
+        // A lease past its local expiry is renewed as well: if nobody took it meanwhile
+        // (its counter is unchanged), nobody else read its partition either. Only when
+        // that cannot be known is it counted lost.
+        if let Err(err) = self.renew().await {
+            self.expire();
+            return Err(err);
+        }
         let new: Vec<_> = units
             .iter()
             .filter(|unit| !self.registered.contains(*unit))
@@ -271,7 +272,9 @@ impl<L: LeaseStore> Leaser<L> {
                             valid_until: started + self.options.duration,
                         },
                     );
-                    self.changes.lost.retain(|p| *p != taken.partition);
+                    // Lost earlier in this round (expired) and taken again, it stays in
+                    // `lost` too: the consumer drops what it held of it, then starts
+                    // it again from its stored position.
                     self.changes.taken.push(taken.partition);
                 }
                 Err(err @ StoreError::LeaseLost { .. }) => {
@@ -383,8 +386,9 @@ impl<L: LeaseStore> Leaser<L> {
         self.held.remove(&partition);
         let was_taken = self.changes.taken.len();
         self.changes.taken.retain(|p| *p != partition);
-        // Taken and lost between two looks: the consumer never saw it.
-        if self.changes.taken.len() == was_taken {
+        // Taken and lost between two looks, the consumer never saw it taken (and saw it
+        // lost already if it held it before).
+        if self.changes.taken.len() == was_taken && !self.changes.lost.contains(&partition) {
             self.changes.lost.push(partition);
         }
     }
