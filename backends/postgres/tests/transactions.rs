@@ -286,7 +286,10 @@ async fn a_store_whose_tables_were_made_by_migrate_uses_them_and_migrate_runs_tw
     .fetch_one(store.pool())
     .await
     .unwrap();
-    assert_eq!(tables, 3, "logpipe_positions, logpipe_handled and logpipe_leases");
+    assert_eq!(
+        tables, 3,
+        "logpipe_positions, logpipe_handled and logpipe_leases"
+    );
 }
 
 #[tokio::test]
