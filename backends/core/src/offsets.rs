@@ -83,6 +83,18 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// [`StoreError::LeaseLost`]: `owner` does not hold the lease of `partition` of
+    /// `group`.
+    pub fn lease_lost(group: &str, partition: &PartitionRef, owner: &str) -> Self {
+        Self::LeaseLost {
+            group: group.to_owned(),
+            partition: partition.clone(),
+            owner: owner.to_owned(),
+        }
+    }
+}
+
 /// Stores and loads consumer positions.
 pub trait OffsetStore: Send + Sync + 'static {
     /// The last stored position of `group` in `partition`, if any.

@@ -224,11 +224,7 @@ impl LeaseStore for PgLeaseStore {
             .map_err(database_error)?;
         match row {
             Some(row) => lease_from_row(&row).map_err(database_error),
-            None => Err(StoreError::LeaseLost {
-                group: group.to_owned(),
-                partition: partition.clone(),
-                owner: owner.to_owned(),
-            }),
+            None => Err(StoreError::lease_lost(group, partition, owner)),
         }
     }
 
@@ -306,11 +302,7 @@ impl LeaseStore for PgLeaseStore {
         if done.rows_affected() == 1 {
             Ok(())
         } else {
-            Err(StoreError::LeaseLost {
-                group: group.to_owned(),
-                partition: held.partition.clone(),
-                owner: owner.to_owned(),
-            })
+            Err(StoreError::lease_lost(group, &held.partition, owner))
         }
     }
 }

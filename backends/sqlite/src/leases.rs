@@ -175,11 +175,7 @@ impl LeaseStore for SqliteLeaseStore {
         duration: Duration,
         steal: bool,
     ) -> Result<Lease, StoreError> {
-        let lost = StoreError::LeaseLost {
-            group: group.to_owned(),
-            partition: partition.clone(),
-            owner: owner.to_owned(),
-        };
+        let lost = StoreError::lease_lost(group, partition, owner);
         let (group, stream, number, owner) = (
             group.to_owned(),
             Arc::clone(&partition.stream),
@@ -288,11 +284,7 @@ impl LeaseStore for SqliteLeaseStore {
     }
 
     async fn finish(&self, group: &str, owner: &str, held: &HeldLease) -> Result<(), StoreError> {
-        let lost = StoreError::LeaseLost {
-            group: group.to_owned(),
-            partition: held.partition.clone(),
-            owner: owner.to_owned(),
-        };
+        let lost = StoreError::lease_lost(group, &held.partition, owner);
         let (group, owner, held) = (group.to_owned(), owner.to_owned(), held.clone());
         let changed = self
             .call(move |conn, _| {

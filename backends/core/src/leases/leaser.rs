@@ -394,11 +394,7 @@ impl<L: LeaseStore> Leaser<L> {
     }
 
     fn lost_error(&self, partition: &PartitionRef) -> StoreError {
-        StoreError::LeaseLost {
-            group: self.group.clone(),
-            partition: partition.clone(),
-            owner: self.options.owner.clone(),
-        }
+        StoreError::lease_lost(&self.group, partition, &self.options.owner)
     }
 
     fn report_held(&self) {
