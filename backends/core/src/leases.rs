@@ -20,6 +20,7 @@
 //! hand records of the partition to handlers, which its successor handles again (a
 //! handler writing through a store's transaction applies them once).
 
+mod any_store;
 pub mod balance;
 mod keeper;
 mod leaser;
@@ -27,6 +28,7 @@ mod leaser;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+pub use any_store::AnyLeaseStore;
 pub use keeper::LeaseKeeper;
 pub use leaser::{LeaseChanges, LeaseOptions, Leaser};
 

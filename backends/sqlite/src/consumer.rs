@@ -1,7 +1,7 @@
 //! Consumers of the embedded log.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::leases::{LeaseChanges, LeaseKeeper, LeaseUnit, Leaser};
@@ -94,8 +94,7 @@ impl Backend for EmbeddedLog {
         let mut consumer = self.consumer(streams.iter().map(String::as_str));
         consumer.start = start;
         if !group.is_empty() {
-            let mut options = self.inner.options.lease_options();
-            options.owner = owner_in_process(&options.owner, group);
+            let options = self.inner.options.lease_options().in_process(group);
             let leaser = Leaser::new(self.leases()?, group, options);
             let log = self.clone();
             let streams = consumer.streams.clone();
@@ -112,20 +111,6 @@ impl Backend for EmbeddedLog {
             }));
         }
         Ok(consumer)
-    }
-}
-
-/// The lease owner of a consumer of `group` in this process: `base` for the first, then
-/// `base#2`, `base#3`..., so that consumers of one group in one process share its
-/// partitions as processes do.
-fn owner_in_process(base: &str, group: &str) -> String {
-    static OPENED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
-    let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
-    let count = opened.entry(group.to_owned()).or_default();
-    *count += 1;
-    match *count {
-        1 => base.to_owned(),
-        n => format!("{base}#{n}"),
     }
 }
 
@@ -196,39 +181,17 @@ impl EmbeddedConsumer {
         }
     }
 
-    /// Applies lease changes to what is read, and queues their events: losses first.
-    /// A partition lost while its assignment is still queued is dropped from that
-    /// assignment instead: the consumer never saw it.
+    /// Applies lease changes to what is read, and queues their events.
     fn note_lease_changes(&mut self, changes: LeaseChanges) {
         let first = !self.assigned;
         self.assigned = true;
-        let mut lost = Vec::new();
-        for partition in changes.lost {
-            self.stop_reading(&partition);
-            let mut unseen = false;
-            for event in &mut self.events {
-                if let ConsumerEvent::Assigned(queued) = event
-                    && let Some(at) = queued.iter().position(|p| *p == partition)
-                {
-                    queued.remove(at);
-                    unseen = true;
-                }
-            }
-            if !unseen {
-                lost.push(partition);
-            }
+        for partition in &changes.lost {
+            self.stop_reading(partition);
         }
         for partition in &changes.taken {
             self.start_reading(partition);
         }
-        if !lost.is_empty() {
-            self.events.push_back(ConsumerEvent::Lost(lost));
-        }
-        // The first assignment is told even when empty: the consumer is in its group.
-        if first || !changes.taken.is_empty() {
-            self.events
-                .push_back(ConsumerEvent::Assigned(changes.taken));
-        }
+        changes.queue_events(&mut self.events, first);
     }
 
     async fn read(&self) -> Result<Vec<Record>, BackendError> {

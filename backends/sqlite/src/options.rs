@@ -1,7 +1,5 @@
 //! The `[embedded]` table of the configuration: the settings of an embedded log.
 
-use std::time::Duration;
-
 use logpipe_core::SettingError;
 use logpipe_core::leases::LeaseOptions;
 
@@ -69,13 +67,10 @@ impl EmbeddedOptions {
 
     /// How the consumers of a group hold their leases.
     pub fn lease_options(&self) -> LeaseOptions {
-        let mut options = LeaseOptions::new(
-            self.worker_id
-                .clone()
-                .unwrap_or_else(LeaseOptions::default_owner),
-        );
-        options.duration = Duration::from_millis(self.lease_duration_ms);
-        options.renew_every = Duration::from_millis(self.lease_renewal_ms);
-        options
+        LeaseOptions::from_settings(
+            self.worker_id.as_deref(),
+            self.lease_duration_ms,
+            self.lease_renewal_ms,
+        )
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{LeaseChanges, LeaseStore, LeaseUnit, Leaser};
-use crate::{BoxError, BoxFuture, PartitionRef, error_chain};
+use crate::{BoxError, BoxFuture, PartitionRef, StoreError, error_chain};
 
 type Validity = Arc<Mutex<BTreeMap<PartitionRef, Instant>>>;
 
@@ -22,6 +22,7 @@ pub struct LeaseKeeper {
     changes: mpsc::UnboundedReceiver<LeaseChanges>,
     valid: Validity,
     close: Option<mpsc::Sender<oneshot::Sender<()>>>,
+    finish: mpsc::UnboundedSender<PartitionRef>,
     /// The rounds, until [`start`](Self::start) spawns them.
     /// (In a mutex only so that the keeper is `Sync`.)
     rounds: Mutex<Option<BoxFuture<'static, ()>>>,
@@ -50,11 +51,21 @@ impl LeaseKeeper {
     {
         let (changes_tx, changes) = mpsc::unbounded_channel();
         let (close, mut closing) = mpsc::channel::<oneshot::Sender<()>>(1);
+        let (finish, mut finishing) = mpsc::unbounded_channel::<PartitionRef>();
         let valid: Validity = Arc::default();
         let published = Arc::clone(&valid);
         let rounds = Box::pin(async move {
             let mut first = true;
+            // Leases to mark finished at the next round, which is due at once after
+            // one is asked for.
+            let mut to_finish: Vec<PartitionRef> = Vec::new();
+            let mut finish_asked = false;
             loop {
+                let round_at = if finish_asked {
+                    Instant::now()
+                } else {
+                    leaser.next_round_at()
+                };
                 tokio::select! {
                     closed = closing.recv() => {
                         if let Err(err) = leaser.release_all().await {
@@ -66,9 +77,16 @@ impl LeaseKeeper {
                         }
                         return;
                     }
-                    // Due, or a lease is at its local expiry: renewing it at once keeps it
-                    // if nobody took it.
-                    () = tokio::time::sleep_until(leaser.next_round_at().into()) => {
+                    Some(partition) = finishing.recv() => {
+                        to_finish.push(partition);
+                        finish_asked = true;
+                    }
+                    // Due, or a lease is at its local expiry (renewing it at once keeps it
+                    // if nobody took it), or leases are to be finished.
+                    () = tokio::time::sleep_until(round_at.into()) => {
+                        // Finished first, so that the round takes their children.
+                        finish_all(&mut leaser, &mut to_finish).await;
+                        finish_asked = false;
                         match units().await {
                             Ok(units) => {
                                 if let Err(err) = leaser.round(&units).await {
@@ -97,6 +115,7 @@ impl LeaseKeeper {
             changes,
             valid,
             close: Some(close),
+            finish,
             rounds: Mutex::new(Some(rounds)),
             task: None,
         }
@@ -136,10 +155,23 @@ impl LeaseKeeper {
     /// Whether the lease of `partition` is held and surely not expired now: records of a
     /// partition whose lease is not are not to be handed on.
     pub fn holds(&self, partition: &PartitionRef) -> bool {
-        let valid = self.valid.lock().unwrap_or_else(PoisonError::into_inner);
-        valid
-            .get(partition)
-            .is_some_and(|until| *until > Instant::now())
+        valid_now(&self.valid, partition)
+    }
+
+    /// [`holds`](Self::holds) as a function to hand on, such as to a reader that is to
+    /// read only partitions whose leases are held.
+    pub fn holds_fn(&self) -> impl Fn(&PartitionRef) -> bool + Send + Sync + 'static {
+        let valid = Arc::clone(&self.valid);
+        move |partition| valid_now(&valid, partition)
+    }
+
+    /// Marks the lease of `partition` finished (it was read to its end and its last
+    /// position stored), so that its children may be taken, at a round due at once; one
+    /// that cannot be marked for a failing store is tried again at each round. It is no
+    /// longer held then, and not reported lost.
+    pub fn finish(&self, partition: PartitionRef) {
+        // The rounds ended only when the consumer is going away.
+        let _ = self.finish.send(partition);
     }
 
     /// Gives every lease up (once the positions of their partitions are stored), so that
@@ -163,6 +195,38 @@ impl Drop for LeaseKeeper {
             task.abort();
         }
     }
+}
+
+/// Marks the leases of `partitions` finished; those the store failed to mark are kept
+/// to be tried again, and those lost are dropped (the leaser reports them lost).
+async fn finish_all<L: LeaseStore>(leaser: &mut Leaser<L>, partitions: &mut Vec<PartitionRef>) {
+    let mut again = Vec::new();
+    for partition in partitions.drain(..) {
+        match leaser.finish(&partition).await {
+            Ok(()) => {
+                tracing::info!(%partition, "lease finished: the partition was read to its end")
+            }
+            Err(err @ StoreError::LeaseLost { .. }) => {
+                tracing::warn!("cannot finish a lease: {}", error_chain(&err));
+            }
+            Err(err) => {
+                metrics::counter!("logpipe_lease_store_errors_total").increment(1);
+                tracing::warn!(
+                    "cannot finish a lease: {}; trying again at the next renewal",
+                    error_chain(&err)
+                );
+                again.push(partition);
+            }
+        }
+    }
+    *partitions = again;
+}
+
+fn valid_now(valid: &Validity, partition: &PartitionRef) -> bool {
+    let valid = valid.lock().unwrap_or_else(PoisonError::into_inner);
+    valid
+        .get(partition)
+        .is_some_and(|until| *until > Instant::now())
 }
 
 fn publish<L: LeaseStore>(valid: &Validity, leaser: &Leaser<L>) {

@@ -1,11 +1,12 @@
 //! The lease rules run for one consumer: renew, take, steal, expire, give up.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::balance::plan;
 use super::{HeldLease, LeaseStore, LeaseUnit};
-use crate::{PartitionRef, SettingError, StoreError, error_chain};
+use crate::{ConsumerEvent, PartitionRef, SettingError, StoreError, error_chain};
 
 /// How a worker holds leases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,15 @@ impl LeaseOptions {
         }
     }
 
+    /// Options from a configuration's settings: `worker_id` (default
+    /// [`default_owner`](Self::default_owner)), `lease_duration_ms` and `lease_renewal_ms`.
+    pub fn from_settings(worker_id: Option<&str>, duration_ms: u64, renewal_ms: u64) -> Self {
+        let mut options = Self::new(worker_id.map_or_else(Self::default_owner, str::to_owned));
+        options.duration = Duration::from_millis(duration_ms);
+        options.renew_every = Duration::from_millis(renewal_ms);
+        options
+    }
+
     /// This process's name: the host name and the process id, such as `web-1:4242`.
     pub fn default_owner() -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -44,6 +54,21 @@ impl LeaseOptions {
             .filter(|host| !host.is_empty())
             .unwrap_or_else(|| "localhost".to_owned());
         format!("{host}:{}", std::process::id())
+    }
+
+    /// These options for the next consumer of `group` in this process: its owner is
+    /// `owner` for the first, then `owner#2`, `owner#3`..., so that consumers of one
+    /// group in one process share its partitions as processes do.
+    #[must_use]
+    pub fn in_process(mut self, group: &str) -> Self {
+        static OPENED: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+        let mut opened = OPENED.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = opened.entry(group.to_owned()).or_default();
+        *count += 1;
+        if *count > 1 {
+            self.owner = format!("{}#{count}", self.owner);
+        }
+        self
     }
 
     /// Checks the values, naming the key (under `prefix`, such as `kinesis.`) of the
@@ -95,6 +120,34 @@ impl LeaseChanges {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.taken.is_empty() && self.lost.is_empty()
+    }
+
+    /// Queues the consumer events of these changes behind `events`: `Lost` first, then
+    /// `Assigned` (told even when empty if `first`, the consumer's first round: it is
+    /// then in its group). A partition lost while its assignment is still queued is
+    /// dropped from that assignment instead, since the consumer never saw it.
+    pub fn queue_events(self, events: &mut VecDeque<ConsumerEvent>, first: bool) {
+        let mut lost = Vec::new();
+        for partition in self.lost {
+            let mut unseen = false;
+            for event in events.iter_mut() {
+                if let ConsumerEvent::Assigned(queued) = event
+                    && let Some(at) = queued.iter().position(|p| *p == partition)
+                {
+                    queued.remove(at);
+                    unseen = true;
+                }
+            }
+            if !unseen {
+                lost.push(partition);
+            }
+        }
+        if !lost.is_empty() {
+            events.push_back(ConsumerEvent::Lost(lost));
+        }
+        if first || !self.taken.is_empty() {
+            events.push_back(ConsumerEvent::Assigned(self.taken));
+        }
     }
 }
 
