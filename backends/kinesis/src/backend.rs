@@ -1,17 +1,19 @@
 //! The contract of `logpipe-core` over the driver: a [`KinesisBackend`] is a
-//! [`Backend`] whose consumers read every shard of their streams.
+//! [`Backend`] whose consumers read every shard of their streams, or share them through
+//! leases.
 
 use std::sync::Arc;
 
+use logpipe_core::leases::{AnyLeaseStore, LeaseKeeper, Leaser};
 use logpipe_core::{
-    Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, Delivery,
-    DeliveryFuture, OutgoingRecord, PartitionRef, Position, ProducerBackend, Record, StartFrom,
+    Backend, BackendError, BackendErrorKind, Delivery, DeliveryFuture, OutgoingRecord,
+    PartitionRef, Position, ProducerBackend, StartFrom,
 };
 
+use crate::consumer::ListedUnits;
 use crate::{
-    ClientOptions, InitialPosition, KinesisApi, KinesisError, KinesisOptions, KinesisProducer,
-    KinesisUrl, ReaderEvent, ReaderOptions, SdkApi, ShardPosition, ShardReader, ShardRef,
-    StartPosition,
+    ClientOptions, InitialPosition, KinesisApi, KinesisConsumer, KinesisError, KinesisOptions,
+    KinesisProducer, KinesisUrl, ReaderOptions, SdkApi, ShardReader,
 };
 
 /// Maps a driver error to a [`BackendError`], keeping it as the source.
@@ -47,6 +49,8 @@ pub struct KinesisBackend {
     producer: KinesisProducer,
     region: Arc<str>,
     options: KinesisOptions,
+    /// Where consumer groups keep their shard leases, if anywhere.
+    leases: Option<AnyLeaseStore>,
 }
 
 impl std::fmt::Debug for KinesisBackend {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for KinesisBackend {
         f.debug_struct("KinesisBackend")
             .field("region", &self.region)
             .field("options", &self.options)
+            .field("leases", &self.leases.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +119,31 @@ impl KinesisBackend {
             producer,
             region: region.into(),
             options,
+            leases: None,
         })
+    }
+
+    /// This backend with its consumer groups' shard leases in `store`: the consumers of
+    /// a group ([`Backend::open_consumer`]), in this process and others using the same
+    /// store, share the shards of their streams, each shard read by one of them at a
+    /// time, holding them as the `lease_*` settings and `worker_id` say.
+    ///
+    /// A consumer holds the shards it leases, and takes leases that are free (never
+    /// taken, given up, or expired) and, while it holds fewer than its fair share, one a
+    /// round from the busiest consumer, so that the group converges to an even split. A
+    /// child shard is leased once its parents' leases are finished: a parent is finished
+    /// when it was read to its end and its last position stored. A consumer that stops
+    /// gives its leases up, once its positions are stored; those of a process that died
+    /// are taken when they expire.
+    #[must_use]
+    pub fn with_leases(mut self, store: AnyLeaseStore) -> Self {
+        self.leases = Some(store);
+        self
+    }
+
+    /// Where its consumer groups keep their shard leases, if anywhere.
+    pub fn lease_store(&self) -> Option<&AnyLeaseStore> {
+        self.leases.as_ref()
     }
 
     /// The Kinesis calls this backend makes, for operator tools.
@@ -142,9 +171,16 @@ impl KinesisBackend {
         I: IntoIterator<Item = S>,
         S: Into<Arc<str>>,
     {
-        let reader = ShardReader::new(Arc::clone(&self.api), streams, options)
-            .expect("the options were checked when the backend was made");
-        KinesisConsumer { inner: reader }
+        KinesisConsumer::new(self.reader(streams, options))
+    }
+
+    fn reader<I, S>(&self, streams: I, options: ReaderOptions) -> ShardReader
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Arc<str>>,
+    {
+        ShardReader::new(Arc::clone(&self.api), streams, options)
+            .expect("the options were checked when the backend was made")
     }
 
     /// A backend for a `kinesis://` URL (see [`KinesisUrl`]), with credentials from the
@@ -158,14 +194,20 @@ impl KinesisBackend {
     }
 }
 
-/// Kinesis has no consumer groups here: every consumer reads every shard of its
-/// streams, and the group only names where positions are kept, qualified by region.
+/// Kinesis has no consumer groups of its own. With a lease store
+/// ([`with_leases`](KinesisBackend::with_leases)), the consumers of a group share the
+/// shards through leases of the group qualified by region; without one (or for the group
+/// `""`), every consumer reads every shard of its streams. The group also names where
+/// positions are kept, qualified by region.
+///
+/// The leases are renewed on a task of their own, started by the first
+/// [`next_event`](ConsumerBackend::next_event).
 impl Backend for KinesisBackend {
     type Consumer = KinesisConsumer;
 
     fn open_consumer(
         &self,
-        _group: &str,
+        group: &str,
         streams: &[String],
         start: StartFrom,
     ) -> Result<KinesisConsumer, BackendError> {
@@ -175,7 +217,19 @@ impl Backend for KinesisBackend {
             StartFrom::Latest => options.initial_position = InitialPosition::Latest,
             _ => {}
         }
-        Ok(self.consumer_from(streams.iter().map(String::as_str), options))
+        let streams = streams.iter().map(|s| Arc::from(s.as_str()));
+        let Some(store) = self.leases.clone().filter(|_| !group.is_empty()) else {
+            return Ok(self.consumer_from(streams, options));
+        };
+        let lease_options = self.options.lease_options().in_process(group);
+        let units = Arc::new(ListedUnits::new(
+            Arc::clone(&self.api),
+            streams.collect(),
+            options.shard_discovery_interval,
+        ));
+        let keeper = LeaseKeeper::new(Leaser::new(store, group, lease_options), units.lister());
+        let reader = self.reader(Vec::<Arc<str>>::new(), options);
+        Ok(KinesisConsumer::leased(reader, keeper, units))
     }
 
     /// `GROUP@REGION`: one stream name in two regions keeps two sets of positions.
@@ -216,83 +270,5 @@ impl ProducerBackend for KinesisBackend {
     async fn flush(&self) -> Result<(), BackendError> {
         self.producer.flush().await;
         Ok(())
-    }
-}
-
-/// Reads every shard of some Kinesis streams, parents before children.
-#[derive(Debug)]
-pub struct KinesisConsumer {
-    inner: ShardReader,
-}
-
-impl ConsumerBackend for KinesisConsumer {
-    async fn next_event(&mut self) -> Result<ConsumerEvent, BackendError> {
-        match self.inner.next_event().await.map_err(backend_error)? {
-            ReaderEvent::Assigned(shards) => Ok(ConsumerEvent::Assigned(
-                shards
-                    .into_iter()
-                    .map(|shard| PartitionRef::new(shard.stream, shard.shard_id))
-                    .collect(),
-            )),
-            ReaderEvent::Records(records) => Ok(ConsumerEvent::Records(
-                records
-                    .into_iter()
-                    .map(|record| Record {
-                        partition: PartitionRef::new(record.shard.stream, record.shard.shard_id),
-                        position: Position::Sequence(record.sequence_number),
-                        key: Some(record.partition_key.into_bytes()),
-                        value: record.data,
-                        headers: Vec::new(),
-                        timestamp: record.arrival,
-                    })
-                    .collect(),
-            )),
-            ReaderEvent::ReadsFailing { since, reason } => {
-                Ok(ConsumerEvent::ReadsFailing { since, reason })
-            }
-            ReaderEvent::ReadsSucceed => Ok(ConsumerEvent::ReadsSucceed),
-        }
-    }
-
-    async fn seek(
-        &mut self,
-        partition: &PartitionRef,
-        after: Option<&Position>,
-    ) -> Result<(), BackendError> {
-        let shard = shard_of(partition);
-        let sought = match after {
-            None => self.inner.seek(&shard, None),
-            Some(position) => {
-                let start = StartPosition::from(&ShardPosition::from_position(position)?);
-                self.inner.seek_to(&shard, start)
-            }
-        };
-        sought.map_err(backend_error)
-    }
-
-    fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
-        for partition in partitions {
-            self.inner
-                .pause(&shard_of(partition))
-                .map_err(backend_error)?;
-        }
-        Ok(())
-    }
-
-    fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
-        for partition in partitions {
-            self.inner
-                .resume(&shard_of(partition))
-                .map_err(backend_error)?;
-        }
-        Ok(())
-    }
-}
-
-/// The shard a partition names.
-fn shard_of(partition: &PartitionRef) -> ShardRef {
-    ShardRef {
-        stream: Arc::clone(&partition.stream),
-        shard_id: Arc::clone(&partition.partition),
     }
 }

@@ -39,6 +39,7 @@
 mod admin;
 mod api;
 mod backend;
+mod consumer;
 mod error;
 mod options;
 mod position;
@@ -50,12 +51,13 @@ pub use admin::KinesisRange;
 pub use api::{
     ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition, client_with_keys,
 };
-pub use backend::{KinesisBackend, KinesisConsumer, backend_error};
+pub use backend::{KinesisBackend, backend_error};
+pub use consumer::KinesisConsumer;
 pub use error::{
     EXPIRED_ITERATOR, KinesisError, RESOURCE_NOT_FOUND, ServiceMessage, THROUGHPUT_EXCEEDED,
 };
 pub use logpipe_core::{BoxError, BoxFuture};
-pub use options::{KinesisOptions, KinesisWriteMode, StartAt};
+pub use options::{KinesisOptions, KinesisWriteMode, LeaseStoreUrl, StartAt};
 pub use position::ShardPosition;
 pub use producer::{
     Delivered, KinesisProducer, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_KEY_CHARS,

@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::SettingError;
+use logpipe_core::leases::LeaseOptions;
 use serde::Deserialize;
 
 use crate::{InitialPosition, KinesisError, ProducerOptions, ReaderOptions, WriteMode};
@@ -31,6 +32,32 @@ pub enum KinesisWriteMode {
     /// One `PutRecord` at a time per partition key with `SequenceNumberForOrdering`, as
     /// django-logpipe writes.
     SequenceNumberForOrdering,
+}
+
+/// The URL of a lease store (`[kinesis] leases`), shown ([`Debug`]) with its password as
+/// `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseStoreUrl(String);
+
+impl LeaseStoreUrl {
+    /// The URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The whole URL, password included: to open it, not to show it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LeaseStoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("LeaseStoreUrl")
+            .field(&logpipe_core::redact_url(&self.0))
+            .finish()
+    }
 }
 
 /// Kinesis settings: the keys of the `[kinesis]` table.
@@ -64,6 +91,22 @@ pub struct KinesisOptions {
     pub max_retry_backoff_ms: u64,
     /// (stream, key) pairs remembered by `sequence-number-for-ordering`. Default 10000.
     pub ordering_cache_keys: u32,
+    /// Where the consumer groups' shard leases are kept: `sqlite://PATH` (processes on
+    /// one machine) or `postgres://..` (many machines). Default: the offset store, when
+    /// it is one of these; with no lease store (a `memory://` offset store), every
+    /// consumer reads every shard.
+    pub leases: Option<LeaseStoreUrl>,
+    /// How long a lease of a shard lasts unless renewed, in milliseconds: what the
+    /// shards of a process that died wait before another process of the group takes
+    /// them. Default 10000.
+    pub lease_duration_ms: u64,
+    /// How often a consumer renews its leases and looks for shards to take, in
+    /// milliseconds; at most a third of `lease_duration_ms`. Default 2000.
+    pub lease_renewal_ms: u64,
+    /// The name of this process among the consumers of a group (default: the host name
+    /// and the process id), unique to each process. A second consumer of one group in
+    /// the process is `NAME#2`, and so on.
+    pub worker_id: Option<String>,
 }
 
 impl Default for KinesisOptions {
@@ -82,6 +125,10 @@ impl Default for KinesisOptions {
             retry_backoff_ms: 100,
             max_retry_backoff_ms: 5000,
             ordering_cache_keys: 10_000,
+            leases: None,
+            lease_duration_ms: 10_000,
+            lease_renewal_ms: 2_000,
+            worker_id: None,
         }
     }
 }
@@ -93,8 +140,8 @@ impl KinesisOptions {
     ///
     /// # Errors
     ///
-    /// [`SettingError`] for a value out of its range, or `at-timestamp` without
-    /// `start_timestamp_ms`.
+    /// [`SettingError`] for a value out of its range, `at-timestamp` without
+    /// `start_timestamp_ms`, or lease settings that [`LeaseOptions::validate`] refuses.
     pub fn validate(&self, prefix: &str) -> Result<(), SettingError> {
         let invalid =
             |key: &str, message: &str| Err(SettingError::new(format!("{prefix}{key}"), message));
@@ -119,7 +166,16 @@ impl KinesisOptions {
         };
         self.producer_options().validate().map_err(named)?;
         self.reader_options().validate().map_err(named)?;
-        Ok(())
+        self.lease_options().validate(prefix)
+    }
+
+    /// How the consumers of a group hold their leases of shards.
+    pub fn lease_options(&self) -> LeaseOptions {
+        LeaseOptions::from_settings(
+            self.worker_id.as_deref(),
+            self.lease_duration_ms,
+            self.lease_renewal_ms,
+        )
     }
 
     /// The driver's options of the producer.

@@ -124,11 +124,16 @@ pub enum ReaderEvent {
     },
     /// Every shard reads again, after [`ReaderEvent::ReadsFailing`].
     ReadsSucceed,
+    /// These shards were closed and read to their end: every record of them was handed
+    /// out (in events before this one).
+    Finished(Vec<ShardRef>),
 }
 
 #[derive(Debug)]
 struct ShardState {
     parents: Vec<Arc<str>>,
+    /// Its parents were read to their end, by this reader or another.
+    follows_parent: bool,
     /// Seeked, so its start is known.
     seeked: bool,
     /// Where to start when there is no iterator and nothing was read yet.
@@ -177,7 +182,13 @@ pub struct ShardReader {
     stashed_error: Option<KinesisError>,
     /// The `since` of the last [`ReaderEvent::ReadsFailing`], until [`ReaderEvent::ReadsSucceed`].
     reported_failing: Option<Instant>,
+    /// Shards read to their end, not reported yet by [`ReaderEvent::Finished`].
+    finished_unreported: Vec<ShardRef>,
+    /// Which shards may be read now ([`read_only_while`](ShardReader::read_only_while)).
+    gate: Option<Gate>,
 }
+
+type Gate = Box<dyn Fn(&ShardRef) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for ShardReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +224,8 @@ impl ShardReader {
             next_discovery: None,
             stashed_error: None,
             reported_failing: None,
+            finished_unreported: Vec::new(),
+            gate: None,
         })
     }
 
@@ -230,12 +243,13 @@ impl ShardReader {
             );
         }
         let followed_parent = self.shards.get(shard).is_some_and(|state| {
-            state.parents.iter().any(|parent| {
-                self.shards.contains_key(&ShardRef {
-                    stream: Arc::clone(&shard.stream),
-                    shard_id: Arc::clone(parent),
+            state.follows_parent
+                || state.parents.iter().any(|parent| {
+                    self.shards.contains_key(&ShardRef {
+                        stream: Arc::clone(&shard.stream),
+                        shard_id: Arc::clone(parent),
+                    })
                 })
-            })
         });
         let start = match self.options.initial_position {
             _ if followed_parent => StartPosition::TrimHorizon,
@@ -312,6 +326,11 @@ impl ShardReader {
             if let Some(event) = self.failing_changed() {
                 return Ok(event);
             }
+            if !self.finished_unreported.is_empty() {
+                return Ok(ReaderEvent::Finished(std::mem::take(
+                    &mut self.finished_unreported,
+                )));
+            }
             let now = Instant::now();
             if self.next_discovery.is_none_or(|at| at <= now) {
                 let found = self.discover().await?;
@@ -334,10 +353,18 @@ impl ShardReader {
                 }
                 continue;
             }
+            // Shards the gate refuses now are looked at again after a poll interval.
+            let gated = self.gate.as_ref().and_then(|gate| {
+                self.shards
+                    .iter()
+                    .any(|(shard, state)| state.seeked && !state.finished && !gate(shard))
+                    .then(|| now + self.options.poll_interval.max(MIN_CALL_INTERVAL))
+            });
             let wake = self
                 .readable()
                 .map(|(_, state)| state.ready_at)
                 .chain(self.next_discovery)
+                .chain(gated)
                 .min()
                 .unwrap_or_else(|| Instant::now() + self.options.shard_discovery_interval);
             tokio::time::sleep_until(wake).await;
@@ -368,10 +395,11 @@ impl ShardReader {
     }
 
     /// Shards that may be read: seeked, not paused, not finished, with every parent
-    /// finished.
+    /// finished, and let through by the gate.
     fn readable(&self) -> impl Iterator<Item = (&ShardRef, &ShardState)> {
         self.shards.iter().filter(|(shard, state)| {
-            state.seeked
+            self.gate.as_ref().is_none_or(|gate| gate(shard))
+                && state.seeked
                 && !state.paused
                 && !state.finished
                 && state.parents.iter().all(|parent| {
@@ -392,30 +420,7 @@ impl ShardReader {
         // (`next_event` is cancel-safe) leaves no shard known but never assigned.
         let mut listed = Vec::new();
         for stream in &self.streams {
-            let mut token = None;
-            loop {
-                let page = self
-                    .api
-                    .list_shards(stream.to_string(), token.take())
-                    .await?;
-                for shard in page.shards() {
-                    let parents: Vec<Arc<str>> =
-                        [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
-                            .into_iter()
-                            .flatten()
-                            .map(Arc::from)
-                            .collect();
-                    let key = ShardRef {
-                        stream: Arc::clone(stream),
-                        shard_id: shard.shard_id().into(),
-                    };
-                    listed.push((key, parents));
-                }
-                match page.next_token() {
-                    Some(next) if !next.is_empty() => token = Some(next.to_owned()),
-                    _ => break,
-                }
-            }
+            listed.extend(list_shards(&*self.api, stream).await?);
         }
         let mut found = Vec::new();
         for (key, parents) in listed {
@@ -423,25 +428,54 @@ impl ShardReader {
                 continue;
             }
             tracing::info!(stream = %key.stream, shard = %key.shard_id, ?parents, "shard found");
-            self.shards.insert(
-                key.clone(),
-                ShardState {
-                    parents,
-                    seeked: false,
-                    start: None,
-                    last_sequence: None,
-                    iterator: None,
-                    finished: false,
-                    paused: false,
-                    ready_at: Instant::now(),
-                    backoff: None,
-                    failing: None,
-                    behind: None,
-                },
-            );
+            self.insert(key.clone(), parents, false);
             found.push(key);
         }
         Ok(found)
+    }
+
+    fn insert(&mut self, shard: ShardRef, parents: Vec<Arc<str>>, follows_parent: bool) {
+        self.shards.insert(
+            shard,
+            ShardState {
+                parents,
+                follows_parent,
+                seeked: false,
+                start: None,
+                last_sequence: None,
+                iterator: None,
+                finished: false,
+                paused: false,
+                ready_at: Instant::now(),
+                backoff: None,
+                failing: None,
+                behind: None,
+            },
+        );
+    }
+
+    /// Follows `shard` from now on, as if found: it is to be sought before it is read.
+    /// `follows_parent` says that its parents were read to their end (by this reader or
+    /// another), so that it starts at its oldest record when sought to no position. A
+    /// shard followed already is left as it is.
+    pub fn add(&mut self, shard: ShardRef, follows_parent: bool) {
+        if !self.shards.contains_key(&shard) {
+            self.insert(shard, Vec::new(), follows_parent);
+        }
+    }
+
+    /// Stops following `shard`: nothing more of it is read (until it is added again).
+    pub fn remove(&mut self, shard: &ShardRef) {
+        self.shards.remove(shard);
+        self.finished_unreported.retain(|ended| ended != shard);
+    }
+
+    /// Reads only the shards for which `gate` answers yes, and hands out records of a
+    /// shard only if it still does when they arrive (records it refused are read again
+    /// once it answers yes). A consumer of leased shards passes whether each lease is
+    /// still held.
+    pub fn read_only_while(&mut self, gate: impl Fn(&ShardRef) -> bool + Send + Sync + 'static) {
+        self.gate = Some(Box::new(gate));
     }
 
     /// Reads the `ready` shards at once and hands out what they returned.
@@ -506,6 +540,13 @@ impl ShardReader {
         let now = Instant::now();
         let mut ended = false;
         for read in reads {
+            if !self.gate.as_ref().is_none_or(|gate| gate(&read.shard)) {
+                // Refused since the read began: nothing of it is handed out or kept.
+                if let Some(state) = self.shards.get_mut(&read.shard) {
+                    state.ready_at = now + MIN_CALL_INTERVAL;
+                }
+                continue;
+            }
             let state = self
                 .shards
                 .get_mut(&read.shard)
@@ -546,6 +587,7 @@ impl ShardReader {
                         tracing::info!(stream = %read.shard.stream, shard = %read.shard.shard_id, "shard closed and read to its end");
                         state.finished = true;
                         ended = true;
+                        self.finished_unreported.push(read.shard.clone());
                     }
                     state.ready_at = now
                         + if caught_up {
@@ -603,6 +645,41 @@ impl ShardReader {
             .map(|(shard, state)| (shard.clone(), state.finished))
             .collect()
     }
+}
+
+/// Every shard of `stream`, with its parents (the parent and the adjacent parent a split
+/// or a merge gave it), every page read.
+///
+/// # Errors
+///
+/// [`KinesisError`] when the stream cannot be listed.
+pub(crate) async fn list_shards(
+    api: &dyn KinesisApi,
+    stream: &Arc<str>,
+) -> Result<Vec<(ShardRef, Vec<Arc<str>>)>, KinesisError> {
+    let mut listed = Vec::new();
+    let mut token = None;
+    loop {
+        let page = api.list_shards(stream.to_string(), token.take()).await?;
+        for shard in page.shards() {
+            let parents: Vec<Arc<str>> =
+                [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(Arc::from)
+                    .collect();
+            let key = ShardRef {
+                stream: Arc::clone(stream),
+                shard_id: shard.shard_id().into(),
+            };
+            listed.push((key, parents));
+        }
+        match page.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    Ok(listed)
 }
 
 /// How far reading `shard` is behind its newest record, in milliseconds.
@@ -861,12 +938,22 @@ mod tests {
             consumer.seek(shard, None).unwrap();
         }
         let mut read = Vec::new();
+        let mut finished = Vec::new();
         while read.len() < 2 {
             match consumer.next_event().await.unwrap() {
                 ReaderEvent::Records(records) => read.extend(records),
+                ReaderEvent::Finished(shards) => {
+                    finished.extend(shards.into_iter().map(|s| (s, read.len())))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
+        // The parent's end is told after its records, before the child's records.
+        let finished: Vec<_> = finished
+            .iter()
+            .map(|(s, after)| (&*s.shard_id, *after))
+            .collect();
+        assert_eq!(finished, [("p", 1)]);
         let read: Vec<_> = read
             .iter()
             .map(|r| (&*r.shard.shard_id, r.sequence_number.as_str()))
