@@ -232,6 +232,11 @@ impl Config {
         #[cfg(feature = "kafka")]
         self.kafka.check("kafka.")?;
         backends::check_urls(&self.backend, self.offset_store.as_ref())?;
+        #[cfg(feature = "kinesis")]
+        if let Some(url) = &self.kinesis.leases {
+            backends::check_lease_store(url.as_str())
+                .map_err(|message| ConfigError::invalid("kinesis.leases", message))?;
+        }
         if self.dead_letter_stream.as_deref() == Some("") {
             return Err(ConfigError::invalid(
                 "dead_letter_stream",

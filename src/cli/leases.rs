@@ -1,10 +1,11 @@
 //! `logpipe leases`: who holds each partition of a consumer group that shares its
-//! partitions through leases (the embedded log), with each one's checkpoint.
+//! partitions through leases (the embedded log, Kinesis with a lease store), with each
+//! one's checkpoint.
 
 use std::time::SystemTime;
 
 use clap::Args;
-use logpipe_core::leases::{Lease, LeaseStore};
+use logpipe_core::leases::{AnyLeaseStore, Lease, LeaseStore};
 use logpipe_core::time::millis;
 use logpipe_sqlite::EmbeddedLog;
 
@@ -32,17 +33,36 @@ fn expiry(lease: &Lease, now: i64) -> String {
     }
 }
 
+/// The lease store of the target's backend.
+fn lease_store(config: &Config, target: &Target) -> Result<AnyLeaseStore, Failure> {
+    if let Some(log) = target.backend.downcast_ref::<EmbeddedLog>() {
+        return log
+            .leases()
+            .map(AnyLeaseStore::new)
+            .map_err(|err| Failure::backend("cannot read the leases", &err));
+    }
+    #[cfg(feature = "kinesis")]
+    if let Some(kinesis) = target
+        .backend
+        .downcast_ref::<crate::kinesis::KinesisBackend>()
+    {
+        return kinesis.lease_store().cloned().ok_or_else(|| {
+            Failure::Config(format!(
+                "backend {}: no lease store (offset store {}, no [kinesis] leases): every consumer reads every shard",
+                config.backend,
+                config.offset_store_url()
+            ))
+        });
+    }
+    Err(Failure::Config(format!(
+        "backend {}: its consumer groups are not kept in leases (Kafka's brokers assign partitions; see `logpipe offsets`)",
+        config.backend
+    )))
+}
+
 pub(super) async fn leases(config: Config, args: LeasesArgs) -> Result<(), Failure> {
     let target = Target::open(&config, &args.target).await?;
-    let Some(log) = target.backend.downcast_ref::<EmbeddedLog>() else {
-        return Err(Failure::Config(format!(
-            "backend {}: its consumer groups are not kept in leases (Kafka's brokers assign partitions; see `logpipe offsets`)",
-            config.backend
-        )));
-    };
-    let store = log
-        .leases()
-        .map_err(|err| Failure::backend("cannot read the leases", &err))?;
+    let store = lease_store(&config, &target)?;
     let leases = store
         .leases(&target.group, std::slice::from_ref(&args.target.stream))
         .await

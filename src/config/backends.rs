@@ -96,6 +96,70 @@ const fn not_built(scheme: &'static str) -> BackendEntry {
     }
 }
 
+/// The URL of the lease store of a Kinesis backend's consumer groups: `[kinesis] leases`,
+/// else the offset store when it is a SQLite file or PostgreSQL; none otherwise (every
+/// consumer then reads every shard).
+#[cfg(feature = "kinesis")]
+fn lease_store_url(config: &Config) -> Option<String> {
+    if let Some(url) = &config.kinesis.leases {
+        return Some(url.as_str().to_owned());
+    }
+    let store = config.offset_store_url();
+    matches!(store.scheme(), "sqlite" | "postgres" | "postgresql")
+        .then(|| store.as_str().to_owned())
+}
+
+/// What is wrong with `url` as a lease store, if anything.
+#[cfg(feature = "kinesis")]
+pub(super) fn check_lease_store(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    match scheme {
+        "sqlite" => match SqliteUrl::parse(url)? {
+            SqliteUrl::File(_) => Ok(()),
+            _ => Err(format!("{url:?} is not sqlite://PATH")),
+        },
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => url.parse::<logpipe_postgres::PgStoreOptions>().map(drop),
+        _ => Err(format!(
+            "{:?}: leases are kept in sqlite://PATH or postgres://..",
+            logpipe_core::redact_url(url)
+        )),
+    }
+}
+
+/// Opens the lease store of a Kinesis backend's consumer groups, if it has one
+/// ([`lease_store_url`]). A PostgreSQL store connects on first use.
+#[cfg(feature = "kinesis")]
+fn open_lease_store(
+    config: &Config,
+) -> Result<Option<logpipe_core::leases::AnyLeaseStore>, BackendError> {
+    use logpipe_core::leases::AnyLeaseStore;
+    let Some(url) = lease_store_url(config) else {
+        return Ok(None);
+    };
+    let refused = |message: String| {
+        BackendError::new(
+            BackendErrorKind::Rejected,
+            format!("kinesis.leases: {message}"),
+        )
+    };
+    check_lease_store(&url).map_err(refused)?;
+    #[cfg(feature = "postgres")]
+    if let Ok(options) = url.parse::<logpipe_postgres::PgStoreOptions>() {
+        let store = logpipe_postgres::PgOffsetStore::connect_lazy(&options);
+        return Ok(Some(AnyLeaseStore::new(store.leases())));
+    }
+    match SqliteUrl::parse(&url).map_err(refused)? {
+        SqliteUrl::File(path) => logpipe_sqlite::SqliteLeaseStore::open(path)
+            .map(|store| Some(AnyLeaseStore::new(store)))
+            .map_err(|err| {
+                BackendError::new(BackendErrorKind::Storage, "kinesis.leases: cannot open")
+                    .with_source(err)
+            }),
+        _ => Err(refused(format!("{url:?} is not sqlite://PATH"))),
+    }
+}
+
 fn embedded_log(url: &str, config: &Config) -> Result<AnyBackend, BackendError> {
     let log = match SqliteUrl::parse(url)
         .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?
@@ -143,8 +207,11 @@ const BACKENDS: &[BackendEntry] = &[
         open: |url, config| {
             let url = logpipe_kinesis::KinesisUrl::parse(url)
                 .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?;
-            let backend =
+            let mut backend =
                 logpipe_kinesis::KinesisBackend::connect_url(&url, config.kinesis.clone())?;
+            if let Some(store) = open_lease_store(config)? {
+                backend = backend.with_leases(store);
+            }
             Ok(AnyBackend::new(backend))
         },
         default_store: |_| "sqlite://logpipe.db".to_owned(),
