@@ -507,7 +507,7 @@ async fn a_record_over_1_mib_is_refused_with_a_clear_error() {
 }
 
 /// The shards of `stream`, closed ones included.
-async fn shards(client: &sdk::Client, stream: &str) -> Vec<sdk::types::Shard> {
+pub(crate) async fn shards(client: &sdk::Client, stream: &str) -> Vec<sdk::types::Shard> {
     let listed = client
         .list_shards()
         .stream_name(stream)
@@ -518,7 +518,7 @@ async fn shards(client: &sdk::Client, stream: &str) -> Vec<sdk::types::Shard> {
 }
 
 /// Splits `shard` of `stream` in two halves of its hash key range.
-async fn split(client: &sdk::Client, stream: &str, shard: &str) {
+pub(crate) async fn split(client: &sdk::Client, stream: &str, shard: &str) {
     let range = shards(client, stream)
         .await
         .iter()

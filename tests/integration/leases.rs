@@ -182,7 +182,7 @@ fn assert_leases_shown(db: &Path, owners: &[&str]) {
     }
 }
 
-fn signal(child: &Child, signal: &str) {
+pub(crate) fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()

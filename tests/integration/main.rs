@@ -15,6 +15,8 @@ mod kafka_django;
 mod killed;
 mod kinesis;
 mod kinesis_django;
+#[cfg(all(feature = "postgres", feature = "kafka"))]
+mod kinesis_leases;
 mod leases;
 mod multi_consumer;
 mod ops;

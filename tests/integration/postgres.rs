@@ -21,17 +21,17 @@ const WAIT: Duration = Duration::from_secs(120);
 type Positions = Vec<(String, String)>;
 
 /// A schema of its own on the test server, and a pool to read it.
-struct Schema {
+pub(crate) struct Schema {
     /// The store's URL: the server's, with `?schema=`.
-    url: String,
-    name: String,
+    pub url: String,
+    pub name: String,
     pool: PgPool,
-    runtime: tokio::runtime::Runtime,
+    pub runtime: tokio::runtime::Runtime,
 }
 
 impl Schema {
     /// `None` (skip the test) when the server is not running.
-    fn new() -> Option<Self> {
+    pub fn new() -> Option<Self> {
         let server = service("LOGPIPE_TEST_POSTGRES")?;
         let name = unique("service").replace('-', "_");
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -49,7 +49,7 @@ impl Schema {
         })
     }
 
-    fn query<T>(&self, sql: String) -> Option<Vec<T>>
+    pub fn query<T>(&self, sql: String) -> Option<Vec<T>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
@@ -60,7 +60,7 @@ impl Schema {
     }
 
     /// What the service's `people` table holds.
-    fn people(&self) -> People {
+    pub fn people(&self) -> People {
         let rows: Vec<(i64, i64, i64)> = self
             .query(format!(
                 "SELECT COUNT(*), COALESCE(SUM(applied), 0)::bigint, COALESCE(MAX(applied), 0)
@@ -78,7 +78,7 @@ impl Schema {
 
     /// Each partition's stored position, and the position of the last record written to
     /// `people` from it, as text, sorted by partition.
-    fn positions_and_last_records(&self, group: &str) -> (Positions, Positions) {
+    pub fn positions_and_last_records(&self, group: &str) -> (Positions, Positions) {
         let stored = self
             .query(format!(
                 "SELECT partition, COALESCE(position_offset::text, position_sequence)
