@@ -471,6 +471,30 @@ mod tests {
                 "kinesis.max_records_per_call",
                 None,
             ),
+            (
+                "[kinesis]\nleases = \"memory://\"",
+                &[],
+                "kinesis.leases",
+                None,
+            ),
+            (
+                "[kinesis]\nleases = \"redis://app:s3cret@cache\"",
+                &[],
+                "kinesis.leases",
+                None,
+            ),
+            (
+                "",
+                &[("LOGPIPE_KINESIS__LEASE_RENEWAL_MS", "5000")],
+                "kinesis.lease_duration_ms",
+                None,
+            ),
+            (
+                "[kinesis]\nworker_id = \" \"",
+                &[],
+                "kinesis.worker_id",
+                None,
+            ),
         ];
         for (file, vars, key, origin) in cases {
             let err = Config::from_parts(file.parse().unwrap(), env(vars)).unwrap_err();
@@ -490,6 +514,17 @@ mod tests {
             assert!(err.to_string().contains(key), "{err}");
             assert!(!err.to_string().contains("s3cret"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_lease_store_password_is_never_shown() {
+        let file: toml::Table = "[kinesis]\nleases = \"postgres://app:s3cret@db/x\""
+            .parse()
+            .unwrap();
+        let config = Config::from_parts(file, env(&[])).unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("postgres://app:***@db/x"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

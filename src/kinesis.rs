@@ -14,6 +14,9 @@
 //!   consumer group qualified by the region (`GROUP@REGION`, see
 //!   [`Backend::position_group`](crate::backend::Backend::position_group)), the stream
 //!   and the shard: the same stream name in two regions keeps two sets of positions.
+//! - The consumers of a group share the shards through leases in `[kinesis] leases`, by
+//!   default the offset store's database when it is SQLite or PostgreSQL (see
+//!   [`KinesisBackend::with_leases`]).
 //! - Credentials come from the standard AWS chain (environment, profile, instance role).
 //!   The region is the URL's `region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`.
 

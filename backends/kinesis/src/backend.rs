@@ -201,7 +201,7 @@ impl KinesisBackend {
 /// positions are kept, qualified by region.
 ///
 /// The leases are renewed on a task of their own, started by the first
-/// [`next_event`](ConsumerBackend::next_event).
+/// [`next_event`](logpipe_core::ConsumerBackend::next_event).
 impl Backend for KinesisBackend {
     type Consumer = KinesisConsumer;
 

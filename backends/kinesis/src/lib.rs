@@ -2,8 +2,9 @@
 //! shards and sequence numbers, implementing the contract of `logpipe-core`.
 //!
 //! - [`KinesisBackend`] is a [`Backend`](logpipe_core::Backend): it writes records, makes
-//!   consumers of every shard of some streams ([`KinesisConsumer`]) and answers the
-//!   operators' tools ([`Admin`](logpipe_core::Admin)). Shards are partitions, and
+//!   consumers of some streams ([`KinesisConsumer`]) that read every shard, or, with a
+//!   lease store ([`KinesisBackend::with_leases`]), share the shards among the consumers
+//!   of a group, and answers the operators' tools ([`Admin`](logpipe_core::Admin)). Shards are partitions, and
 //!   positions are sequence numbers, or the starting points of [`ShardPosition`].
 //! - [`KinesisOptions`] is the `[kinesis]` table of a configuration, and [`KinesisUrl`]
 //!   reads a `kinesis://?region=..&endpoint=..` URL.
