@@ -392,12 +392,15 @@ impl Schedule {
     }
 
     /// Takes records read, in order within each partition; `batch_of` names the batch
-    /// handler of a record, if any. Records of partitions not held are dropped.
+    /// handler of a record, if any. Records of partitions not held are dropped. Returns
+    /// how many were skipped as handled before: done at once, their positions are to be
+    /// stored like those of handled records.
     pub(super) fn extend(
         &mut self,
         records: Vec<Record>,
         batch_of: impl Fn(&Record) -> Option<usize>,
-    ) {
+    ) -> usize {
+        let mut skipped = 0;
         let mut last: Option<usize> = None;
         for record in records {
             let index = match last {
@@ -422,6 +425,7 @@ impl Schedule {
                     queued: None,
                 });
                 slot.done(seq);
+                skipped += 1;
                 continue;
             }
             let unit = unit_of(&record, self.ordering, self.keyless);
@@ -442,6 +446,7 @@ impl Schedule {
             slot.enqueue(seq, unit, batch);
             self.waiting += 1;
         }
+        skipped
     }
 
     /// The next record that may start now: the oldest runnable one of the next
@@ -753,9 +758,10 @@ mod tests {
         let partition = PartitionRef::new("s", "0");
         let mut schedule = schedule(Ordering::Unordered, Duration::ZERO, 100);
         schedule.assign(&partition, vec![Position::Offset(0), Position::Offset(2)]);
-        schedule.extend((0..3).map(|n| record("0", n, None, now)).collect(), |_| {
+        let skipped = schedule.extend((0..3).map(|n| record("0", n, None, now)).collect(), |_| {
             None
         });
+        assert_eq!(skipped, 2, "two are to have their positions stored");
         let started = pop_all(&mut schedule);
         assert_eq!(names(&started), ["0@1"]);
         assert_eq!(

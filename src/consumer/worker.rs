@@ -349,7 +349,10 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
             ConsumerEvent::Records(records) => {
                 let registry = &worker.registry;
                 let batch_of = |record: &Record| registry.batch_of(&record.value);
-                self.schedule.extend(records, batch_of);
+                // Records skipped as handled before move the watermark too: their
+                // positions are stored, so that a partition whose last records were
+                // all handled before (a closed Kinesis shard) has its end stored.
+                self.state.pending_records += self.schedule.extend(records, batch_of);
             }
             ConsumerEvent::ReadsFailing { since, reason } => {
                 self.state.backend_failing_since = Some(since);
