@@ -36,6 +36,9 @@ struct ShardLeases {
     /// Events of lease changes and finished shards not returned yet.
     events: VecDeque<ConsumerEvent>,
     assigned: bool,
+    /// Shards given up as finished (revoked already), whose leases the keeper may
+    /// still report lost: the consumer was told of them once.
+    finishing: HashSet<PartitionRef>,
 }
 
 impl std::fmt::Debug for ShardLeases {
@@ -106,9 +109,20 @@ impl ListedUnits {
         }
         let mut units = Vec::new();
         for stream in &self.streams {
-            let shards = list_shards(&*self.api, stream).await.inspect_err(|_| {
-                self.relist.store(true, Ordering::Relaxed);
-            })?;
+            let shards = match list_shards(&*self.api, stream).await {
+                Ok(shards) => shards,
+                Err(err) => {
+                    self.relist.store(true, Ordering::Relaxed);
+                    // The shards last listed, so that the leases held are renewed while
+                    // the stream cannot be listed (throttled, say).
+                    let listed = self.listed.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some((_, units)) = &*listed {
+                        tracing::warn!(%stream, error = %err, "cannot list the shards; leasing those listed last");
+                        return Ok(units.clone());
+                    }
+                    return Err(err.into());
+                }
+            };
             let known: HashSet<Arc<str>> = shards
                 .iter()
                 .map(|(shard, _)| Arc::clone(&shard.shard_id))
@@ -168,6 +182,7 @@ impl KinesisConsumer {
                 units,
                 events: VecDeque::new(),
                 assigned: false,
+                finishing: HashSet::new(),
             }),
         }
     }
@@ -183,9 +198,18 @@ impl KinesisConsumer {
 
 impl ShardLeases {
     /// Applies lease changes to what is read, and queues their events.
-    fn apply(&mut self, reader: &mut ShardReader, changes: LeaseChanges) {
+    fn apply(&mut self, reader: &mut ShardReader, mut changes: LeaseChanges) {
         let first = !self.assigned;
         self.assigned = true;
+        // A shard revoked as finished is not lost too; taken again (its lease had
+        // lapsed before it was finished), it is read again from its stored position,
+        // and ends at once.
+        changes
+            .lost
+            .retain(|partition| !self.finishing.contains(partition));
+        for partition in &changes.taken {
+            self.finishing.remove(partition);
+        }
         for partition in &changes.lost {
             let shard = shard_of(partition);
             reader.remove(&shard);
@@ -244,6 +268,7 @@ impl ShardLeases {
     fn finish(&mut self, reader: &mut ShardReader, shard: &ShardRef) {
         let partition = partition_of(shard);
         self.keeper.finish(partition.clone());
+        self.finishing.insert(partition.clone());
         reader.remove(shard);
         self.held.remove(shard);
         self.events

@@ -68,6 +68,11 @@ impl LeaseKeeper {
                 };
                 tokio::select! {
                     closed = closing.recv() => {
+                        // Shards read to their end just before are finished, not given up.
+                        while let Ok(partition) = finishing.try_recv() {
+                            to_finish.push(partition);
+                        }
+                        finish_all(&mut leaser, &mut to_finish).await;
                         if let Err(err) = leaser.release_all().await {
                             tracing::warn!("cannot give the leases up, they expire instead: {}", error_chain(&err));
                         }
