@@ -1,7 +1,7 @@
 //! `logpipe tail`: prints records of a stream as they arrive, decoded.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::Args;
 use logpipe_core::time::{format_time, millis};
@@ -43,14 +43,10 @@ pub(super) async fn tail(config: Config, args: TailArgs) -> Result<(), Failure> 
     } else {
         StartFrom::Latest
     };
-    // A group of its own, whose positions are never stored.
-    let group = format!(
-        "logpipe-tail-{}-{}",
-        std::process::id(),
-        millis(SystemTime::now())
-    );
+    // A consumer of its own: no group's partitions or leases are touched.
+    let group = "";
     let mut consumer = backend
-        .open_consumer(&group, std::slice::from_ref(&args.stream), start)
+        .open_consumer(group, std::slice::from_ref(&args.stream), start)
         .map_err(|err| Failure::backend(&format!("cannot read {:?}", args.stream), &err))?;
     let deadline = args
         .timeout

@@ -381,6 +381,15 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
         assert_eq!(positions, ["0", "1", "2", "3"]);
     }
 
+    if let Some(db) = setup.vars[0].1.strip_prefix("sqlite://") {
+        // A tail is a consumer of its own: it leases none of the log's partitions.
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let leases: i64 = conn
+            .query_row("SELECT COUNT(*) FROM logpipe_leases", [], |row| row.get(0))
+            .unwrap_or(0);
+        assert_eq!(leases, 0, "no lease is left by a tail");
+    }
+
     // Only persons, and the malformed record, which is never hidden.
     let people = setup.json_lines(&[
         "tail",

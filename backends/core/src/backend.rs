@@ -12,9 +12,11 @@ pub trait Backend: ProducerBackend + Admin + Clone {
     type Consumer: ConsumerBackend;
 
     /// A consumer of `streams` for consumer group `group`, starting partitions without a
-    /// stored position at `start`. Where the backend has consumer groups (Kafka), the
-    /// consumer joins `group` and shares the partitions with its other members; else it
-    /// reads every partition.
+    /// stored position at `start`. The consumer shares the partitions with the other
+    /// members of `group`: through the brokers' group (Kafka), or through leases (the
+    /// embedded log; Kinesis with a lease store); a backend that cannot share them reads
+    /// every partition. The group `""` is a consumer of its own, sharing nothing and
+    /// leaving no trace of a group (as `logpipe tail` reads).
     ///
     /// # Errors
     ///

@@ -85,12 +85,22 @@ impl Backend for KafkaClient {
             StartFrom::Latest => Some("latest"),
             _ => None,
         };
+        // A consumer of its own: a group of one, whose offsets are never committed.
+        let group = if group.is_empty() {
+            format!(
+                "logpipe-private-{}-{}",
+                std::process::id(),
+                logpipe_core::time::millis(std::time::SystemTime::now())
+            )
+        } else {
+            group.to_owned()
+        };
         Ok(KafkaConsumerBackend {
-            inner: self.consumer_with_reset(group, streams, reset)?,
+            inner: self.consumer_with_reset(&group, streams, reset)?,
             partitions: HashMap::new(),
             client: self.clone(),
             streams: streams.to_vec(),
-            group: group.to_owned(),
+            group,
             reads_failing: false,
             last: None,
         })
