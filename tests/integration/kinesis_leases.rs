@@ -392,3 +392,111 @@ fn children_of_a_shard_split_while_three_workers_read_are_read_after_their_paren
         stop(worker);
     }
 }
+
+/// Each live lease's owner, as `logpipe leases --json` shows the group's leases.
+fn owners_shown(env: &[(&str, String)], dir: &Path, stream: &str) -> BTreeMap<String, usize> {
+    let output = Command::new(program("logpipe"))
+        .args(["leases", "--group", "people_table", stream, "--json"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("LOGPIPE_CONFIG")
+        .env_remove("AWS_PROFILE")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mut owners = BTreeMap::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let lease: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let (false, Some(owner)) = (lease["free"] == true, lease["owner"].as_str()) {
+            *owners.entry(owner.to_owned()).or_default() += 1;
+        }
+    }
+    owners
+}
+
+#[test]
+fn by_default_kinesis_workers_lease_shards_in_the_sqlite_offset_store() {
+    let runtime = crate::support::runtime();
+    let Some((endpoint, _, stream)) = runtime.block_on(crate::kinesis::fixture("sqlite-leased", 4))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // No offset store named: positions and leases go to ./logpipe.db.
+    let env = [
+        (
+            "LOGPIPE_BACKEND",
+            format!(
+                "kinesis://?region={}&endpoint={endpoint}",
+                crate::kinesis::REGION
+            ),
+        ),
+        ("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "200".to_owned()),
+        ("LOGPIPE_KINESIS__LEASE_DURATION_MS", LEASE_MS.to_string()),
+        ("LOGPIPE_KINESIS__LEASE_RENEWAL_MS", RENEWAL_MS.to_string()),
+        ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "200".to_owned()),
+        ("PEOPLE_STREAM", stream.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("RUST_LOG", "logpipe=info".to_owned()),
+    ];
+    let start = |worker: &str| {
+        Worker(
+            Command::new(program("people_service"))
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("LOGPIPE_KINESIS__WORKER_ID", worker)
+                .env_remove("LOGPIPE_CONFIG")
+                .env_remove("AWS_PROFILE")
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(dir.path().join(format!("{worker}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let produce = |count: i64, first: i64| {
+        let status = Command::new(program("people_producer"))
+            .args([count.to_string(), first.to_string()])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("LOGPIPE_CONFIG")
+            .env_remove("AWS_PROFILE")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "the producer failed");
+    };
+    let db = dir.path().join("logpipe.db");
+    let wait_for_people = |count: i64| {
+        wait_until_blocking(&format!("{count} people stored"), WAIT, || {
+            crate::killed::people(&db).count == count
+        });
+        let people = crate::killed::people(&db);
+        assert_eq!(
+            (people.applied, people.most_applied),
+            (count, 1),
+            "every person applied once"
+        );
+    };
+    let mut a = start("a");
+    let mut b = start("b");
+    wait_until_blocking("two workers hold 2 shards each", WAIT, || {
+        owners_shown(&env, dir.path(), &stream)
+            == BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
+    });
+    produce(2000, 0);
+    wait_for_people(2000);
+    stop(&mut b);
+    wait_until_blocking("a takes b's shards", WAIT, || {
+        owners_shown(&env, dir.path(), &stream) == BTreeMap::from([("a".into(), 4)])
+    });
+    produce(1000, 2000);
+    wait_for_people(3000);
+    let handled_twice = log(&dir.path().join("a.log"))
+        .matches("handled already")
+        .count();
+    assert_eq!(handled_twice, 0, "the hand-off repeats nothing");
+    stop(&mut a);
+}
