@@ -149,6 +149,7 @@ pub async fn run_registered_with_health(
 ) -> Result<(), Error> {
     let backend = config.open_backend()?;
     let store = config.open_offset_store(&backend).await?;
+    config.probe_lease_store(&backend).await?;
     let mut multi = MultiConsumer::new();
     let registrations = registered();
     if registrations.is_empty() {

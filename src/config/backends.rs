@@ -360,6 +360,38 @@ impl Config {
         (entry.open)(self.backend.as_str(), self)
     }
 
+    /// Checks that the lease store of a Kinesis backend (`[kinesis] leases`, or the
+    /// offset store's database), if it has one, answers, so that a wrong address or
+    /// password fails at start-up rather than at every renewal.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `kinesis.leases` (its URL shown without the
+    /// password) when the store cannot be read.
+    pub async fn probe_lease_store(&self, backend: &AnyBackend) -> Result<(), ConfigError> {
+        #[cfg(feature = "kinesis")]
+        if let Some(store) = backend
+            .downcast_ref::<logpipe_kinesis::KinesisBackend>()
+            .and_then(logpipe_kinesis::KinesisBackend::lease_store)
+        {
+            use logpipe_core::leases::LeaseStore;
+            store.leases("", &[]).await.map_err(|err| {
+                let url = lease_store_url(self).unwrap_or_default();
+                ConfigError::invalid(
+                    "kinesis.leases",
+                    format!(
+                        "cannot open {}: {}",
+                        logpipe_core::redact_url(&url),
+                        error_chain(&err)
+                    ),
+                )
+            })?;
+        }
+        #[cfg(not(feature = "kinesis"))]
+        let _ = backend;
+        Ok(())
+    }
+
     /// Opens the offset store this configuration names (else the backend's default,
     /// [`offset_store_url`](Self::offset_store_url)), sharing `backend` where the store
     /// lives in it (Kafka consumer-group commits).

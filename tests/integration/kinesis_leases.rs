@@ -30,6 +30,29 @@ struct Group {
     group: String,
 }
 
+/// The environment of the service and the producer on `stream` of kinesis-mock at
+/// `endpoint`, with short leases.
+fn programs_env(endpoint: &str, stream: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "LOGPIPE_BACKEND",
+            format!(
+                "kinesis://?region={}&endpoint={endpoint}",
+                crate::kinesis::REGION
+            ),
+        ),
+        ("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "200".to_owned()),
+        ("LOGPIPE_KINESIS__LEASE_DURATION_MS", LEASE_MS.to_string()),
+        ("LOGPIPE_KINESIS__LEASE_RENEWAL_MS", RENEWAL_MS.to_string()),
+        ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "200".to_owned()),
+        ("PEOPLE_STREAM", stream.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ("RUST_LOG", "logpipe=info".to_owned()),
+    ]
+}
+
 impl Group {
     /// `None` (the test is skipped) when a server is not running outside CI.
     fn new(shards: i32) -> Option<Self> {
@@ -37,30 +60,15 @@ impl Group {
         let (endpoint, client, stream) = schema
             .runtime
             .block_on(crate::kinesis::fixture("leased", shards))?;
-        let env = vec![
-            (
-                "LOGPIPE_BACKEND",
-                format!(
-                    "kinesis://?region={}&endpoint={endpoint}",
-                    crate::kinesis::REGION
-                ),
-            ),
+        let mut env = programs_env(&endpoint, &stream);
+        env.extend([
             ("LOGPIPE_OFFSET_STORE", schema.url.clone()),
-            ("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "200".to_owned()),
-            ("LOGPIPE_KINESIS__LEASE_DURATION_MS", LEASE_MS.to_string()),
-            ("LOGPIPE_KINESIS__LEASE_RENEWAL_MS", RENEWAL_MS.to_string()),
             (
                 "LOGPIPE_KINESIS__SHARD_DISCOVERY_INTERVAL_MS",
                 "2000".to_owned(),
             ),
-            ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "200".to_owned()),
             ("LOGPIPE_CONSUMER__CONCURRENCY", "8".to_owned()),
-            ("PEOPLE_STREAM", stream.clone()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-            ("RUST_LOG", "logpipe=info".to_owned()),
-        ];
+        ]);
         Some(Self {
             schema,
             client,
@@ -207,6 +215,26 @@ impl Drop for Group {
     }
 }
 
+/// Waits until every steal in the logs of `dir` was noticed by the worker it was taken
+/// from (at its next renewal): until then both may hand records of the shard on.
+fn wait_until_steals_noticed(dir: &Path) {
+    let count = |matches: &dyn Fn(&str) -> bool| -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| log(&entry.path()).lines().filter(|l| matches(l)).count())
+            .sum()
+    };
+    wait_until_blocking("every steal is noticed by its victim", WAIT, || {
+        let stolen = count(&|line| {
+            line.contains("lease taken")
+                && !line.contains("by another worker")
+                && line.trim_end().ends_with("true")
+        });
+        stolen == count(&|line| line.contains("lease taken by another worker"))
+    });
+}
+
 fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -240,6 +268,7 @@ fn kinesis_workers_share_twelve_shards_and_hand_them_over_on_stop_kill_join_and_
         &[("w1", 4..=4), ("w2", 4..=4), ("w3", 4..=4)],
     );
     eprintln!("3 workers held 4/4/4 after {split:?}");
+    wait_until_steals_noticed(group.dir.path());
     group.produce(6000, 0);
     group.wait_for_people(6000, "by three workers");
     for worker in ["w1", "w2", "w3"] {
@@ -423,24 +452,7 @@ fn by_default_kinesis_workers_lease_shards_in_the_sqlite_offset_store() {
     };
     let dir = tempfile::tempdir().unwrap();
     // No offset store named: positions and leases go to ./logpipe.db.
-    let env = [
-        (
-            "LOGPIPE_BACKEND",
-            format!(
-                "kinesis://?region={}&endpoint={endpoint}",
-                crate::kinesis::REGION
-            ),
-        ),
-        ("LOGPIPE_KINESIS__POLL_INTERVAL_MS", "200".to_owned()),
-        ("LOGPIPE_KINESIS__LEASE_DURATION_MS", LEASE_MS.to_string()),
-        ("LOGPIPE_KINESIS__LEASE_RENEWAL_MS", RENEWAL_MS.to_string()),
-        ("LOGPIPE_CONSUMER__COMMIT_INTERVAL_MS", "200".to_owned()),
-        ("PEOPLE_STREAM", stream.clone()),
-        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-        ("RUST_LOG", "logpipe=info".to_owned()),
-    ];
+    let env = programs_env(&endpoint, &stream);
     let start = |worker: &str| {
         Worker(
             Command::new(program("people_service"))
@@ -486,6 +498,7 @@ fn by_default_kinesis_workers_lease_shards_in_the_sqlite_offset_store() {
         owners_shown(&env, dir.path(), &stream)
             == BTreeMap::from([("a".into(), 2), ("b".into(), 2)])
     });
+    wait_until_steals_noticed(dir.path());
     produce(2000, 0);
     wait_for_people(2000);
     stop(&mut b);
@@ -494,9 +507,57 @@ fn by_default_kinesis_workers_lease_shards_in_the_sqlite_offset_store() {
     });
     produce(1000, 2000);
     wait_for_people(3000);
-    let handled_twice = log(&dir.path().join("a.log"))
-        .matches("handled already")
-        .count();
-    assert_eq!(handled_twice, 0, "the hand-off repeats nothing");
+    let a_log = log(&dir.path().join("a.log"));
+    let handled_twice: Vec<&str> = a_log
+        .lines()
+        .filter(|line| line.contains("handled already"))
+        .collect();
+    assert!(
+        handled_twice.is_empty(),
+        "the hand-off repeats nothing: {handled_twice:#?}\n{}",
+        log(&dir.path().join("b.log"))
+    );
     stop(&mut a);
+}
+
+#[test]
+fn a_lease_store_that_refuses_or_cannot_be_reached_fails_at_start_up_naming_kinesis_leases() {
+    let Some(server) = logpipe_core::conformance::service("LOGPIPE_TEST_POSTGRES") else {
+        return;
+    };
+    let wrong_password = server.replacen(":logpipe-test-password@", ":not-the-password@", 1);
+    assert_ne!(wrong_password, server);
+    for (url, reason, secret) in [
+        (
+            "postgres://app:s3cret@127.0.0.1:1/x?connect_timeout_ms=1000".to_owned(),
+            "the server cannot be reached",
+            "s3cret",
+        ),
+        (
+            wrong_password,
+            "password authentication failed",
+            "not-the-password",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new(program("people_service"))
+            .env(
+                "LOGPIPE_BACKEND",
+                "kinesis://?region=us-east-1&endpoint=http://127.0.0.1:1",
+            )
+            .env("LOGPIPE_OFFSET_STORE", "memory://")
+            .env("LOGPIPE_KINESIS__LEASES", &url)
+            .env_remove("LOGPIPE_CONFIG")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{stderr}");
+        assert!(
+            stderr.contains("kinesis.leases") && stderr.contains(reason),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(secret), "the password is shown: {stderr}");
+        assert!(stderr.contains(":***@"), "{stderr}");
+    }
 }
