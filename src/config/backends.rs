@@ -109,22 +109,38 @@ fn lease_store_url(config: &Config) -> Option<String> {
         .then(|| store.as_str().to_owned())
 }
 
-/// What is wrong with `url` as a lease store, if anything.
+/// A lease store a URL names.
 #[cfg(feature = "kinesis")]
-pub(super) fn check_lease_store(url: &str) -> Result<(), String> {
+enum LeaseStoreAt {
+    Sqlite(std::path::PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<logpipe_postgres::PgStoreOptions>),
+}
+
+/// The lease store `url` names, or what is wrong with it.
+#[cfg(feature = "kinesis")]
+fn lease_store_at(url: &str) -> Result<LeaseStoreAt, String> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     match scheme {
         "sqlite" => match SqliteUrl::parse(url)? {
-            SqliteUrl::File(_) => Ok(()),
+            SqliteUrl::File(path) => Ok(LeaseStoreAt::Sqlite(path)),
             _ => Err(format!("{url:?} is not sqlite://PATH")),
         },
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => url.parse::<logpipe_postgres::PgStoreOptions>().map(drop),
+        "postgres" | "postgresql" => url
+            .parse()
+            .map(|options| LeaseStoreAt::Postgres(Box::new(options))),
         _ => Err(format!(
             "{:?}: leases are kept in sqlite://PATH or postgres://..",
             logpipe_core::redact_url(url)
         )),
     }
+}
+
+/// What is wrong with `url` as a lease store, if anything.
+#[cfg(feature = "kinesis")]
+pub(super) fn check_lease_store(url: &str) -> Result<(), String> {
+    lease_store_at(url).map(drop)
 }
 
 /// Opens the lease store of a Kinesis backend's consumer groups, if it has one
@@ -137,26 +153,24 @@ fn open_lease_store(
     let Some(url) = lease_store_url(config) else {
         return Ok(None);
     };
-    let refused = |message: String| {
+    let at = lease_store_at(&url).map_err(|message| {
         BackendError::new(
             BackendErrorKind::Rejected,
             format!("kinesis.leases: {message}"),
         )
-    };
-    check_lease_store(&url).map_err(refused)?;
-    #[cfg(feature = "postgres")]
-    if let Ok(options) = url.parse::<logpipe_postgres::PgStoreOptions>() {
-        let store = logpipe_postgres::PgOffsetStore::connect_lazy(&options);
-        return Ok(Some(AnyLeaseStore::new(store.leases())));
-    }
-    match SqliteUrl::parse(&url).map_err(refused)? {
-        SqliteUrl::File(path) => logpipe_sqlite::SqliteLeaseStore::open(path)
+    })?;
+    match at {
+        #[cfg(feature = "postgres")]
+        LeaseStoreAt::Postgres(options) => {
+            let store = logpipe_postgres::PgOffsetStore::connect_lazy(&options);
+            Ok(Some(AnyLeaseStore::new(store.leases())))
+        }
+        LeaseStoreAt::Sqlite(path) => logpipe_sqlite::SqliteLeaseStore::open(path)
             .map(|store| Some(AnyLeaseStore::new(store)))
             .map_err(|err| {
                 BackendError::new(BackendErrorKind::Storage, "kinesis.leases: cannot open")
                     .with_source(err)
             }),
-        _ => Err(refused(format!("{url:?} is not sqlite://PATH"))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The lease rules run for one consumer: renew, take, steal, expire, give up.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::balance::plan;
@@ -46,13 +46,17 @@ impl LeaseOptions {
 
     /// This process's name: the host name and the process id, such as `web-1:4242`.
     pub fn default_owner() -> String {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .or_else(|| std::env::var("COMPUTERNAME").ok())
-            .map(|host| host.trim().to_owned())
-            .filter(|host| !host.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
+        // Read once: every consumer opened asks, and the settings' checks too.
+        static HOST: OnceLock<String> = OnceLock::new();
+        let host = HOST.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .or_else(|| std::env::var("COMPUTERNAME").ok())
+                .map(|host| host.trim().to_owned())
+                .filter(|host| !host.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        });
         format!("{host}:{}", std::process::id())
     }
 
