@@ -53,7 +53,7 @@ pub struct Features {
     /// record always has a partition key).
     pub random_keys: bool,
     /// A consumer stops reading a partition it pauses
-    /// ([`ConsumerBackend::pause`](crate::ConsumerBackend::pause)); else pausing does
+    /// ([`ConsumerBackend::pause`]); else pausing does
     /// nothing, and only what a pause and a resume must never do (skip or repeat a
     /// record) is checked.
     pub pauses: bool,
@@ -243,6 +243,7 @@ macro_rules! store_tests {
                 an_older_position_is_fenced_or_replaces,
                 a_batch_is_stored_whole_or_not_at_all,
                 large_offsets_and_long_sequence_numbers_keep_every_digit,
+                user_records_of_aggregated_records_are_ordered_within_their_record,
                 positions_survive_a_reopen,
             ]
         );

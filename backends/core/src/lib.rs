@@ -46,7 +46,9 @@ pub use context::Context;
 pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};
 pub use offsets::{MemoryOffsetStore, OffsetStore, StoreError};
 pub use producer::{DeliveryFuture, ProducerBackend, send_all};
-pub use record::{Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader};
+pub use record::{
+    Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader, SequenceRank,
+};
 pub use redact::redact_url;
 pub use setting::SettingError;
 

@@ -9,8 +9,54 @@ use std::time::SystemTime;
 pub enum Position {
     /// A Kafka or embedded-log offset.
     Offset(i64),
-    /// A Kinesis sequence number.
+    /// A Kinesis sequence number (`4968...`), the position of one user record inside an
+    /// aggregated record (`4968...:3`: after its user record 3, see [`SequenceRank`]), or
+    /// a starting point such as `TRIM_HORIZON`.
     Sequence(String),
+}
+
+/// Where a Kinesis position sits in its shard, as every offset store compares them:
+/// sequence numbers as the numbers they are; `SEQUENCE:N` (just after user record `N` of
+/// the aggregated record `SEQUENCE`) after every earlier sequence number and before
+/// `SEQUENCE` itself (after the whole record); a starting point (`TRIM_HORIZON`,
+/// `AT_TIMESTAMP:...`) has no rank, and is below all.
+///
+/// ```
+/// use logpipe_core::SequenceRank;
+///
+/// let rank = |text| SequenceRank::of(text).unwrap();
+/// assert!(rank("99") < rank("100"));
+/// assert!(rank("99") < rank("100:0"));
+/// assert!(rank("100:2") < rank("100:10"));
+/// assert!(rank("100:10") < rank("100"));
+/// assert!(SequenceRank::of("TRIM_HORIZON").is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SequenceRank<'a> {
+    /// The sequence number without leading zeros, by length then digits.
+    sequence: (usize, &'a str),
+    /// `(true, ..)` for the whole record, above `(false, user record number)` of any of
+    /// its user records.
+    within: (bool, (usize, &'a str)),
+}
+
+impl<'a> SequenceRank<'a> {
+    /// The rank of `text`, unless it is a starting point (or no position at all).
+    pub fn of(text: &'a str) -> Option<Self> {
+        let number = |digits: &'a str| {
+            let trimmed = digits.trim_start_matches('0');
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then_some((trimmed.len(), trimmed))
+        };
+        let (sequence, within) = match text.split_once(':') {
+            Some((sequence, user_record)) => (sequence, (false, number(user_record)?)),
+            None => (text, (true, (0, ""))),
+        };
+        Some(Self {
+            sequence: number(sequence)?,
+            within,
+        })
+    }
 }
 
 impl Position {

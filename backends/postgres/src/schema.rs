@@ -1,15 +1,24 @@
 //! The store's three tables (positions, marks of handled records, leases), and every
 //! statement it runs on the first two, written once for its schema.
 //!
-//! A position is an offset (`position_offset`) or a Kinesis sequence number
-//! (`position_sequence`, text, compared as a number; a starting point such as
-//! `TRIM_HORIZON` is below every sequence number).
+//! A position is an offset (`position_offset`) or a Kinesis sequence position
+//! (`position_sequence`, text, compared as `logpipe_core::SequenceRank` orders them; a
+//! starting point such as `TRIM_HORIZON` is below every sequence number).
 
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 
-/// A sequence number (or starting point) `column` as a number to compare.
+/// A sequence position (or starting point) `column` as a number to compare, in the order
+/// of `SequenceRank`: sequence number `S` is `S * 10^21`, and user record `N` of the
+/// aggregated record `S` (`S:N`, `N` below 2^64) is `(S - 1) * 10^21 + N + 1`, between
+/// `S - 1` and `S`; a starting point is below every one.
 fn rank(column: &str) -> String {
-    format!("(CASE WHEN {column} ~ '^[0-9]+$' THEN {column}::numeric ELSE -1 END)")
+    format!(
+        "(CASE WHEN {column} ~ '^[0-9]+$' THEN {column}::numeric * 1e21
+               WHEN {column} ~ '^[0-9]+:[0-9]+$'
+                   THEN (split_part({column}, ':', 1)::numeric - 1) * 1e21
+                       + split_part({column}, ':', 2)::numeric + 1
+               ELSE -1e22 END)"
+    )
 }
 
 /// The statements of a store whose tables are in one schema.
@@ -143,7 +152,7 @@ impl Statements {
                              OR (mark.position_sequence = '' AND input.position_offset IS NOT NULL
                                  AND mark.position_offset <= input.position_offset)
                              OR (input.position_sequence IS NOT NULL
-                                 AND (input.position_sequence !~ '^[0-9]+$'
+                                 AND (input.position_sequence !~ '^[0-9]+(:[0-9]+)?$'
                                       OR (mark.position_sequence <> ''
                                           AND {mark_rank} <= {input_rank}))))
                  )

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
+use logpipe_core::{Context, OffsetStore, PartitionRef, Position, SequenceRank, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlStr, Transaction};
 use tokio::sync::OnceCell;
@@ -31,18 +31,13 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
 }
 
 /// Whether `stored` is past `other` in the same partition (as the store's statements
-/// compare them: sequence numbers as numbers, a starting point below all).
+/// compare them: sequence positions by [`SequenceRank`], a starting point below all).
 fn is_past(stored: &Position, other: &Position) -> bool {
-    let rank = |sequence: &str| {
-        let digits = sequence.trim_start_matches('0');
-        sequence
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| (digits.len(), digits.to_owned()))
-    };
     match (stored, other) {
         (Position::Offset(stored), Position::Offset(other)) => stored > other,
-        (Position::Sequence(stored), Position::Sequence(other)) => rank(stored) > rank(other),
+        (Position::Sequence(stored), Position::Sequence(other)) => {
+            SequenceRank::of(stored) > SequenceRank::of(other)
+        }
         _ => false,
     }
 }

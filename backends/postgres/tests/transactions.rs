@@ -145,7 +145,8 @@ async fn sequence_numbers_are_compared_as_numbers() {
     let shard = PartitionRef::new("people", "shardId-000000000000");
     let sequence = |s: &str| Position::Sequence(s.to_owned());
     let long = "49590338271490256608559692538361571095921575989136588898";
-    let contexts: Vec<Context> = ["9", "10", long]
+    // User records of the aggregated record 10 come before 10 itself.
+    let contexts: Vec<Context> = ["9", "10:1", "10:12", "10", long]
         .into_iter()
         .map(|s| context(&shard, sequence(s)))
         .collect();
@@ -158,8 +159,16 @@ async fn sequence_numbers_are_compared_as_numbers() {
         .unwrap();
     assert_eq!(
         store.load_handled("billing", &shard).await.unwrap(),
-        [sequence("9"), sequence("10"), sequence(long)],
-        "in number order"
+        ["9", "10:1", "10:12", "10", long].map(sequence),
+        "in position order"
+    );
+    store
+        .store("billing", &[(shard.clone(), sequence("10:12"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_handled("billing", &shard).await.unwrap(),
+        ["10", long].map(sequence)
     );
     store
         .store("billing", &[(shard.clone(), sequence("10"))])

@@ -1,10 +1,11 @@
 //! The SQLite offset store.
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::SystemTime;
 
 use logpipe_core::time::millis;
-use logpipe_core::{Context, OffsetStore, PartitionRef, Position, StoreError};
+use logpipe_core::{Context, OffsetStore, PartitionRef, Position, SequenceRank, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::db::SqliteDb;
@@ -15,6 +16,30 @@ fn database_error(error: rusqlite::Error) -> StoreError {
         store: "SQLite",
         source: Box::new(error),
     }
+}
+
+/// A sequence position `column` (or `?N`) as text that sorts in the order of
+/// [`SequenceRank`]: the sequence number zero-padded to 130 digits, then `.` and the user
+/// record's number zero-padded to 20 digits, or `~` (above them) for a whole record.
+/// Meaningful only where [`is_sequence`] holds.
+fn rank(column: &str) -> String {
+    let (sequence_zeros, number_zeros) = ("0".repeat(130), "0".repeat(20));
+    format!(
+        "(substr('{sequence_zeros}' || CASE WHEN instr({column}, ':') > 0
+                 THEN substr({column}, 1, instr({column}, ':') - 1) ELSE {column} END, -130)
+          || CASE WHEN instr({column}, ':') > 0
+                 THEN '.' || substr('{number_zeros}' || substr({column}, instr({column}, ':') + 1), -20)
+                 ELSE '~' END)"
+    )
+}
+
+/// Whether `column` holds a sequence position (`S` or `S:N`) rather than a starting
+/// point such as `TRIM_HORIZON`.
+fn is_sequence(column: &str) -> String {
+    format!(
+        "({column} GLOB '[0-9]*' AND {column} NOT GLOB '*[^0-9:]*'
+          AND {column} NOT GLOB '*:*:*' AND {column} NOT GLOB '*:')"
+    )
 }
 
 const SCHEMA: &str = "
@@ -175,20 +200,22 @@ fn write_marks(
     marks: &[(String, PartitionRef, Position)],
 ) -> rusqlite::Result<Option<StoreError>> {
     let now_ms = millis(SystemTime::now());
-    let mut statement = tx.prepare_cached(
-        "INSERT INTO logpipe_handled
-             (consumer_group, stream, partition, position_offset, position_sequence, handled_at_ms)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
-             SELECT 1 FROM logpipe_positions AS stored
-             WHERE stored.consumer_group = ?1 AND stored.stream = ?2 AND stored.partition = ?3
-                 AND ((?5 = '' AND stored.position_offset >= ?4)
-                      OR (?5 <> '' AND stored.position_sequence <> ''
-                          AND stored.position_sequence NOT GLOB '*[^0-9]*'
-                          AND (length(stored.position_sequence) > length(?5)
-                               OR (length(stored.position_sequence) = length(?5)
-                                   AND stored.position_sequence >= ?5)))))
-         ON CONFLICT DO NOTHING",
-    )?;
+    static MARK: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO logpipe_handled
+                 (consumer_group, stream, partition, position_offset, position_sequence, handled_at_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS (
+                 SELECT 1 FROM logpipe_positions AS stored
+                 WHERE stored.consumer_group = ?1 AND stored.stream = ?2 AND stored.partition = ?3
+                     AND ((?5 = '' AND stored.position_offset >= ?4)
+                          OR (?5 <> '' AND {} AND {} >= {})))
+             ON CONFLICT DO NOTHING",
+            is_sequence("stored.position_sequence"),
+            rank("stored.position_sequence"),
+            rank("?5"),
+        )
+    });
+    let mut statement = tx.prepare_cached(&MARK)?;
     for (group, partition, position) in marks {
         let (offset, sequence) = position.mark_columns();
         let marked = statement.execute(params![
@@ -261,23 +288,26 @@ fn forget_marks(
     positions: &[(PartitionRef, Position)],
     all: bool,
 ) -> rusqlite::Result<()> {
-    let mut statement = tx.prepare_cached(
-        "DELETE FROM logpipe_handled
-         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3 AND (?4
-             OR (?6 = '' AND position_sequence = '' AND position_offset <= ?5)
-             OR (?6 <> '' AND position_sequence <> ''
-                 AND (length(position_sequence) < length(?6)
-                      OR (length(position_sequence) = length(?6) AND position_sequence <= ?6))))",
-    )?;
+    static FORGET: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "DELETE FROM logpipe_handled
+             WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3 AND (?4
+                 OR (?6 = '' AND position_sequence = '' AND position_offset <= ?5)
+                 OR (?6 <> '' AND position_sequence <> '' AND {} <= {}))",
+            rank("position_sequence"),
+            rank("?6"),
+        )
+    });
+    let mut statement = tx.prepare_cached(&FORGET)?;
     for (partition, position) in positions {
         // A Kinesis starting point (TRIM_HORIZON) is below every sequence number.
         let (offset, sequence) = position.mark_columns();
-        let numeric = sequence.bytes().all(|b| b.is_ascii_digit());
+        let starting_point = !sequence.is_empty() && SequenceRank::of(sequence).is_none();
         statement.execute(params![
             group,
             &*partition.stream,
             &*partition.partition,
-            all || !numeric,
+            all || starting_point,
             offset,
             sequence
         ])?;
@@ -294,26 +324,30 @@ fn write_positions(
     reset: bool,
 ) -> rusqlite::Result<Option<StoreError>> {
     let now_ms = millis(SystemTime::now());
-    let mut statement = tx.prepare_cached(
-        "INSERT INTO logpipe_positions
-             (consumer_group, stream, partition, position_offset, position_sequence, updated_at_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (consumer_group, stream, partition) DO UPDATE SET
-             position_offset = excluded.position_offset,
-             position_sequence = excluded.position_sequence,
-             updated_at_ms = excluded.updated_at_ms
-         WHERE ?7 OR NOT CASE
-             WHEN position_offset IS NOT NULL AND excluded.position_offset IS NOT NULL
-                 THEN position_offset > excluded.position_offset
-             WHEN position_sequence IS NOT NULL AND excluded.position_sequence IS NOT NULL
-                 AND position_sequence NOT GLOB '*[^0-9]*'
-                 THEN excluded.position_sequence GLOB '*[^0-9]*'
-                     OR length(position_sequence) > length(excluded.position_sequence)
-                     OR (length(position_sequence) = length(excluded.position_sequence)
-                         AND position_sequence > excluded.position_sequence)
-             ELSE 0
-         END",
-    )?;
+    static STORE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO logpipe_positions
+                 (consumer_group, stream, partition, position_offset, position_sequence, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (consumer_group, stream, partition) DO UPDATE SET
+                 position_offset = excluded.position_offset,
+                 position_sequence = excluded.position_sequence,
+                 updated_at_ms = excluded.updated_at_ms
+             WHERE ?7 OR NOT CASE
+                 WHEN position_offset IS NOT NULL AND excluded.position_offset IS NOT NULL
+                     THEN position_offset > excluded.position_offset
+                 WHEN position_sequence IS NOT NULL AND excluded.position_sequence IS NOT NULL
+                     AND {}
+                     THEN NOT {} OR {} > {}
+                 ELSE 0
+             END",
+            is_sequence("position_sequence"),
+            is_sequence("excluded.position_sequence"),
+            rank("position_sequence"),
+            rank("excluded.position_sequence"),
+        )
+    });
+    let mut statement = tx.prepare_cached(&STORE)?;
     for (partition, position) in positions {
         let (offset, sequence) = match position {
             Position::Offset(offset) => (Some(*offset), None),
@@ -391,11 +425,15 @@ impl OffsetStore for SqliteOffsetStore {
         let (key_group, key) = (group.to_owned(), partition.clone());
         self.db
             .call(move |conn| {
-                let mut statement = conn.prepare_cached(
-                    "SELECT position_offset, position_sequence FROM logpipe_handled
-                     WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3
-                     ORDER BY length(position_sequence), position_sequence, position_offset",
-                )?;
+                static MARKS: LazyLock<String> = LazyLock::new(|| {
+                    format!(
+                        "SELECT position_offset, position_sequence FROM logpipe_handled
+                         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3
+                         ORDER BY {}, position_offset",
+                        rank("position_sequence")
+                    )
+                });
+                let mut statement = conn.prepare_cached(&MARKS)?;
                 let rows = statement
                     .query_map(params![key_group, &*key.stream, &*key.partition], |row| {
                         Ok(Position::from_mark_columns(row.get(0)?, row.get(1)?))
@@ -548,28 +586,31 @@ mod tests {
         let store = SqliteOffsetStore::open_in_memory().unwrap();
         let shard = PartitionRef::new("s", "shardId-000000000000");
         let sequence = |s: &str| Position::Sequence(s.to_owned());
-        let contexts: Vec<Context> = [
-            "9",
-            "10",
-            "49590338271490256608559692538361571095921575989136588898",
-        ]
-        .into_iter()
-        .map(|s| Context::new("g", shard.clone(), sequence(s)))
-        .collect();
+        let long = "49590338271490256608559692538361571095921575989136588898";
+        // User records of the aggregated record 10 come before 10 itself.
+        let contexts: Vec<Context> = ["9", "10:1", "10:12", "10", long]
+            .into_iter()
+            .map(|s| Context::new("g", shard.clone(), sequence(s)))
+            .collect();
         store
             .transaction_batch(&contexts, |_| Ok(()))
             .await
             .unwrap();
+        assert_eq!(
+            handled(&store, &shard).await,
+            ["9", "10:1", "10:12", "10", long].map(sequence),
+            "in position order"
+        );
+        store
+            .store("g", &[(shard.clone(), sequence("10:12"))])
+            .await
+            .unwrap();
+        assert_eq!(handled(&store, &shard).await, ["10", long].map(sequence));
         store
             .store("g", &[(shard.clone(), sequence("10"))])
             .await
             .unwrap();
-        assert_eq!(
-            handled(&store, &shard).await,
-            [sequence(
-                "49590338271490256608559692538361571095921575989136588898"
-            )]
-        );
+        assert_eq!(handled(&store, &shard).await, [sequence(long)]);
         // A starting point (such as TRIM_HORIZON) is below every record: storing one
         // is an operator's reset, which forgets all.
         store

@@ -1,6 +1,7 @@
 //! What every offset store does: positions load back for their group only, a newer one
 //! replaces an older, a batch is stored whole or not at all, large offsets and long
-//! sequence numbers keep every digit, and positions outlive a reopened store.
+//! sequence numbers keep every digit, user records of aggregated Kinesis records are
+//! ordered within their record, and positions outlive a reopened store.
 
 use super::{StoreFeatures, unique};
 use crate::{OffsetStore, PartitionRef, Position};
@@ -109,6 +110,41 @@ pub async fn an_older_position_is_fenced_or_replaces<S: OffsetStore>(
             Some(Position::Offset(5))
         );
     }
+}
+
+/// Kinesis positions compare as [`SequenceRank`](crate::SequenceRank) orders them:
+/// sequence numbers by value, a user record of an aggregated record (`S:N`) after every
+/// earlier sequence number and before `S` itself (the whole record). A store that fences
+/// takes each step forward and refuses each step back, a starting point included.
+pub async fn user_records_of_aggregated_records_are_ordered_within_their_record<S: OffsetStore>(
+    setup: StoreSetup<S>,
+    features: StoreFeatures,
+) {
+    if !(features.sequences && features.fences) {
+        return;
+    }
+    let (store, partitions) = (setup.store, setup.partitions);
+    let group = unique("group");
+    let shard = &partitions[0];
+    let sequence = |text: &str| Position::Sequence(text.to_owned());
+    for forward in ["9", "10:0", "10:2", "10:10", "10", "11:0"] {
+        store
+            .store(&group, &[(shard.clone(), sequence(forward))])
+            .await
+            .unwrap_or_else(|err| panic!("{forward} is a step forward: {err}"));
+        assert_eq!(load(&store, &group, shard).await, Some(sequence(forward)));
+    }
+    for back in ["10", "10:10", "9", "TRIM_HORIZON"] {
+        let err = store
+            .store(&group, &[(shard.clone(), sequence(back))])
+            .await
+            .expect_err(back);
+        assert!(
+            matches!(err, crate::StoreError::Fenced { .. }),
+            "{back}: {err:?}"
+        );
+    }
+    assert_eq!(load(&store, &group, shard).await, Some(sequence("11:0")));
 }
 
 /// A batch whose positions the store takes is stored whole; one with a position it
