@@ -34,9 +34,9 @@ pub(crate) const REGION: &str = "us-east-1";
 
 #[derive(Debug, Clone, Serialize, Deserialize, Message)]
 #[logpipe(type = "item", version = 1, key = "key")]
-struct Item {
-    key: String,
-    n: u32,
+pub(crate) struct Item {
+    pub(crate) key: String,
+    pub(crate) n: u32,
 }
 
 /// A plain SDK client for the emulator, with dummy credentials and a fixed region.
@@ -126,7 +126,7 @@ pub async fn first_shard_iterator(client: &sdk::Client, stream: &str) -> String 
 }
 
 /// Options that read and rediscover quickly.
-fn fast() -> KinesisOptions {
+pub(crate) fn fast() -> KinesisOptions {
     KinesisOptions {
         poll_interval_ms: 100,
         shard_discovery_interval_ms: 300,
@@ -136,15 +136,15 @@ fn fast() -> KinesisOptions {
     }
 }
 
-fn backend_over(api: Arc<dyn KinesisApi>, options: KinesisOptions) -> KinesisBackend {
+pub(crate) fn backend_over(api: Arc<dyn KinesisApi>, options: KinesisOptions) -> KinesisBackend {
     KinesisBackend::with_api(api, REGION, options).unwrap()
 }
 
-fn sdk_api(endpoint: &str) -> Arc<SdkApi> {
+pub(crate) fn sdk_api(endpoint: &str) -> Arc<SdkApi> {
     Arc::new(SdkApi::from_client(client(endpoint)))
 }
 
-fn consumer_options() -> ConsumerOptions {
+pub(crate) fn consumer_options() -> ConsumerOptions {
     ConsumerOptions {
         commit_interval_ms: 50,
         retry_backoff_ms: 1,

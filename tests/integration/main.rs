@@ -14,6 +14,7 @@ mod kafka_compression;
 mod kafka_django;
 mod killed;
 mod kinesis;
+mod kinesis_aggregated;
 mod kinesis_django;
 #[cfg(all(feature = "postgres", feature = "kafka"))]
 mod kinesis_leases;

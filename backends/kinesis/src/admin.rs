@@ -16,7 +16,9 @@ use logpipe_core::{
     Position, RangeBound, RangeRead, Record, error_chain,
 };
 
-use crate::{KinesisBackend, ShardPosition, StartPosition, backend_error};
+use crate::consumer::shard_of;
+use crate::shard_record::arrival;
+use crate::{KinesisBackend, ShardPosition, ShardRecord, StartPosition, backend_error};
 
 /// Most `GetRecords` calls that count the records behind a position in one shard; past
 /// them the count is a lower bound.
@@ -40,12 +42,6 @@ struct Behind {
     last: Option<Position>,
 }
 
-fn arrival(record: &SdkRecord) -> Option<SystemTime> {
-    record
-        .approximate_arrival_timestamp()
-        .and_then(|at| SystemTime::try_from(*at).ok())
-}
-
 fn rejected(message: impl Into<String>) -> BackendError {
     BackendError::new(BackendErrorKind::Rejected, message)
 }
@@ -58,10 +54,19 @@ impl KinesisBackend {
         partition: &PartitionRef,
         after: Option<&Position>,
     ) -> Result<Behind, BackendError> {
-        let start = match after {
-            None => StartPosition::TrimHorizon,
-            Some(position) => StartPosition::from(&ShardPosition::from_position(position)?),
+        let after = after.map(ShardPosition::from_position).transpose()?;
+        let start = after
+            .as_ref()
+            .map_or(StartPosition::TrimHorizon, StartPosition::from);
+        // Inside an aggregated record: its user records up to this one are not behind.
+        let mut handled_through = match after {
+            Some(ShardPosition::AfterUserRecord {
+                sequence,
+                subsequence,
+            }) => Some((sequence, subsequence)),
+            _ => None,
         };
+        let shard = shard_of(partition);
         let api = self.api();
         let mut iterator = Some(
             api.get_shard_iterator(
@@ -94,9 +99,11 @@ impl KinesisBackend {
                 found.behind = arrival(first)
                     .map(|at| SystemTime::now().duration_since(at).unwrap_or_default());
             }
-            found.records += page.records().len() as u64;
-            if let Some(last) = page.records().last() {
-                found.last = Some(Position::Sequence(last.sequence_number().to_owned()));
+            let through = handled_through.take_if(|_| !page.records().is_empty());
+            let user_records = ShardRecord::read_page(&shard, page.records(), through);
+            found.records += user_records.len() as u64;
+            if let Some(last) = user_records.last() {
+                found.last = Some(last.position().to_position());
             }
             iterator = page.next_shard_iterator().map(str::to_owned);
             if page.millis_behind_latest() == Some(0) {
@@ -354,19 +361,17 @@ impl RangeRead for KinesisRange {
             };
             let mut reached_end = page.millis_behind_latest() == Some(0);
             let mut batch = Vec::new();
+            let shard_ref = shard_of(&shard);
             for record in page.records() {
                 if self.end.reached(record) {
                     reached_end = true;
                     break;
                 }
-                batch.push(Record {
-                    partition: shard.clone(),
-                    position: Position::Sequence(record.sequence_number().to_owned()),
-                    key: record.partition_key().map(|key| key.as_bytes().to_vec()),
-                    value: record.data().as_ref().to_vec(),
-                    headers: Vec::new(),
-                    timestamp: arrival(record),
-                });
+                batch.extend(
+                    ShardRecord::read(&shard_ref, record, None)
+                        .into_iter()
+                        .map(Record::from),
+                );
             }
             if !reached_end && let Some(next) = page.next_shard_iterator() {
                 self.current = Some((shard, next.to_owned()));

@@ -14,8 +14,7 @@ use logpipe_core::{
 
 use crate::reader::list_shards;
 use crate::{
-    KinesisApi, ReaderEvent, ShardPosition, ShardReader, ShardRecord, ShardRef, StartPosition,
-    backend_error,
+    KinesisApi, ReaderEvent, ShardPosition, ShardReader, ShardRecord, ShardRef, backend_error,
 };
 
 /// Reads the shards of some Kinesis streams, parents before children: every shard
@@ -51,7 +50,7 @@ impl std::fmt::Debug for ShardLeases {
 
 #[derive(Debug, Default)]
 struct HeldShard {
-    /// The sequence number of the last record handed on since the shard was sought.
+    /// The position of the last record handed on since the shard was sought.
     handed: Option<String>,
     /// The last position the consumer told stored since the shard was sought.
     stored: Option<String>,
@@ -227,7 +226,7 @@ impl ShardLeases {
     fn handed(&mut self, records: &[ShardRecord]) {
         for record in records {
             if let Some(held) = self.held.get_mut(&record.shard) {
-                held.handed = Some(record.sequence_number.clone());
+                held.handed = Some(record.position().to_string());
             }
         }
     }
@@ -325,13 +324,8 @@ impl ConsumerBackend for KinesisConsumer {
             return Ok(());
         }
         let shard = shard_of(partition);
-        let sought = match after {
-            None => self.reader.seek(&shard, None),
-            Some(position) => {
-                let start = StartPosition::from(&ShardPosition::from_position(position)?);
-                self.reader.seek_to(&shard, start)
-            }
-        };
+        let after = after.map(ShardPosition::from_position).transpose()?;
+        let sought = self.reader.seek(&shard, after.as_ref());
         if let Some(held) = self
             .leases
             .as_mut()
@@ -383,19 +377,9 @@ fn consumer_event(event: ReaderEvent) -> Option<ConsumerEvent> {
         ReaderEvent::Assigned(shards) => {
             ConsumerEvent::Assigned(shards.iter().map(partition_of).collect())
         }
-        ReaderEvent::Records(records) => ConsumerEvent::Records(
-            records
-                .into_iter()
-                .map(|record| Record {
-                    partition: partition_of(&record.shard),
-                    position: Position::Sequence(record.sequence_number),
-                    key: Some(record.partition_key.into_bytes()),
-                    value: record.data,
-                    headers: Vec::new(),
-                    timestamp: record.arrival,
-                })
-                .collect(),
-        ),
+        ReaderEvent::Records(records) => {
+            ConsumerEvent::Records(records.into_iter().map(Record::from).collect())
+        }
         ReaderEvent::ReadsFailing { since, reason } => {
             ConsumerEvent::ReadsFailing { since, reason }
         }
@@ -405,7 +389,7 @@ fn consumer_event(event: ReaderEvent) -> Option<ConsumerEvent> {
 }
 
 /// The shard a partition names.
-fn shard_of(partition: &PartitionRef) -> ShardRef {
+pub(crate) fn shard_of(partition: &PartitionRef) -> ShardRef {
     ShardRef {
         stream: Arc::clone(&partition.stream),
         shard_id: Arc::clone(&partition.partition),

@@ -21,6 +21,13 @@
 //! are not written, and the consumer's log says where a dead-lettered record came from.
 //! Keyless records get a random partition key.
 //!
+//! Records aggregated by the Kinesis Producer Library (the magic bytes
+//! [`AGGREGATED_RECORD_MAGIC`], a protobuf message, an MD5 digest) are read as the user
+//! records they hold, each with its own partition key (and its explicit hash key in the
+//! [`EXPLICIT_HASH_KEY_HEADER`] header) and position ([`ShardPosition::AfterUserRecord`]),
+//! so that a consumer stopped inside one goes on at the next user record. One whose
+//! digest or message is wrong is handed on as it is, a bad record to the consumer.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use logpipe_kinesis::{ClientOptions, KinesisProducer, ProducerOptions, SdkApi};
@@ -38,6 +45,7 @@
 //! ```
 
 mod admin;
+mod aggregated;
 mod api;
 mod backend;
 mod consumer;
@@ -46,9 +54,11 @@ mod options;
 mod position;
 mod producer;
 mod reader;
+mod shard_record;
 mod url;
 
 pub use admin::KinesisRange;
+pub use aggregated::AGGREGATED_RECORD_MAGIC;
 pub use api::{
     ClientOptions, KinesisApi, PutRecordRequest, SdkApi, StartPosition, client_with_keys,
 };
@@ -64,7 +74,8 @@ pub use producer::{
     Delivered, KinesisProducer, MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_KEY_CHARS,
     MAX_RECORD_BYTES, ProducerOptions, WriteMode,
 };
-pub use reader::{InitialPosition, ReaderEvent, ReaderOptions, ShardReader, ShardRecord, ShardRef};
+pub use reader::{InitialPosition, ReaderEvent, ReaderOptions, ShardReader, ShardRef};
+pub use shard_record::{EXPLICIT_HASH_KEY_HEADER, ShardRecord, Subsequence};
 pub use url::KinesisUrl;
 
 /// aws-sdk-kinesis, as this crate uses it.

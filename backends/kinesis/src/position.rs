@@ -19,6 +19,7 @@ use crate::StartPosition;
 /// | stored text | the consumer starts |
 /// |---|---|
 /// | `49680538823000460305650030634928846360478251554288173058` | just after that record |
+/// | `49680538823000460305650030634928846360478251554288173058:3` | just after user record 3 of that aggregated record |
 /// | `TRIM_HORIZON` | at the oldest record kept |
 /// | `AT_TIMESTAMP:2026-11-25T01:00:00.000Z` | at the first record that arrived then or later |
 ///
@@ -33,8 +34,17 @@ use crate::StartPosition;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShardPosition {
-    /// Just after the record with this sequence number.
+    /// Just after the record with this sequence number (after all of its user records,
+    /// if it is an aggregated record).
     After(String),
+    /// Just after one user record of an aggregated record (KCL's sub-sequence number):
+    /// the consumer reads the record again and hands on its user records after this one.
+    AfterUserRecord {
+        /// The aggregated record's sequence number.
+        sequence: String,
+        /// The number of the user record in it, from 0.
+        subsequence: u64,
+    },
     /// At the oldest record kept (`TRIM_HORIZON`).
     TrimHorizon,
     /// At the first record that arrived at or after this time (`AT_TIMESTAMP`), to the
@@ -63,13 +73,23 @@ impl ShardPosition {
                 )
             });
         }
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        if digits(text) {
             return Ok(Self::After(text.to_owned()));
+        }
+        if let Some((sequence, subsequence)) = text.split_once(':')
+            && digits(sequence)
+            && let Some(subsequence) = subsequence.parse().ok().filter(|_| digits(subsequence))
+        {
+            return Ok(Self::AfterUserRecord {
+                sequence: sequence.to_owned(),
+                subsequence,
+            });
         }
         Err(BackendError::new(
             BackendErrorKind::Rejected,
             format!(
-                "{text:?} is not a Kinesis sequence number, {TRIM_HORIZON} or {AT_TIMESTAMP}TIME"
+                "{text:?} is not a Kinesis sequence number, SEQUENCE:USER_RECORD, {TRIM_HORIZON} or {AT_TIMESTAMP}TIME"
             ),
         ))
     }
@@ -107,6 +127,10 @@ impl fmt::Display for ShardPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::After(sequence) => f.write_str(sequence),
+            Self::AfterUserRecord {
+                sequence,
+                subsequence,
+            } => write!(f, "{sequence}:{subsequence}"),
             Self::TrimHorizon => f.write_str(TRIM_HORIZON),
             Self::AtTimestamp(time) => write!(f, "{AT_TIMESTAMP}{}", format_time(millis(*time))),
         }
@@ -114,10 +138,14 @@ impl fmt::Display for ShardPosition {
 }
 
 impl From<&ShardPosition> for StartPosition {
-    /// Where a shard iterator starts for a stored position.
+    /// Where a shard iterator starts for a stored position (at the aggregated record of
+    /// a user record, whose user records up to it are then left out).
     fn from(position: &ShardPosition) -> Self {
         match position {
             ShardPosition::After(sequence) => StartPosition::AfterSequenceNumber(sequence.clone()),
+            ShardPosition::AfterUserRecord { sequence, .. } => {
+                StartPosition::AtSequenceNumber(sequence.clone())
+            }
             ShardPosition::TrimHorizon => StartPosition::TrimHorizon,
             ShardPosition::AtTimestamp(time) => StartPosition::AtTimestamp(*time),
         }
@@ -133,6 +161,13 @@ mod tests {
         let time = parse_time("2026-11-25T01:02:03.456Z").unwrap();
         for (position, text) in [
             (ShardPosition::After("4968".to_owned()), "4968"),
+            (
+                ShardPosition::AfterUserRecord {
+                    sequence: "4968".to_owned(),
+                    subsequence: 12,
+                },
+                "4968:12",
+            ),
             (ShardPosition::TrimHorizon, "TRIM_HORIZON"),
             (
                 ShardPosition::at_timestamp(time),
@@ -148,7 +183,17 @@ mod tests {
             ShardPosition::at_timestamp(finer),
             ShardPosition::AtTimestamp(time)
         );
-        for bad in ["", "49x", "AT_TIMESTAMP:yesterday", "LATEST"] {
+        for bad in [
+            "",
+            "49x",
+            "AT_TIMESTAMP:yesterday",
+            "LATEST",
+            "4968:",
+            ":3",
+            "4968:+3",
+            "4968:3:4",
+            "4968:99999999999999999999999",
+        ] {
             let err = ShardPosition::parse(bad).unwrap_err();
             assert_eq!(err.kind(), BackendErrorKind::Rejected, "{bad}");
         }

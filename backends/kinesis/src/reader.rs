@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::KinesisError;
 use crate::api::{KinesisApi, StartPosition};
+use crate::{KinesisError, ShardPosition, ShardRecord};
 
 /// Kinesis serves at most five `GetRecords` calls a second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -89,21 +89,6 @@ pub struct ShardRef {
     pub shard_id: Arc<str>,
 }
 
-/// A record read from a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardRecord {
-    /// Its shard.
-    pub shard: ShardRef,
-    /// Its sequence number.
-    pub sequence_number: String,
-    /// Its partition key.
-    pub partition_key: String,
-    /// Its data.
-    pub data: Vec<u8>,
-    /// When Kinesis received it (`ApproximateArrivalTimestamp`).
-    pub arrival: Option<SystemTime>,
-}
-
 /// What a [`ShardReader`] has to say next.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -140,6 +125,9 @@ struct ShardState {
     start: Option<StartPosition>,
     /// The sequence number of the last record handed out.
     last_sequence: Option<String>,
+    /// The aggregated record to start at, and the number of its last user record
+    /// handled before: those up to it are not handed out again.
+    handled_through: Option<(String, u64)>,
     iterator: Option<String>,
     /// Closed and read to its end.
     finished: bool,
@@ -229,18 +217,27 @@ impl ShardReader {
         })
     }
 
-    /// Reads `shard` from just after the record with sequence number `after`, or from
-    /// the initial position when `None`.
+    /// Reads `shard` from just after the stored position `after`, or from the initial
+    /// position when `None`.
     ///
     /// # Errors
     ///
     /// [`KinesisError::NotAssigned`] when the shard was not assigned.
-    pub fn seek(&mut self, shard: &ShardRef, after: Option<&str>) -> Result<(), KinesisError> {
-        if let Some(sequence) = after {
-            return self.seek_to(
-                shard,
-                StartPosition::AfterSequenceNumber(sequence.to_owned()),
-            );
+    pub fn seek(
+        &mut self,
+        shard: &ShardRef,
+        after: Option<&ShardPosition>,
+    ) -> Result<(), KinesisError> {
+        if let Some(after) = after {
+            self.seek_to(shard, StartPosition::from(after))?;
+            if let ShardPosition::AfterUserRecord {
+                sequence,
+                subsequence,
+            } = after
+            {
+                self.state_mut(shard)?.handled_through = Some((sequence.clone(), *subsequence));
+            }
+            return Ok(());
         }
         let followed_parent = self.shards.get(shard).is_some_and(|state| {
             state.follows_parent
@@ -269,6 +266,7 @@ impl ShardReader {
         let state = self.state_mut(shard)?;
         state.seeked = true;
         state.iterator = None;
+        state.handled_through = None;
         state.last_sequence = match &start {
             StartPosition::AfterSequenceNumber(sequence) => Some(sequence.clone()),
             _ => None,
@@ -443,6 +441,7 @@ impl ShardReader {
                 seeked: false,
                 start: None,
                 last_sequence: None,
+                handled_through: None,
                 iterator: None,
                 finished: false,
                 paused: false,
@@ -562,17 +561,10 @@ impl ShardReader {
                     state.backoff = None;
                     state.failing = None;
                     let got = output.records();
-                    for record in got {
-                        records.push(ShardRecord {
-                            shard: read.shard.clone(),
-                            sequence_number: record.sequence_number().to_owned(),
-                            partition_key: record.partition_key().unwrap_or_default().to_owned(),
-                            data: record.data().as_ref().to_vec(),
-                            arrival: record
-                                .approximate_arrival_timestamp()
-                                .and_then(|at| SystemTime::try_from(*at).ok()),
-                        });
-                    }
+                    // Only the first record after a seek can be the aggregated record
+                    // the position is inside of.
+                    let handled_through = state.handled_through.take_if(|_| !got.is_empty());
+                    records.extend(ShardRecord::read_page(&read.shard, got, handled_through));
                     if let Some(last) = got.last() {
                         state.last_sequence = Some(last.sequence_number().to_owned());
                     }
