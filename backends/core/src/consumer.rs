@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Instant;
 
+use crate::leases::LeaseFences;
 use crate::{BackendError, PartitionRef, Position, Record};
 
 /// What a consumer backend has to say next.
@@ -74,6 +75,16 @@ pub trait ConsumerBackend: Send + 'static {
     /// consumer is. Does nothing by default.
     fn stored(&mut self, positions: &[(PartitionRef, Position)]) {
         let _ = positions;
+    }
+
+    /// How the positions of this consumer's partitions are fenced, for a backend whose
+    /// consumers share their partitions through leases: the lease each partition is (or
+    /// was last) held under, which positions of it are stored under
+    /// ([`OffsetStore::store_fenced`](crate::OffsetStore::store_fenced)), so that a worker
+    /// that lost a lease without knowing cannot store a position of its partition.
+    /// Asked once, before the first read. `None` by default.
+    fn lease_fences(&self) -> Option<LeaseFences> {
+        None
     }
 
     /// Gives the consumer's partitions up, once the consumer stored its last positions

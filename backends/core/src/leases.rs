@@ -26,6 +26,7 @@ mod keeper;
 mod leaser;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use any_store::AnyLeaseStore;
@@ -86,6 +87,31 @@ pub struct HeldLease {
     pub partition: PartitionRef,
     /// The counter the lease had when this worker took it.
     pub counter: u64,
+}
+
+/// What a position of a leased partition is stored under: the worker that holds the
+/// lease and the counter it took it with. A store that keeps the group's leases in its
+/// own database stores the position only while the lease still has this owner and
+/// counter ([`OffsetStore::store_fenced`](crate::OffsetStore::store_fenced)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LeaseFence {
+    /// The worker holding the lease.
+    pub owner: Arc<str>,
+    /// The counter it took the lease with.
+    pub counter: u64,
+}
+
+/// The lease each partition of a consumer is (or was last) held under
+/// ([`ConsumerBackend::lease_fences`](crate::ConsumerBackend::lease_fences)); `None` for
+/// a partition never held.
+pub type LeaseFences = Arc<dyn Fn(&PartitionRef) -> Option<LeaseFence> + Send + Sync>;
+
+impl LeaseFence {
+    /// Whether a lease of `owner` (`None`: no owner) and `counter`, as a store keeps it,
+    /// is still the one this fence was taken under.
+    pub fn holds(&self, owner: Option<&str>, counter: i64) -> bool {
+        owner == Some(&*self.owner) && u64::try_from(counter).is_ok_and(|c| c == self.counter)
+    }
 }
 
 /// Keeps the leases of consumer groups. Every change is a compare-and-set on the lease's

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::leases::LeaseFence;
 use crate::{BackendError, BoxError, PartitionRef, Position};
 
 /// An error from an offset store.
@@ -118,6 +119,29 @@ pub trait OffsetStore: Send + Sync + 'static {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores positions as [`store`](Self::store) does, those of the partitions in
+    /// `fences` only while their leases still have the fence's owner and counter: a
+    /// worker that lost a lease (stolen, or expired and taken while it was paused)
+    /// cannot store a position of its partition, even one ahead of the stored one. A
+    /// store that keeps the group's leases in its own database (SQLite, PostgreSQL)
+    /// checks them in the same transaction as it writes; a partition whose lease it does
+    /// not keep is not checked. By default no fence is checked, as by a store that keeps
+    /// no leases.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::LeaseLost`] when a lease has another owner or counter now, and
+    /// as [`store`](Self::store); none of the positions are stored then.
+    fn store_fenced(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = fences;
+        self.store(group, positions)
+    }
 
     /// Moves `group` to `positions` as an operator does (`logpipe offsets set`): stores
     /// them, and forgets every record marked handled in those partitions

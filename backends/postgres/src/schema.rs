@@ -36,6 +36,9 @@ pub(crate) struct Statements {
     /// Whether the table of leases exists (created only when leases are used, so that
     /// a store whose tables predate it needs no CREATE privilege): one row, one boolean.
     pub(crate) leases_exist: SqlStr,
+    /// `$1` group, `$2` stream, `$3` partition: the row `(owner, counter)` of the lease,
+    /// locked against a take until the transaction ends.
+    pub(crate) lease_fence: SqlStr,
     /// `$1` group, `$2` stream, `$3` partition: the row `(position_offset, position_sequence)`.
     pub(crate) load: SqlStr,
     /// `$1` group, `$2..$5` arrays of stream, partition, offset, sequence, `$6` whether
@@ -118,6 +121,11 @@ impl Statements {
                 "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL"
             )),
             leases_exist: sql(format!("SELECT to_regclass('{leases}') IS NOT NULL")),
+            lease_fence: sql(format!(
+                "SELECT owner, counter FROM {leases}
+                 WHERE consumer_group = $1 AND stream = $2 AND partition = $3
+                 FOR SHARE"
+            )),
             load: sql(format!(
                 "SELECT position_offset, position_sequence FROM {positions}
                  WHERE consumer_group = $1 AND stream = $2 AND partition = $3"

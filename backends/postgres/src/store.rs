@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use logpipe_core::leases::LeaseFence;
 use logpipe_core::{Context, OffsetStore, PartitionRef, Position, SequenceRank, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, SqlStr, Transaction};
@@ -269,6 +270,7 @@ impl PgOffsetStore {
         &self,
         group: &str,
         positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
         reset: bool,
     ) -> Result<(), StoreError> {
         if positions.is_empty() {
@@ -306,6 +308,9 @@ impl PgOffsetStore {
             }
         }
         let mut tx = self.pool.begin().await.map_err(database_error)?;
+        if let Some(lost) = self.check_fences(&mut tx, group, fences).await? {
+            return Err(lost);
+        }
         let stored: i64 = sqlx::query_scalar(self.statements.store.clone())
             .bind(group)
             .bind(&streams)
@@ -321,6 +326,43 @@ impl PgOffsetStore {
             return Err(self.fenced_store(group, positions).await);
         }
         tx.commit().await.map_err(database_error)
+    }
+
+    /// The error for the first of `fences` whose lease this database keeps with another
+    /// owner or counter now; `None` when each holds or is kept elsewhere. The leases
+    /// checked stay locked against a take until `tx` ends.
+    async fn check_fences(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        group: &str,
+        fences: &[(PartitionRef, LeaseFence)],
+    ) -> Result<Option<StoreError>, StoreError> {
+        if fences.is_empty() {
+            return Ok(None);
+        }
+        let leases_kept: bool = sqlx::query_scalar(self.statements.leases_exist.clone())
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(database_error)?;
+        if !leases_kept {
+            return Ok(None);
+        }
+        for (partition, fence) in fences {
+            let lease: Option<(Option<String>, i64)> =
+                sqlx::query_as(self.statements.lease_fence.clone())
+                    .bind(group)
+                    .bind(&*partition.stream)
+                    .bind(&*partition.partition)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(database_error)?;
+            if let Some((owner, counter)) = lease
+                && !fence.holds(owner.as_deref(), counter)
+            {
+                return Ok(Some(StoreError::lease_lost(group, partition, &fence.owner)));
+            }
+        }
+        Ok(None)
     }
 
     /// The error for a store that was refused: the first position behind a stored one.
@@ -432,7 +474,18 @@ impl OffsetStore for PgOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
-        self.write(group, positions, false).await
+        self.write(group, positions, &[], false).await
+    }
+
+    /// Checks the fences against the leases in this database (`PgLeaseStore`), which
+    /// stay locked against a take until the positions are written.
+    async fn store_fenced(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
+    ) -> Result<(), StoreError> {
+        self.write(group, positions, fences, false).await
     }
 
     /// Also moves positions back, and forgets every record marked handled in these
@@ -442,7 +495,7 @@ impl OffsetStore for PgOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
-        self.write(group, positions, true).await
+        self.write(group, positions, &[], true).await
     }
 
     async fn load_handled(

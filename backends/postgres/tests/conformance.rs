@@ -41,3 +41,16 @@ async fn lease_store() -> Option<logpipe_postgres::PgLeaseStore> {
 }
 
 logpipe_core::lease_tests!(lease_store);
+
+#[tokio::test]
+async fn positions_are_stored_only_under_the_current_lease() {
+    let Some(options) = options() else {
+        return;
+    };
+    let store = PgOffsetStore::connect(&options).await.unwrap();
+    logpipe_core::conformance::leases::positions_are_stored_only_under_the_current_lease(
+        store.clone(),
+        store.leases(),
+    )
+    .await;
+}

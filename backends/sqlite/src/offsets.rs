@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
+use logpipe_core::leases::LeaseFence;
 use logpipe_core::time::millis;
 use logpipe_core::{Context, OffsetStore, PartitionRef, Position, SequenceRank, StoreError};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -315,6 +316,45 @@ fn forget_marks(
     Ok(())
 }
 
+/// The error for the first of `fences` whose lease this file keeps with another owner or
+/// counter now; `None` when each holds or is kept elsewhere (run in a write transaction,
+/// so that no take comes between the check and the write).
+fn check_fences(
+    tx: &Transaction<'_>,
+    group: &str,
+    fences: &[(PartitionRef, LeaseFence)],
+) -> rusqlite::Result<Option<StoreError>> {
+    if fences.is_empty() {
+        return Ok(None);
+    }
+    let leases_kept: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'logpipe_leases')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !leases_kept {
+        return Ok(None);
+    }
+    let mut statement = tx.prepare_cached(
+        "SELECT owner, counter FROM logpipe_leases
+         WHERE consumer_group = ?1 AND stream = ?2 AND partition = ?3",
+    )?;
+    for (partition, fence) in fences {
+        let lease: Option<(Option<String>, i64)> = statement
+            .query_row(
+                params![group, &*partition.stream, &*partition.partition],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((owner, counter)) = lease
+            && !fence.holds(owner.as_deref(), counter)
+        {
+            return Ok(Some(StoreError::lease_lost(group, partition, &fence.owner)));
+        }
+    }
+    Ok(None)
+}
+
 /// Stores `positions`, none of them behind a stored one unless `reset` (an operator
 /// moving the group back); then the error for the first that is.
 fn write_positions(
@@ -404,7 +444,18 @@ impl OffsetStore for SqliteOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
-        self.write(group, positions, false).await
+        self.write(group, positions, &[], false).await
+    }
+
+    /// Checks the fences against the leases in this file (`SqliteLeaseStore`) in the
+    /// write transaction that stores the positions.
+    async fn store_fenced(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
+    ) -> Result<(), StoreError> {
+        self.write(group, positions, fences, false).await
     }
 
     /// Also moves positions back, and forgets every record marked handled in these
@@ -414,7 +465,7 @@ impl OffsetStore for SqliteOffsetStore {
         group: &str,
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
-        self.write(group, positions, true).await
+        self.write(group, positions, &[], true).await
     }
 
     async fn load_handled(
@@ -453,17 +504,21 @@ impl SqliteOffsetStore {
         &self,
         group: &str,
         positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
         all: bool,
     ) -> Result<(), StoreError> {
         if positions.is_empty() {
             return Ok(());
         }
-        let (group, positions) = (group.to_owned(), positions.to_vec());
+        let (group, positions, fences) = (group.to_owned(), positions.to_vec(), fences.to_vec());
         self.db
             .call(move |conn| {
                 let tx = conn
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(database_error)?;
+                if let Some(lost) = check_fences(&tx, &group, &fences).map_err(database_error)? {
+                    return Err(lost);
+                }
                 if let Some(fenced) =
                     write_positions(&tx, &group, &positions, all).map_err(database_error)?
                 {

@@ -71,3 +71,13 @@ async fn lease_store() -> Option<logpipe_sqlite::SqliteLeaseStore> {
 }
 
 logpipe_core::lease_tests!(lease_store);
+
+#[tokio::test]
+async fn positions_are_stored_only_under_the_current_lease() {
+    let path = file("fenced.db");
+    logpipe_core::conformance::leases::positions_are_stored_only_under_the_current_lease(
+        SqliteOffsetStore::open(&path).unwrap(),
+        logpipe_sqlite::SqliteLeaseStore::open(&path).unwrap(),
+    )
+    .await;
+}

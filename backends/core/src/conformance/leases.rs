@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::unique;
-use crate::leases::{HeldLease, Lease, LeaseStore, LeaseUnit};
-use crate::{PartitionRef, StoreError};
+use crate::leases::{HeldLease, Lease, LeaseFence, LeaseStore, LeaseUnit};
+use crate::{OffsetStore, PartitionRef, Position, StoreError};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -293,6 +293,88 @@ pub async fn a_finished_lease_is_never_taken_again<L: LeaseStore>(store: L) {
         lease(&store, &group, &child.partition).await.parents,
         child.parents
     );
+}
+
+/// Positions kept in the same database as the group's leases
+/// ([`OffsetStore::store_fenced`]): stored under a lease's fence only while the lease has
+/// that owner and counter. After a steal, the former holder's position is refused, even
+/// one ahead of the stored one, and nothing of its batch is stored; the new holder's is
+/// stored; a partition whose lease the database does not keep is not checked. Not part
+/// of [`lease_tests!`](crate::lease_tests): call it with an offset store and a lease
+/// store of one database.
+pub async fn positions_are_stored_only_under_the_current_lease<S: OffsetStore, L: LeaseStore>(
+    positions: S,
+    leases: L,
+) {
+    let (group, stream) = (unique("group"), unique("people"));
+    let partition = PartitionRef::new(stream.as_str(), "0");
+    let unleased = PartitionRef::new(stream.as_str(), "1");
+    leases
+        .register(&group, &[LeaseUnit::new(partition.clone())])
+        .await
+        .expect("registering");
+    let free = lease(&leases, &group, &partition).await;
+    let a = leases
+        .take(&group, &partition, "a", free.counter, LONG, false)
+        .await
+        .expect("taking");
+    let fence = |partition: &PartitionRef, owner: &str, counter| {
+        (
+            partition.clone(),
+            LeaseFence {
+                owner: owner.into(),
+                counter,
+            },
+        )
+    };
+    let load = |partition: PartitionRef| {
+        let (positions, group) = (&positions, &group);
+        async move { positions.load(group, &partition).await.expect("loading") }
+    };
+    positions
+        .store_fenced(
+            &group,
+            &[(partition.clone(), Position::Offset(5))],
+            &[fence(&partition, "a", a.counter)],
+        )
+        .await
+        .expect("the holder stores");
+    let b = leases
+        .take(&group, &partition, "b", a.counter, LONG, true)
+        .await
+        .expect("stealing");
+    for stale in [
+        fence(&partition, "a", a.counter),
+        fence(&partition, "c", b.counter),
+    ] {
+        let err = positions
+            .store_fenced(
+                &group,
+                &[
+                    (unleased.clone(), Position::Offset(3)),
+                    (partition.clone(), Position::Offset(9)),
+                ],
+                &[stale],
+            )
+            .await
+            .expect_err("a fence that is not the lease's now is refused");
+        assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+        assert_eq!(load(partition.clone()).await, Some(Position::Offset(5)));
+        assert_eq!(load(unleased.clone()).await, None, "nothing of the batch");
+    }
+    positions
+        .store_fenced(
+            &group,
+            &[
+                (partition.clone(), Position::Offset(9)),
+                (unleased.clone(), Position::Offset(3)),
+            ],
+            &[fence(&partition, "b", b.counter), fence(&unleased, "z", 7)],
+        )
+        .await
+        .expect("the new holder stores, and an unleased partition is not checked");
+    assert_eq!(load(partition).await, Some(Position::Offset(9)));
+    assert_eq!(load(unleased).await, Some(Position::Offset(3)));
 }
 
 /// One test a scenario of [`leases`](self): `lease_tests!(setup)`, where `setup` names

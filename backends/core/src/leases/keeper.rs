@@ -9,16 +9,20 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{LeaseChanges, LeaseStore, LeaseUnit, Leaser};
+use super::{LeaseChanges, LeaseFence, LeaseFences, LeaseStore, LeaseUnit, Leaser};
 use crate::{BoxError, BoxFuture, PartitionRef, StoreError, error_chain};
 
-type Validity = Arc<Mutex<BTreeMap<PartitionRef, Instant>>>;
+/// Each lease held, or held before: until when it is surely this worker's (`None` once
+/// it is not held), and the counter it was last held with, which fences the positions
+/// stored after it was lost.
+type Validity = Arc<Mutex<BTreeMap<PartitionRef, (Option<Instant>, u64)>>>;
 
 /// Runs a [`Leaser`]'s rounds on a Tokio task and hands what changed to the consumer.
 ///
 /// Dropping it stops the task without giving the leases up (they expire);
 /// [`close`](Self::close) gives them up first.
 pub struct LeaseKeeper {
+    owner: Arc<str>,
     changes: mpsc::UnboundedReceiver<LeaseChanges>,
     valid: Validity,
     close: Option<mpsc::Sender<oneshot::Sender<()>>>,
@@ -49,6 +53,7 @@ impl LeaseKeeper {
         U: FnMut() -> F + Send + 'static,
         F: Future<Output = Result<Vec<LeaseUnit>, BoxError>> + Send,
     {
+        let owner = Arc::from(leaser.options().owner.as_str());
         let (changes_tx, changes) = mpsc::unbounded_channel();
         let (close, mut closing) = mpsc::channel::<oneshot::Sender<()>>(1);
         let (finish, mut finishing) = mpsc::unbounded_channel::<PartitionRef>();
@@ -117,6 +122,7 @@ impl LeaseKeeper {
             }
         });
         Self {
+            owner,
             changes,
             valid,
             close: Some(close),
@@ -168,6 +174,19 @@ impl LeaseKeeper {
     pub fn holds_fn(&self) -> impl Fn(&PartitionRef) -> bool + Send + Sync + 'static {
         let valid = Arc::clone(&self.valid);
         move |partition| valid_now(&valid, partition)
+    }
+
+    /// The fences to store positions under: each partition's lease as this worker last
+    /// held it (the store tells whether it still is); `None` for one it never held.
+    pub fn fences(&self) -> LeaseFences {
+        let (valid, owner) = (Arc::clone(&self.valid), Arc::clone(&self.owner));
+        Arc::new(move |partition| {
+            let valid = valid.lock().unwrap_or_else(PoisonError::into_inner);
+            valid.get(partition).map(|(_, counter)| LeaseFence {
+                owner: Arc::clone(&owner),
+                counter: *counter,
+            })
+        })
     }
 
     /// Marks the lease of `partition` finished (it was read to its end and its last
@@ -229,15 +248,15 @@ async fn finish_all<L: LeaseStore>(leaser: &mut Leaser<L>, partitions: &mut Vec<
 
 fn valid_now(valid: &Validity, partition: &PartitionRef) -> bool {
     let valid = valid.lock().unwrap_or_else(PoisonError::into_inner);
-    valid
-        .get(partition)
-        .is_some_and(|until| *until > Instant::now())
+    matches!(valid.get(partition), Some((Some(until), _)) if *until > Instant::now())
 }
 
 fn publish<L: LeaseStore>(valid: &Validity, leaser: &Leaser<L>) {
-    let held: BTreeMap<_, _> = leaser
-        .held_until()
-        .map(|(partition, until)| (partition.clone(), until))
-        .collect();
-    *valid.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    let mut valid = valid.lock().unwrap_or_else(PoisonError::into_inner);
+    for (until, _) in valid.values_mut() {
+        *until = None;
+    }
+    for (partition, until, counter) in leaser.held_until() {
+        valid.insert(partition.clone(), (Some(until), counter));
+    }
 }

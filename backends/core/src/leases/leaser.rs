@@ -226,11 +226,12 @@ impl<L: LeaseStore> Leaser<L> {
         self.held.keys()
     }
 
-    /// Each lease held, and until when it is surely this worker's.
-    pub fn held_until(&self) -> impl Iterator<Item = (&PartitionRef, Instant)> {
+    /// Each lease held, until when it is surely this worker's, and the counter it was
+    /// taken with.
+    pub fn held_until(&self) -> impl Iterator<Item = (&PartitionRef, Instant, u64)> {
         self.held
             .iter()
-            .map(|(partition, held)| (partition, held.valid_until))
+            .map(|(partition, held)| (partition, held.valid_until, held.counter))
     }
 
     /// When [`round`](Self::round) or [`expire`](Self::expire) is next due.
