@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use logpipe_core::leases::{LeaseFence, LeaseFences};
 use logpipe_core::{
     Admin, Backend, BackendError, Boundary, ConsumerBackend, ConsumerEvent, DeliveryFuture, Lag,
     OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
@@ -172,6 +173,10 @@ impl ConsumerBackend for AnyConsumer {
         self.inner.stored(positions);
     }
 
+    fn lease_fences(&self) -> Option<LeaseFences> {
+        self.inner.lease_fences()
+    }
+
     fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         self.inner.pause(partitions)
     }
@@ -228,6 +233,17 @@ impl OffsetStore for AnyOffsetStore {
         positions: &[(PartitionRef, Position)],
     ) -> Result<(), StoreError> {
         self.inner.store_boxed(group, positions).await
+    }
+
+    async fn store_fenced(
+        &self,
+        group: &str,
+        positions: &[(PartitionRef, Position)],
+        fences: &[(PartitionRef, LeaseFence)],
+    ) -> Result<(), StoreError> {
+        self.inner
+            .store_fenced_boxed(group, positions, fences)
+            .await
     }
 
     async fn reset(

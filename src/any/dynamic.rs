@@ -4,6 +4,7 @@
 
 use std::any::Any;
 
+use logpipe_core::leases::{LeaseFence, LeaseFences};
 use logpipe_core::{
     Backend, BackendError, Boundary, BoxFuture, ConsumerBackend, ConsumerEvent, DeliveryFuture,
     Lag, OffsetStore, OutgoingRecord, PartitionInfo, PartitionRef, Position, ProducerBackend,
@@ -159,6 +160,7 @@ pub(super) trait DynConsumer: Send {
         after: Option<&'a Position>,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn stored(&mut self, positions: &[(PartitionRef, Position)]);
+    fn lease_fences(&self) -> Option<LeaseFences>;
     fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
     fn resume(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError>;
     fn close_boxed(&mut self) -> BoxFuture<'_, ()>;
@@ -185,6 +187,10 @@ impl<C: ConsumerBackend> DynConsumer for C {
         ConsumerBackend::stored(self, positions);
     }
 
+    fn lease_fences(&self) -> Option<LeaseFences> {
+        ConsumerBackend::lease_fences(self)
+    }
+
     fn pause(&mut self, partitions: &[PartitionRef]) -> Result<(), BackendError> {
         ConsumerBackend::pause(self, partitions)
     }
@@ -209,6 +215,12 @@ pub(super) trait DynOffsetStore: Send + Sync {
         &'a self,
         group: &'a str,
         positions: &'a [(PartitionRef, Position)],
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn store_fenced_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        positions: &'a [(PartitionRef, Position)],
+        fences: &'a [(PartitionRef, LeaseFence)],
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn reset_boxed<'a>(
         &'a self,
@@ -240,6 +252,15 @@ impl<S: OffsetStore> DynOffsetStore for S {
         positions: &'a [(PartitionRef, Position)],
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.store(group, positions))
+    }
+
+    fn store_fenced_boxed<'a>(
+        &'a self,
+        group: &'a str,
+        positions: &'a [(PartitionRef, Position)],
+        fences: &'a [(PartitionRef, LeaseFence)],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.store_fenced(group, positions, fences))
     }
 
     fn reset_boxed<'a>(

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use logpipe_core::leases::{LeaseFence, LeaseFences};
 use tokio_util::sync::CancellationToken;
 
 use super::ConsumerOptions;
@@ -70,6 +71,7 @@ impl<S: OffsetStore> Worker<S> {
         let options = &self.options;
         let mut run = Run {
             worker: self,
+            fences: backend.lease_fences(),
             reader: Reader::new(backend),
             state: RunState::new(options),
             schedule: Schedule::new(
@@ -108,6 +110,8 @@ impl<S: OffsetStore> Worker<S> {
 /// One run of a consumer: its backend, its records and the handler calls in flight.
 struct Run<'a, B, S> {
     worker: &'a Worker<S>,
+    /// The leases positions are stored under, for a backend whose partitions are leased.
+    fences: Option<LeaseFences>,
     reader: Reader<B>,
     state: RunState,
     schedule: Schedule,
@@ -437,7 +441,14 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
         }
         let positions = self.schedule.handled();
         if !positions.is_empty() {
-            store_positions(&self.worker.store, &self.worker.group, &positions).await?;
+            let fences: Vec<(PartitionRef, LeaseFence)> = match &self.fences {
+                Some(fence_of) => positions
+                    .iter()
+                    .filter_map(|(partition, _)| Some((partition.clone(), fence_of(partition)?)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            store_positions(&self.worker.store, &self.worker.group, &positions, &fences).await?;
             metrics::histogram!("logpipe_commit_seconds")
                 .record(self.state.last_commit.elapsed().as_secs_f64());
             tracing::debug!(
@@ -453,24 +464,35 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
     }
 }
 
-/// Stores `positions` of `group`. One behind its stored position (another consumer of
-/// the group, sharing the store, got further) is left as it is, with a warning, and the
-/// others are stored one by one: what this consumer handled there is covered already.
+/// Stores `positions` of `group`, each under its lease's fence, if any. One behind its
+/// stored position (another consumer of the group, sharing the store, got further), or
+/// whose lease was lost, is left as it is, with a warning, and the others are stored
+/// one by one: what this consumer handled there is covered already, or is handled
+/// again by the lease's new owner.
 async fn store_positions<S: OffsetStore>(
     store: &S,
     group: &str,
     positions: &[(PartitionRef, Position)],
+    fences: &[(PartitionRef, LeaseFence)],
 ) -> Result<(), Error> {
-    match store.store(group, positions).await {
-        Err(StoreError::Fenced { .. }) => {}
+    match store.store_fenced(group, positions, fences).await {
+        Err(StoreError::Fenced { .. } | StoreError::LeaseLost { .. }) => {}
         other => return Ok(other?),
     }
     for position in positions {
-        match store.store(group, std::slice::from_ref(position)).await {
-            Err(fenced @ StoreError::Fenced { .. }) => {
+        let fence: Vec<_> = fences
+            .iter()
+            .filter(|(partition, _)| *partition == position.0)
+            .cloned()
+            .collect();
+        match store
+            .store_fenced(group, std::slice::from_ref(position), &fence)
+            .await
+        {
+            Err(refused @ (StoreError::Fenced { .. } | StoreError::LeaseLost { .. })) => {
                 metrics::counter!("logpipe_positions_fenced_total", "stream" => Arc::clone(&position.0.stream))
                     .increment(1);
-                tracing::warn!(partition = %position.0, "{}; not stored", error_chain(&fenced));
+                tracing::warn!(partition = %position.0, "{}; not stored", error_chain(&refused));
             }
             other => other?,
         }

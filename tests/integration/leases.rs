@@ -1,5 +1,6 @@
 //! Replicas of a service sharing the partitions of one `sqlite://` file through the
-//! group's leases: real `people_service` processes, started, killed, stopped and paused.
+//! group's leases: real `people_service` processes, started, killed, stopped and paused;
+//! and, in one process, a consumer whose lease is stolen while its handler runs.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -272,4 +273,113 @@ fn a_paused_replica_loses_its_leases_and_applies_nothing_twice_when_it_wakes() {
     );
     let stored = people(&db);
     assert_eq!((stored.count, stored.applied), (8_000, 8_000));
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, logpipe::Message)]
+#[logpipe(type = "person", version = 1, key = "uuid")]
+struct Person {
+    uuid: String,
+}
+
+#[tokio::test]
+async fn a_consumer_whose_lease_was_stolen_cannot_store_a_position_even_one_ahead() {
+    use logpipe::backend::{Backend, StartFrom};
+    use logpipe::embedded::{EmbeddedLog, EmbeddedOptions};
+    use logpipe::offsets::{OffsetStore, SqliteOffsetStore};
+    use logpipe::{Consumer, ConsumerOptions, Context, Position, Producer, Registry, handler_fn};
+    use logpipe_core::PartitionRef;
+    use logpipe_core::leases::LeaseStore;
+    use logpipe_sqlite::SqliteLeaseStore;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Semaphore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log.db");
+    // Leases that outlast the test: the consumer does not learn of the steal.
+    let options = EmbeddedOptions {
+        partitions: 1,
+        lease_duration_ms: 120_000,
+        lease_renewal_ms: 60_000,
+        worker_id: Some("a".into()),
+        ..EmbeddedOptions::default()
+    };
+    let log = EmbeddedLog::open_with(&db, options).unwrap();
+    let producer = Producer::new(log.clone(), "people");
+    for uuid in ["0", "1", "2"] {
+        producer.send(&Person { uuid: uuid.into() }).await.unwrap();
+    }
+    // The handler of record 0 waits until it is let go on.
+    let (started, go_on) = (Arc::new(Semaphore::new(0)), Arc::new(Semaphore::new(0)));
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let registry = {
+        let (started, go_on, handled) = (
+            Arc::clone(&started),
+            Arc::clone(&go_on),
+            Arc::clone(&handled),
+        );
+        Registry::builder()
+            .handle(handler_fn(move |person: Person, _: Context| {
+                let (started, go_on, handled) = (
+                    Arc::clone(&started),
+                    Arc::clone(&go_on),
+                    Arc::clone(&handled),
+                );
+                async move {
+                    if person.uuid == "0" {
+                        started.add_permits(1);
+                        go_on.acquire().await.unwrap().forget();
+                    }
+                    handled.lock().unwrap().push(person.uuid);
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let store = SqliteOffsetStore::open(&db).unwrap();
+    let consumer = Consumer::new(
+        log.open_consumer("g", &["people".to_owned()], StartFrom::default())
+            .unwrap(),
+        store.clone(),
+        registry,
+        "g",
+    )
+    .with_options(ConsumerOptions {
+        commit_every: 1,
+        commit_interval_ms: 10,
+        ..ConsumerOptions::default()
+    });
+    let running = crate::support::Running::start(consumer);
+    tokio::time::timeout(WAIT, started.acquire())
+        .await
+        .expect("record 0 is being handled")
+        .unwrap()
+        .forget();
+
+    // Another worker steals the lease, and stores the position of its own record 0.
+    let partition = PartitionRef::new("people", "0");
+    let leases = SqliteLeaseStore::open(&db).unwrap();
+    let lease = leases.leases("g", &["people".to_owned()]).await.unwrap();
+    assert_eq!(lease[0].owner.as_deref(), Some("a"));
+    leases
+        .take("g", &partition, "b", lease[0].counter, WAIT, true)
+        .await
+        .unwrap();
+    store
+        .store("g", &[(partition.clone(), Position::Offset(0))])
+        .await
+        .unwrap();
+
+    // The former holder handles on to record 2, and stores none of it.
+    go_on.add_permits(1);
+    crate::support::wait_until("the former holder handled every record", WAIT, || {
+        handled.lock().unwrap().len() == 3
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        store.load("g", &partition).await.unwrap(),
+        Some(Position::Offset(0)),
+        "the new holder's position stands"
+    );
 }

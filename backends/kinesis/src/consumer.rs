@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use logpipe_core::leases::{LeaseChanges, LeaseKeeper, LeaseUnit};
+use logpipe_core::leases::{LeaseChanges, LeaseFences, LeaseKeeper, LeaseUnit};
 use logpipe_core::{
     BackendError, BoxError, BoxFuture, ConsumerBackend, ConsumerEvent, PartitionRef, Position,
     Record,
@@ -340,6 +340,10 @@ impl ConsumerBackend for KinesisConsumer {
         if let Some(leases) = self.leases.as_mut() {
             leases.stored(&mut self.reader, positions);
         }
+    }
+
+    fn lease_fences(&self) -> Option<LeaseFences> {
+        self.leases.as_ref().map(|leases| leases.keeper.fences())
     }
 
     async fn close(&mut self) {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use logpipe_core::leases::{LeaseChanges, LeaseKeeper, LeaseUnit, Leaser};
+use logpipe_core::leases::{LeaseChanges, LeaseFences, LeaseKeeper, LeaseUnit, Leaser};
 use logpipe_core::{
     Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, PartitionRef,
     Position, Record, RecordHeader, StartFrom,
@@ -287,6 +287,10 @@ impl ConsumerBackend for EmbeddedConsumer {
                 self.note_lease_changes(changes);
             }
         }
+    }
+
+    fn lease_fences(&self) -> Option<LeaseFences> {
+        self.leases.as_ref().map(LeaseKeeper::fences)
     }
 
     async fn close(&mut self) {
