@@ -376,7 +376,8 @@ impl Config {
 
     /// Checks that the lease store of a Kinesis backend (`[kinesis] leases`, or the
     /// offset store's database), if it has one, answers, so that a wrong address or
-    /// password fails at start-up rather than at every renewal.
+    /// password fails at start-up rather than at every renewal; warns when it is not the
+    /// offset store's database, whose positions are then not fenced by the lease counter.
     ///
     /// # Errors
     ///
@@ -400,6 +401,16 @@ impl Config {
                     ),
                 )
             })?;
+            let offsets = self.offset_store_url();
+            if let Some(leases) = &self.kinesis.leases
+                && leases.as_str() != offsets.as_str()
+            {
+                tracing::warn!(
+                    leases = %logpipe_core::redact_url(leases.as_str()),
+                    offset_store = %logpipe_core::redact_url(offsets.as_str()),
+                    "kinesis.leases is not the offset store's database: positions are fenced by their order only, not by the lease counter (leave kinesis.leases unset, or point both at one database)"
+                );
+            }
         }
         #[cfg(not(feature = "kinesis"))]
         let _ = backend;

@@ -517,7 +517,47 @@ fn by_default_kinesis_workers_lease_shards_in_the_sqlite_offset_store() {
         "the hand-off repeats nothing: {handled_twice:#?}\n{}",
         log(&dir.path().join("b.log"))
     );
+    assert!(
+        !a_log.contains(SEPARATE_LEASES),
+        "leases and positions share the file: {a_log}"
+    );
     stop(&mut a);
+}
+
+/// The start-up warning of a worker whose leases are not in the offset store's database.
+const SEPARATE_LEASES: &str = "kinesis.leases is not the offset store's database";
+
+#[test]
+fn leases_kept_apart_from_the_positions_are_warned_of_at_start_up() {
+    let runtime = crate::support::runtime();
+    let Some((endpoint, _, stream)) = runtime.block_on(crate::kinesis::fixture("apart", 1)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("a.log");
+    let mut worker = Worker(
+        Command::new(program("people_service"))
+            .envs(
+                programs_env(&endpoint, &stream)
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str())),
+            )
+            .env("LOGPIPE_KINESIS__LEASES", "sqlite://leases.db")
+            .env_remove("LOGPIPE_CONFIG")
+            .env_remove("AWS_PROFILE")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until_blocking(
+        "the worker warns that its positions are not fenced by counter",
+        WAIT,
+        || log(&log_path).contains(SEPARATE_LEASES),
+    );
+    stop(&mut worker);
 }
 
 #[test]

@@ -94,7 +94,8 @@ pub struct KinesisOptions {
     /// Where the consumer groups' shard leases are kept: `sqlite://PATH` (processes on
     /// one machine) or `postgres://..` (many machines). Default: the offset store, when
     /// it is one of these; with no lease store (a `memory://` offset store), every
-    /// consumer reads every shard.
+    /// consumer reads every shard. Positions are fenced by the lease counter only when
+    /// the leases are in the offset store's database.
     pub leases: Option<LeaseStoreUrl>,
     /// How long a lease of a shard lasts unless renewed, in milliseconds: what the
     /// shards of a process that died wait before another process of the group takes
