@@ -36,9 +36,10 @@ pub(crate) struct Statements {
     /// Whether the table of leases exists (created only when leases are used, so that
     /// a store whose tables predate it needs no CREATE privilege): one row, one boolean.
     pub(crate) leases_exist: SqlStr,
-    /// `$1` group, `$2` stream, `$3` partition: the row `(owner, counter)` of the lease,
-    /// locked against a take until the transaction ends.
-    pub(crate) lease_fence: SqlStr,
+    /// `$1` group, `$2..$3` arrays of stream, partition: the rows `(stream, partition,
+    /// owner, counter)` of those leases that exist, locked against a take until the
+    /// transaction ends (in key order, as every multi-row statement here goes).
+    pub(crate) lease_fences: SqlStr,
     /// `$1` group, `$2` stream, `$3` partition: the row `(position_offset, position_sequence)`.
     pub(crate) load: SqlStr,
     /// `$1` group, `$2..$5` arrays of stream, partition, offset, sequence, `$6` whether
@@ -121,9 +122,11 @@ impl Statements {
                 "SELECT to_regclass('{positions}') IS NOT NULL AND to_regclass('{handled}') IS NOT NULL"
             )),
             leases_exist: sql(format!("SELECT to_regclass('{leases}') IS NOT NULL")),
-            lease_fence: sql(format!(
-                "SELECT owner, counter FROM {leases}
-                 WHERE consumer_group = $1 AND stream = $2 AND partition = $3
+            lease_fences: sql(format!(
+                "SELECT stream, partition, owner, counter FROM {leases}
+                 WHERE consumer_group = $1 AND (stream, partition) IN (
+                     SELECT * FROM UNNEST($2::text[], $3::text[]))
+                 ORDER BY stream, partition
                  FOR SHARE"
             )),
             load: sql(format!(

@@ -31,6 +31,14 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Whether `error` is PostgreSQL's deadlock abort (SQLSTATE 40P01).
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|database| database.code())
+        .is_some_and(|code| code == "40P01")
+}
+
 /// Whether `stored` is past `other` in the same partition (as the store's statements
 /// compare them: sequence positions by [`SequenceRank`], a starting point below all).
 fn is_past(stored: &Position, other: &Position) -> bool {
@@ -307,10 +315,20 @@ impl PgOffsetStore {
                 }
             }
         }
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        if let Some(lost) = self.check_fences(&mut tx, group, fences).await? {
-            return Err(lost);
-        }
+        // The lease store's renewal locks the leases in an order of its own: when it and
+        // this check wait for each other, PostgreSQL aborts one, and a check aborted so
+        // is tried again (a renewal aborted so is tried at the next round).
+        let mut attempts = 0;
+        let mut tx = loop {
+            attempts += 1;
+            let mut tx = self.pool.begin().await.map_err(database_error)?;
+            match self.check_fences(&mut tx, group, fences).await {
+                Ok(None) => break tx,
+                Ok(Some(lost)) => return Err(lost),
+                Err(error) if attempts < 3 && is_deadlock(&error) => {}
+                Err(error) => return Err(database_error(error)),
+            }
+        };
         let stored: i64 = sqlx::query_scalar(self.statements.store.clone())
             .bind(group)
             .bind(&streams)
@@ -336,27 +354,30 @@ impl PgOffsetStore {
         tx: &mut Transaction<'_, Postgres>,
         group: &str,
         fences: &[(PartitionRef, LeaseFence)],
-    ) -> Result<Option<StoreError>, StoreError> {
+    ) -> Result<Option<StoreError>, sqlx::Error> {
         if fences.is_empty() {
             return Ok(None);
         }
         let leases_kept: bool = sqlx::query_scalar(self.statements.leases_exist.clone())
             .fetch_one(&mut **tx)
-            .await
-            .map_err(database_error)?;
+            .await?;
         if !leases_kept {
             return Ok(None);
         }
-        for (partition, fence) in fences {
-            let lease: Option<(Option<String>, i64)> =
-                sqlx::query_as(self.statements.lease_fence.clone())
-                    .bind(group)
-                    .bind(&*partition.stream)
-                    .bind(&*partition.partition)
-                    .fetch_optional(&mut **tx)
-                    .await
-                    .map_err(database_error)?;
-            if let Some((owner, counter)) = lease
+        let streams: Vec<&str> = fences.iter().map(|(p, _)| &*p.stream).collect();
+        let partitions: Vec<&str> = fences.iter().map(|(p, _)| &*p.partition).collect();
+        let leases: Vec<(String, String, Option<String>, i64)> =
+            sqlx::query_as(self.statements.lease_fences.clone())
+                .bind(group)
+                .bind(&streams)
+                .bind(&partitions)
+                .fetch_all(&mut **tx)
+                .await?;
+        for (stream, partition, owner, counter) in leases {
+            let fenced = fences
+                .iter()
+                .find(|(p, _)| *p.stream == *stream && *p.partition == *partition);
+            if let Some((partition, fence)) = fenced
                 && !fence.holds(owner.as_deref(), counter)
             {
                 return Ok(Some(StoreError::lease_lost(group, partition, &fence.owner)));
