@@ -137,6 +137,27 @@ fn lease_store_at(url: &str) -> Result<LeaseStoreAt, String> {
     }
 }
 
+/// Whether the Kinesis lease store is the offset store's database (as by default),
+/// where positions are stored under the leases' counters.
+#[cfg(feature = "kinesis")]
+fn leases_beside_positions(config: &Config) -> bool {
+    let Some(leases) = &config.kinesis.leases else {
+        return true;
+    };
+    let offsets = config.offset_store_url();
+    match (
+        lease_store_at(leases.as_str()),
+        lease_store_at(offsets.as_str()),
+    ) {
+        (Ok(LeaseStoreAt::Sqlite(a)), Ok(LeaseStoreAt::Sqlite(b))) => {
+            std::path::absolute(a).ok() == std::path::absolute(b).ok()
+        }
+        #[cfg(feature = "postgres")]
+        (Ok(LeaseStoreAt::Postgres(a)), Ok(LeaseStoreAt::Postgres(b))) => a.same_tables(&b),
+        _ => false,
+    }
+}
+
 /// What is wrong with `url` as a lease store, if anything.
 #[cfg(feature = "kinesis")]
 pub(super) fn check_lease_store(url: &str) -> Result<(), String> {
@@ -224,7 +245,9 @@ const BACKENDS: &[BackendEntry] = &[
             let mut backend =
                 logpipe_kinesis::KinesisBackend::connect_url(&url, config.kinesis.clone())?;
             if let Some(store) = open_lease_store(config)? {
-                backend = backend.with_leases(store);
+                backend = backend
+                    .with_leases(store)
+                    .fencing_positions(leases_beside_positions(config));
             }
             Ok(AnyBackend::new(backend))
         },
@@ -401,13 +424,12 @@ impl Config {
                     ),
                 )
             })?;
-            let offsets = self.offset_store_url();
             if let Some(leases) = &self.kinesis.leases
-                && leases.as_str() != offsets.as_str()
+                && !leases_beside_positions(self)
             {
                 tracing::warn!(
                     leases = %logpipe_core::redact_url(leases.as_str()),
-                    offset_store = %logpipe_core::redact_url(offsets.as_str()),
+                    offset_store = %logpipe_core::redact_url(self.offset_store_url().as_str()),
                     "kinesis.leases is not the offset store's database: positions are fenced by their order only, not by the lease counter (leave kinesis.leases unset, or point both at one database)"
                 );
             }
@@ -443,5 +465,73 @@ impl Config {
         (entry.open)(url.as_str(), backend)
             .await
             .map_err(|err| cannot_open(error_chain(&err)))
+    }
+}
+
+#[cfg(all(test, feature = "kinesis", feature = "postgres"))]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Config {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config::from_parts(toml::Table::new(), env).unwrap()
+    }
+
+    #[test]
+    fn positions_are_fenced_by_lease_counters_only_where_the_leases_share_their_database() {
+        let kinesis = ("LOGPIPE_BACKEND", "kinesis://?region=us-east-1");
+        let pg = "postgres://app:a@db.internal:5432/crm?schema=logpipe";
+        for (pairs, beside) in [
+            (vec![kinesis], true),
+            (
+                vec![
+                    kinesis,
+                    ("LOGPIPE_KINESIS__LEASES", "sqlite://./logpipe.db"),
+                ],
+                true,
+            ),
+            (
+                vec![kinesis, ("LOGPIPE_KINESIS__LEASES", "sqlite://leases.db")],
+                false,
+            ),
+            (
+                vec![
+                    kinesis,
+                    ("LOGPIPE_OFFSET_STORE", pg),
+                    (
+                        "LOGPIPE_KINESIS__LEASES",
+                        "postgres://other:b@db.internal/crm?schema=logpipe&pool_size=2",
+                    ),
+                ],
+                true,
+            ),
+            (
+                vec![
+                    kinesis,
+                    ("LOGPIPE_OFFSET_STORE", pg),
+                    (
+                        "LOGPIPE_KINESIS__LEASES",
+                        "postgres://app:a@db.internal/crm?schema=leases",
+                    ),
+                ],
+                false,
+            ),
+            (
+                vec![
+                    kinesis,
+                    ("LOGPIPE_OFFSET_STORE", pg),
+                    ("LOGPIPE_KINESIS__LEASES", "sqlite://logpipe.db"),
+                ],
+                false,
+            ),
+        ] {
+            assert_eq!(
+                leases_beside_positions(&config(&pairs)),
+                beside,
+                "{pairs:?}"
+            );
+        }
     }
 }

@@ -51,6 +51,8 @@ pub struct KinesisBackend {
     options: KinesisOptions,
     /// Where consumer groups keep their shard leases, if anywhere.
     leases: Option<AnyLeaseStore>,
+    /// Whether consumers store positions under their leases.
+    fence_positions: bool,
 }
 
 impl std::fmt::Debug for KinesisBackend {
@@ -120,6 +122,7 @@ impl KinesisBackend {
             region: region.into(),
             options,
             leases: None,
+            fence_positions: true,
         })
     }
 
@@ -138,6 +141,17 @@ impl KinesisBackend {
     #[must_use]
     pub fn with_leases(mut self, store: AnyLeaseStore) -> Self {
         self.leases = Some(store);
+        self
+    }
+
+    /// Whether the consumers of its groups store positions under their leases
+    /// ([`ConsumerBackend::lease_fences`](logpipe_core::ConsumerBackend::lease_fences)),
+    /// which an offset store checks against the leases in its own database. True by
+    /// default: the lease store is the offset store's database. Set it false when it is
+    /// not, so that no lease rows left in the offset store's database (from an earlier
+    /// setup) are taken for the group's.
+    pub fn fencing_positions(mut self, fence: bool) -> Self {
+        self.fence_positions = fence;
         self
     }
 
@@ -229,7 +243,12 @@ impl Backend for KinesisBackend {
         ));
         let keeper = LeaseKeeper::new(Leaser::new(store, group, lease_options), units.lister());
         let reader = self.reader(Vec::<Arc<str>>::new(), options);
-        Ok(KinesisConsumer::leased(reader, keeper, units))
+        Ok(KinesisConsumer::leased(
+            reader,
+            keeper,
+            units,
+            self.fence_positions,
+        ))
     }
 
     /// `GROUP@REGION`: one stream name in two regions keeps two sets of positions.

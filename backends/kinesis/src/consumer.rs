@@ -38,6 +38,9 @@ struct ShardLeases {
     /// Shards given up as finished (revoked already), whose leases the keeper may
     /// still report lost: the consumer was told of them once.
     finishing: HashSet<PartitionRef>,
+    /// Whether positions are stored under the leases (the lease store is the offset
+    /// store's database).
+    fence_positions: bool,
 }
 
 impl std::fmt::Debug for ShardLeases {
@@ -166,10 +169,13 @@ impl KinesisConsumer {
 
     /// A consumer of the shards whose leases `keeper` holds, among `units`; `reader`
     /// finds no shard of its own.
+    /// A consumer of the shards `keeper` leases; with `fence_positions`, their
+    /// positions are stored under the leases ([`ConsumerBackend::lease_fences`]).
     pub(crate) fn leased(
         mut reader: ShardReader,
         keeper: LeaseKeeper,
         units: Arc<ListedUnits>,
+        fence_positions: bool,
     ) -> Self {
         let holds = keeper.holds_fn();
         reader.read_only_while(move |shard| holds(&partition_of(shard)));
@@ -182,6 +188,7 @@ impl KinesisConsumer {
                 events: VecDeque::new(),
                 assigned: false,
                 finishing: HashSet::new(),
+                fence_positions,
             }),
         }
     }
@@ -343,7 +350,10 @@ impl ConsumerBackend for KinesisConsumer {
     }
 
     fn lease_fences(&self) -> Option<LeaseFences> {
-        self.leases.as_ref().map(|leases| leases.keeper.fences())
+        self.leases
+            .as_ref()
+            .filter(|leases| leases.fence_positions)
+            .map(|leases| leases.keeper.fences())
     }
 
     async fn close(&mut self) {

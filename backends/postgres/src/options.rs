@@ -76,6 +76,16 @@ impl PgStoreOptions {
     pub fn pool_size(&self) -> u32 {
         self.pool_size
     }
+
+    /// Whether `other` names the same tables: the same server (host and port), database
+    /// and schema, whoever logs in and however the pool is set.
+    pub fn same_tables(&self, other: &Self) -> bool {
+        let (a, b) = (&self.connect, &other.connect);
+        a.get_host() == b.get_host()
+            && a.get_port() == b.get_port()
+            && a.get_database() == b.get_database()
+            && self.schema == other.schema
+    }
 }
 
 impl fmt::Display for PgStoreOptions {
