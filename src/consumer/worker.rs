@@ -448,37 +448,40 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
                     .collect(),
                 None => Vec::new(),
             };
-            store_positions(&self.worker.store, &self.worker.group, &positions, &fences).await?;
+            let stored =
+                store_positions(&self.worker.store, &self.worker.group, positions, &fences).await?;
             metrics::histogram!("logpipe_commit_seconds")
                 .record(self.state.last_commit.elapsed().as_secs_f64());
             tracing::debug!(
-                partitions = positions.len(),
+                partitions = stored.len(),
                 records = self.state.pending_records,
                 "positions stored"
             );
             self.schedule.forget_handled();
-            self.reader.stored(positions);
+            self.reader.stored(stored);
         }
         self.state.pending_records = 0;
         Ok(())
     }
 }
 
-/// Stores `positions` of `group`, each under its lease's fence, if any. One behind its
-/// stored position (another consumer of the group, sharing the store, got further), or
-/// whose lease was lost, is left as it is, with a warning, and the others are stored
-/// one by one: what this consumer handled there is covered already, or is handled
-/// again by the lease's new owner.
+/// Stores `positions` of `group`, each under its lease's fence, if any, and returns
+/// those stored. One behind its stored position (another consumer of the group, sharing
+/// the store, got further), or whose lease was lost, is left as it is, with a warning,
+/// and the others are stored one by one: what this consumer handled there is covered
+/// already, or is handled again by the lease's new owner.
 async fn store_positions<S: OffsetStore>(
     store: &S,
     group: &str,
-    positions: &[(PartitionRef, Position)],
+    positions: Vec<(PartitionRef, Position)>,
     fences: &[(PartitionRef, LeaseFence)],
-) -> Result<(), Error> {
-    match store.store_fenced(group, positions, fences).await {
+) -> Result<Vec<(PartitionRef, Position)>, Error> {
+    match store.store_fenced(group, &positions, fences).await {
         Err(StoreError::Fenced { .. } | StoreError::LeaseLost { .. }) => {}
-        other => return Ok(other?),
+        Ok(()) => return Ok(positions),
+        Err(other) => return Err(other.into()),
     }
+    let mut stored = Vec::with_capacity(positions.len());
     for position in positions {
         let fence: Vec<_> = fences
             .iter()
@@ -486,7 +489,7 @@ async fn store_positions<S: OffsetStore>(
             .cloned()
             .collect();
         match store
-            .store_fenced(group, std::slice::from_ref(position), &fence)
+            .store_fenced(group, std::slice::from_ref(&position), &fence)
             .await
         {
             Err(refused @ (StoreError::Fenced { .. } | StoreError::LeaseLost { .. })) => {
@@ -494,10 +497,11 @@ async fn store_positions<S: OffsetStore>(
                     .increment(1);
                 tracing::warn!(partition = %position.0, "{}; not stored", error_chain(&refused));
             }
-            other => other?,
+            Ok(()) => stored.push(position),
+            Err(other) => return Err(other.into()),
         }
     }
-    Ok(())
+    Ok(stored)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

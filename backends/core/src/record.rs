@@ -15,7 +15,8 @@ pub enum Position {
     Sequence(String),
 }
 
-/// Where a Kinesis position sits in its shard, as every offset store compares them:
+/// Where a Kinesis position sits in its shard, as the SQLite and PostgreSQL offset stores
+/// compare them (to refuse a position behind the stored one):
 /// sequence numbers as the numbers they are; `SEQUENCE:N` (just after user record `N` of
 /// the aggregated record `SEQUENCE`) after every earlier sequence number and before
 /// `SEQUENCE` itself (after the whole record); a starting point (`TRIM_HORIZON`,
@@ -30,6 +31,7 @@ pub enum Position {
 /// assert!(rank("100:2") < rank("100:10"));
 /// assert!(rank("100:10") < rank("100"));
 /// assert!(SequenceRank::of("TRIM_HORIZON").is_none());
+/// assert!(SequenceRank::of("100:99999999999999999999999").is_none());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SequenceRank<'a> {
@@ -49,7 +51,11 @@ impl<'a> SequenceRank<'a> {
                 .then_some((trimmed.len(), trimmed))
         };
         let (sequence, within) = match text.split_once(':') {
-            Some((sequence, user_record)) => (sequence, (false, number(user_record)?)),
+            // User record numbers are below 2^64 (KCL's sub-sequence numbers).
+            Some((sequence, user_record)) if user_record.parse::<u64>().is_ok() => {
+                (sequence, (false, number(user_record)?))
+            }
+            Some(_) => return None,
             None => (text, (true, (0, ""))),
         };
         Some(Self {
