@@ -206,6 +206,10 @@ pub enum BodyError {
     /// The MessagePack message does not fit the type.
     #[error(transparent)]
     Msgpack(#[from] rmp_serde::decode::Error),
+    /// An upcaster refused the message (see
+    /// [`RegistryBuilder::try_upcast`](crate::registry::RegistryBuilder::try_upcast)).
+    #[error("the upcaster refused it: {0}")]
+    Upcast(#[source] crate::BoxError),
 }
 
 impl<'a> Body<'a> {

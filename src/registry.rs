@@ -14,8 +14,10 @@ use crate::handler::{Context, Handler, HandlerPanic};
 use crate::message::Message;
 
 mod erased;
+mod upcast;
 
 use erased::{ErasedBatch, ErasedHandler, Started, Typed, TypedBatch, set_envelope};
+use upcast::{ErasedUpcaster, TypedUpcaster, Upcasting};
 
 /// Why a record was skipped instead of handled.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,41 @@ pub enum RegistryError {
     /// A message type was both given handlers and ignored.
     #[error("message type {0:?} is both handled and ignored")]
     HandledAndIgnored(String),
+    /// Two upcasters were registered from the same (type, version).
+    #[error("two upcasters are registered from message type {message_type:?} version {version}")]
+    DuplicateUpcaster {
+        /// The message type.
+        message_type: String,
+        /// The version they read.
+        version: u64,
+    },
+    /// An upcaster does not turn a version of a type into a later version of the same
+    /// type.
+    #[error(
+        "an upcaster must make a later version of the same message type, not {to_type:?} version {to} from {from_type:?} version {from}"
+    )]
+    UpcasterNotForward {
+        /// The type it reads.
+        from_type: String,
+        /// The version it reads.
+        from: u64,
+        /// The type it makes.
+        to_type: String,
+        /// The version it makes.
+        to: u64,
+    },
+    /// An upcaster makes a version that has neither a handler nor a further upcaster.
+    #[error(
+        "the upcaster from message type {message_type:?} version {from} makes version {to}, which has no handler or upcaster"
+    )]
+    UpcasterWithoutHandler {
+        /// The message type.
+        message_type: String,
+        /// The version it reads.
+        from: u64,
+        /// The version it makes.
+        to: u64,
+    },
 }
 
 enum TypeEntry {
@@ -144,13 +181,14 @@ struct VersionEntry {
     version: u64,
     /// For a batch handler, the number that tells its batches from others'.
     batch: Option<usize>,
-    handler: Box<dyn ErasedHandler>,
+    handler: Arc<dyn ErasedHandler>,
 }
 
 /// Maps each (type, version) to its handler.
 ///
 /// Several versions of one type live side by side: that is how a schema migrates (add
-/// the v2 handler, switch producers to v2, later drop v1).
+/// the v2 handler, switch producers to v2, later drop v1). An upcaster
+/// ([`RegistryBuilder::upcast`]) lets the v2 handler take v1 records too.
 ///
 /// ```
 /// use logpipe::{Context, Message, Registry, handler_fn};
@@ -193,14 +231,22 @@ impl fmt::Debug for Registry {
 #[derive(Default)]
 #[must_use]
 pub struct RegistryBuilder {
-    handlers: Vec<(&'static str, u64, Box<dyn ErasedHandler>)>,
+    handlers: Vec<(&'static str, u64, Arc<dyn ErasedHandler>)>,
+    upcasters: Vec<UpcasterEntry>,
     ignored: Vec<String>,
+}
+
+/// An upcaster as registered: what it reads and what it makes.
+struct UpcasterEntry {
+    from: (&'static str, u64),
+    to: (&'static str, u64),
+    upcaster: Arc<dyn ErasedUpcaster>,
 }
 
 impl RegistryBuilder {
     /// Registers `handler` for messages of type `M` (its `TYPE` and `VERSION`).
     pub fn handle<M: Message, H: Handler<M>>(mut self, handler: H) -> Self {
-        let erased = Box::new(Typed::<M, H>::new(handler));
+        let erased = Arc::new(Typed::<M, H>::new(handler));
         self.handlers.push((M::TYPE, M::VERSION, erased));
         self
     }
@@ -208,8 +254,69 @@ impl RegistryBuilder {
     /// Registers a batch `handler` for messages of type `M`: a consumer hands it the
     /// records of `M`'s (type, version) many at a time (see [`BatchHandler`]).
     pub fn handle_batch<M: Message, H: BatchHandler<M>>(mut self, handler: H) -> Self {
-        let erased = Box::new(TypedBatch::<M, H>::new(handler));
+        let erased = Arc::new(TypedBatch::<M, H>::new(handler));
         self.handlers.push((M::TYPE, M::VERSION, erased));
+        self
+    }
+
+    /// Reads messages of `Old`'s (type, version) as `New`, a later version of the same
+    /// type: each is decoded as `Old`, turned into `New` by `upcaster`, and handled as a
+    /// `New` would be, by its handler or by a further upcaster, so that a chain v1 → v2
+    /// → v3 ends at the v3 handler and old records need no handler of their own. The
+    /// handler's [`Context::version`] is the version on the wire.
+    ///
+    /// A handler registered for `Old` itself wins over the upcaster from it: records of
+    /// that version go to that handler, and the upcaster is not used for them.
+    ///
+    /// ```
+    /// use logpipe::{Context, Message, Registry, handler_fn};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[logpipe(type = "person", version = 1, key = "uuid")]
+    /// struct PersonV1 { uuid: String, name: String }
+    ///
+    /// #[derive(Serialize, Deserialize, Message)]
+    /// #[logpipe(type = "person", version = 2, key = "uuid")]
+    /// struct PersonV2 { uuid: String, first_name: String, last_name: String }
+    ///
+    /// let registry = Registry::builder()
+    ///     .upcast(|old: PersonV1| {
+    ///         let (first, last) = old.name.split_once(' ').unwrap_or((&old.name, ""));
+    ///         PersonV2 { uuid: old.uuid.clone(), first_name: first.into(), last_name: last.into() }
+    ///     })
+    ///     .handle(handler_fn(|p: PersonV2, context: Context| async move {
+    ///         println!("{} {} (written as version {})", p.first_name, p.last_name, context.version);
+    ///         Ok::<_, std::io::Error>(())
+    ///     }))
+    ///     .build()?;
+    /// assert_eq!(registry.handled(), vec![("person".to_string(), 1), ("person".to_string(), 2)]);
+    /// # Ok::<(), logpipe::RegistryError>(())
+    /// ```
+    pub fn upcast<Old, New, F>(self, upcaster: F) -> Self
+    where
+        Old: Message,
+        New: Message,
+        F: Fn(Old) -> New + Send + Sync + 'static,
+    {
+        self.try_upcast(move |old: Old| Ok::<New, std::convert::Infallible>(upcaster(old)))
+    }
+
+    /// Like [`upcast`](Self::upcast), with an upcaster that may refuse a message: a
+    /// refused record is skipped as a validation failure (label `validation`), with the
+    /// upcaster's error as its reason, and dead-lettered if the consumer does that.
+    pub fn try_upcast<Old, New, F, E>(mut self, upcaster: F) -> Self
+    where
+        Old: Message,
+        New: Message,
+        F: Fn(Old) -> Result<New, E> + Send + Sync + 'static,
+        E: Into<BoxError>,
+    {
+        self.upcasters.push(UpcasterEntry {
+            from: (Old::TYPE, Old::VERSION),
+            to: (New::TYPE, New::VERSION),
+            upcaster: Arc::new(TypedUpcaster::<Old, New, F>::new(upcaster)),
+        });
         self
     }
 
@@ -223,8 +330,10 @@ impl RegistryBuilder {
     ///
     /// # Errors
     ///
-    /// [`RegistryError`] when two handlers share a (type, version), or a type is both
-    /// handled and ignored.
+    /// [`RegistryError`] when two handlers share a (type, version), a type is both
+    /// handled and ignored, two upcasters read one (type, version), or an upcaster does
+    /// not make a later version of its type that is handled (by a handler or a further
+    /// upcaster).
     pub fn build(self) -> Result<Registry, RegistryError> {
         let mut types: HashMap<Box<str>, TypeEntry, FnvBuildHasher> = HashMap::default();
         let mut batches = 0;
@@ -255,6 +364,7 @@ impl RegistryBuilder {
                 handler,
             });
         }
+        add_upcasters(&mut types, self.upcasters)?;
         for message_type in self.ignored {
             match types.get(message_type.as_str()) {
                 Some(TypeEntry::Handled { .. }) => {
@@ -270,6 +380,61 @@ impl RegistryBuilder {
             batches,
         })
     }
+}
+
+/// Gives each version read through upcasters its entry, from the latest down, so that
+/// each upcaster hands on to the entry of the version it makes.
+fn add_upcasters(
+    types: &mut HashMap<Box<str>, TypeEntry, FnvBuildHasher>,
+    mut upcasters: Vec<UpcasterEntry>,
+) -> Result<(), RegistryError> {
+    for entry in &upcasters {
+        let ((from_type, from), (to_type, to)) = (entry.from, entry.to);
+        if from_type != to_type || to <= from {
+            return Err(RegistryError::UpcasterNotForward {
+                from_type: from_type.to_owned(),
+                from,
+                to_type: to_type.to_owned(),
+                to,
+            });
+        }
+        let same_source = upcasters.iter().filter(|other| other.from == entry.from);
+        if same_source.count() > 1 {
+            return Err(RegistryError::DuplicateUpcaster {
+                message_type: from_type.to_owned(),
+                version: from,
+            });
+        }
+    }
+    upcasters.sort_by_key(|entry| std::cmp::Reverse(entry.from.1));
+    for UpcasterEntry { from, to, upcaster } in upcasters {
+        let (message_type, version) = from;
+        let without_handler = || RegistryError::UpcasterWithoutHandler {
+            message_type: message_type.to_owned(),
+            from: version,
+            to: to.1,
+        };
+        let Some(TypeEntry::Handled { versions, .. }) = types.get_mut(message_type) else {
+            return Err(without_handler());
+        };
+        let Some(next) = versions.iter().find(|entry| entry.version == to.1) else {
+            return Err(without_handler());
+        };
+        if versions.iter().any(|entry| entry.version == version) {
+            // A handler of this version takes its records as they are.
+            continue;
+        }
+        let (batch, next) = (next.batch, Arc::clone(&next.handler));
+        versions.push(VersionEntry {
+            version,
+            batch,
+            handler: Arc::new(Upcasting {
+                step: upcaster,
+                next,
+            }),
+        });
+    }
+    Ok(())
 }
 
 impl Registry {

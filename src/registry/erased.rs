@@ -38,7 +38,19 @@ pub(super) trait ErasedHandler: Send + Sync {
         context: &mut Context,
     ) -> Option<Started<'a>>;
 
-    /// The batch handler, if this is one.
+    /// Starts the handler on a message decoded already (the newer message an upcaster
+    /// made), or keeps the message.
+    ///
+    /// # Errors
+    ///
+    /// The error of an upcaster on the way.
+    fn take<'a>(
+        &'a self,
+        message: Box<dyn Any + Send>,
+        context: &Context,
+    ) -> Result<Started<'a>, BoxError>;
+
+    /// The batch handler, if this is one (or the one an upcaster's messages go to).
     fn batch(&self) -> Option<&dyn ErasedBatch>;
 }
 
@@ -65,7 +77,7 @@ pub(super) fn set_envelope(
 }
 
 /// The message at the start of `rest`, for [`ErasedHandler::call_json_prefix`].
-fn decode_json_prefix<M: Message>(
+pub(super) fn decode_json_prefix<M: Message>(
     rest: &[u8],
     identity: (&'static str, u64),
     context: &mut Context,
@@ -112,6 +124,19 @@ impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
         )))
     }
 
+    fn take<'a>(
+        &'a self,
+        message: Box<dyn Any + Send>,
+        context: &Context,
+    ) -> Result<Started<'a>, BoxError> {
+        let message = *message
+            .downcast::<M>()
+            .expect("an upcaster hands on the message type of its target");
+        Ok(Started::Call(Box::pin(
+            self.handler.handle(message, context.clone()),
+        )))
+    }
+
     fn batch(&self) -> Option<&dyn ErasedBatch> {
         None
     }
@@ -146,6 +171,14 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
     ) -> Option<Started<'a>> {
         let message = decode_json_prefix::<M>(rest, identity, context)?;
         Some(Started::Message(self, Box::new(message)))
+    }
+
+    fn take<'a>(
+        &'a self,
+        message: Box<dyn Any + Send>,
+        _: &Context,
+    ) -> Result<Started<'a>, BoxError> {
+        Ok(Started::Message(self, message))
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {

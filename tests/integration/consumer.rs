@@ -650,3 +650,216 @@ fn a_registry_refuses_two_handlers_for_one_type_and_version() {
         RegistryError::HandledAndIgnored("person".into())
     );
 }
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "thing", version = 1)]
+struct ThingV1 {
+    n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "thing", version = 2)]
+struct ThingV2 {
+    n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "thing", version = 3)]
+struct ThingV3 {
+    n: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "other", version = 2)]
+struct OtherV2 {
+    n: u32,
+}
+
+fn ok<M>(_: M, _: Context) -> std::future::Ready<Result<(), BoxError>> {
+    std::future::ready(Ok(()))
+}
+
+#[test]
+fn a_registry_refuses_upcasters_that_lead_nowhere_back_or_twice() {
+    let nowhere = Registry::builder()
+        .upcast(|v1: ThingV1| ThingV3 { n: v1.n })
+        .handle(handler_fn(ok::<ThingV2>))
+        .build();
+    assert_eq!(
+        nowhere.unwrap_err(),
+        RegistryError::UpcasterWithoutHandler {
+            message_type: "thing".into(),
+            from: 1,
+            to: 3
+        }
+    );
+    let twice = Registry::builder()
+        .upcast(|v1: ThingV1| ThingV2 { n: v1.n })
+        .upcast(|v1: ThingV1| ThingV3 { n: v1.n })
+        .handle(handler_fn(ok::<ThingV2>))
+        .handle(handler_fn(ok::<ThingV3>))
+        .build();
+    assert_eq!(
+        twice.unwrap_err(),
+        RegistryError::DuplicateUpcaster {
+            message_type: "thing".into(),
+            version: 1
+        }
+    );
+    let back = Registry::builder()
+        .upcast(|v2: ThingV2| ThingV1 { n: v2.n })
+        .handle(handler_fn(ok::<ThingV1>))
+        .build();
+    assert!(
+        matches!(
+            back,
+            Err(RegistryError::UpcasterNotForward { from: 2, to: 1, .. })
+        ),
+        "{back:?}"
+    );
+    let across = Registry::builder()
+        .upcast(|v1: ThingV1| OtherV2 { n: v1.n })
+        .handle(handler_fn(ok::<OtherV2>))
+        .build();
+    assert!(
+        matches!(&across, Err(RegistryError::UpcasterNotForward { to_type, .. }) if to_type == "other"),
+        "{across:?}"
+    );
+    let ignored = Registry::builder()
+        .upcast(|v1: ThingV1| ThingV2 { n: v1.n })
+        .handle(handler_fn(ok::<ThingV2>))
+        .ignore("thing")
+        .build();
+    assert_eq!(
+        ignored.unwrap_err(),
+        RegistryError::HandledAndIgnored("thing".into())
+    );
+}
+
+#[test]
+fn an_exact_handler_wins_over_an_upcaster_and_a_refusing_upcaster_is_a_validation_skip() {
+    use logpipe::envelope::{Format, Header, encode};
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let (by_v2, by_v3) = (Arc::clone(&handled), Arc::clone(&handled));
+    let registry = Registry::builder()
+        .try_upcast(|v1: ThingV1| match v1.n {
+            0 => Err("zero is no thing"),
+            n => Ok(ThingV2 { n }),
+        })
+        .upcast(|v2: ThingV2| ThingV3 { n: v2.n * 10 })
+        .handle(handler_fn(move |v2: ThingV2, context: Context| {
+            by_v2
+                .lock()
+                .unwrap()
+                .push(("v2 handler", v2.n, context.version));
+            ok((), context)
+        }))
+        .handle(handler_fn(move |v3: ThingV3, context: Context| {
+            by_v3
+                .lock()
+                .unwrap()
+                .push(("v3 handler", v3.n, context.version));
+            ok((), context)
+        }))
+        .build()
+        .unwrap();
+    let record = |version: u64, n: u32| {
+        let header = Header {
+            message_type: "thing",
+            version,
+            producer: None,
+        };
+        encode(Format::Json, &header, &serde_json::json!({ "n": n })).unwrap()
+    };
+    let mut context = Context::new(
+        "g",
+        logpipe::PartitionRef::new("s", "0"),
+        Position::Offset(0),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for value in [record(1, 4), record(2, 5), record(3, 6)] {
+        runtime
+            .block_on(registry.dispatch(&value, &mut context))
+            .unwrap();
+    }
+    // The v1 record goes to the v2 handler, which is exact for the version v1 is upcast
+    // to; the v2 record to the v2 handler as it is; the v1 → v2 → v3 chain is not taken.
+    assert_eq!(
+        *handled.lock().unwrap(),
+        [
+            ("v2 handler", 4, 1),
+            ("v2 handler", 5, 2),
+            ("v3 handler", 6, 3)
+        ]
+    );
+    let refused = runtime
+        .block_on(registry.dispatch(&record(1, 0), &mut context))
+        .unwrap_err();
+    let logpipe::registry::DispatchError::Skipped(reason) = refused else {
+        panic!("not skipped: {refused:?}");
+    };
+    assert_eq!(reason.label(), "validation");
+    assert!(
+        logpipe::error_chain(&reason).contains("zero is no thing"),
+        "{}",
+        logpipe::error_chain(&reason)
+    );
+}
+
+#[test]
+fn a_record_an_upcaster_refuses_is_skipped_and_counted_as_a_validation_failure() {
+    use logpipe::envelope::{Format, Header, encode};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let by_v2 = Arc::clone(&handled);
+    let registry = Registry::builder()
+        .try_upcast(|v1: ThingV1| match v1.n {
+            0 => Err("zero is no thing"),
+            n => Ok(ThingV2 { n }),
+        })
+        .handle(handler_fn(move |v2: ThingV2, context: Context| {
+            by_v2.lock().unwrap().push(v2.n);
+            ok((), context)
+        }))
+        .build()
+        .unwrap();
+    let header = Header {
+        message_type: "thing",
+        version: 1,
+        producer: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let log = log_with_stream("things").await;
+            for n in [0, 7] {
+                let value = encode(Format::Json, &header, &serde_json::json!({ "n": n }));
+                send_raw(&log, "things", &value.unwrap()).await;
+            }
+            let store = MemoryOffsetStore::new();
+            let consumer = Consumer::new(log.consumer(["things"]), store.clone(), registry, "g")
+                .with_options(fast_options());
+            run_until(consumer, "both positions are stored", || {
+                stored_offset(&store, "g") == Some(1)
+            })
+            .await
+            .unwrap();
+        });
+    });
+    assert_eq!(*handled.lock().unwrap(), [7]);
+    let snapshot = snapshotter.snapshot().into_vec();
+    assert_eq!(
+        counter(
+            &snapshot,
+            "logpipe_records_skipped_total",
+            ("reason", "validation")
+        ),
+        1
+    );
+}

@@ -23,7 +23,8 @@ pub struct Context {
     pub timestamp: Option<SystemTime>,
     /// The envelope's message type (empty until a handler matched).
     pub message_type: &'static str,
-    /// The envelope's version.
+    /// The envelope's version: the version the message was written in, also when
+    /// upcasters turned it into a later one for its handler.
     pub version: u64,
     /// The envelope's producer id, if any.
     pub producer: Option<Arc<str>>,
