@@ -82,6 +82,8 @@ pub mod postgres;
 mod producer;
 pub mod registry;
 pub mod run;
+#[cfg(feature = "schemas")]
+pub mod schema;
 #[cfg(feature = "cli")]
 pub mod serve;
 

@@ -27,5 +27,7 @@ mod postgres;
 mod processes;
 mod properties;
 mod scenarios;
+#[cfg(feature = "schemas")]
+mod schemas;
 mod serve;
 mod vectors;

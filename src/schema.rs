@@ -1,0 +1,146 @@
+//! Published schemas: the JSON Schema of the message of each (type, version) a service
+//! writes or reads, derived with schemars from the same serde attributes that shape the
+//! wire (feature `schemas`, on by default).
+//!
+//! A message type derives [`JsonSchema`] beside [`Message`]; a service's own binary or
+//! test lists its types in [`Schemas`] and [exports](Schemas::export) them, one file per
+//! (type, version): `DIR/person/2.json`. Committed beside the code, the files show every
+//! change to a message in review.
+//!
+//! ```
+//! use logpipe::Message;
+//! use logpipe::schema::{JsonSchema, Schemas};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Message, JsonSchema)]
+//! #[logpipe(type = "person", version = 2, key = "uuid")]
+//! #[serde(rename_all = "camelCase")]
+//! #[schemars(crate = "logpipe::schema::schemars")]
+//! struct PersonV2 {
+//!     uuid: String,
+//!     first_name: String,
+//!     nickname: Option<String>,
+//! }
+//!
+//! let schemas = Schemas::new().with::<PersonV2>();
+//! let schema = schemas.get("person", 2).unwrap();
+//! assert!(schema["properties"]["firstName"].is_object());
+//! assert_eq!(schema["required"], serde_json::json!(["uuid", "firstName"]));
+//!
+//! let dir = std::env::temp_dir().join(format!("logpipe-schemas-{}", std::process::id()));
+//! let written = schemas.export(&dir)?;
+//! assert_eq!(written, [dir.join("person").join("2.json")]);
+//! assert_eq!(Schemas::read_dir(&dir)?, schemas);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use schemars::{self, JsonSchema};
+use serde_json::Value;
+
+use crate::Message;
+
+/// The JSON Schemas of some message types, one per (type, version).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Schemas {
+    schemas: BTreeMap<(String, u64), Value>,
+}
+
+impl Schemas {
+    /// No schemas yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With the schema of `M`'s message, as schemars derives it (replacing one of the
+    /// same (type, version) given before).
+    #[must_use]
+    pub fn with<M: Message + JsonSchema>(mut self) -> Self {
+        let schema = schemars::schema_for!(M);
+        self.schemas
+            .insert((M::TYPE.to_owned(), M::VERSION), schema.as_value().clone());
+        self
+    }
+
+    /// The schema of (`message_type`, `version`), if there is one.
+    pub fn get(&self, message_type: &str, version: u64) -> Option<&Value> {
+        self.schemas.get(&(message_type.to_owned(), version))
+    }
+
+    /// Every (type, version) and its schema, in type then version order.
+    pub fn iter(&self) -> impl Iterator<Item = ((&str, u64), &Value)> {
+        self.schemas
+            .iter()
+            .map(|((message_type, version), schema)| ((message_type.as_str(), *version), schema))
+    }
+
+    /// Writes each schema to `DIR/TYPE/VERSION.json` (pretty-printed, ending in a
+    /// newline), creating the folders, and returns the files written, in order.
+    ///
+    /// # Errors
+    ///
+    /// [`io::Error`] when a file cannot be written, or (kind `InvalidInput`) when a
+    /// message type cannot name a folder (empty, `.`, `..`, or with a path separator).
+    pub fn export(&self, dir: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
+        let mut written = Vec::with_capacity(self.schemas.len());
+        for ((message_type, version), schema) in self.iter() {
+            if matches!(message_type, "" | "." | "..")
+                || message_type.contains(['/', '\\', std::path::MAIN_SEPARATOR])
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("message type {message_type:?} cannot name a folder of schemas"),
+                ));
+            }
+            let folder = dir.as_ref().join(message_type);
+            std::fs::create_dir_all(&folder)?;
+            let file = folder.join(format!("{version}.json"));
+            let mut text = serde_json::to_string_pretty(schema).map_err(io::Error::other)?;
+            text.push('\n');
+            std::fs::write(&file, text)?;
+            written.push(file);
+        }
+        Ok(written)
+    }
+
+    /// Reads the schemas [`export`](Self::export) wrote to `dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`io::Error`] when `dir` cannot be read, or (kind `InvalidData`) when a file in a
+    /// type's folder is not `VERSION.json` holding JSON.
+    pub fn read_dir(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let invalid = |file: &Path, why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {why}", file.display()),
+            )
+        };
+        let mut schemas = BTreeMap::new();
+        for folder in std::fs::read_dir(dir)? {
+            let folder = folder?;
+            if !folder.file_type()?.is_dir() {
+                continue;
+            }
+            let message_type = folder.file_name().to_string_lossy().into_owned();
+            for file in std::fs::read_dir(folder.path())? {
+                let path = file?.path();
+                let version = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .and_then(|name| name.strip_suffix(".json"))
+                    .and_then(|version| version.parse::<u64>().ok())
+                    .ok_or_else(|| invalid(&path, "not VERSION.json".to_owned()))?;
+                let text = std::fs::read_to_string(&path)?;
+                let schema: Value = serde_json::from_str(&text)
+                    .map_err(|err| invalid(&path, format!("not JSON: {err}")))?;
+                schemas.insert((message_type.clone(), version), schema);
+            }
+        }
+        Ok(Self { schemas })
+    }
+}
