@@ -208,7 +208,7 @@ pub enum BodyError {
     Msgpack(#[from] rmp_serde::decode::Error),
     /// An upcaster refused the message (see
     /// [`RegistryBuilder::try_upcast`](crate::registry::RegistryBuilder::try_upcast)).
-    #[error("the upcaster refused it: {0}")]
+    #[error("the upcaster refused it")]
     Upcast(#[source] crate::BoxError),
 }
 

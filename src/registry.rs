@@ -153,6 +153,23 @@ pub enum RegistryError {
         /// The version it makes.
         to: u64,
     },
+    /// An upcaster makes a Rust type other than the one the entry of its target version
+    /// takes (two types claim that version).
+    #[error(
+        "the upcaster from message type {message_type:?} version {from} makes {made}, but version {to} is taken as {expected}"
+    )]
+    UpcasterTypeMismatch {
+        /// The message type.
+        message_type: String,
+        /// The version it reads.
+        from: u64,
+        /// The version it makes.
+        to: u64,
+        /// The Rust type it makes.
+        made: &'static str,
+        /// The Rust type the target version's handler (or upcaster) takes.
+        expected: &'static str,
+    },
     /// An upcaster makes a version that has neither a handler nor a further upcaster.
     #[error(
         "the upcaster from message type {message_type:?} version {from} makes version {to}, which has no handler or upcaster"
@@ -240,6 +257,8 @@ pub struct RegistryBuilder {
 struct UpcasterEntry {
     from: (&'static str, u64),
     to: (&'static str, u64),
+    /// The Rust type it makes, and its name.
+    makes: (std::any::TypeId, &'static str),
     upcaster: Arc<dyn ErasedUpcaster>,
 }
 
@@ -305,6 +324,9 @@ impl RegistryBuilder {
     /// Like [`upcast`](Self::upcast), with an upcaster that may refuse a message: a
     /// refused record is skipped as a validation failure (label `validation`), with the
     /// upcaster's error as its reason, and dead-lettered if the consumer does that.
+    ///
+    /// An upcaster is to be a pure function of the message: a record it refuses is
+    /// decoded and upcast once more to report why.
     pub fn try_upcast<Old, New, F, E>(mut self, upcaster: F) -> Self
     where
         Old: Message,
@@ -315,6 +337,7 @@ impl RegistryBuilder {
         self.upcasters.push(UpcasterEntry {
             from: (Old::TYPE, Old::VERSION),
             to: (New::TYPE, New::VERSION),
+            makes: (std::any::TypeId::of::<New>(), std::any::type_name::<New>()),
             upcaster: Arc::new(TypedUpcaster::<Old, New, F>::new(upcaster)),
         });
         self
@@ -407,7 +430,13 @@ fn add_upcasters(
         }
     }
     upcasters.sort_by_key(|entry| std::cmp::Reverse(entry.from.1));
-    for UpcasterEntry { from, to, upcaster } in upcasters {
+    for UpcasterEntry {
+        from,
+        to,
+        makes,
+        upcaster,
+    } in upcasters
+    {
         let (message_type, version) = from;
         let without_handler = || RegistryError::UpcasterWithoutHandler {
             message_type: message_type.to_owned(),
@@ -420,6 +449,16 @@ fn add_upcasters(
         let Some(next) = versions.iter().find(|entry| entry.version == to.1) else {
             return Err(without_handler());
         };
+        let expected = next.handler.takes();
+        if expected.0 != makes.0 {
+            return Err(RegistryError::UpcasterTypeMismatch {
+                message_type: message_type.to_owned(),
+                from: version,
+                to: to.1,
+                made: makes.1,
+                expected: expected.1,
+            });
+        }
         if versions.iter().any(|entry| entry.version == version) {
             // A handler of this version takes its records as they are.
             continue;
@@ -483,7 +522,8 @@ impl Registry {
     }
 
     /// Decodes a record value and runs the handler registered for its exact (type,
-    /// version) once.
+    /// version) once, or, for a version read through upcasters, the handler of the
+    /// version they make.
     ///
     /// Sets `context.message_type`, `version` and `producer` from the envelope. The
     /// message is decoded into the handler's type only after its (type, version) matched.

@@ -66,6 +66,12 @@ impl Schemas {
         self
     }
 
+    /// Sets the schema of (`message_type`, `version`), such as one made by hand or read
+    /// from elsewhere.
+    pub fn insert(&mut self, message_type: impl Into<String>, version: u64, schema: Value) {
+        self.schemas.insert((message_type.into(), version), schema);
+    }
+
     /// The schema of (`message_type`, `version`), if there is one.
     pub fn get(&self, message_type: &str, version: u64) -> Option<&Value> {
         self.schemas.get(&(message_type.to_owned(), version))
@@ -79,17 +85,21 @@ impl Schemas {
     }
 
     /// Writes each schema to `DIR/TYPE/VERSION.json` (pretty-printed, ending in a
-    /// newline), creating the folders, and returns the files written, in order.
+    /// newline), creating the folders, and returns the files written, in order. Files
+    /// already there for other versions are left: export into an empty folder to see a
+    /// version dropped.
     ///
     /// # Errors
     ///
     /// [`io::Error`] when a file cannot be written, or (kind `InvalidInput`) when a
-    /// message type cannot name a folder (empty, `.`, `..`, or with a path separator).
+    /// message type cannot name a folder (empty, starting with `.`, or with `/`, `\\`
+    /// or `:`).
     pub fn export(&self, dir: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::with_capacity(self.schemas.len());
         for ((message_type, version), schema) in self.iter() {
-            if matches!(message_type, "" | "." | "..")
-                || message_type.contains(['/', '\\', std::path::MAIN_SEPARATOR])
+            if message_type.is_empty()
+                || message_type.starts_with('.')
+                || message_type.contains(['/', '\\', ':'])
             {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -107,12 +117,13 @@ impl Schemas {
         Ok(written)
     }
 
-    /// Reads the schemas [`export`](Self::export) wrote to `dir`.
+    /// Reads the schemas [`export`](Self::export) wrote to `dir`; entries whose names
+    /// start with `.` (such as `.git` or `.gitkeep`) are passed over.
     ///
     /// # Errors
     ///
-    /// [`io::Error`] when `dir` cannot be read, or (kind `InvalidData`) when a file in a
-    /// type's folder is not `VERSION.json` holding JSON.
+    /// [`io::Error`] when `dir` cannot be read, or (kind `InvalidData`) when a folder's
+    /// name is not UTF-8 or a file in a type's folder is not `VERSION.json` holding JSON.
     pub fn read_dir(dir: impl AsRef<Path>) -> io::Result<Self> {
         let invalid = |file: &Path, why: String| {
             io::Error::new(
@@ -121,19 +132,31 @@ impl Schemas {
             )
         };
         let mut schemas = BTreeMap::new();
+        let hidden = |path: &Path| {
+            path.file_name()
+                .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."))
+        };
         for folder in std::fs::read_dir(dir)? {
-            let folder = folder?;
-            if !folder.file_type()?.is_dir() {
+            let folder = folder?.path();
+            if hidden(&folder) || !folder.is_dir() {
                 continue;
             }
-            let message_type = folder.file_name().to_string_lossy().into_owned();
-            for file in std::fs::read_dir(folder.path())? {
+            let message_type = folder
+                .file_name()
+                .and_then(|name| name.to_str())
+                .ok_or_else(|| invalid(&folder, "not a UTF-8 message type".to_owned()))?
+                .to_owned();
+            for file in std::fs::read_dir(&folder)? {
                 let path = file?.path();
+                if hidden(&path) {
+                    continue;
+                }
+                // Only the name export writes: `2.json`, not `02.json` or `+2.json`.
                 let version = path
                     .file_name()
                     .and_then(|name| name.to_str())
                     .and_then(|name| name.strip_suffix(".json"))
-                    .and_then(|version| version.parse::<u64>().ok())
+                    .and_then(|stem| stem.parse::<u64>().ok().filter(|v| v.to_string() == stem))
                     .ok_or_else(|| invalid(&path, "not VERSION.json".to_owned()))?;
                 let text = std::fs::read_to_string(&path)?;
                 let schema: Value = serde_json::from_str(&text)

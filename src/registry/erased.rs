@@ -2,7 +2,7 @@
 //! list: a single handler starts its call on one message, a batch handler's message is
 //! decoded and kept for a call on many.
 
-use std::any::Any;
+use std::any::{Any, TypeId, type_name};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -52,6 +52,9 @@ pub(super) trait ErasedHandler: Send + Sync {
 
     /// The batch handler, if this is one (or the one an upcaster's messages go to).
     fn batch(&self) -> Option<&dyn ErasedBatch>;
+
+    /// The Rust type of the messages it [takes](Self::take), and its name.
+    fn takes(&self) -> (TypeId, &'static str);
 }
 
 /// A batch handler of some message type.
@@ -140,6 +143,10 @@ impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
     fn batch(&self) -> Option<&dyn ErasedBatch> {
         None
     }
+
+    fn takes(&self) -> (TypeId, &'static str) {
+        (TypeId::of::<M>(), type_name::<M>())
+    }
 }
 
 /// A batch handler of messages `M`.
@@ -183,6 +190,10 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {
         Some(self)
+    }
+
+    fn takes(&self) -> (TypeId, &'static str) {
+        (TypeId::of::<M>(), type_name::<M>())
     }
 }
 

@@ -6,7 +6,7 @@
 //! version, which is a handler or upcasts again, so that a chain v1 → v2 → v3 ends at
 //! the v3 handler.
 
-use std::any::Any;
+use std::any::{Any, TypeId, type_name};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ pub(super) trait ErasedUpcaster: Send + Sync {
 
     /// Turns the older message (as decoded) into the newer one.
     fn upcast(&self, old: Box<dyn Any + Send>) -> Result<Box<dyn Any + Send>, BoxError>;
+
+    /// The Rust type it reads, and its name.
+    fn reads(&self) -> (TypeId, &'static str);
 }
 
 /// An upcaster from `Old` to `New`.
@@ -76,6 +79,10 @@ where
             .expect("an upcaster is given the messages it decoded, or its source's upcasts");
         let new = (self.upcast)(old).map_err(Into::into)?;
         Ok(Box::new(new))
+    }
+
+    fn reads(&self) -> (TypeId, &'static str) {
+        (TypeId::of::<Old>(), type_name::<Old>())
     }
 }
 
@@ -124,5 +131,9 @@ impl ErasedHandler for Upcasting {
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {
         self.next.batch()
+    }
+
+    fn takes(&self) -> (TypeId, &'static str) {
+        self.step.reads()
     }
 }

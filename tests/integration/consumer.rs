@@ -863,3 +863,61 @@ fn a_record_an_upcaster_refuses_is_skipped_and_counted_as_a_validation_failure()
         1
     );
 }
+
+/// Claims the version of [`ThingV2`] with another Rust type.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = "thing", version = 2)]
+struct OtherThingV2 {
+    n: u32,
+}
+
+#[test]
+fn an_upcaster_must_make_the_rust_type_its_target_takes_and_may_feed_a_batch_handler() {
+    let mismatch = Registry::builder()
+        .upcast(|v1: ThingV1| OtherThingV2 { n: v1.n })
+        .handle(handler_fn(ok::<ThingV2>))
+        .build();
+    assert!(
+        matches!(
+            &mismatch,
+            Err(RegistryError::UpcasterTypeMismatch { from: 1, to: 2, made, expected, .. })
+                if made.ends_with("OtherThingV2") && expected.ends_with("::ThingV2")
+        ),
+        "{mismatch:?}"
+    );
+
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&batches);
+    let registry = Registry::builder()
+        .upcast(|v1: ThingV1| ThingV2 { n: v1.n + 100 })
+        .handle_batch(logpipe::batch_handler_fn(
+            move |things: Vec<(ThingV2, Context)>| {
+                let got: Vec<(u32, u64)> = things.iter().map(|(t, c)| (t.n, c.version)).collect();
+                seen.lock().unwrap().push(got);
+                async { Ok::<_, logpipe::BatchError>(()) }
+            },
+        ))
+        .build()
+        .unwrap();
+    let value = logpipe::envelope::encode(
+        logpipe::envelope::Format::Json,
+        &logpipe::envelope::Header {
+            message_type: "thing",
+            version: 1,
+            producer: None,
+        },
+        &serde_json::json!({ "n": 1 }),
+    )
+    .unwrap();
+    let mut context = Context::new(
+        "g",
+        logpipe::PartitionRef::new("s", "0"),
+        Position::Offset(0),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(registry.dispatch(&value, &mut context))
+        .unwrap();
+    assert_eq!(*batches.lock().unwrap(), [vec![(101, 1)]]);
+}

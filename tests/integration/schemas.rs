@@ -47,8 +47,24 @@ fn schemas_follow_serde_and_export_one_file_per_type_and_version() {
     assert!(text.ends_with("}\n"), "{text}");
     assert_eq!(Schemas::read_dir(dir.path()).unwrap(), schemas);
 
+    // Hidden entries are passed over; a version not written as export writes it is not.
+    std::fs::write(folder.join(".gitkeep"), "").unwrap();
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    assert_eq!(Schemas::read_dir(dir.path()).unwrap(), schemas);
+    std::fs::write(folder.join("02.json"), "{}").unwrap();
+    let err = Schemas::read_dir(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("02.json"), "{err}");
+    std::fs::remove_file(folder.join("02.json")).unwrap();
+
     std::fs::write(folder.join("notes.txt"), "hello").unwrap();
     let err = Schemas::read_dir(dir.path()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("notes.txt"), "{err}");
+
+    for bad in ["", ".hidden", "a/b", "c:d"] {
+        let mut named = Schemas::new();
+        named.insert(bad, 1, serde_json::json!({}));
+        let err = named.export(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+    }
 }
