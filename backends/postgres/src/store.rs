@@ -76,6 +76,8 @@ pub struct PgOffsetStore {
     pool: PgPool,
     statements: Arc<Statements>,
     tables: Arc<OnceCell<()>>,
+    /// Set once the table of leases is seen to exist (it is not dropped under a store).
+    leases_kept: Arc<std::sync::atomic::AtomicBool>,
     options: Arc<PgStoreOptions>,
 }
 
@@ -123,6 +125,7 @@ impl PgOffsetStore {
             pool,
             statements: Arc::new(Statements::new(&options.schema)),
             tables: Arc::new(OnceCell::new()),
+            leases_kept: Arc::default(),
             options: Arc::new(options.clone()),
         }
     }
@@ -358,11 +361,15 @@ impl PgOffsetStore {
         if fences.is_empty() {
             return Ok(None);
         }
-        let leases_kept: bool = sqlx::query_scalar(self.statements.leases_exist.clone())
-            .fetch_one(&mut **tx)
-            .await?;
-        if !leases_kept {
-            return Ok(None);
+        use std::sync::atomic::Ordering;
+        if !self.leases_kept.load(Ordering::Relaxed) {
+            let kept: bool = sqlx::query_scalar(self.statements.leases_exist.clone())
+                .fetch_one(&mut **tx)
+                .await?;
+            if !kept {
+                return Ok(None);
+            }
+            self.leases_kept.store(true, Ordering::Relaxed);
         }
         let streams: Vec<&str> = fences.iter().map(|(p, _)| &*p.stream).collect();
         let partitions: Vec<&str> = fences.iter().map(|(p, _)| &*p.partition).collect();
