@@ -29,6 +29,8 @@ mod offsets;
 mod ops;
 mod produce;
 mod replay;
+#[cfg(feature = "schemas")]
+mod schemas;
 mod streams;
 mod table;
 mod tail;
@@ -186,6 +188,10 @@ enum Command {
     /// Encode or decode record values.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    /// Check published message schemas for breaking changes.
+    #[cfg(feature = "schemas")]
+    #[command(subcommand)]
+    Schemas(schemas::SchemasCommand),
     #[command(flatten)]
     Ops(ops::OpsCommand),
 }
@@ -195,6 +201,8 @@ pub fn logpipe_main() -> ExitCode {
     let args = LogpipeArgs::parse();
     match args.command {
         Command::Envelope(command) => envelope_command(command),
+        #[cfg(feature = "schemas")]
+        Command::Schemas(command) => schemas::schemas_command(command),
         Command::Ops(command) => {
             // Warnings only, so that the output stays clean.
             init_tracing_at("warn");

@@ -44,10 +44,25 @@ use serde_json::Value;
 
 use crate::Message;
 
-/// The JSON Schemas of some message types, one per (type, version).
+mod compat;
+mod readable;
+
+pub use compat::{
+    Compatibility, Incompatibility, Mode, Report, SchemaVersion, Snapshot, UnknownMode,
+    assert_compatible,
+};
+pub use readable::Rule;
+
+/// The file of a type's folder that lists its upcasters.
+const UPCASTS_FILE: &str = "upcasts.json";
+
+/// The JSON Schemas of some message types, one per (type, version), and the upcasters
+/// between their versions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Schemas {
     schemas: BTreeMap<(String, u64), Value>,
+    /// (type, version) → the version its upcaster makes.
+    upcasts: BTreeMap<(String, u64), u64>,
 }
 
 impl Schemas {
@@ -63,6 +78,29 @@ impl Schemas {
         let schema = schemars::schema_for!(M);
         self.schemas
             .insert((M::TYPE.to_owned(), M::VERSION), schema.as_value().clone());
+        self
+    }
+
+    /// With an upcaster from `Old` to `New`, as the consumer's registry has one
+    /// ([`RegistryBuilder::upcast`](crate::registry::RegistryBuilder::upcast)): the
+    /// [compatibility check](Compatibility) then takes `Old`'s records as read by the
+    /// reader `New`'s records go to.
+    ///
+    /// # Panics
+    ///
+    /// When `New` is not a later version of `Old`'s message type.
+    #[must_use]
+    pub fn upcast<Old: Message, New: Message>(mut self) -> Self {
+        assert!(
+            Old::TYPE == New::TYPE && Old::VERSION < New::VERSION,
+            "an upcaster makes a later version of the same message type, not {:?} version {} from {:?} version {}",
+            New::TYPE,
+            New::VERSION,
+            Old::TYPE,
+            Old::VERSION,
+        );
+        self.upcasts
+            .insert((Old::TYPE.to_owned(), Old::VERSION), New::VERSION);
         self
     }
 
@@ -85,9 +123,11 @@ impl Schemas {
     }
 
     /// Writes each schema to `DIR/TYPE/VERSION.json` (pretty-printed, ending in a
-    /// newline), creating the folders, and returns the files written, in order. Files
-    /// already there for other versions are left: export into an empty folder to see a
-    /// version dropped.
+    /// newline), and each type's upcasters to `DIR/TYPE/upcasts.json` (`{"1": 2}`: from
+    /// version 1 to 2), creating the folders, and returns the files written, in order.
+    /// An `upcasts.json` the type no longer needs is removed; files already there
+    /// for other versions are left: export into an empty folder to
+    /// see a version dropped.
     ///
     /// # Errors
     ///
@@ -96,7 +136,19 @@ impl Schemas {
     /// or `:`).
     pub fn export(&self, dir: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::with_capacity(self.schemas.len());
-        for ((message_type, version), schema) in self.iter() {
+        let write = |file: PathBuf, json: &Value, written: &mut Vec<PathBuf>| {
+            let mut text = serde_json::to_string_pretty(json).map_err(io::Error::other)?;
+            text.push('\n');
+            std::fs::write(&file, text)?;
+            written.push(file);
+            io::Result::Ok(())
+        };
+        let mut types: Vec<&str> = self
+            .iter()
+            .map(|((message_type, _), _)| message_type)
+            .collect();
+        types.dedup();
+        for message_type in types {
             if message_type.is_empty()
                 || message_type.starts_with('.')
                 || message_type.contains(['/', '\\', ':'])
@@ -108,22 +160,40 @@ impl Schemas {
             }
             let folder = dir.as_ref().join(message_type);
             std::fs::create_dir_all(&folder)?;
-            let file = folder.join(format!("{version}.json"));
-            let mut text = serde_json::to_string_pretty(schema).map_err(io::Error::other)?;
-            text.push('\n');
-            std::fs::write(&file, text)?;
-            written.push(file);
+            for ((_, version), schema) in self.iter().filter(|((t, _), _)| *t == message_type) {
+                write(folder.join(format!("{version}.json")), schema, &mut written)?;
+            }
+            let upcasts: serde_json::Map<String, Value> = self
+                .upcasts
+                .iter()
+                .filter(|((t, _), _)| t == message_type)
+                .map(|((_, from), to)| (from.to_string(), Value::from(*to)))
+                .collect();
+            let upcasts_file = folder.join(UPCASTS_FILE);
+            if !upcasts.is_empty() {
+                write(upcasts_file, &Value::Object(upcasts), &mut written)?;
+            } else if upcasts_file.exists() {
+                std::fs::remove_file(upcasts_file)?;
+            }
         }
         Ok(written)
     }
 
-    /// Reads the schemas [`export`](Self::export) wrote to `dir`; entries whose names
+    /// The version the upcaster from (`message_type`, `version`) makes, if there is one.
+    fn upcast_from(&self, message_type: &str, version: u64) -> Option<u64> {
+        self.upcasts
+            .get(&(message_type.to_owned(), version))
+            .copied()
+    }
+
+    /// Reads the schemas and upcasters [`export`](Self::export) wrote to `dir`; entries whose names
     /// start with `.` (such as `.git` or `.gitkeep`) are passed over.
     ///
     /// # Errors
     ///
     /// [`io::Error`] when `dir` cannot be read, or (kind `InvalidData`) when a folder's
-    /// name is not UTF-8 or a file in a type's folder is not `VERSION.json` holding JSON.
+    /// name is not UTF-8 or a file in a type's folder is not `VERSION.json` holding JSON
+    /// or `upcasts.json` holding an object of version numbers.
     pub fn read_dir(dir: impl AsRef<Path>) -> io::Result<Self> {
         let invalid = |file: &Path, why: String| {
             io::Error::new(
@@ -132,6 +202,7 @@ impl Schemas {
             )
         };
         let mut schemas = BTreeMap::new();
+        let mut upcasts = BTreeMap::new();
         let hidden = |path: &Path| {
             path.file_name()
                 .is_some_and(|name| name.as_encoded_bytes().starts_with(b"."))
@@ -151,6 +222,17 @@ impl Schemas {
                 if hidden(&path) {
                     continue;
                 }
+                if path.file_name().is_some_and(|name| name == UPCASTS_FILE) {
+                    let text = std::fs::read_to_string(&path)?;
+                    let listed: BTreeMap<u64, u64> =
+                        serde_json::from_str(&text).map_err(|err| {
+                            invalid(&path, format!("not an object of version numbers: {err}"))
+                        })?;
+                    for (from, to) in listed {
+                        upcasts.insert((message_type.clone(), from), to);
+                    }
+                    continue;
+                }
                 // Only the name export writes: `2.json`, not `02.json` or `+2.json`.
                 let version = path
                     .file_name()
@@ -164,6 +246,6 @@ impl Schemas {
                 schemas.insert((message_type.clone(), version), schema);
             }
         }
-        Ok(Self { schemas })
+        Ok(Self { schemas, upcasts })
     }
 }

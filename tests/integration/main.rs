@@ -28,6 +28,8 @@ mod processes;
 mod properties;
 mod scenarios;
 #[cfg(feature = "schemas")]
+mod schema_compatibility;
+#[cfg(feature = "schemas")]
 mod schemas;
 mod serve;
 mod vectors;
