@@ -29,11 +29,11 @@ mod offsets;
 mod ops;
 mod produce;
 mod replay;
-#[cfg(feature = "schemas")]
 mod schemas;
 mod streams;
 mod table;
 mod tail;
+mod validate;
 
 use envelope::{EnvelopeCommand, envelope_command};
 
@@ -189,7 +189,6 @@ enum Command {
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
     /// Check published message schemas for breaking changes.
-    #[cfg(feature = "schemas")]
     #[command(subcommand)]
     Schemas(schemas::SchemasCommand),
     #[command(flatten)]
@@ -201,7 +200,6 @@ pub fn logpipe_main() -> ExitCode {
     let args = LogpipeArgs::parse();
     match args.command {
         Command::Envelope(command) => envelope_command(command),
-        #[cfg(feature = "schemas")]
         Command::Schemas(command) => schemas::schemas_command(command),
         Command::Ops(command) => {
             // Warnings only, so that the output stays clean.

@@ -1,6 +1,7 @@
 //! `logpipe tail`: prints records of a stream as they arrive, decoded.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -10,6 +11,7 @@ use logpipe_core::{Backend, BackendError, ConsumerBackend, ConsumerEvent, Record
 use super::envelope::decode_to_json_line;
 use super::failure::Failure;
 use super::ops::connect;
+use super::validate::{PublishedSchemas, Verdict};
 use crate::config::Config;
 use crate::envelope;
 use crate::error_chain;
@@ -24,6 +26,14 @@ pub(super) struct TailArgs {
     /// Show only messages of this type (malformed records are always shown).
     #[arg(long = "type")]
     message_type: Option<String>,
+    /// Show only messages of this version (malformed records are always shown).
+    #[arg(long)]
+    version: Option<u64>,
+    /// Mark each message that does not match the published schema of its (type,
+    /// version) in DIR (as `logpipe::schema::Schemas::export` wrote it), or that has none
+    /// there.
+    #[arg(long, value_name = "DIR")]
+    validate: Option<PathBuf>,
     /// One JSON object a line.
     #[arg(long)]
     json: bool,
@@ -36,6 +46,11 @@ pub(super) struct TailArgs {
 }
 
 pub(super) async fn tail(config: Config, args: TailArgs) -> Result<(), Failure> {
+    let schemas = args
+        .validate
+        .as_deref()
+        .map(PublishedSchemas::read)
+        .transpose()?;
     let backend = connect(&config)?;
     // Where the reader starts: the oldest record, or only new ones.
     let start = if args.from_beginning {
@@ -89,9 +104,7 @@ pub(super) async fn tail(config: Config, args: TailArgs) -> Result<(), Failure> 
                     if args.max.is_some_and(|max| shown >= max) {
                         break;
                     }
-                    if let Some(line) =
-                        show_record(&record, args.message_type.as_deref(), args.json)
-                    {
+                    if let Some(line) = show_record(&record, &args, schemas.as_ref()) {
                         stdout.write_all(line.as_bytes())?;
                         stdout.flush()?;
                         shown += 1;
@@ -114,9 +127,15 @@ async fn pause_if_retriable(stream: &str, err: BackendError) -> Result<(), Failu
     Ok(())
 }
 
-/// A record as a line of text, or `None` when `only_type` filters it out. A record that
-/// is not an envelope is shown with the reason.
-fn show_record(record: &Record, only_type: Option<&str>, json: bool) -> Option<String> {
+/// A record as a line of text, or `None` when `--type` or `--version` filters it out. A
+/// record that is not an envelope is shown with the reason; with `schemas`, a message
+/// that does not match its published schema, or has none, is marked.
+fn show_record(
+    record: &Record,
+    args: &TailArgs,
+    schemas: Option<&PublishedSchemas>,
+) -> Option<String> {
+    let json = args.json;
     let key = record
         .key
         .as_deref()
@@ -162,22 +181,50 @@ fn show_record(record: &Record, only_type: Option<&str>, json: bool) -> Option<S
         Ok(envelope) => envelope,
         Err(err) => return malformed(error_chain(&err)),
     };
-    if only_type.is_some_and(|t| t != envelope.message_type) {
+    if args
+        .message_type
+        .as_deref()
+        .is_some_and(|t| t != envelope.message_type)
+        || args.version.is_some_and(|v| v != envelope.version)
+    {
         return None;
-    }
-    if json {
-        // The envelope's own JSON line, after the record's fields.
-        return match decode_to_json_line(&record.value) {
-            Ok(line) => Some(json_prefix() + &String::from_utf8_lossy(&line[1..])),
-            Err(reason) => malformed(reason),
-        };
     }
     let mut message = Vec::new();
     if let Err(err) = envelope.body.write_json(&mut message) {
         return malformed(format!("the message cannot be shown as JSON: {err}"));
     }
+    let verdict = match schemas {
+        None => None,
+        Some(schemas) => match serde_json::from_slice(&message) {
+            Ok(value) => Some(schemas.judge(&envelope.message_type, envelope.version, &value)),
+            Err(err) => return malformed(format!("the message cannot be shown as JSON: {err}")),
+        },
+    };
+    if json {
+        let judged = match &verdict {
+            None => String::new(),
+            Some(Verdict::Valid) => "\"valid\":true,".to_owned(),
+            Some(Verdict::Invalid(violations)) => format!(
+                "\"valid\":false,\"violations\":{},",
+                serde_json::to_string(violations).expect("strings serialize")
+            ),
+            Some(Verdict::Unpublished) => {
+                "\"valid\":null,\"violations\":[\"no published schema\"],".to_owned()
+            }
+        };
+        // The envelope's own JSON line, after the record's fields.
+        return match decode_to_json_line(&record.value) {
+            Ok(line) => Some(json_prefix() + &judged + &String::from_utf8_lossy(&line[1..])),
+            Err(reason) => malformed(reason),
+        };
+    }
+    let mark = match verdict {
+        None | Some(Verdict::Valid) => String::new(),
+        Some(Verdict::Invalid(violations)) => format!(" INVALID ({})", violations.join("; ")),
+        Some(Verdict::Unpublished) => " UNPUBLISHED (no published schema)".to_owned(),
+    };
     Some(format!(
-        "{} {} v{}: {}\n",
+        "{} {} v{}{mark}: {}\n",
         human_prefix(),
         envelope.message_type,
         envelope.version,

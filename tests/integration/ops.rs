@@ -237,6 +237,7 @@ on_backends!(
     streams_create_list_describe,
     produce_then_tail_shows_every_field,
     tail_without_from_beginning_shows_only_new_records,
+    tail_validate_marks_messages_that_break_their_published_schema,
     offsets_set_then_show,
     offsets_reset,
     lag_counts_records_behind_the_group,
@@ -434,6 +435,95 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
         "{text}"
     );
     assert!(lines[2].contains("MALFORMED ("), "{text}");
+}
+
+fn tail_validate_marks_messages_that_break_their_published_schema(setup: Setup) {
+    let stream = unique("validate");
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let produce = |version: &str, lines: &str| {
+        let args = ["produce", &stream, "--type", "person", "--version", version];
+        setup.ok(&args, lines);
+    };
+    // Valid, missing a required name, a name of the wrong type; then a version with no
+    // published schema.
+    produce(
+        "1",
+        "{\"uuid\":\"a1\",\"name\":\"Ann\"}\n{\"uuid\":\"b2\"}\n{\"uuid\":\"c3\",\"name\":5}\n",
+    );
+    produce("2", "{\"uuid\":\"d4\"}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let mut schemas = logpipe::schema::Schemas::new();
+    schemas.insert(
+        "person",
+        1,
+        serde_json::json!({
+            "type": "object",
+            "properties": {"uuid": {"type": "string"}, "name": {"type": "string"}},
+            "required": ["uuid", "name"],
+        }),
+    );
+    schemas.export(dir.path()).unwrap();
+    let folder = dir.path().to_str().unwrap();
+
+    let tail = ["tail", &stream, "--from-beginning", "--timeout", "60"];
+    let judged =
+        setup.json_lines(&[&tail[..], &["--json", "--max", "4", "--validate", folder]].concat());
+    let valid: Vec<&Value> = judged.iter().map(|r| &r["valid"]).collect();
+    assert_eq!(
+        valid,
+        [
+            &Value::Bool(true),
+            &Value::Bool(false),
+            &Value::Bool(false),
+            &Value::Null
+        ],
+        "{judged:?}"
+    );
+    let violations = |r: &Value| r["violations"].as_array().unwrap().len();
+    assert_eq!(violations(&judged[1]), 1, "{judged:?}");
+    let missing = judged[1]["violations"][0].as_str().unwrap();
+    assert!(
+        missing.starts_with("/: ") && missing.contains("\"name\""),
+        "{missing}"
+    );
+    let wrong_type = judged[2]["violations"][0].as_str().unwrap();
+    assert!(wrong_type.starts_with("/name: "), "{wrong_type}");
+    assert_eq!(judged[3]["violations"][0], "no published schema");
+    // The record's own fields are all still there.
+    assert_eq!(judged[2]["message"]["uuid"], "c3");
+
+    // The text form marks the same records; --version shows only version 1.
+    let text = setup.ok(
+        &[
+            &tail[..],
+            &["--max", "3", "--version", "1", "--validate", folder],
+        ]
+        .concat(),
+        "",
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains("person v1: {"), "{text}");
+    assert!(lines[1].contains("person v1 INVALID (/: "), "{text}");
+    assert!(lines[2].contains("person v1 INVALID (/name: "), "{text}");
+    let only_v2 = setup.ok(
+        &[
+            &tail[..],
+            &["--max", "1", "--version", "2", "--validate", folder],
+        ]
+        .concat(),
+        "",
+    );
+    assert!(only_v2.contains("person v2 UNPUBLISHED"), "{only_v2}");
+
+    // A folder that is not one of schemas fails before anything is read.
+    std::fs::write(dir.path().join("person").join("notes.txt"), "hello").unwrap();
+    let bad = setup.run(&[&tail[..], &["--validate", folder]].concat(), "");
+    assert_eq!(bad.status.code(), Some(65), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("notes.txt"),
+        "{bad:?}"
+    );
 }
 
 fn tail_without_from_beginning_shows_only_new_records(setup: Setup) {
