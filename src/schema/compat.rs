@@ -178,6 +178,7 @@ impl Compatibility {
             mode: self.mode,
             incompatibilities: Vec::new(),
             pairs: 0,
+            joined: 0,
         };
         let types: Vec<&str> = {
             let mut types: Vec<&str> = new
@@ -254,6 +255,9 @@ impl Compatibility {
         }
         if self.mode.forward() {
             direction(later, earlier);
+        }
+        if self.mode.backward() && upcast {
+            report.joined += 1;
         }
     }
 }
@@ -349,6 +353,8 @@ pub struct Report {
     mode: Mode,
     incompatibilities: Vec<Incompatibility>,
     pairs: usize,
+    /// Pairs not checked backward, as upcasters join them.
+    joined: usize,
 }
 
 impl Report {
@@ -366,6 +372,11 @@ impl Report {
     pub fn pairs_checked(&self) -> usize {
         self.pairs
     }
+
+    /// How many pairs of versions were not checked backward, as upcasters join them.
+    pub fn pairs_joined_by_upcasters(&self) -> usize {
+        self.joined
+    }
 }
 
 impl fmt::Display for Report {
@@ -374,19 +385,22 @@ impl fmt::Display for Report {
         for incompatibility in &self.incompatibilities {
             writeln!(f, "{incompatibility}")?;
         }
-        let pairs = self.pairs;
+        let count =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let pairs = count(self.pairs, "pair", "pairs");
         match self.incompatibilities.len() {
-            0 => write!(
-                f,
-                "compatible ({}): {pairs} pairs of schemas checked",
-                self.mode
-            ),
+            0 => write!(f, "compatible ({}): {pairs} of schemas checked", self.mode)?,
             breaks => write!(
                 f,
-                "not compatible ({}): {breaks} breaking changes in {pairs} pairs of schemas checked",
-                self.mode
-            ),
+                "not compatible ({}): {} in {pairs} of schemas checked",
+                self.mode,
+                count(breaks, "breaking change", "breaking changes"),
+            )?,
         }
+        if self.joined > 0 {
+            write!(f, ", {} joined by upcasters", self.joined)?;
+        }
+        Ok(())
     }
 }
 

@@ -547,7 +547,7 @@ fn a_version_changed_in_place_is_checked_against_its_old_schema() {
     assert_eq!(found.len(), 1, "{report}");
     assert_eq!(report.pairs_checked(), 3);
     assert!(
-        report.to_string().ends_with("pairs of schemas checked"),
+        report.to_string().ends_with("in 3 pairs of schemas checked"),
         "{report}"
     );
 }
@@ -579,6 +579,11 @@ fn upcasters_join_versions_backward_but_not_forward() {
         .collect();
     assert_eq!(pairs, [(2, 3)], "{report}");
     assert_eq!(report.pairs_checked(), 1);
+    assert_eq!(report.pairs_joined_by_upcasters(), 2);
+    assert!(
+        report.to_string().ends_with(", 2 joined by upcasters"),
+        "{report}"
+    );
     // Forward, upcasters do not count: all three pairs are checked (and pass, as v2 and
     // v3 only add properties, which an open v1 reader passes over).
     let forward = Compatibility::new(Mode::ForwardTransitive).check(&empty, &new);
@@ -738,7 +743,7 @@ fn logpipe_schemas_check_exits_1_naming_each_breaking_path() {
         "{text}"
     );
     assert!(
-        text.contains("not compatible (backward): 1 breaking changes"),
+        text.contains("not compatible (backward): 1 breaking change in 1 pair of schemas checked"),
         "{text}"
     );
     // Forward, v3 only adds: compatible.
