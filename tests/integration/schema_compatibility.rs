@@ -547,7 +547,9 @@ fn a_version_changed_in_place_is_checked_against_its_old_schema() {
     assert_eq!(found.len(), 1, "{report}");
     assert_eq!(report.pairs_checked(), 3);
     assert!(
-        report.to_string().ends_with("in 3 pairs of schemas checked"),
+        report
+            .to_string()
+            .ends_with("in 3 pairs of schemas checked"),
         "{report}"
     );
 }
