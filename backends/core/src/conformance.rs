@@ -21,7 +21,8 @@
 //! a suite twice (on two setups) from two modules of the test file.
 //!
 //! and an offset store's tests do the same with [`store_tests!`](crate::store_tests), a lease
-//! store's with [`lease_tests!`](crate::lease_tests).
+//! store's with [`lease_tests!`](crate::lease_tests), an outbox's with
+//! [`outbox_tests!`](crate::outbox_tests).
 //! Every scenario uses streams and groups of its own ([`unique`]), so the suites can run
 //! side by side on one server, and bounds every wait by [`WAIT`].
 
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod backend;
 pub mod leases;
 pub mod offsets;
+pub mod outbox;
 
 /// The longest any wait of a scenario takes before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);

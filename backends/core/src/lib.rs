@@ -14,6 +14,8 @@
 //! - [`leases`]: how the processes of a group share partitions where the backend has no
 //!   group coordinator (the embedded log's partitions): [`leases::LeaseStore`] and the
 //!   [`leases::Leaser`] that runs its rules;
+//! - [`outbox`]: a transactional outbox, as a relay reads it
+//!   ([`outbox::OutboxStore`]);
 //! - [`BackendError`], [`StoreError`] and [`SettingError`]: what went wrong, whether to
 //!   try again, and which setting is bad;
 //! - [`Context`]: where a message came from, for handlers and for stores that write a
@@ -33,6 +35,7 @@ mod error;
 pub mod hash;
 pub mod leases;
 mod offsets;
+pub mod outbox;
 mod producer;
 mod record;
 mod redact;

@@ -12,6 +12,8 @@
 //! - [`PgLeaseStore`] ([`PgOffsetStore::leases`]) keeps the leases by which the
 //!   processes of a consumer group share partitions (`logpipe_core::leases`), beside the
 //!   positions.
+//! - [`PgOutbox`]: a transactional outbox, written in the service's own transaction and
+//!   read by a relay in the order the rows were written.
 //!
 //! ```no_run
 //! use logpipe_core::{Context, OffsetStore, PartitionRef, Position};
@@ -28,11 +30,13 @@
 
 mod leases;
 mod options;
+mod outbox;
 mod schema;
 mod store;
 
 pub use leases::PgLeaseStore;
 pub use options::PgStoreOptions;
+pub use outbox::PgOutbox;
 /// The sqlx this crate is built with, whose [`Transaction`](sqlx::Transaction) the
 /// handlers get.
 pub use sqlx;

@@ -24,11 +24,6 @@ fn rank(column: &str) -> String {
 /// The statements of a store whose tables are in one schema.
 #[derive(Clone)]
 pub(crate) struct Statements {
-    /// Whether the schema exists: one row, one boolean.
-    pub(crate) schema_exists: SqlStr,
-    /// Creates the schema; run only when it is missing, since `IF NOT EXISTS` still
-    /// needs the database's CREATE privilege.
-    pub(crate) create_schema: SqlStr,
     /// Creates the tables that are missing; takes no parameters.
     pub(crate) create: SqlStr,
     /// Whether the tables of positions and marks exist: one row, one boolean.
@@ -83,8 +78,6 @@ impl Statements {
                           AND {stored_rank} >= {input_rank}))"
         );
         Self {
-            schema_exists: sql(format!("SELECT to_regnamespace('\"{schema}\"') IS NOT NULL")),
-            create_schema: sql(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")),
             create: sql(format!(
                 "CREATE TABLE IF NOT EXISTS {positions} (
                      consumer_group text NOT NULL,

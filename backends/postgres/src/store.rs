@@ -5,7 +5,7 @@ use std::sync::Arc;
 use logpipe_core::leases::LeaseFence;
 use logpipe_core::{Context, OffsetStore, PartitionRef, Position, SequenceRank, StoreError};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, SqlStr, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, SqlStr, Transaction};
 use tokio::sync::OnceCell;
 
 use crate::options::PgStoreOptions;
@@ -13,7 +13,16 @@ use crate::schema::Statements;
 
 /// A PostgreSQL error as an offset store's, said once.
 pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
-    let source: logpipe_core::BoxError = match &error {
+    StoreError::Database {
+        store: "PostgreSQL",
+        source: described(error),
+    }
+}
+
+/// A PostgreSQL error, said once: the server's message and SQLSTATE, or what a pool
+/// timeout means.
+pub(crate) fn described(error: sqlx::Error) -> logpipe_core::BoxError {
+    match &error {
         // The driver's text repeats the server's message and the server's source line.
         sqlx::Error::Database(database) => match database.code() {
             Some(code) => format!("{} (SQLSTATE {code})", database.message()).into(),
@@ -24,11 +33,37 @@ pub(crate) fn database_error(error: sqlx::Error) -> StoreError {
                 .into()
         }
         _ => Box::new(error),
-    };
-    StoreError::Database {
-        store: "PostgreSQL",
-        source,
     }
+}
+
+/// Creates `schema` if it is missing, then runs `create` (statements that create tables
+/// in it if they are missing), one process at a time.
+pub(crate) async fn create_tables(
+    pool: &PgPool,
+    schema: &str,
+    create: SqlStr,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // One creator at a time: concurrent CREATE ... IF NOT EXISTS can collide.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('logpipe tables ' || $1))")
+        .bind(schema)
+        .execute(&mut *tx)
+        .await?;
+    let schema_exists: bool =
+        sqlx::query_scalar("SELECT to_regnamespace(quote_ident($1)) IS NOT NULL")
+            .bind(schema)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !schema_exists {
+        // Only when missing, since `IF NOT EXISTS` still needs the database's CREATE
+        // privilege.
+        let create_schema = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+        sqlx::raw_sql(AssertSqlSafe(create_schema))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::raw_sql(create).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 /// Whether `error` is PostgreSQL's deadlock abort (SQLSTATE 40P01).
@@ -152,28 +187,13 @@ impl PgOffsetStore {
     ///
     /// [`StoreError::Database`] when the server cannot be reached or refuses.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(database_error)?;
-        // One creator at a time: concurrent CREATE ... IF NOT EXISTS can collide.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('logpipe tables ' || $1))")
-            .bind(&self.options.schema)
-            .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        let schema_exists: bool = sqlx::query_scalar(self.statements.schema_exists.clone())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        if !schema_exists {
-            sqlx::raw_sql(self.statements.create_schema.clone())
-                .execute(&mut *tx)
-                .await
-                .map_err(database_error)?;
-        }
-        sqlx::raw_sql(self.statements.create.clone())
-            .execute(&mut *tx)
-            .await
-            .map_err(database_error)?;
-        tx.commit().await.map_err(database_error)
+        create_tables(
+            &self.pool,
+            &self.options.schema,
+            self.statements.create.clone(),
+        )
+        .await
+        .map_err(database_error)
     }
 
     /// Makes sure the tables exist, once per store.

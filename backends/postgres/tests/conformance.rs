@@ -54,3 +54,70 @@ async fn positions_are_stored_only_under_the_current_lease() {
     )
     .await;
 }
+
+/// Writes outbox rows in transactions of its own, as a service does.
+struct PgWriter {
+    outbox: logpipe_postgres::PgOutbox,
+}
+
+impl logpipe_core::conformance::outbox::OutboxWriter for PgWriter {
+    async fn write(&self, records: Vec<logpipe_core::OutgoingRecord>, commit: bool) {
+        let mut tx = self.outbox.pool().begin().await.unwrap();
+        for record in &records {
+            self.outbox.write(&mut tx, record).await.unwrap();
+        }
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    }
+}
+
+async fn outbox() -> Option<(logpipe_postgres::PgOutbox, PgWriter)> {
+    let outbox = logpipe_postgres::PgOutbox::connect(&options()?)
+        .await
+        .unwrap();
+    Some((outbox.clone(), PgWriter { outbox }))
+}
+
+logpipe_core::outbox_tests!(outbox);
+
+/// A row of a lower id that commits after one of a higher id is still sent first: the
+/// later row waits while the earlier transaction runs.
+#[tokio::test]
+async fn an_outbox_row_waits_for_the_transactions_begun_before_it() {
+    use logpipe_core::OutgoingRecord;
+    use logpipe_core::outbox::OutboxStore;
+
+    let Some((outbox, _)) = outbox().await else {
+        return;
+    };
+    let record = |n: u8| OutgoingRecord {
+        stream: "people".into(),
+        key: Some(b"k".to_vec()),
+        value: vec![n],
+        headers: Vec::new(),
+    };
+    let mut first = outbox.pool().begin().await.unwrap();
+    let first_id = outbox.write(&mut first, &record(1)).await.unwrap();
+    let mut second = outbox.pool().begin().await.unwrap();
+    let second_id = outbox.write(&mut second, &record(2)).await.unwrap();
+    assert!(first_id < second_id);
+    second.commit().await.unwrap();
+    assert_eq!(
+        outbox.waiting(10).await.unwrap(),
+        [],
+        "row 2 waits for row 1's transaction"
+    );
+    assert_eq!(outbox.status().await.unwrap().waiting, 1);
+    first.commit().await.unwrap();
+    let values: Vec<Vec<u8>> = outbox
+        .waiting(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.record.value)
+        .collect();
+    assert_eq!(values, [vec![1], vec![2]]);
+}

@@ -12,6 +12,8 @@
 //!   handler's own rows and the record's position in one transaction
 //!   ([`SqliteOffsetStore::transaction`]): exactly-once effects for SQLite-backed
 //!   handlers.
+//! - [`SqliteOutbox`]: a transactional outbox, written in the service's own
+//!   `rusqlite::Transaction` and read by a relay.
 //!
 //! The database runs in WAL mode with a busy timeout, so several processes can share it;
 //! all work runs on Tokio's blocking threads.
@@ -45,6 +47,7 @@ mod leases;
 mod log;
 mod offsets;
 mod options;
+mod outbox;
 mod url;
 
 pub use consumer::EmbeddedConsumer;
@@ -52,4 +55,5 @@ pub use leases::SqliteLeaseStore;
 pub use log::EmbeddedLog;
 pub use offsets::SqliteOffsetStore;
 pub use options::EmbeddedOptions;
+pub use outbox::SqliteOutbox;
 pub use url::SqliteUrl;

@@ -81,3 +81,36 @@ async fn positions_are_stored_only_under_the_current_lease() {
     )
     .await;
 }
+
+/// Writes outbox rows over a connection of its own, as a service does.
+struct SqliteWriter {
+    path: std::path::PathBuf,
+}
+
+impl logpipe_core::conformance::outbox::OutboxWriter for SqliteWriter {
+    async fn write(&self, records: Vec<logpipe_core::OutgoingRecord>, commit: bool) {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            let tx = conn.transaction().unwrap();
+            for record in &records {
+                logpipe_sqlite::SqliteOutbox::write(&tx, record).unwrap();
+            }
+            if commit {
+                tx.commit().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+}
+
+async fn outbox() -> Option<(logpipe_sqlite::SqliteOutbox, SqliteWriter)> {
+    let path = file("outbox.db");
+    let outbox = logpipe_sqlite::SqliteOutbox::open(&path).unwrap();
+    Some((outbox, SqliteWriter { path }))
+}
+
+logpipe_core::outbox_tests!(outbox);
