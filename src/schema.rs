@@ -229,6 +229,12 @@ impl Schemas {
                             invalid(&path, format!("not an object of version numbers: {err}"))
                         })?;
                     for (from, to) in listed {
+                        if to <= from {
+                            let why = format!(
+                                "the upcaster from version {from} makes {to}, not a later version"
+                            );
+                            return Err(invalid(&path, why));
+                        }
                         upcasts.insert((message_type.clone(), from), to);
                     }
                     continue;

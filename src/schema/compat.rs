@@ -3,7 +3,7 @@
 //! (`backward`, `forward`, `full` and their transitive forms).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde_json::Value;
@@ -162,9 +162,9 @@ impl Compatibility {
     /// forward: the other way round):
     ///
     /// - a version whose schema differs in `old`: its old schema and its new one;
-    /// - a version new or changed in `new`: its schema and that of the version before
-    ///   it, and (in a transitive mode) those of every version before it; likewise with
-    ///   the version after it, if that one exists.
+    /// - a version new or changed in `new`: its schema and those of the versions next
+    ///   to it (before and after), or in a transitive mode of every other version;
+    /// - two versions that became neighbours, as the one between them was dropped.
     ///
     /// Backward, the records of a version with an [upcaster](Schemas::upcast) that makes
     /// a later version (directly or through further upcasters) are read as that
@@ -206,12 +206,20 @@ impl Compatibility {
                     self.check_pair(message_type, earlier, later, false, &mut report);
                 }
             }
+            // Versions that were not neighbours in `old` (one between them dropped) are
+            // a new pair.
+            let apart_before = |earlier: u64, later: u64| {
+                old.iter().any(|((t, version), _)| {
+                    t == message_type && earlier < version && version < later
+                })
+            };
             for (j, &(later_version, later_schema)) in versions.iter().enumerate() {
                 for (i, &(earlier_version, earlier_schema)) in versions[..j].iter().enumerate() {
                     let neighbours = i + 1 == j;
-                    let either_changed = changed(earlier_version, earlier_schema)
-                        || changed(later_version, later_schema);
-                    if (neighbours || self.mode.transitive()) && either_changed {
+                    let new_pair = changed(earlier_version, earlier_schema)
+                        || changed(later_version, later_schema)
+                        || (neighbours && apart_before(earlier_version, later_version));
+                    if (neighbours || self.mode.transitive()) && new_pair {
                         let upcast =
                             upcasts_reach(new, message_type, earlier_version, later_version);
                         self.check_pair(
@@ -265,7 +273,12 @@ impl Compatibility {
 /// Whether the upcasters from `from` lead to `to` or beyond it.
 fn upcasts_reach(schemas: &Schemas, message_type: &str, from: u64, to: u64) -> bool {
     let mut version = from;
-    while let Some(next) = schemas.upcast_from(message_type, version) {
+    // Each upcaster makes a later version (`upcast` and `read_dir` see to it), so the
+    // chain ends.
+    while let Some(next) = schemas
+        .upcast_from(message_type, version)
+        .filter(|&next| next > version)
+    {
         if next >= to {
             return true;
         }
@@ -328,7 +341,8 @@ pub struct Incompatibility {
     pub writer: SchemaVersion,
     /// The schema of the readers.
     pub reader: SchemaVersion,
-    /// Where, as a JSON Pointer into the reader's schema (through `$ref`s):
+    /// Where, as a path through the reader's schema that follows the message (into
+    /// properties, items and alternatives, and through `$ref`s):
     /// `#/properties/address/properties/city`.
     pub path: String,
     /// Which rule it breaks.
@@ -470,11 +484,19 @@ fn check_snapshot(schemas: &Schemas, dir: &Path, compatibility: Compatibility, u
     schemas
         .export(dir)
         .unwrap_or_else(|err| panic!("cannot export the schemas to {}: {err}", dir.display()));
-    for ((message_type, version), _) in old.iter() {
-        if schemas.get(message_type, version).is_none() {
-            let file = dir.join(message_type).join(format!("{version}.json"));
+    let remove = |file: PathBuf| {
+        if file.exists() {
             std::fs::remove_file(&file)
                 .unwrap_or_else(|err| panic!("cannot remove {}: {err}", file.display()));
+        }
+    };
+    for ((message_type, version), _) in old.iter() {
+        if schemas.get(message_type, version).is_none() {
+            remove(dir.join(message_type).join(format!("{version}.json")));
+        }
+        // A type dropped altogether: its upcasters too.
+        if !schemas.iter().any(|((t, _), _)| t == message_type) {
+            remove(dir.join(message_type).join(super::UPCASTS_FILE));
         }
     }
 }
@@ -540,6 +562,18 @@ mod tests {
             assert!(breaking.contains("#/properties/email"), "{breaking}");
         }
         assert_eq!(Schemas::read_dir(&dir).unwrap(), v2);
+
+        // Dropping a whole type that had upcasters removes its upcasters' file too.
+        let mut with_pet = v2.clone();
+        with_pet.insert("pet", 1, person(json!({"name": {"type": "string"}}), &[]));
+        with_pet.insert("pet", 2, person(json!({"name": {"type": "string"}}), &[]));
+        with_pet.upcasts.insert(("pet".to_owned(), 1), 2);
+        assert_eq!(outcome(&with_pet, &dir, true), None);
+        assert!(dir.join("pet").join("upcasts.json").exists());
+        assert_eq!(outcome(&v2, &dir, true), None);
+        assert!(!dir.join("pet").join("upcasts.json").exists());
+        assert_eq!(Schemas::read_dir(&dir).unwrap(), v2);
+        assert_eq!(outcome(&v2, &dir, false), None);
 
         // Dropping v1 and updating removes its file.
         let mut only_v2 = Schemas::new();

@@ -5,6 +5,7 @@
 //! items and the branches of `anyOf`/`oneOf`/`allOf`) and notes each place where a
 //! message the writer may write is one the reader refuses.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
@@ -107,7 +108,6 @@ const ANNOTATIONS: &[&str] = &[
 
 /// Keywords the walk compares itself.
 const CHECKED: &[&str] = &[
-    "$ref",
     "type",
     "enum",
     "const",
@@ -121,6 +121,7 @@ const CHECKED: &[&str] = &[
     "maxProperties",
     "items",
     "prefixItems",
+    "additionalItems",
     "minItems",
     "maxItems",
     "uniqueItems",
@@ -151,11 +152,16 @@ pub(super) fn findings(writer: &Value, reader: &Value, strict: bool) -> Vec<Find
         reader_root: reader,
         strict,
         in_progress: HashSet::new(),
+        steps: 0,
     };
     let mut found = Vec::new();
     walk.compare(writer, reader, "#", &mut found);
     found
 }
+
+/// The most pairs of schemas one check compares: beyond it (schemas whose alternatives
+/// multiply), the check stops and says so rather than run on.
+const MOST_STEPS: usize = 100_000;
 
 struct Walk<'a> {
     writer_root: &'a Value,
@@ -164,6 +170,8 @@ struct Walk<'a> {
     /// The pairs of schemas being compared further up: a recursive type reads itself
     /// where it recurs, as far as the rest of the walk shows.
     in_progress: HashSet<(*const Value, *const Value)>,
+    /// Pairs compared so far.
+    steps: usize,
 }
 
 /// An object schema's stance on the properties it does not list.
@@ -189,25 +197,35 @@ impl<'a> Walk<'a> {
     ) where
         'a: 'v,
     {
+        self.steps += 1;
+        if self.steps == MOST_STEPS {
+            note(
+                out,
+                path,
+                Rule::UncheckedKeyword,
+                format!("the schemas are too entangled to check past {MOST_STEPS} comparisons"),
+            );
+        }
+        if self.steps >= MOST_STEPS {
+            return;
+        }
         let writer = resolve(self.writer_root, writer);
         let reader = resolve(self.reader_root, reader);
-        let pair = (std::ptr::from_ref(writer), std::ptr::from_ref(reader));
+        let pair = (std::ptr::from_ref(&*writer), std::ptr::from_ref(&*reader));
         if !self.in_progress.insert(pair) {
             return;
         }
-        self.compare_resolved(writer, reader, path, out);
+        self.compare_resolved(&writer, &reader, path, out);
         self.in_progress.remove(&pair);
     }
 
-    fn compare_resolved<'v>(
+    fn compare_resolved(
         &mut self,
-        writer: &'v Value,
-        reader: &'v Value,
+        writer: &Value,
+        reader: &Value,
         path: &str,
         out: &mut Vec<Finding>,
-    ) where
-        'a: 'v,
-    {
+    ) {
         // `true` and `{}` accept anything; `false` accepts nothing.
         let empty = Map::new();
         let writer_map = match writer {
@@ -227,45 +245,40 @@ impl<'a> Walk<'a> {
             Value::Object(map) => map,
             _ => &empty,
         };
-        // A writer's alternatives must each be readable.
+        // A writer's alternatives must each be readable, each with the keywords beside
+        // them.
         for keyword in ["anyOf", "oneOf"] {
             if let Some(branches) = writer_map.get(keyword).and_then(Value::as_array) {
+                let mut beside = writer_map.clone();
+                beside.remove(keyword);
                 for branch in branches {
-                    self.compare(branch, reader, path, out);
+                    let branch = resolve(self.writer_root, branch);
+                    let merged = Value::Object(conjoin(&beside, &as_map(&branch)));
+                    self.compare(&merged, reader, path, out);
                 }
                 return;
             }
         }
-        // A writer's conjunction is readable when one of its parts is.
+        // A writer's conjunction: its parts together.
         if let Some(parts) = writer_map.get("allOf").and_then(Value::as_array) {
-            let mut rest = writer_map.clone();
-            rest.remove("allOf");
-            let rest = Value::Object(rest);
-            let closest = parts
-                .iter()
-                .chain([&rest])
-                .map(|part| {
-                    let mut found = Vec::new();
-                    self.compare(part, reader, path, &mut found);
-                    found
-                })
-                .min_by_key(Vec::len);
-            out.extend(closest.unwrap_or_default());
-            return;
+            let mut merged = writer_map.clone();
+            merged.remove("allOf");
+            for part in parts {
+                merged = conjoin(&merged, &as_map(&resolve(self.writer_root, part)));
+            }
+            return self.compare(&Value::Object(merged), reader, path, out);
         }
-        let reader_branches = ["anyOf", "oneOf"]
+        let reader_branches: Vec<(&str, &Vec<Value>)> = ["anyOf", "oneOf"]
             .into_iter()
-            .find_map(|keyword| Some((keyword, reader_map.get(keyword)?.as_array()?)));
-        // Each value of a writer's enum may match another of the reader's alternatives.
-        if let (Some(values), Some(_)) = (
-            writer_map.get("enum").and_then(Value::as_array),
-            reader_branches,
-        ) && values.len() > 1
+            .filter_map(|keyword| Some((keyword, reader_map.get(keyword)?.as_array()?)))
+            .collect();
+        // A writer of several types or values, read by alternatives: each type and each
+        // value may match another alternative.
+        if !reader_branches.is_empty()
+            && let Some(pieces) = pieces(writer_map)
         {
-            for value in values {
-                let mut one = writer_map.clone();
-                one.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
-                self.compare(&Value::Object(one), reader, path, out);
+            for piece in pieces {
+                self.compare(&Value::Object(piece), reader, path, out);
             }
             return;
         }
@@ -276,7 +289,7 @@ impl<'a> Walk<'a> {
             }
         }
         // A reader's alternatives: one of them must read the writer's value.
-        if let Some((keyword, branches)) = reader_branches {
+        for (keyword, branches) in reader_branches {
             let mut closest: Option<Vec<Finding>> = None;
             for (index, branch) in branches.iter().enumerate() {
                 let mut found = Vec::new();
@@ -497,34 +510,51 @@ impl<'a> Walk<'a> {
     ) where
         'a: 'v,
     {
+        // Tuples: `prefixItems` then `items` (2020-12), or `items: [..]` then
+        // `additionalItems` (drafts before it).
         let prefix = |schema: &'v Map<String, Value>| {
-            schema
+            let listed = schema
                 .get("prefixItems")
+                .or_else(|| schema.get("items").filter(|items| items.is_array()));
+            listed
                 .and_then(Value::as_array)
                 .map_or(&[][..], Vec::as_slice)
         };
-        let rest =
-            |schema: &'v Map<String, Value>| schema.get("items").filter(|items| !items.is_array());
+        let rest = |schema: &'v Map<String, Value>| match schema.get("items") {
+            Some(Value::Array(_)) => schema
+                .get("additionalItems")
+                .map(|items| ("additionalItems", items)),
+            Some(items) => Some(("items", items)),
+            None => None,
+        };
+        let prefix_keyword = |schema: &Map<String, Value>| {
+            if schema.contains_key("prefixItems") {
+                "prefixItems"
+            } else {
+                "items"
+            }
+        };
         let (writer_prefix, reader_prefix) = (prefix(writer), prefix(reader));
         for index in 0..writer_prefix.len().max(reader_prefix.len()) {
             let writer_item = writer_prefix
                 .get(index)
-                .or(rest(writer))
+                .or(rest(writer).map(|(_, items)| items))
                 .unwrap_or(&ANYTHING);
-            let reader_item = reader_prefix
-                .get(index)
-                .or(rest(reader))
-                .unwrap_or(&ANYTHING);
+            let (at, reader_item) = match (reader_prefix.get(index), rest(reader)) {
+                (Some(item), _) => (format!("{path}/{}/{index}", prefix_keyword(reader)), item),
+                (None, Some((keyword, items))) => (format!("{path}/{keyword}"), items),
+                (None, None) => continue,
+            };
+            self.compare(writer_item, reader_item, &at, out);
+        }
+        if let Some((keyword, reader_items)) = rest(reader) {
+            let writer_items = rest(writer).map_or(&ANYTHING, |(_, items)| items);
             self.compare(
-                writer_item,
-                reader_item,
-                &format!("{path}/prefixItems/{index}"),
+                writer_items,
+                reader_items,
+                &format!("{path}/{keyword}"),
                 out,
             );
-        }
-        if let Some(reader_items) = rest(reader) {
-            let writer_items = rest(writer).unwrap_or(&ANYTHING);
-            self.compare(writer_items, reader_items, &format!("{path}/items"), out);
         }
         compare_bound(writer, reader, "minItems", "maxItems", path, out);
         let unique =
@@ -548,21 +578,165 @@ fn note(out: &mut Vec<Finding>, path: &str, rule: Rule, detail: String) {
     });
 }
 
-/// The schema a `$ref` into the same document points at, followed to the end.
-fn resolve<'v>(root: &'v Value, mut schema: &'v Value) -> &'v Value {
+/// The schema a `$ref` into the same document points at, followed to the end, together
+/// with the keywords beside each `$ref` (which apply as well). A `$ref` that does not
+/// resolve is left in place.
+fn resolve<'v>(root: &'v Value, schema: &'v Value) -> Cow<'v, Value> {
+    let mut schema = Cow::Borrowed(schema);
     // A bounded number of steps: a loop of references resolves to where it stops.
     for _ in 0..64 {
-        let target = schema
+        let Some(target) = schema
             .get("$ref")
             .and_then(Value::as_str)
             .and_then(|reference| reference.strip_prefix('#'))
-            .and_then(|pointer| root.pointer(pointer));
-        match target {
-            Some(target) => schema = target,
-            None => break,
-        }
+            .and_then(|pointer| root.pointer(pointer))
+        else {
+            break;
+        };
+        let mut beside = as_map(&schema).into_owned();
+        beside.remove("$ref");
+        schema = if beside
+            .keys()
+            .all(|keyword| ANNOTATIONS.contains(&keyword.as_str()))
+        {
+            Cow::Borrowed(target)
+        } else {
+            Cow::Owned(Value::Object(conjoin(&beside, &as_map(target))))
+        };
     }
     schema
+}
+
+/// A schema's keywords: an object's own, none for `true`, and `{"not": {}}` for `false`.
+fn as_map(schema: &Value) -> Cow<'_, Map<String, Value>> {
+    match schema {
+        Value::Object(map) => Cow::Borrowed(map),
+        Value::Bool(false) => {
+            let mut map = Map::new();
+            map.insert("not".to_owned(), Value::Object(Map::new()));
+            Cow::Owned(map)
+        }
+        _ => Cow::Owned(Map::new()),
+    }
+}
+
+/// The keywords of two schemas that both apply (`allOf` of the two), as one schema where
+/// that is plain: properties and `required` united, `type`, `enum` and bounds narrowed;
+/// alternatives on both sides kept in an `allOf`.
+fn conjoin(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
+    let mut merged = a.clone();
+    for (keyword, value) in b {
+        let Some(mine) = merged.get(keyword).cloned() else {
+            merged.insert(keyword.clone(), value.clone());
+            continue;
+        };
+        if &mine == value {
+            continue;
+        }
+        let combined = match keyword.as_str() {
+            "properties" => {
+                let mut properties = mine.as_object().cloned().unwrap_or_default();
+                for (name, schema) in value.as_object().into_iter().flatten() {
+                    let both = match properties.remove(name) {
+                        Some(other) => serde_json::json!({"allOf": [other, schema]}),
+                        None => schema.clone(),
+                    };
+                    properties.insert(name.clone(), both);
+                }
+                Value::Object(properties)
+            }
+            "required" => {
+                let mut names: Vec<Value> = mine.as_array().cloned().unwrap_or_default();
+                for name in value.as_array().into_iter().flatten() {
+                    if !names.contains(name) {
+                        names.push(name.clone());
+                    }
+                }
+                Value::Array(names)
+            }
+            "type" => {
+                let (Some(ours), Some(theirs)) = (declared_types(a), declared_types(b)) else {
+                    continue;
+                };
+                let kept: BTreeSet<&str> = ours
+                    .iter()
+                    .filter(|kind| takes(&theirs, kind))
+                    .chain(theirs.iter().filter(|kind| takes(&ours, kind)))
+                    .copied()
+                    .collect();
+                Value::Array(kept.into_iter().map(Value::from).collect())
+            }
+            "enum" => Value::Array(
+                mine.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|item| value.as_array().is_some_and(|theirs| theirs.contains(item)))
+                    .cloned()
+                    .collect(),
+            ),
+            "minimum" | "exclusiveMinimum" | "minLength" | "minItems" | "minProperties" => {
+                if value.as_f64() > mine.as_f64() {
+                    value.clone()
+                } else {
+                    mine
+                }
+            }
+            "maximum" | "exclusiveMaximum" | "maxLength" | "maxItems" | "maxProperties" => {
+                if value.as_f64() < mine.as_f64() {
+                    value.clone()
+                } else {
+                    mine
+                }
+            }
+            "anyOf" | "oneOf" | "allOf" => {
+                let mut parts = merged
+                    .remove("allOf")
+                    .and_then(|all| all.as_array().cloned())
+                    .unwrap_or_default();
+                if keyword != "allOf" {
+                    parts.push(serde_json::json!({ keyword.as_str(): mine }));
+                    parts.push(serde_json::json!({ keyword.as_str(): value }));
+                    merged.remove(keyword);
+                } else {
+                    parts.extend(value.as_array().cloned().unwrap_or_default());
+                }
+                merged.insert("allOf".to_owned(), Value::Array(parts));
+                continue;
+            }
+            _ => value.clone(),
+        };
+        merged.insert(keyword.clone(), combined);
+    }
+    merged
+}
+
+/// A writer of several JSON types, or several listed values, as one schema per type or
+/// value (with its `type` narrowed to the value's); `None` when it is one of each.
+fn pieces(schema: &Map<String, Value>) -> Option<Vec<Map<String, Value>>> {
+    if let Some(values) = listed_values(schema).filter(|values| values.len() > 1) {
+        let pieces = values
+            .into_iter()
+            .map(|value| {
+                let mut piece = schema.clone();
+                piece.remove("const");
+                piece.insert("enum".to_owned(), Value::Array(vec![value.clone()]));
+                piece.insert("type".to_owned(), Value::from(type_of(value)));
+                piece
+            })
+            .collect();
+        return Some(pieces);
+    }
+    let types = declared_types(schema).filter(|types| types.len() > 1)?;
+    Some(
+        types
+            .into_iter()
+            .map(|kind| {
+                let mut piece = schema.clone();
+                piece.insert("type".to_owned(), Value::from(kind));
+                piece
+            })
+            .collect(),
+    )
 }
 
 /// `#/properties/NAME` below `path`, with `~` and `/` escaped as JSON Pointer does.
@@ -624,7 +798,7 @@ fn compare_enums(
         Some(writer_values) => {
             let missing: Vec<String> = writer_values
                 .into_iter()
-                .filter(|value| !reader_values.contains(value))
+                .filter(|value| !reader_values.iter().any(|known| same_value(known, value)))
                 .map(Value::to_string)
                 .collect();
             if missing.is_empty() {
@@ -652,21 +826,29 @@ fn types_of(schema: &Map<String, Value>) -> Option<BTreeSet<&'static str>> {
     if let Some(types) = declared_types(schema) {
         return Some(types.into_iter().filter_map(named).collect());
     }
-    let values = listed_values(schema)?;
-    Some(
-        values
-            .into_iter()
-            .map(|value| match value {
-                Value::Null => "null",
-                Value::Bool(_) => "boolean",
-                Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
-                Value::Number(_) => "number",
-                Value::String(_) => "string",
-                Value::Array(_) => "array",
-                Value::Object(_) => "object",
-            })
-            .collect(),
-    )
+    Some(listed_values(schema)?.into_iter().map(type_of).collect())
+}
+
+/// The JSON type of a value (`integer` for a number without a fraction).
+fn type_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(number) if number.is_i64() || number.is_u64() => "integer",
+        Value::Number(number) if number.as_f64().is_some_and(|n| n.fract() == 0.0) => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Whether two values are the same JSON value (`1` and `1.0` are).
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => a == b,
+    }
 }
 
 /// Whether a schema taking `types` takes values of type `kind` (`integer` is a kind of
@@ -842,7 +1024,11 @@ fn compare_numbers(
     }
     if let Some(step) = reader.get("multipleOf").and_then(Value::as_f64) {
         let writer_step = writer.get("multipleOf").and_then(Value::as_f64);
-        if writer_step.is_none_or(|writer_step| (writer_step / step).fract() != 0.0) {
+        let multiple = |writer_step: f64| {
+            let ratio = writer_step / step;
+            (ratio - ratio.round()).abs() < 1e-9
+        };
+        if !writer_step.is_some_and(multiple) {
             note(
                 out,
                 path,

@@ -60,6 +60,20 @@ fn schemas_follow_serde_and_export_one_file_per_type_and_version() {
     let err = Schemas::read_dir(dir.path()).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("notes.txt"), "{err}");
+    std::fs::remove_file(folder.join("notes.txt")).unwrap();
+
+    // An upcaster must make a later version: a loop or a step back is refused.
+    for bad in [r#"{"1": 1}"#, r#"{"2": 1}"#, r#"{"1": "two"}"#] {
+        std::fs::write(folder.join("upcasts.json"), bad).unwrap();
+        let err = Schemas::read_dir(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad}");
+        assert!(err.to_string().contains("upcasts.json"), "{err}");
+    }
+    std::fs::write(folder.join("upcasts.json"), r#"{"1": 2}"#).unwrap();
+    assert_eq!(
+        Schemas::read_dir(dir.path()).unwrap(),
+        schemas.clone().upcast::<StateV1, StateV2>()
+    );
 
     for bad in ["", ".hidden", "a/b", "c:d"] {
         let mut named = Schemas::new();
