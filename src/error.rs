@@ -31,6 +31,9 @@ pub enum Error {
     /// The offset store failed.
     #[error("offset store failed")]
     Store(#[from] StoreError),
+    /// The outbox failed.
+    #[error("outbox failed")]
+    Outbox(#[from] logpipe_core::outbox::OutboxError),
     /// A handler kept failing (returning an error or panicking; the source is then a
     /// [`HandlerPanic`](crate::HandlerPanic)) and the consumer's policy is to stop.
     #[error(

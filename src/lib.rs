@@ -77,6 +77,7 @@ pub mod kinesis;
 pub mod message;
 pub mod multi;
 pub mod offsets;
+pub mod outbox;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod producer;

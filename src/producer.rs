@@ -124,27 +124,12 @@ impl<B: ProducerBackend> Producer<B> {
 
     /// The record of `message`: its envelope, under its key.
     fn record<M: Message>(&self, message: &M) -> Result<OutgoingRecord, Error> {
-        let header = Header {
-            message_type: M::TYPE,
-            version: M::VERSION,
-            producer: self.producer_id.as_deref(),
-        };
-        let value =
-            envelope::encode(self.format, &header, message).map_err(|source| Error::Encode {
-                message_type: M::TYPE,
-                version: M::VERSION,
-                source,
-            })?;
-        let key = message
-            .key()
-            .filter(|key| !key.is_empty())
-            .map(String::into_bytes);
-        Ok(OutgoingRecord {
-            stream: Arc::clone(&self.stream),
-            key,
-            value,
-            headers: Vec::new(),
-        })
+        envelope_record(
+            self.format,
+            self.producer_id.as_deref(),
+            Arc::clone(&self.stream),
+            message,
+        )
     }
 
     /// Sends every message of `messages`, handed over in order, and returns where each
@@ -187,4 +172,35 @@ impl Producer<AnyBackend> {
         producer.producer_id.clone_from(&config.producer_id);
         Ok(producer)
     }
+}
+
+/// The record of `message` for `stream`: its envelope in `format` with `producer_id`,
+/// under its key (none when the key is empty), as [`Producer`] and
+/// [`Outbox`](crate::outbox::Outbox) write it.
+pub(crate) fn envelope_record<M: Message>(
+    format: Format,
+    producer_id: Option<&str>,
+    stream: Arc<str>,
+    message: &M,
+) -> Result<OutgoingRecord, Error> {
+    let header = Header {
+        message_type: M::TYPE,
+        version: M::VERSION,
+        producer: producer_id,
+    };
+    let value = envelope::encode(format, &header, message).map_err(|source| Error::Encode {
+        message_type: M::TYPE,
+        version: M::VERSION,
+        source,
+    })?;
+    let key = message
+        .key()
+        .filter(|key| !key.is_empty())
+        .map(String::into_bytes);
+    Ok(OutgoingRecord {
+        stream,
+        key,
+        value,
+        headers: Vec::new(),
+    })
 }

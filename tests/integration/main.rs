@@ -21,6 +21,7 @@ mod kinesis_leases;
 mod leases;
 mod multi_consumer;
 mod ops;
+mod outbox;
 mod panics;
 #[cfg(all(feature = "postgres", feature = "kafka"))]
 mod postgres;

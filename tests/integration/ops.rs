@@ -777,7 +777,7 @@ fn numbers_in(setup: &Setup, stream: &str, count: usize) -> Vec<u64> {
 }
 
 /// Records in `stream`, all partitions, counted by `lag` of a group that never read.
-fn records_in(setup: &Setup, stream: &str) -> u64 {
+pub(crate) fn records_in(setup: &Setup, stream: &str) -> u64 {
     setup
         .json_lines(&["lag", "--group", &unique("count"), stream, "--json"])
         .iter()
@@ -901,7 +901,7 @@ fn replay_copies_exactly_the_range(setup: Setup) {
 }
 
 /// The first `count` records of `stream`, read with the library from the oldest on.
-fn read_from_start(setup: &Setup, stream: &str, count: usize) -> Vec<Record> {
+pub(crate) fn read_from_start(setup: &Setup, stream: &str, count: usize) -> Vec<Record> {
     let mut config = setup.config();
     config
         .kafka

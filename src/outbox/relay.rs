@@ -1,0 +1,190 @@
+//! The relay: sends the committed rows of an outbox through a producer backend, in the
+//! order they were written, and removes them once written.
+
+use std::time::{Duration, Instant};
+
+use logpipe_core::outbox::{OUTBOX_ID_HEADER, OutboxRow, OutboxStore};
+use logpipe_core::{RecordHeader, error_chain, send_all};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::ProducerBackend;
+
+/// How a [`Relay`] works.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayOptions {
+    /// Rows sent at most in one batch. Default 500.
+    pub batch_size: usize,
+    /// How often an empty outbox is looked at again. Default 500 ms.
+    pub poll_interval: Duration,
+    /// How long the relay lease lasts unless renewed; a relay that stops without
+    /// releasing it (killed) is replaced by another once it expired. Default 10 s.
+    pub lease_duration: Duration,
+    /// The longest wait between attempts after a failure (the wait doubles from
+    /// `poll_interval`). Default 30 s.
+    pub max_backoff: Duration,
+    /// This relay's name in the lease. Default: the host name, the process id and a
+    /// random suffix.
+    pub owner: String,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_owned());
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+            lease_duration: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+            owner: format!("{host}-{}-{:08x}", std::process::id(), random_suffix()),
+        }
+    }
+}
+
+/// A random number, to tell relays of one process apart.
+fn random_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish() as u32
+}
+
+/// Sends the committed rows of an outbox `O` through the producer backend `P`.
+///
+/// One relay of an outbox sends at a time (it holds the outbox's relay lease); others
+/// wait as standbys and take over once it stops or its lease expires. Records of one key
+/// leave in the order their rows were written. A row is removed once its record is
+/// written; a relay killed in between sends it again (at least once), with the same
+/// [`OUTBOX_ID_HEADER`].
+#[derive(Debug)]
+pub struct Relay<O, P> {
+    outbox: O,
+    producer: P,
+    options: RelayOptions,
+}
+
+impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
+    /// A relay of `outbox` through `producer`, with default options.
+    pub fn new(outbox: O, producer: P) -> Self {
+        Self {
+            outbox,
+            producer,
+            options: RelayOptions::default(),
+        }
+    }
+
+    /// Sets the options.
+    #[must_use]
+    pub fn with_options(mut self, options: RelayOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs until `shutdown` is cancelled, then gives its lease up. Failures of the
+    /// outbox's database or of the backend are logged, counted
+    /// (`logpipe_outbox_send_failures_total`) and tried again after a backoff; rows not
+    /// written stay in the outbox.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops the relay without releasing its lease: another relay
+    /// takes over once it expires, and the rows of a batch in flight may be sent again.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let options = &self.options;
+        let mut backoff: Option<Duration> = None;
+        let mut last_status: Option<Instant> = None;
+        tracing::info!(owner = %options.owner, "outbox relay started");
+        while !shutdown.is_cancelled() {
+            let wait = match self.step(&mut last_status).await {
+                Ok(Step::Sent) => {
+                    backoff = None;
+                    continue;
+                }
+                Ok(Step::Idle) => {
+                    backoff = None;
+                    options.poll_interval
+                }
+                Ok(Step::Standby) => options.lease_duration / 2,
+                Err(failure) => {
+                    metrics::counter!("logpipe_outbox_send_failures_total").increment(1);
+                    let next = backoff.map_or(options.poll_interval, |wait| {
+                        (wait * 2).min(options.max_backoff)
+                    });
+                    tracing::warn!(error = %failure, retry_in_ms = next.as_millis(), "outbox relay failed");
+                    backoff = Some(next);
+                    next
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        if let Err(err) = self.outbox.release(&options.owner).await {
+            tracing::warn!(error = %error_chain(&err), "the outbox relay lease could not be released");
+        }
+        tracing::info!(owner = %options.owner, "outbox relay stopped");
+    }
+
+    /// Claims the lease and sends one batch.
+    async fn step(&self, last_status: &mut Option<Instant>) -> Result<Step, String> {
+        let options = &self.options;
+        let holds = self
+            .outbox
+            .claim(&options.owner, options.lease_duration)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        if !holds {
+            return Ok(Step::Standby);
+        }
+        if last_status.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last_status = Some(Instant::now());
+            let status = self
+                .outbox
+                .status()
+                .await
+                .map_err(|err| error_chain(&err))?;
+            metrics::gauge!("logpipe_outbox_waiting").set(status.waiting as f64);
+            metrics::gauge!("logpipe_outbox_oldest_age_seconds")
+                .set(status.oldest_age_ms.map_or(0.0, |age| age as f64 / 1000.0));
+        }
+        let rows = self
+            .outbox
+            .waiting(options.batch_size)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        if rows.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        send_all(&self.producer, rows.into_iter().map(with_id_header))
+            .await
+            .map_err(|err| error_chain(&err))?;
+        self.outbox
+            .remove(&ids)
+            .await
+            .map_err(|err| error_chain(&err))?;
+        metrics::counter!("logpipe_outbox_sent_total").increment(ids.len() as u64);
+        Ok(Step::Sent)
+    }
+}
+
+/// What one step of the relay did.
+enum Step {
+    /// Sent a batch: go on at once.
+    Sent,
+    /// Nothing was waiting.
+    Idle,
+    /// Another relay holds the lease.
+    Standby,
+}
+
+/// The record of a row, with the row's id in [`OUTBOX_ID_HEADER`].
+fn with_id_header(row: OutboxRow) -> crate::backend::OutgoingRecord {
+    let mut record = row.record;
+    record.headers.push(RecordHeader {
+        name: OUTBOX_ID_HEADER.to_owned(),
+        value: row.id.to_string().into_bytes(),
+    });
+    record
+}
