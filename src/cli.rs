@@ -27,6 +27,7 @@ mod lag;
 mod leases;
 mod offsets;
 mod ops;
+mod outbox;
 mod produce;
 mod replay;
 mod schemas;

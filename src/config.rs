@@ -46,11 +46,13 @@ use crate::embedded::EmbeddedOptions;
 use crate::envelope::Format;
 
 mod backends;
+mod outbox;
 mod url;
 mod variables;
 
 pub use crate::error::ConfigError;
-pub use url::{BackendUrl, OffsetStoreUrl};
+pub use outbox::OutboxSettings;
+pub use url::{BackendUrl, OffsetStoreUrl, OutboxUrl};
 use variables::{guess_value, retype_as_string, set_path};
 
 /// The variable naming the configuration file.
@@ -90,6 +92,8 @@ pub struct Config {
     /// Where `run_consumers` serves `/metrics`, `/healthz` and `/readyz`, as `IP:port`.
     /// Default none (not served).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The transactional outbox that `run_consumers` relays. Default none.
+    pub outbox: OutboxSettings,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             #[cfg(feature = "kafka")]
             kafka: crate::kafka::KafkaSettings::default(),
             metrics_addr: None,
+            outbox: OutboxSettings::default(),
         }
     }
 }
@@ -237,6 +242,11 @@ impl Config {
             backends::check_lease_store(url.as_str())
                 .map_err(|message| ConfigError::invalid("kinesis.leases", message))?;
         }
+        self.outbox.validate("outbox.")?;
+        if let Some(url) = &self.outbox.url {
+            backends::database_at(url.as_str(), "outboxes")
+                .map_err(|message| ConfigError::invalid("outbox.url", message))?;
+        }
         if self.dead_letter_stream.as_deref() == Some("") {
             return Err(ConfigError::invalid(
                 "dead_letter_stream",
@@ -244,6 +254,35 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Opens the outbox of `outbox.url` (creating its tables if missing), if one is
+    /// configured.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming `outbox.url` when it cannot be opened.
+    pub async fn open_outbox(&self) -> Result<Option<crate::outbox::AnyOutbox>, ConfigError> {
+        use crate::outbox::AnyOutbox;
+        let Some(url) = &self.outbox.url else {
+            return Ok(None);
+        };
+        let invalid = |message: String| ConfigError::invalid("outbox.url", message);
+        let cannot_open = |err: crate::outbox::OutboxError| {
+            invalid(format!("cannot open {url}: {}", crate::error_chain(&err)))
+        };
+        let outbox = match backends::database_at(url.as_str(), "outboxes").map_err(invalid)? {
+            backends::DatabaseAt::Sqlite(path) => {
+                AnyOutbox::Sqlite(crate::outbox::SqliteOutbox::open(path).map_err(cannot_open)?)
+            }
+            #[cfg(feature = "postgres")]
+            backends::DatabaseAt::Postgres(options) => AnyOutbox::Postgres(
+                crate::outbox::PgOutbox::connect(&options)
+                    .await
+                    .map_err(cannot_open)?,
+            ),
+        };
+        Ok(Some(outbox))
     }
 
     /// The offset store: the configured one, else the backend's choice: its own SQLite
@@ -525,6 +564,30 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(shown.contains("postgres://app:***@db/x"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn an_outbox_is_a_sqlite_file_or_a_postgres_database_with_sane_timings() {
+        let file: toml::Table = "[outbox]\nurl = \"postgres://app:s3cret@db/x\"\nbatch_size = 50"
+            .parse()
+            .unwrap();
+        let config = Config::from_parts(file, env(&[])).unwrap();
+        assert_eq!(config.outbox.relay_options().batch_size, 50);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        for (var, value, key) in [
+            ("LOGPIPE_OUTBOX__URL", "kafka://h:9092", "outbox.url"),
+            ("LOGPIPE_OUTBOX__URL", "memory://", "outbox.url"),
+            ("LOGPIPE_OUTBOX__BATCH_SIZE", "0", "outbox.batch_size"),
+            (
+                "LOGPIPE_OUTBOX__POLL_INTERVAL_MS",
+                "20000",
+                "outbox.poll_interval_ms",
+            ),
+        ] {
+            let err = Config::from_parts(toml::Table::new(), env(&[(var, value)])).unwrap_err();
+            assert_eq!(err.key(), Some(key), "{var}={value}: {err}");
+        }
     }
 
     #[test]

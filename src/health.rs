@@ -76,6 +76,8 @@ impl ConsumerState {
 /// Reads failing without a success in between.
 #[derive(Debug, Clone)]
 struct ReadFailure {
+    /// What fails: `reading` (a consumer) or `sending` (the outbox relay).
+    activity: &'static str,
     since: Instant,
     /// When the consumer counts as stalled if reads keep failing; never when `None` (a
     /// period too long for the clock).
@@ -107,7 +109,8 @@ impl Entry {
     fn describe(&self, now: Instant) -> String {
         match self.stalled_reads(now) {
             Some(reads) => format!(
-                "stalled: reading has failed for {} s: {}",
+                "stalled: {} has failed for {} s: {}",
+                reads.activity,
                 now.duration_since(reads.since).as_secs(),
                 reads.reason
             ),
@@ -225,13 +228,25 @@ impl ConsumerHealth {
     /// failed last: the consumer counts as stalled once they failed for `stalled_after`.
     pub fn reads_failing(&self, since: Instant, reason: String, stalled_after: Duration) {
         self.set_reads(Some(ReadFailure {
+            activity: "reading",
             since,
             stalled_at: since.checked_add(stalled_after),
             reason,
         }));
     }
 
-    /// Reads succeed (again).
+    /// Sending (by the outbox relay) has failed since `since`, `reason` saying what
+    /// failed last: not ready at once, until [`reads_succeed`](Self::reads_succeed).
+    pub fn sends_failing(&self, since: Instant, reason: String) {
+        self.set_reads(Some(ReadFailure {
+            activity: "sending",
+            since,
+            stalled_at: Some(since),
+            reason,
+        }));
+    }
+
+    /// Reads (or sends) succeed (again).
     pub fn reads_succeed(&self) {
         self.set_reads(None);
     }

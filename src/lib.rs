@@ -78,6 +78,7 @@ pub mod message;
 pub mod multi;
 pub mod offsets;
 pub mod outbox;
+mod outgoing;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod producer;

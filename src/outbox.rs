@@ -60,10 +60,12 @@ use crate::backend::OutgoingRecord;
 use crate::envelope::Format;
 use crate::error::Error;
 use crate::message::Message;
-use crate::producer::envelope_record;
+use crate::outgoing::record_of;
 
+mod any;
 mod relay;
 
+pub use any::AnyOutbox;
 pub use relay::{Relay, RelayOptions};
 
 /// Writes messages into an outbox table `T` ([`SqliteOutbox`], [`PgOutbox`]), inside the
@@ -105,7 +107,7 @@ impl<T> Outbox<T> {
     }
 
     fn record<M: Message>(&self, stream: &str, message: &M) -> Result<OutgoingRecord, Error> {
-        envelope_record(
+        record_of(
             self.format,
             self.producer_id.as_deref(),
             Arc::from(stream),

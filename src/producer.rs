@@ -5,9 +5,10 @@ use std::sync::Arc;
 use crate::any::AnyBackend;
 use crate::backend::{Delivery, DeliveryFuture, OutgoingRecord, ProducerBackend};
 use crate::config::Config;
-use crate::envelope::{self, Format, Header};
+use crate::envelope::Format;
 use crate::error::Error;
 use crate::message::Message;
+use crate::outgoing::record_of;
 
 /// Sends messages to one stream.
 ///
@@ -124,7 +125,7 @@ impl<B: ProducerBackend> Producer<B> {
 
     /// The record of `message`: its envelope, under its key.
     fn record<M: Message>(&self, message: &M) -> Result<OutgoingRecord, Error> {
-        envelope_record(
+        record_of(
             self.format,
             self.producer_id.as_deref(),
             Arc::clone(&self.stream),
@@ -172,35 +173,4 @@ impl Producer<AnyBackend> {
         producer.producer_id.clone_from(&config.producer_id);
         Ok(producer)
     }
-}
-
-/// The record of `message` for `stream`: its envelope in `format` with `producer_id`,
-/// under its key (none when the key is empty), as [`Producer`] and
-/// [`Outbox`](crate::outbox::Outbox) write it.
-pub(crate) fn envelope_record<M: Message>(
-    format: Format,
-    producer_id: Option<&str>,
-    stream: Arc<str>,
-    message: &M,
-) -> Result<OutgoingRecord, Error> {
-    let header = Header {
-        message_type: M::TYPE,
-        version: M::VERSION,
-        producer: producer_id,
-    };
-    let value = envelope::encode(format, &header, message).map_err(|source| Error::Encode {
-        message_type: M::TYPE,
-        version: M::VERSION,
-        source,
-    })?;
-    let key = message
-        .key()
-        .filter(|key| !key.is_empty())
-        .map(String::into_bytes);
-    Ok(OutgoingRecord {
-        stream,
-        key,
-        value,
-        headers: Vec::new(),
-    })
 }

@@ -38,6 +38,7 @@ use crate::dead_letter::DeadLetter;
 use crate::error::Error;
 use crate::health::Health;
 use crate::multi::MultiConsumer;
+use crate::outbox::Relay;
 use crate::registry::Registry;
 
 /// What a registered consumer reads and which handlers it runs.
@@ -148,15 +149,28 @@ pub async fn run_registered_with_health(
     health: &Health,
 ) -> Result<(), Error> {
     let backend = config.open_backend()?;
+    let outbox = config.open_outbox().await?;
+    let relay = outbox.map(|outbox| {
+        tracing::info!(outbox = %config.outbox.url.as_ref().expect("an outbox has a URL"), backend = %config.backend, "starting the outbox relay");
+        Relay::new(outbox, backend.clone())
+            .with_options(config.outbox.relay_options())
+            .with_health(health.register(RELAY_NAME))
+    });
+    let registrations = registered();
+    if registrations.is_empty() {
+        return match relay {
+            Some(relay) => {
+                relay.run(shutdown).await;
+                Ok(())
+            }
+            None => Err(Error::NothingToRun(
+                "no consumers are registered: link code that calls logpipe::register_consumer!",
+            )),
+        };
+    }
     let store = config.open_offset_store(&backend).await?;
     config.probe_lease_store(&backend).await?;
     let mut multi = MultiConsumer::new();
-    let registrations = registered();
-    if registrations.is_empty() {
-        return Err(Error::NothingToRun(
-            "no consumers are registered: link code that calls logpipe::register_consumer!",
-        ));
-    }
     for pair in registrations.windows(2) {
         if pair[0].name == pair[1].name {
             return Err(Error::Build {
@@ -197,13 +211,30 @@ pub async fn run_registered_with_health(
         }
         multi.push(consumer);
     }
-    if multi.is_empty() {
-        return Err(Error::NothingToRun(
-            "every registered consumer reads no streams",
-        ));
-    }
-    multi.run(shutdown).await
+    let Some(relay) = relay else {
+        if multi.is_empty() {
+            return Err(Error::NothingToRun(
+                "every registered consumer reads no streams",
+            ));
+        }
+        return multi.run(shutdown).await;
+    };
+    // The relay stops with the consumers, also when one of them fails.
+    let stop_relay = shutdown.child_token();
+    let relaying = tokio::spawn(relay.run(stop_relay.clone()));
+    let outcome = if multi.is_empty() {
+        shutdown.cancelled().await;
+        Ok(())
+    } else {
+        multi.run(shutdown).await
+    };
+    stop_relay.cancel();
+    let _ = relaying.await;
+    outcome
 }
+
+/// The name under which the outbox relay reports its health.
+const RELAY_NAME: &str = "outbox-relay";
 
 /// A token cancelled on SIGINT (Ctrl-C) or SIGTERM. Call it inside a Tokio runtime.
 ///

@@ -1,5 +1,5 @@
 //! The operator commands of `logpipe`: `produce`, `tail`, `streams`, `offsets`, `lag`,
-//! `leases` and `replay`, one module each.
+//! `leases`, `replay` and `outbox`, one module each.
 //!
 //! Each loads the configuration as `run_consumers` does and works on whichever backend it
 //! names, through the traits of `logpipe-core` only.
@@ -14,6 +14,7 @@ use super::failure::{Failure, cannot_open};
 use super::lag::{LagArgs, lag};
 use super::leases::{LeasesArgs, leases};
 use super::offsets::{OffsetsCommand, offsets};
+use super::outbox::{OutboxCommand, outbox};
 use super::produce::{ProduceArgs, produce};
 use super::replay::{ReplayArgs, replay};
 use super::streams::{StreamsCommand, streams};
@@ -42,6 +43,9 @@ pub(super) enum OpsCommand {
     Leases(LeasesArgs),
     /// Send the records of a range of a stream again, to another stream.
     Replay(ReplayArgs),
+    /// Relay the transactional outbox, or show what waits in it.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
 }
 
 /// Runs an operator command with the configuration at `config` (or the default places).
@@ -72,6 +76,7 @@ pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
             OpsCommand::Lag(args) => lag(config, args).await,
             OpsCommand::Leases(args) => leases(config, args).await,
             OpsCommand::Replay(args) => replay(config, args).await,
+            OpsCommand::Outbox(command) => outbox(config, command).await,
         }
     });
     // Background work of the clients (Kinesis iterators, Kafka polling) is not waited for.

@@ -109,29 +109,29 @@ fn lease_store_url(config: &Config) -> Option<String> {
         .then(|| store.as_str().to_owned())
 }
 
-/// A lease store a URL names.
-#[cfg(feature = "kinesis")]
-enum LeaseStoreAt {
+/// A database a URL names, for leases or an outbox: a SQLite file or a PostgreSQL
+/// database.
+pub(crate) enum DatabaseAt {
     Sqlite(std::path::PathBuf),
     #[cfg(feature = "postgres")]
     Postgres(Box<logpipe_postgres::PgStoreOptions>),
 }
 
-/// The lease store `url` names, or what is wrong with it.
-#[cfg(feature = "kinesis")]
-fn lease_store_at(url: &str) -> Result<LeaseStoreAt, String> {
+/// The database `url` names, or what is wrong with it; `what` says what it is for
+/// (`leases`).
+pub(crate) fn database_at(url: &str, what: &str) -> Result<DatabaseAt, String> {
     let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
     match scheme {
         "sqlite" => match SqliteUrl::parse(url)? {
-            SqliteUrl::File(path) => Ok(LeaseStoreAt::Sqlite(path)),
+            SqliteUrl::File(path) => Ok(DatabaseAt::Sqlite(path)),
             _ => Err(format!("{url:?} is not sqlite://PATH")),
         },
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => url
             .parse()
-            .map(|options| LeaseStoreAt::Postgres(Box::new(options))),
+            .map(|options| DatabaseAt::Postgres(Box::new(options))),
         _ => Err(format!(
-            "{:?}: leases are kept in sqlite://PATH or postgres://..",
+            "{:?}: {what} are kept in sqlite://PATH or postgres://..",
             logpipe_core::redact_url(url)
         )),
     }
@@ -146,14 +146,14 @@ fn leases_beside_positions(config: &Config) -> bool {
     };
     let offsets = config.offset_store_url();
     match (
-        lease_store_at(leases.as_str()),
-        lease_store_at(offsets.as_str()),
+        database_at(leases.as_str(), "leases"),
+        database_at(offsets.as_str(), "leases"),
     ) {
-        (Ok(LeaseStoreAt::Sqlite(a)), Ok(LeaseStoreAt::Sqlite(b))) => {
+        (Ok(DatabaseAt::Sqlite(a)), Ok(DatabaseAt::Sqlite(b))) => {
             std::path::absolute(a).ok() == std::path::absolute(b).ok()
         }
         #[cfg(feature = "postgres")]
-        (Ok(LeaseStoreAt::Postgres(a)), Ok(LeaseStoreAt::Postgres(b))) => a.same_tables(&b),
+        (Ok(DatabaseAt::Postgres(a)), Ok(DatabaseAt::Postgres(b))) => a.same_tables(&b),
         _ => false,
     }
 }
@@ -161,7 +161,7 @@ fn leases_beside_positions(config: &Config) -> bool {
 /// What is wrong with `url` as a lease store, if anything.
 #[cfg(feature = "kinesis")]
 pub(super) fn check_lease_store(url: &str) -> Result<(), String> {
-    lease_store_at(url).map(drop)
+    database_at(url, "leases").map(drop)
 }
 
 /// Opens the lease store of a Kinesis backend's consumer groups, if it has one
@@ -174,7 +174,7 @@ fn open_lease_store(
     let Some(url) = lease_store_url(config) else {
         return Ok(None);
     };
-    let at = lease_store_at(&url).map_err(|message| {
+    let at = database_at(&url, "leases").map_err(|message| {
         BackendError::new(
             BackendErrorKind::Rejected,
             format!("kinesis.leases: {message}"),
@@ -182,11 +182,11 @@ fn open_lease_store(
     })?;
     match at {
         #[cfg(feature = "postgres")]
-        LeaseStoreAt::Postgres(options) => {
+        DatabaseAt::Postgres(options) => {
             let store = logpipe_postgres::PgOffsetStore::connect_lazy(&options);
             Ok(Some(AnyLeaseStore::new(store.leases())))
         }
-        LeaseStoreAt::Sqlite(path) => logpipe_sqlite::SqliteLeaseStore::open(path)
+        DatabaseAt::Sqlite(path) => logpipe_sqlite::SqliteLeaseStore::open(path)
             .map(|store| Some(AnyLeaseStore::new(store)))
             .map_err(|err| {
                 BackendError::new(BackendErrorKind::Storage, "kinesis.leases: cannot open")

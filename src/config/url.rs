@@ -122,3 +122,18 @@ url_type!(
     OffsetStoreUrl,
     "sqlite://PATH or memory://"
 );
+
+url_type!(
+    /// The database of the transactional outbox: `sqlite://PATH` or
+    /// `postgres://USER:PASSWORD@HOST/DATABASE?schema=..` (the configuration's
+    /// `outbox.url`).
+    ///
+    /// ```
+    /// use logpipe::config::OutboxUrl;
+    ///
+    /// let url: OutboxUrl = "postgres://app:s3cret@db/people".parse().unwrap();
+    /// assert_eq!(url.to_string(), "postgres://app:***@db/people");
+    /// ```
+    OutboxUrl,
+    "sqlite://PATH or postgres://..."
+);

@@ -8,6 +8,7 @@ use logpipe_core::{RecordHeader, error_chain, send_all};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::ProducerBackend;
+use crate::health::ConsumerHealth;
 
 /// How a [`Relay`] works.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub struct Relay<O, P> {
     outbox: O,
     producer: P,
     options: RelayOptions,
+    health: Option<ConsumerHealth>,
 }
 
 impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
@@ -70,6 +72,22 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
             outbox,
             producer,
             options: RelayOptions::default(),
+            health: None,
+        }
+    }
+
+    /// Reports to `health`: ready while it sends (or stands by, or has nothing to send),
+    /// not ready from a failure (of the backend or of the outbox's database) until a
+    /// step succeeds again.
+    #[must_use]
+    pub fn with_health(mut self, health: ConsumerHealth) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn report(&self, state: fn(&ConsumerHealth)) {
+        if let Some(health) = &self.health {
+            state(health);
         }
     }
 
@@ -80,7 +98,8 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         self
     }
 
-    /// Runs until `shutdown` is cancelled, then gives its lease up. Failures of the
+    /// Runs until `shutdown` is cancelled (a batch being sent then is left for the next
+    /// relay), then gives its lease up. Failures of the
     /// outbox's database or of the backend are logged, counted
     /// (`logpipe_outbox_send_failures_total`) and tried again after a backoff; rows not
     /// written stay in the outbox.
@@ -94,8 +113,21 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         let mut backoff: Option<Duration> = None;
         let mut last_status: Option<Instant> = None;
         tracing::info!(owner = %options.owner, "outbox relay started");
+        self.report(ConsumerHealth::started);
+        let mut failing_since: Option<Instant> = None;
         while !shutdown.is_cancelled() {
-            let wait = match self.step(&mut last_status).await {
+            // A step cut short by the shutdown leaves its rows in the outbox, for the
+            // next relay (some may have been written: sent again then).
+            let step = tokio::select! {
+                step = self.step(&mut last_status) => step,
+                () = shutdown.cancelled() => break,
+            };
+            if step.is_ok() {
+                failing_since = None;
+                self.report(ConsumerHealth::reads_succeed);
+                self.report(ConsumerHealth::assigned);
+            }
+            let wait = match step {
                 Ok(Step::Sent) => {
                     backoff = None;
                     continue;
@@ -106,6 +138,10 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                 }
                 Ok(Step::Standby) => options.lease_duration / 2,
                 Err(failure) => {
+                    if let Some(health) = &self.health {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        health.sends_failing(since, failure.clone());
+                    }
                     metrics::counter!("logpipe_outbox_send_failures_total").increment(1);
                     let next = backoff.map_or(options.poll_interval, |wait| {
                         (wait * 2).min(options.max_backoff)
@@ -124,6 +160,9 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
             tracing::warn!(error = %error_chain(&err), "the outbox relay lease could not be released");
         }
         tracing::info!(owner = %options.owner, "outbox relay stopped");
+        if let Some(health) = &self.health {
+            health.stopped(None);
+        }
     }
 
     /// Claims the lease and sends one batch.

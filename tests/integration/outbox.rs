@@ -52,18 +52,18 @@ fn changes_of(setup: &Setup, records: &[logpipe::Record]) -> Vec<(String, u64)> 
             assert!(ids.insert(id.clone()), "outbox id {id} twice");
         }
     }
-    records
-        .iter()
-        .map(|record| {
-            let value = std::str::from_utf8(&record.value).unwrap();
-            let envelope: serde_json::Value =
-                serde_json::from_str(value.strip_prefix("json:").unwrap()).unwrap();
-            assert_eq!(envelope["producer"], "crm", "{value}");
-            let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
-            assert_eq!(envelope["message"]["key"], key.as_str());
-            (key, envelope["message"]["n"].as_u64().unwrap())
-        })
-        .collect()
+    records.iter().map(change_of).collect()
+}
+
+/// The `(key, n)` of a record, checking that its envelope is the outbox's.
+fn change_of(record: &logpipe::Record) -> (String, u64) {
+    let value = std::str::from_utf8(&record.value).unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_str(value.strip_prefix("json:").unwrap()).unwrap();
+    assert_eq!(envelope["producer"], "crm", "{value}");
+    let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+    assert_eq!(envelope["message"]["key"], key.as_str());
+    (key, envelope["message"]["n"].as_u64().unwrap())
 }
 
 /// Per key, the numbers in the order they were read.
@@ -260,4 +260,247 @@ fn two_relays_of_one_postgres_outbox_send_each_row_once() {
     if let Some(setup) = Setup::embedded() {
         relay_counters(&setup, 2);
     }
+}
+
+/// The outbox service writes 5,000 changes through a PostgreSQL outbox while the relay
+/// (`logpipe outbox relay`, to Kafka) is killed with SIGKILL and started again at random
+/// moments: every committed change arrives, in order per key, none rolled back, and
+/// only rows in flight at a kill arrive twice.
+#[test]
+fn a_relay_killed_again_and_again_loses_nothing_and_keeps_per_key_order() {
+    use std::process::{Child, Command, Stdio};
+
+    let (Some(kafka), Some(server)) = (
+        Setup::kafka(),
+        crate::support::service("LOGPIPE_TEST_POSTGRES"),
+    ) else {
+        return;
+    };
+    let stream = unique("outbox-kill");
+    kafka.ok(&["streams", "create", &stream, "--partitions", "3"], "");
+    let schema = unique("outbox").replace('-', "_");
+    const BATCH: u64 = 100;
+    let mut vars = kafka.vars.clone();
+    vars.extend([
+        (
+            "LOGPIPE_OUTBOX__URL".to_owned(),
+            format!("{server}?schema={schema}"),
+        ),
+        ("LOGPIPE_OUTBOX__BATCH_SIZE".to_owned(), BATCH.to_string()),
+        (
+            "LOGPIPE_OUTBOX__POLL_INTERVAL_MS".to_owned(),
+            "20".to_owned(),
+        ),
+        (
+            "LOGPIPE_OUTBOX__LEASE_DURATION_MS".to_owned(),
+            "1000".to_owned(),
+        ),
+        ("LOGPIPE_PRODUCER_ID".to_owned(), "crm".to_owned()),
+        ("COUNTERS_STREAM".to_owned(), stream.clone()),
+        (
+            "COUNTERS_TABLE".to_owned(),
+            format!("\"{schema}\".counters"),
+        ),
+    ]);
+    let command = |program: &str, args: &[&str]| {
+        let mut command = Command::new(crate::support::program(program));
+        command
+            .args(args)
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("LOGPIPE_CONFIG")
+            .stdin(Stdio::null());
+        command
+    };
+    let relay = || -> Child {
+        command("logpipe", &["outbox", "relay"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The outbox's tables exist before the writer and the relay start.
+    let status = command("logpipe", &["outbox", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+
+    let writer = command("outbox_service", &["5000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer_id = writer.id();
+    let writer_done = std::thread::spawn(move || writer.wait_with_output().unwrap());
+    // Kill the relay at random moments while the writer writes, at least five times.
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut kills = 0_u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while kills < 5 || !writer_done.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the writer {writer_id} did not finish in time"
+        );
+        let mut running = relay();
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(200 + (seed >> 33) % 1200));
+        running.kill().unwrap();
+        running.wait().unwrap();
+        kills += 1;
+    }
+    let output = writer_done.join().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let committed: BTreeMap<String, u64> = serde_json::from_slice(&output.stdout).unwrap();
+    let total: u64 = committed.values().sum();
+    assert_eq!(total, 4500, "every tenth rolled back");
+
+    // A last relay sends what waits, and stops on SIGTERM.
+    let mut last = relay();
+    crate::support::wait_until_blocking("the outbox is drained", Duration::from_secs(120), || {
+        let status = command("logpipe", &["outbox", "status", "--json"])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        status["waiting"] == 0
+    });
+    Command::new("kill")
+        .args(["-TERM", &last.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(last.wait().unwrap().success());
+
+    let sent = records_in(&kafka, &stream);
+    let records = read_from_start(&kafka, &stream, sent as usize);
+    let mut seen = HashSet::new();
+    let mut firsts = Vec::new();
+    for record in &records {
+        let id = record
+            .headers
+            .iter()
+            .find(|header| header.name == OUTBOX_ID_HEADER)
+            .expect("the outbox id header");
+        if seen.insert(id.value.clone()) {
+            firsts.push(record.clone());
+        }
+    }
+    let duplicates = sent - firsts.len() as u64;
+    assert!(
+        duplicates <= kills * BATCH,
+        "{duplicates} records sent twice after {kills} kills of batches of {BATCH}"
+    );
+    let changes: Vec<_> = firsts.iter().map(change_of).collect();
+    for (key, numbers) in per_key(&changes) {
+        let expected: Vec<u64> = (1..=committed[key]).collect();
+        assert_eq!(numbers, expected, "the changes of {key}, in order");
+    }
+}
+
+/// `run_consumers` with an `[outbox]` and no consumers runs the relay alone, says it is
+/// ready, counts what it sent, and stops on SIGTERM; with a broker it cannot reach it
+/// keeps the rows and says it is not ready.
+#[test]
+fn run_consumers_relays_the_outbox_and_is_unready_while_it_cannot_send() {
+    use std::process::{Command, Stdio};
+
+    use crate::serve::{get, served_addr};
+    use crate::support::{program, spawn_with_log, wait_until_blocking};
+
+    let dir = tempfile::tempdir().unwrap();
+    let outbox_url = format!("sqlite://{}", dir.path().join("app.db").display());
+    let stream = unique("outbox-run");
+    let env = |backend: &str| {
+        vec![
+            ("LOGPIPE_OUTBOX__URL", outbox_url.clone()),
+            ("LOGPIPE_OUTBOX__POLL_INTERVAL_MS", "20".to_owned()),
+            ("LOGPIPE_BACKEND", backend.to_owned()),
+            ("LOGPIPE_PRODUCER_ID", "crm".to_owned()),
+            (
+                "LOGPIPE_KAFKA__PRODUCER__MESSAGE__TIMEOUT__MS",
+                "300".to_owned(),
+            ),
+            ("COUNTERS_STREAM", stream.clone()),
+        ]
+    };
+    let write = |count: &str| {
+        let output = Command::new(program("outbox_service"))
+            .arg(count)
+            .envs(env("memory://"))
+            .env_remove("LOGPIPE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    let waiting = || {
+        let output = Command::new(program("logpipe"))
+            .args(["outbox", "status", "--json"])
+            .envs(env("memory://"))
+            .env_remove("LOGPIPE_CONFIG")
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["waiting"].as_u64().unwrap()
+    };
+    let start = |backend: &str| {
+        let mut command = Command::new(program("run_consumers"));
+        command
+            .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+            .envs(env(backend))
+            .env("RUST_LOG", "info")
+            .env_remove("LOGPIPE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let (child, log) = spawn_with_log(command);
+        let addr = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .expect("it logs where it serves");
+            if line.contains("http://") {
+                break served_addr(&line);
+            }
+        };
+        (child, addr, log)
+    };
+    let stop = |child: &mut std::process::Child| {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+    };
+    let wait = Duration::from_secs(60);
+
+    // A broker that is not there: the rows stay, and the relay is not ready.
+    write("10");
+    let (mut child, addr, _log) = start("kafka://127.0.0.1:1");
+    wait_until_blocking("the relay is unready", wait, || {
+        let (status, body) = get(addr, "/readyz");
+        status == 503 && body.contains("outbox-relay: stalled: sending has failed for ")
+    });
+    let (_, metrics) = get(addr, "/metrics");
+    assert!(
+        metrics.contains("logpipe_outbox_send_failures_total"),
+        "{metrics}"
+    );
+    stop(&mut child);
+    assert_eq!(waiting(), 9);
+
+    // The embedded log: everything is sent, and the relay is ready.
+    let log_url = format!("sqlite://{}", dir.path().join("log.db").display());
+    let (mut child, addr, _log) = start(&log_url);
+    wait_until_blocking("the outbox is drained", wait, || waiting() == 0);
+    wait_until_blocking("the relay is ready", wait, || {
+        get(addr, "/readyz") == (200, "outbox-relay: running\n".to_owned())
+    });
+    write("20");
+    wait_until_blocking("the outbox is drained again", wait, || waiting() == 0);
+    wait_until_blocking("27 sent are counted", wait, || {
+        get(addr, "/metrics")
+            .1
+            .contains("logpipe_outbox_sent_total 27")
+    });
+    stop(&mut child);
+    let records = crate::support::runtime().block_on(async {
+        let log = logpipe::embedded::EmbeddedLog::open(dir.path().join("log.db")).unwrap();
+        crate::support::read_records(&log, &stream, 27).await
+    });
+    assert_eq!(records.len(), 27);
 }
