@@ -236,12 +236,13 @@ impl ConsumerHealth {
     }
 
     /// Sending (by the outbox relay) has failed since `since`, `reason` saying what
-    /// failed last: not ready at once, until [`reads_succeed`](Self::reads_succeed).
-    pub fn sends_failing(&self, since: Instant, reason: String) {
+    /// failed last: not ready once it failed for `stalled_after`, until
+    /// [`reads_succeed`](Self::reads_succeed).
+    pub fn sends_failing(&self, since: Instant, reason: String, stalled_after: Duration) {
         self.set_reads(Some(ReadFailure {
             activity: "sending",
             since,
-            stalled_at: Some(since),
+            stalled_at: since.checked_add(stalled_after),
             reason,
         }));
     }

@@ -77,8 +77,8 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
     }
 
     /// Reports to `health`: ready while it sends (or stands by, or has nothing to send),
-    /// not ready from a failure (of the backend or of the outbox's database) until a
-    /// step succeeds again.
+    /// not ready once sending (or the outbox's database) has failed for
+    /// `lease_duration`, until a batch goes through again.
     #[must_use]
     pub fn with_health(mut self, health: ConsumerHealth) -> Self {
         self.health = Some(health);
@@ -98,8 +98,8 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         self
     }
 
-    /// Runs until `shutdown` is cancelled (a batch being sent then is left for the next
-    /// relay), then gives its lease up. Failures of the
+    /// Runs until `shutdown` is cancelled (finishing the batch in hand, for at most
+    /// `lease_duration`), then gives its lease up. Failures of the
     /// outbox's database or of the backend are logged, counted
     /// (`logpipe_outbox_send_failures_total`) and tried again after a backoff; rows not
     /// written stay in the outbox.
@@ -115,12 +115,25 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         tracing::info!(owner = %options.owner, "outbox relay started");
         self.report(ConsumerHealth::started);
         let mut failing_since: Option<Instant> = None;
+        let mut abandoned = false;
         while !shutdown.is_cancelled() {
-            // A step cut short by the shutdown leaves its rows in the outbox, for the
-            // next relay (some may have been written: sent again then).
+            let step = self.step(&mut last_status);
+            tokio::pin!(step);
             let step = tokio::select! {
-                step = self.step(&mut last_status) => step,
-                () = shutdown.cancelled() => break,
+                step = &mut step => step,
+                () = shutdown.cancelled() => {
+                    // The batch in hand is finished, for at most a lease's time; past it
+                    // the relay stops without releasing its lease, so that no other
+                    // relay sends those rows while this one's records may still land.
+                    match tokio::time::timeout(options.lease_duration, &mut step).await {
+                        Ok(step) => step,
+                        Err(_) => {
+                            tracing::warn!("the outbox relay stopped in the middle of a batch; its lease expires on its own");
+                            abandoned = true;
+                            break;
+                        }
+                    }
+                }
             };
             if step.is_ok() {
                 failing_since = None;
@@ -140,7 +153,7 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                 Err(failure) => {
                     if let Some(health) = &self.health {
                         let since = *failing_since.get_or_insert_with(Instant::now);
-                        health.sends_failing(since, failure.clone());
+                        health.sends_failing(since, failure.clone(), options.lease_duration);
                     }
                     metrics::counter!("logpipe_outbox_send_failures_total").increment(1);
                     let next = backoff.map_or(options.poll_interval, |wait| {
@@ -156,8 +169,18 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                 () = shutdown.cancelled() => {}
             }
         }
-        if let Err(err) = self.outbox.release(&options.owner).await {
-            tracing::warn!(error = %error_chain(&err), "the outbox relay lease could not be released");
+        if !abandoned {
+            match tokio::time::timeout(options.lease_duration, self.outbox.release(&options.owner))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %error_chain(&err), "the outbox relay lease could not be released")
+                }
+                Err(_) => tracing::warn!(
+                    "releasing the outbox relay lease timed out; it expires on its own"
+                ),
+            }
         }
         tracing::info!(owner = %options.owner, "outbox relay stopped");
         if let Some(health) = &self.health {
@@ -196,9 +219,27 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
             return Ok(Step::Idle);
         }
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-        send_all(&self.producer, rows.into_iter().map(with_id_header))
-            .await
-            .map_err(|err| error_chain(&err))?;
+        // The lease is renewed while the batch is sent, so that no standby takes it
+        // over meanwhile; if it is lost, this relay stops sending.
+        let send = send_all(&self.producer, rows.into_iter().map(with_id_header));
+        let keep_lease = async {
+            loop {
+                tokio::time::sleep(options.lease_duration / 3).await;
+                match self
+                    .outbox
+                    .claim(&options.owner, options.lease_duration)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return "another relay took the lease".to_owned(),
+                    Err(err) => return error_chain(&err),
+                }
+            }
+        };
+        tokio::select! {
+            sent = send => sent.map_err(|err| error_chain(&err))?,
+            lost = keep_lease => return Err(format!("the lease could not be kept while sending: {lost}")),
+        };
         self.outbox
             .remove(&ids)
             .await

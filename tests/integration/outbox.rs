@@ -411,6 +411,7 @@ fn run_consumers_relays_the_outbox_and_is_unready_while_it_cannot_send() {
         vec![
             ("LOGPIPE_OUTBOX__URL", outbox_url.clone()),
             ("LOGPIPE_OUTBOX__POLL_INTERVAL_MS", "20".to_owned()),
+            ("LOGPIPE_OUTBOX__LEASE_DURATION_MS", "2000".to_owned()),
             ("LOGPIPE_BACKEND", backend.to_owned()),
             ("LOGPIPE_PRODUCER_ID", "crm".to_owned()),
             (

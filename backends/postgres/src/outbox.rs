@@ -3,10 +3,14 @@
 //!
 //! Ids are taken when a row is written, not when its transaction commits, so a row of a
 //! lower id may commit after one of a higher id. Each row records its transaction
-//! (`txid`, `pg_current_xact_id()`), and the relay reads only rows of transactions older
-//! than every transaction still running (`pg_snapshot_xmin`): once those are visible, no
-//! row of a lower id can appear any more. A long transaction anywhere on the server holds
-//! the relay back until it ends.
+//! (`txid`, `pg_current_xact_id()`). A row is settled once its transaction is older than
+//! every transaction still running (`pg_snapshot_xmin`), and the relay reads rows in id
+//! order up to the first one not settled: a row is never sent before a visible row of a
+//! lower id. A row of a lower id that is not visible yet belongs to a transaction still
+//! running; when both rows are of one key, that transaction holds the key's row lock
+//! (the message is written after the change it announces), so the other cannot have
+//! committed. A long transaction anywhere on the server holds the relay back until it
+//! ends. Needs PostgreSQL 13 or later (`xid8`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +46,7 @@ impl Statements {
         let outbox = format!("\"{schema}\".logpipe_outbox");
         let relay = format!("\"{schema}\".logpipe_outbox_relay");
         let sql = |text: String| AssertSqlSafe(text).into_sql_str();
-        // Rows whose transactions are older than every one still running.
+        // Whether a row's transaction is older than every one still running.
         let settled = "txid < pg_snapshot_xmin(pg_current_snapshot())";
         Self {
             create: sql(format!(
@@ -78,8 +82,9 @@ impl Statements {
             )),
             waiting: sql(format!(
                 "SELECT id, stream, record_key, record_value, header_names, header_values,
-                        (extract(epoch FROM written_at) * 1000)::bigint AS written_ms
-                 FROM {outbox} WHERE {settled} ORDER BY id LIMIT $1"
+                        (extract(epoch FROM written_at) * 1000)::bigint AS written_ms,
+                        {settled} AS settled
+                 FROM {outbox} ORDER BY id LIMIT $1"
             )),
             remove: sql(format!("DELETE FROM {outbox} WHERE id = ANY($1)")),
             status: sql(format!(
@@ -207,6 +212,8 @@ impl OutboxStore for PgOutbox {
             .await
             .map_err(database_error)?;
         rows.into_iter()
+            // Up to the first row not settled: none is sent before a lower id.
+            .take_while(|row| row.get::<bool, _>(7))
             .map(|row| {
                 let id: i64 = row.get(0);
                 let names: Vec<String> = row.get(4);

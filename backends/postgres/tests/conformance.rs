@@ -112,12 +112,67 @@ async fn an_outbox_row_waits_for_the_transactions_begun_before_it() {
     );
     assert_eq!(outbox.status().await.unwrap().waiting, 1);
     first.commit().await.unwrap();
-    let values: Vec<Vec<u8>> = outbox
-        .waiting(10)
+    assert_eq!(values_when_settled(&outbox, 2).await, [vec![1], vec![2]]);
+}
+
+/// The values of the first `count` rows waiting, once that many are settled (another
+/// test's transaction on the server may hold them back a while).
+async fn values_when_settled(outbox: &logpipe_postgres::PgOutbox, count: usize) -> Vec<Vec<u8>> {
+    use logpipe_core::outbox::OutboxStore;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = outbox.waiting(count).await.unwrap();
+        if rows.len() == count {
+            return rows.into_iter().map(|row| row.record.value).collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} rows settled",
+            rows.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A transaction with an early xid whose row has a higher id is not sent before the
+/// lower id of a later transaction, while a third transaction keeps both unsettled.
+#[tokio::test]
+async fn an_early_transaction_does_not_overtake_a_lower_id() {
+    use logpipe_core::OutgoingRecord;
+    use logpipe_core::outbox::OutboxStore;
+
+    let Some((outbox, _)) = outbox().await else {
+        return;
+    };
+    let record = |n: u8| OutgoingRecord {
+        stream: "people".into(),
+        key: Some(b"k".to_vec()),
+        value: vec![n],
+        headers: Vec::new(),
+    };
+    let xid = "SELECT pg_current_xact_id()::text";
+    // The early transaction takes its xid first, then one stays open.
+    let mut early = outbox.pool().begin().await.unwrap();
+    logpipe_postgres::sqlx::query(xid)
+        .execute(&mut *early)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|row| row.record.value)
-        .collect();
-    assert_eq!(values, [vec![1], vec![2]]);
+        .unwrap();
+    let mut open = outbox.pool().begin().await.unwrap();
+    logpipe_postgres::sqlx::query(xid)
+        .execute(&mut *open)
+        .await
+        .unwrap();
+    // A later transaction writes the lower id and commits; then the early one writes.
+    let mut later = outbox.pool().begin().await.unwrap();
+    outbox.write(&mut later, &record(1)).await.unwrap();
+    later.commit().await.unwrap();
+    outbox.write(&mut early, &record(2)).await.unwrap();
+    early.commit().await.unwrap();
+    assert_eq!(
+        outbox.waiting(10).await.unwrap(),
+        [],
+        "row 2 does not overtake row 1"
+    );
+    open.commit().await.unwrap();
+    assert_eq!(values_when_settled(&outbox, 2).await, [vec![1], vec![2]]);
 }
