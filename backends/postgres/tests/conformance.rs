@@ -83,21 +83,24 @@ async fn outbox() -> Option<(logpipe_postgres::PgOutbox, PgWriter)> {
 
 logpipe_core::outbox_tests!(outbox);
 
-/// A row of a lower id that commits after one of a higher id is still sent first: the
-/// later row waits while the earlier transaction runs.
-#[tokio::test]
-async fn an_outbox_row_waits_for_the_transactions_begun_before_it() {
-    use logpipe_core::OutgoingRecord;
-    use logpipe_core::outbox::OutboxStore;
-
-    let Some((outbox, _)) = outbox().await else {
-        return;
-    };
-    let record = |n: u8| OutgoingRecord {
+/// A record of key `k` whose value is `n`.
+fn record(n: u8) -> logpipe_core::OutgoingRecord {
+    logpipe_core::OutgoingRecord {
         stream: "people".into(),
         key: Some(b"k".to_vec()),
         value: vec![n],
         headers: Vec::new(),
+    }
+}
+
+/// A row of a lower id that commits after one of a higher id is still sent first: the
+/// later row waits while the earlier transaction runs.
+#[tokio::test]
+async fn an_outbox_row_waits_for_the_transactions_begun_before_it() {
+    use logpipe_core::outbox::OutboxStore;
+
+    let Some((outbox, _)) = outbox().await else {
+        return;
     };
     let mut first = outbox.pool().begin().await.unwrap();
     let first_id = outbox.write(&mut first, &record(1)).await.unwrap();
@@ -138,17 +141,10 @@ async fn values_when_settled(outbox: &logpipe_postgres::PgOutbox, count: usize) 
 /// lower id of a later transaction, while a third transaction keeps both unsettled.
 #[tokio::test]
 async fn an_early_transaction_does_not_overtake_a_lower_id() {
-    use logpipe_core::OutgoingRecord;
     use logpipe_core::outbox::OutboxStore;
 
     let Some((outbox, _)) = outbox().await else {
         return;
-    };
-    let record = |n: u8| OutgoingRecord {
-        stream: "people".into(),
-        key: Some(b"k".to_vec()),
-        value: vec![n],
-        headers: Vec::new(),
     };
     let xid = "SELECT pg_current_xact_id()::text";
     // The early transaction takes its xid first, then one stays open.
