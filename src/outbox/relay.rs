@@ -1,8 +1,10 @@
 //! The relay: sends the committed rows of an outbox through a producer backend, in the
 //! order they were written, and removes them once written.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use logpipe_core::leases::LeaseOptions;
 use logpipe_core::outbox::{OUTBOX_ID_HEADER, OutboxRow, OutboxStore};
 use logpipe_core::{RecordHeader, error_chain, send_all};
 use tokio_util::sync::CancellationToken;
@@ -24,30 +26,25 @@ pub struct RelayOptions {
     /// The longest wait between attempts after a failure (the wait doubles from
     /// `poll_interval`). Default 30 s.
     pub max_backoff: Duration,
-    /// This relay's name in the lease. Default: the host name, the process id and a
-    /// random suffix.
+    /// This relay's name in the lease. Default: this process's name (host and process
+    /// id, as consumers' leases name it) and the relay's number in the process, such as
+    /// `web-1:4242#relay1`.
     pub owner: String,
 }
 
 impl Default for RelayOptions {
     fn default() -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "relay".to_owned());
+        // Relays of one process need names of their own: a lease's holder renews it.
+        static RELAYS: AtomicUsize = AtomicUsize::new(0);
+        let number = RELAYS.fetch_add(1, Ordering::Relaxed) + 1;
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
             lease_duration: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
-            owner: format!("{host}-{}-{:08x}", std::process::id(), random_suffix()),
+            owner: format!("{}#relay{number}", LeaseOptions::default_owner()),
         }
     }
-}
-
-/// A random number, to tell relays of one process apart.
-fn random_suffix() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    hasher.finish() as u32
 }
 
 /// Sends the committed rows of an outbox `O` through the producer backend `P`.
