@@ -189,13 +189,9 @@ fn show_record(
     {
         return None;
     }
-    let mut message = Vec::new();
-    if let Err(err) = envelope.body.write_json(&mut message) {
-        return malformed(format!("the message cannot be shown as JSON: {err}"));
-    }
     let verdict = match schemas {
         None => None,
-        Some(schemas) => match serde_json::from_slice(&message) {
+        Some(schemas) => match envelope.body.deserialize::<serde_json::Value>() {
             Ok(value) => Some(schemas.judge(&envelope.message_type, envelope.version, &value)),
             Err(err) => return malformed(format!("the message cannot be shown as JSON: {err}")),
         },
@@ -217,6 +213,10 @@ fn show_record(
             Ok(line) => Some(json_prefix() + &judged + &String::from_utf8_lossy(&line[1..])),
             Err(reason) => malformed(reason),
         };
+    }
+    let mut message = Vec::new();
+    if let Err(err) = envelope.body.write_json(&mut message) {
+        return malformed(format!("the message cannot be shown as JSON: {err}"));
     }
     let mark = match verdict {
         None | Some(Verdict::Valid) => String::new(),
