@@ -231,6 +231,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.consumer.validate("consumer.")?;
+        self.consumer
+            .check_producer_id("consumer.", self.producer_id.as_deref())?;
         self.embedded.validate("embedded.")?;
         #[cfg(feature = "kinesis")]
         self.kinesis.validate("kinesis.")?;
@@ -435,6 +437,12 @@ mod tests {
                 "[consumer]\nmax_in_flight_per_partition = 0",
                 &[],
                 "consumer.max_in_flight_per_partition",
+                None,
+            ),
+            (
+                "[consumer]\nskip_own_records = true",
+                &[],
+                "consumer.skip_own_records",
                 None,
             ),
             (

@@ -87,6 +87,7 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
                 options: ConsumerOptions::default(),
                 dead_letter: None,
                 health: None,
+                producer_id: None,
                 retrying: AtomicUsize::new(0),
             },
         }
@@ -114,6 +115,15 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
         self
     }
 
+    /// Sets the id this service's producers write in envelopes (the top-level
+    /// `producer_id`), which [`skip_own_records`](ConsumerOptions::skip_own_records)
+    /// skips.
+    #[must_use]
+    pub fn with_producer_id(mut self, producer_id: impl Into<Arc<str>>) -> Self {
+        self.worker.producer_id = Some(producer_id.into());
+        self
+    }
+
     /// The consumer group.
     pub fn group(&self) -> &str {
         &self.worker.group
@@ -128,8 +138,8 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when an option is not valid or a policy needs a dead-letter
-    /// stream and none is set; [`Error::Handler`] when a handler kept failing under the
+    /// [`Error::Config`] when an option is not valid, a policy needs a dead-letter
+    /// stream and none is set, or `skip_own_records` is set without a producer id; [`Error::Handler`] when a handler kept failing under the
     /// `stop` policy; [`Error::Skipped`] in strict mode; [`Error::Backend`],
     /// [`Error::Store`] or [`Error::DeadLetter`] when those fail.
     ///
@@ -153,6 +163,9 @@ impl<B: ConsumerBackend, S: OffsetStore> Consumer<B, S> {
             )
             .into());
         }
+        worker
+            .options
+            .check_producer_id("consumer.", worker.producer_id.as_deref())?;
         // Headers are only ever copied to the dead-letter stream.
         backend.want_headers(worker.dead_letter.is_some());
         tracing::info!(group = %worker.group, "consumer started");

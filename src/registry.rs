@@ -51,6 +51,14 @@ pub enum SkipReason {
         /// The message type.
         message_type: String,
     },
+    /// The record was written by this service's own producer (its envelope's
+    /// `producer` is the consumer's producer id) and the consumer skips its own records
+    /// ([`skip_own_records`](crate::ConsumerOptions::skip_own_records)).
+    #[error("own record (producer {producer:?})")]
+    Own {
+        /// The producer id.
+        producer: String,
+    },
     /// The message does not fit the Rust type registered for its (type, version).
     #[error("message type {message_type:?} version {version} failed validation")]
     Validation {
@@ -66,7 +74,7 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// A short label for metrics and dead-letter headers: `malformed`, `invalid_envelope`,
-    /// `unknown_type`, `unknown_version`, `ignored` or `validation`.
+    /// `unknown_type`, `unknown_version`, `ignored`, `own` or `validation`.
     pub fn label(&self) -> &'static str {
         match self {
             SkipReason::Malformed(_) => "malformed",
@@ -74,8 +82,16 @@ impl SkipReason {
             SkipReason::UnknownType { .. } => "unknown_type",
             SkipReason::UnknownVersion { .. } => "unknown_version",
             SkipReason::Ignored { .. } => "ignored",
+            SkipReason::Own { .. } => "own",
             SkipReason::Validation { .. } => "validation",
         }
+    }
+
+    /// Whether the record is skipped because it was configured so (an ignored type, an
+    /// own record), nothing being wrong with it: such a skip is no error in strict mode
+    /// and is never dead-lettered.
+    pub fn is_deliberate(&self) -> bool {
+        matches!(self, SkipReason::Ignored { .. } | SkipReason::Own { .. })
     }
 }
 
@@ -537,14 +553,26 @@ impl Registry {
     /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
     /// returned an error; [`DispatchError::Panicked`] when it panicked.
     pub async fn dispatch(&self, value: &[u8], context: &mut Context) -> Result<(), DispatchError> {
-        let call = match catch(|| self.start(value, context)).map_err(panicked)?? {
-            Started::Call(call) => call,
-            // A batch handler, called with a batch of one.
-            Started::Message(batch, message) => {
-                let batch_call = batch.call_batch(vec![(message, context.clone())]);
-                Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
-            }
-        };
+        self.dispatch_unless_own(value, context, None).await
+    }
+
+    /// [`dispatch`](Self::dispatch), skipping a record written by producer `own` (with
+    /// [`SkipReason::Own`]) before its handler runs.
+    pub(crate) async fn dispatch_unless_own(
+        &self,
+        value: &[u8],
+        context: &mut Context,
+        own: Option<&str>,
+    ) -> Result<(), DispatchError> {
+        let call =
+            match catch(|| self.start_unless_own(value, context, own)).map_err(panicked)?? {
+                Started::Call(call) => call,
+                // A batch handler, called with a batch of one.
+                Started::Message(batch, message) => {
+                    let batch_call = batch.call_batch(vec![(message, context.clone())]);
+                    Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
+                }
+            };
         match CatchPanic::new(call).await {
             Ok(handled) => handled.map_err(DispatchError::Handler),
             Err(message) => Err(panicked(message)),
@@ -584,18 +612,19 @@ impl Registry {
 
     /// Decodes the values of `records` (which [`batch_of`](Self::batch_of) gave one
     /// number) and runs their batch handler once with those that decode: an outcome for
-    /// each record, in order, as [`dispatch`](Self::dispatch) gives for one. A record
-    /// the batch error names fails; the others are handled.
+    /// each record, in order, as [`dispatch_unless_own`](Self::dispatch_unless_own)
+    /// gives for one. A record the batch error names fails; the others are handled.
     pub(crate) async fn dispatch_batch(
         &self,
         records: &mut [(&[u8], &mut Context)],
+        own: Option<&str>,
     ) -> Vec<Result<(), DispatchError>> {
         let mut outcomes: Vec<Result<(), DispatchError>> = Vec::with_capacity(records.len());
         let mut messages = Vec::new();
         let mut in_batch = Vec::new();
         let mut handler: Option<&dyn ErasedBatch> = None;
         for (index, (value, context)) in records.iter_mut().enumerate() {
-            match catch(|| self.start(value, context)) {
+            match catch(|| self.start_unless_own(value, context, own)) {
                 Ok(Ok(Started::Message(batch, message))) => {
                     handler = Some(batch);
                     messages.push((message, context.clone()));
@@ -656,6 +685,24 @@ impl Registry {
             (*name, prefix.version),
             context,
         )
+    }
+
+    /// [`start`](Self::start), refusing a record of producer `own`: the producer is
+    /// known only once the envelope is read, so its handler's call, started, is dropped
+    /// before it runs.
+    fn start_unless_own<'a>(
+        &'a self,
+        value: &[u8],
+        context: &mut Context,
+        own: Option<&str>,
+    ) -> Result<Started<'a>, SkipReason> {
+        let started = self.start(value, context)?;
+        match (own, context.producer.as_deref()) {
+            (Some(own), Some(producer)) if own == producer => Err(SkipReason::Own {
+                producer: producer.to_owned(),
+            }),
+            _ => Ok(started),
+        }
     }
 
     fn start<'a>(&'a self, value: &[u8], context: &mut Context) -> Result<Started<'a>, SkipReason> {

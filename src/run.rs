@@ -206,6 +206,9 @@ pub async fn run_registered_with_health(
         )
         .with_options(config.consumer.clone())
         .with_health(health.register(registration.name));
+        if let Some(producer_id) = &config.producer_id {
+            consumer = consumer.with_producer_id(producer_id.as_str());
+        }
         if let Some(stream) = &config.dead_letter_stream {
             consumer = consumer.with_dead_letter(DeadLetter::new(backend.clone(), stream.as_str()));
         }

@@ -171,7 +171,7 @@ impl<S: OffsetStore> Worker<S> {
             let started = Instant::now();
             let outcome = tokio::select! {
                 biased;
-                outcome = self.registry.dispatch(&record.value, &mut context) => outcome,
+                outcome = self.registry.dispatch_unless_own(&record.value, &mut context, self.own_producer()) => outcome,
                 () = stops.calls.cancelled() => return Outcome::Cancelled,
             };
             let elapsed = started.elapsed();
@@ -292,7 +292,7 @@ impl<S: OffsetStore> Worker<S> {
                 .collect();
             let outcomes = tokio::select! {
                 biased;
-                outcomes = self.registry.dispatch_batch(&mut calls) => outcomes,
+                outcomes = self.registry.dispatch_batch(&mut calls, self.own_producer()) => outcomes,
                 () = stops.calls.cancelled() => return cancelled(&records),
             };
             let elapsed = started.elapsed();
@@ -355,8 +355,8 @@ impl<S: OffsetStore> Worker<S> {
     }
 
     async fn skip(&self, record: &Record, reason: SkipReason) -> Outcome {
-        let ignored = matches!(reason, SkipReason::Ignored { .. });
-        if self.options.strict && !ignored {
+        let deliberate = reason.is_deliberate();
+        if self.options.strict && !deliberate {
             return Outcome::Stop(Error::Skipped {
                 partition: record.partition.clone(),
                 position: record.position.clone(),
@@ -365,7 +365,7 @@ impl<S: OffsetStore> Worker<S> {
         }
         let detail = error_chain(&reason);
         match reason {
-            SkipReason::Ignored { .. } => {
+            SkipReason::Ignored { .. } | SkipReason::Own { .. } => {
                 tracing::debug!(reason = reason.label(), "{detail}; skipped")
             }
             SkipReason::Validation { .. } => {
@@ -379,7 +379,7 @@ impl<S: OffsetStore> Worker<S> {
             "reason" => reason.label(),
         )
         .increment(1);
-        if !ignored
+        if !deliberate
             && self.options.on_bad_record == BadRecordPolicy::DeadLetter
             && let Err(error) = self.dead_letter(record, reason.label(), &detail).await
         {

@@ -82,6 +82,12 @@ pub struct ConsumerOptions {
     /// with its position not stored (django-logpipe's `throw_errors`). Ignored message
     /// types are still skipped. Default false.
     pub strict: bool,
+    /// Skip the records this service wrote itself: those whose envelope's `producer` is
+    /// the consumer's producer id (the top-level `producer_id`, which this service's
+    /// producers write), counted as skips of reason `own`. For services that keep one
+    /// table in sync both ways over one stream, so that a change is not applied again
+    /// when its own echo comes back. Default false.
+    pub skip_own_records: bool,
     /// Do not handle a record younger than this, in milliseconds (django-logpipe's
     /// `MIN_MESSAGE_LAG_MS`). Only that record's partition waits. Default 0.
     pub min_message_lag_ms: u64,
@@ -125,6 +131,7 @@ impl Default for ConsumerOptions {
             on_handler_error: HandlerErrorPolicy::Stop,
             on_bad_record: BadRecordPolicy::Skip,
             strict: false,
+            skip_own_records: false,
             min_message_lag_ms: 0,
             stalled_after_ms: 60_000,
             concurrency: 1,
@@ -165,6 +172,26 @@ impl ConsumerOptions {
         }
         if self.concurrency > MAX_CONCURRENCY {
             return Err(invalid("concurrency", "must be at most 65536"));
+        }
+        Ok(())
+    }
+
+    /// Checks that a consumer that skips its own records knows its producer id.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `skip_own_records` (under `prefix`) when it is set
+    /// and `producer_id` is `None`.
+    pub(crate) fn check_producer_id(
+        &self,
+        prefix: &str,
+        producer_id: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        if self.skip_own_records && producer_id.is_none() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}skip_own_records"),
+                "needs `producer_id`, the id this service's producers write",
+            ));
         }
         Ok(())
     }

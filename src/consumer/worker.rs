@@ -41,6 +41,8 @@ pub(super) struct Worker<S> {
     pub(super) options: ConsumerOptions,
     pub(super) dead_letter: Option<DeadLetter>,
     pub(super) health: Option<ConsumerHealth>,
+    /// The id this service's producers write in envelopes.
+    pub(super) producer_id: Option<Arc<str>>,
     /// Records and batches being retried now.
     pub(super) retrying: AtomicUsize,
 }
@@ -54,6 +56,13 @@ enum Done {
 type Call<'a> = Pin<Box<dyn Future<Output = Done> + Send + 'a>>;
 
 impl<S: OffsetStore> Worker<S> {
+    /// The producer whose records are skipped: this service's, if it skips its own.
+    pub(super) fn own_producer(&self) -> Option<&str> {
+        self.producer_id
+            .as_deref()
+            .filter(|_| self.options.skip_own_records)
+    }
+
     pub(super) fn report(&self, update: impl FnOnce(&ConsumerHealth)) {
         if let Some(health) = &self.health {
             update(health);

@@ -436,22 +436,96 @@ async fn a_panic_while_decoding_a_message_is_a_handler_failure_retried_then_dead
     );
 }
 
+/// An option that needs what the consumer was not given fails at start, naming its key:
+/// a dead-letter policy without a dead-letter stream, skipping own records without a
+/// producer id.
 #[tokio::test]
-async fn a_dead_letter_policy_without_a_dead_letter_stream_fails_at_start_naming_the_key() {
+async fn an_option_missing_what_it_needs_fails_at_start_naming_the_key() {
+    let cases = [
+        (
+            ConsumerOptions {
+                on_bad_record: BadRecordPolicy::DeadLetter,
+                ..fast_options()
+            },
+            "consumer.dead_letter_stream",
+        ),
+        (
+            ConsumerOptions {
+                skip_own_records: true,
+                ..fast_options()
+            },
+            "consumer.skip_own_records",
+        ),
+    ];
+    for (options, key) in cases {
+        let log = log_with_stream("people").await;
+        let consumer = Consumer::new(
+            log.consumer(["people"]),
+            MemoryOffsetStore::new(),
+            always_ok(&Handled::default()),
+            "g",
+        )
+        .with_options(options);
+        let err = consumer.run(CancellationToken::new()).await.unwrap_err();
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn own_records_are_skipped_and_counted_and_never_dead_lettered_or_stopping() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let log = log_with_stream("people").await;
+    let own = Producer::new(log.clone(), "people").with_producer_id("crm");
+    let other = Producer::new(log.clone(), "people").with_producer_id("billing");
+    let anonymous = Producer::new(log.clone(), "people");
+    own.send(&person("own-1")).await.unwrap();
+    other.send(&person("billing-1")).await.unwrap();
+    own.send(&person("own-2")).await.unwrap();
+    anonymous.send(&person("anonymous")).await.unwrap();
+    own.send(&person("own-3")).await.unwrap();
+    let handled = Handled::default();
+    let store = MemoryOffsetStore::new();
     let options = ConsumerOptions {
+        skip_own_records: true,
+        strict: true,
         on_bad_record: BadRecordPolicy::DeadLetter,
         ..fast_options()
     };
     let consumer = Consumer::new(
         log.consumer(["people"]),
-        MemoryOffsetStore::new(),
-        always_ok(&Handled::default()),
+        store.clone(),
+        always_ok(&handled),
         "g",
     )
-    .with_options(options);
-    let err = consumer.run(CancellationToken::new()).await.unwrap_err();
-    assert!(err.to_string().contains("dead_letter_stream"), "{err}");
+    .with_options(options)
+    .with_producer_id("crm")
+    .with_dead_letter(DeadLetter::new(log.clone(), "people.dead"));
+    run_until(consumer, "every position is stored", || {
+        stored_offset(&store, "g") == Some(4)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![("billing-1".to_owned(), 1), ("anonymous".to_owned(), 3)]
+    );
+    let snapshot = snapshotter.snapshot().into_vec();
+    let skipped: Vec<_> = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "logpipe_records_skipped_total")
+        .map(|(key, .., value)| {
+            let reason = key.key().labels().find(|l| l.key() == "reason").unwrap();
+            let DebugValue::Counter(n) = value else {
+                panic!("not a counter: {value:?}")
+            };
+            (reason.value().to_owned(), *n)
+        })
+        .collect();
+    assert_eq!(skipped, vec![("own".to_owned(), 3)]);
+    let streams = logpipe::admin::Admin::list_streams(&log).await.unwrap();
+    assert_eq!(streams, vec!["people"], "own records are not dead-lettered");
 }
 
 #[tokio::test]

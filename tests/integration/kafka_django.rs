@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use logpipe::backend::{Backend, StartFrom};
 use logpipe::kafka::KafkaClient;
-use logpipe::{Context, Message, Producer, Registry, handler_fn};
+use logpipe::{Consumer, ConsumerOptions, Context, Message, Producer, Registry, handler_fn};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -20,7 +21,7 @@ use crate::django_peer::{Peer, Received};
 use crate::kafka::{
     StoredBatch, WAIT, broker_blocking, consume, create_topics, settings, stored_batches,
 };
-use crate::support::{runtime, service, unique, wait_until};
+use crate::support::{Running, runtime, service, unique, wait_until};
 
 /// The peer's `person` v1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
@@ -312,4 +313,74 @@ fn kafka_django_logpipe_json_messages_are_read_by_logpipe() {
 #[test]
 fn kafka_django_logpipe_msgpack_messages_are_read_by_logpipe() {
     django_to_logpipe("msgpack");
+}
+
+/// A consumer that skips its own records judges django-logpipe's by their `PRODUCER_ID`
+/// as it judges its own producers': a django-logpipe service configured with this
+/// service's id writes records it skips, one with another id writes records it handles.
+#[test]
+fn kafka_skip_own_records_skips_django_logpipe_records_of_its_own_producer_id_only() {
+    let Some((brokers, _broker)) = broker_blocking() else {
+        return;
+    };
+    let django_peer = |producer_id: &str| {
+        Peer::new(&format!(
+            r#"    "KAFKA_BOOTSTRAP_SERVERS": ["{brokers}"],
+    "PRODUCER_ID": "{producer_id}","#
+        ))
+    };
+    let (Some(own), Some(other)) = (django_peer("crm"), django_peer("django")) else {
+        return;
+    };
+    let topic = unique("own-from-django");
+    let runtime = runtime();
+    runtime.block_on(create_topics(&brokers, &[&topic]));
+    // One key: one partition, read in the order sent, so the own records come first.
+    let lines = |from: u32| -> String {
+        (from..from + 20)
+            .map(|n| {
+                let message = serde_json::json!({"uuid": "u-0", "name": format!("name {n}")});
+                let line = serde_json::json!({"type": "person", "version": 1, "message": message});
+                format!("{line}\n")
+            })
+            .collect()
+    };
+    own.run(&["send", &topic], &lines(0));
+    other.run(&["send", &topic], &lines(100));
+
+    let handled = Arc::new(Mutex::new(Vec::<(Option<String>, String)>::new()));
+    let noted = Arc::clone(&handled);
+    let registry = Registry::builder()
+        .handle(handler_fn(move |p: PeerV1, context: Context| {
+            let producer = context.producer.as_deref().map(str::to_owned);
+            noted.lock().unwrap().push((producer, p.name));
+            async { Ok::<_, std::convert::Infallible>(()) }
+        }))
+        .build()
+        .unwrap();
+    let client = KafkaClient::connect(settings(&brokers)).unwrap();
+    runtime.block_on(async {
+        let group = unique("own-from-django");
+        let backend = client
+            .open_consumer(&group, std::slice::from_ref(&topic), StartFrom::Earliest)
+            .unwrap();
+        let consumer = Consumer::new(backend, client.offsets(), registry, group.as_str())
+            .with_options(ConsumerOptions {
+                skip_own_records: true,
+                ..ConsumerOptions::default()
+            })
+            .with_producer_id("crm");
+        let running = Running::start(consumer);
+        wait_until(
+            "the records of django-logpipe's other producer are handled",
+            WAIT,
+            || handled.lock().unwrap().len() >= 20,
+        )
+        .await;
+        running.stop().await;
+    });
+    let expected: Vec<(Option<String>, String)> = (100..120)
+        .map(|n| (Some("django".to_owned()), format!("name {n}")))
+        .collect();
+    assert_eq!(*handled.lock().unwrap(), expected);
 }

@@ -22,6 +22,7 @@ mod leases;
 mod multi_consumer;
 mod ops;
 mod outbox;
+mod own_records;
 mod panics;
 #[cfg(all(feature = "postgres", feature = "kafka"))]
 mod postgres;
