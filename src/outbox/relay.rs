@@ -114,20 +114,22 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         let mut failing_since: Option<Instant> = None;
         let mut abandoned = false;
         while !shutdown.is_cancelled() {
-            let step = self.step(&mut last_status);
-            tokio::pin!(step);
-            let step = tokio::select! {
-                step = &mut step => step,
-                () = shutdown.cancelled() => {
-                    // The batch in hand is finished, for at most a lease's time; past it
-                    // the relay stops without releasing its lease, so that no other
-                    // relay sends those rows while this one's records may still land.
-                    match tokio::time::timeout(options.lease_duration, &mut step).await {
-                        Ok(step) => step,
-                        Err(_) => {
-                            tracing::warn!("the outbox relay stopped in the middle of a batch; its lease expires on its own");
-                            abandoned = true;
-                            break;
+            let step = {
+                let step = self.step(&mut last_status, &mut failing_since);
+                tokio::pin!(step);
+                tokio::select! {
+                    step = &mut step => step,
+                    () = shutdown.cancelled() => {
+                        // The batch in hand is finished, for at most a lease's time; past
+                        // it the relay stops without releasing its lease, so that no other
+                        // relay sends those rows while this one's records may still land.
+                        match tokio::time::timeout(options.lease_duration, &mut step).await {
+                            Ok(step) => step,
+                            Err(_) => {
+                                tracing::warn!("the outbox relay stopped in the middle of a batch; its lease expires on its own");
+                                abandoned = true;
+                                break;
+                            }
                         }
                     }
                 }
@@ -156,7 +158,9 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                     let next = backoff.map_or(options.poll_interval, |wait| {
                         (wait * 2).min(options.max_backoff)
                     });
-                    tracing::warn!(error = %failure, retry_in_ms = next.as_millis(), "outbox relay failed");
+                    // A number in JSON logs (tracing writes a u128 as text).
+                    let retry_in_ms = u64::try_from(next.as_millis()).unwrap_or(u64::MAX);
+                    tracing::warn!(error = %failure, retry_in_ms, "outbox relay failed");
                     backoff = Some(next);
                     next
                 }
@@ -185,8 +189,15 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
         }
     }
 
-    /// Claims the lease and sends one batch.
-    async fn step(&self, last_status: &mut Option<Instant>) -> Result<Step, String> {
+    /// Claims the lease and sends one batch. A batch not written within a lease's time
+    /// counts as failing from when it was handed over (or from an earlier failure,
+    /// `failing_since`): a backend that does not answer holds sends without failing
+    /// them (Kafka's for `message.timeout.ms`).
+    async fn step(
+        &self,
+        last_status: &mut Option<Instant>,
+        failing_since: &mut Option<Instant>,
+    ) -> Result<Step, String> {
         let options = &self.options;
         let holds = self
             .outbox
@@ -216,6 +227,14 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
             return Ok(Step::Idle);
         }
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        if let Some(health) = &self.health {
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            let reason = format!(
+                "{} records handed to the backend are not written yet",
+                ids.len()
+            );
+            health.sends_failing(since, reason, options.lease_duration);
+        }
         // The lease is renewed while the batch is sent, so that no standby takes it
         // over meanwhile; if it is lost, this relay stops sending.
         let send = send_all(&self.producer, rows.into_iter().map(with_id_header));
@@ -264,4 +283,75 @@ fn with_id_header(row: OutboxRow) -> crate::backend::OutgoingRecord {
         value: row.id.to_string().into_bytes(),
     });
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+
+    use logpipe_core::outbox::OutboxStore;
+    use logpipe_core::{BackendError, DeliveryFuture, OutgoingRecord};
+    use logpipe_sqlite::SqliteOutbox;
+
+    use super::*;
+    use crate::health::Health;
+
+    /// A backend that takes records and never writes them, nor says they failed.
+    struct Unanswering;
+
+    impl ProducerBackend for Unanswering {
+        async fn enqueue(&self, _: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
+            Ok(DeliveryFuture::new(pending()))
+        }
+
+        async fn flush(&self) -> Result<(), BackendError> {
+            pending().await
+        }
+    }
+
+    /// Sends that neither succeed nor fail make the relay unready after a lease's time,
+    /// as failures would; the row stays.
+    #[tokio::test]
+    async fn a_batch_the_backend_never_answers_makes_the_relay_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let outbox = SqliteOutbox::open(&path).unwrap();
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        let record = OutgoingRecord {
+            stream: "people".into(),
+            key: Some(b"k".to_vec()),
+            value: b"json:{}".to_vec(),
+            headers: vec![],
+        };
+        SqliteOutbox::write(&tx, &record).unwrap();
+        tx.commit().unwrap();
+
+        let health = Health::new();
+        let options = RelayOptions {
+            lease_duration: Duration::from_millis(300),
+            ..RelayOptions::default()
+        };
+        let relay = Relay::new(outbox.clone(), Unanswering)
+            .with_options(options)
+            .with_health(health.register("outbox-relay"));
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(relay.run(shutdown.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !health.report().text.contains("stalled") {
+            assert!(Instant::now() < deadline, "the relay stays ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let report = health.report();
+        let text = report.text;
+        assert!(!report.ready);
+        assert!(
+            text.contains("outbox-relay: stalled: sending has failed for ")
+                && text.contains("1 records handed to the backend are not written yet"),
+            "{text}"
+        );
+        assert_eq!(outbox.status().await.unwrap().waiting, 1);
+        shutdown.cancel();
+        running.await.unwrap();
+    }
 }

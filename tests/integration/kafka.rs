@@ -215,20 +215,64 @@ fn restartable_broker() -> Option<(String, std::path::PathBuf)> {
     Some((brokers, scripts))
 }
 
+/// Runs the broker's script `stop` or `start` (keeping its data).
+fn broker_script(scripts: &Path, script: &str) {
+    let status = Command::new(scripts.join(script))
+        .env("KEEP_DATA", "1")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tests/services/kafka/{script}");
+}
+
 /// Stops the broker and starts it again, keeping its data.
 fn restart_broker(scripts: &Path) {
-    let run = |script: &str| {
-        let status = Command::new(scripts.join(script))
-            .env("KEEP_DATA", "1")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "tests/services/kafka/{script}");
-    };
     tokio::task::block_in_place(|| {
-        run("stop");
-        run("start");
+        broker_script(scripts, "stop");
+        broker_script(scripts, "start");
     });
+}
+
+/// The broker stopped by [`StoppedBroker::stop`]; started again by
+/// [`start`](StoppedBroker::start), or when dropped (a test that failed meanwhile).
+pub(crate) struct StoppedBroker<'a> {
+    scripts: &'a Path,
+    started: bool,
+}
+
+impl<'a> StoppedBroker<'a> {
+    pub(crate) fn stop(scripts: &'a Path) -> Self {
+        broker_script(scripts, "stop");
+        Self {
+            scripts,
+            started: false,
+        }
+    }
+
+    pub(crate) fn start(mut self) {
+        self.started = true;
+        broker_script(self.scripts, "start");
+    }
+}
+
+impl Drop for StoppedBroker<'_> {
+    fn drop(&mut self) {
+        if !self.started {
+            broker_script(self.scripts, "start");
+        }
+    }
+}
+
+/// The broker to a test of its own (the other Kafka tests wait), with its address and
+/// its scripts' directory, for a test that stops it; `None` (skip) as
+/// [`restartable_broker`] says.
+pub(crate) fn broker_alone_blocking() -> Option<(
+    String,
+    std::path::PathBuf,
+    tokio::sync::RwLockWriteGuard<'static, ()>,
+)> {
+    let (brokers, scripts) = restartable_broker()?;
+    Some((brokers, scripts, BROKER.blocking_write()))
 }
 
 /// The `seq` of each record's `message`, in the order read.

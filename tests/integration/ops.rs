@@ -51,10 +51,18 @@ impl Setup {
     pub(crate) fn kafka() -> Option<Self> {
         let (brokers, broker) = crate::kafka::broker_blocking()?;
         Some(Self {
+            _broker: Some(broker),
+            ..Self::kafka_alone(&brokers)
+        })
+    }
+
+    /// Kafka at `brokers` without a share of the broker, for a test that holds it alone.
+    pub(crate) fn kafka_alone(brokers: &str) -> Self {
+        Self {
             vars: vec![("LOGPIPE_BACKEND".into(), format!("kafka://{brokers}"))],
             _dir: tempfile::tempdir().unwrap(),
-            _broker: Some(broker),
-        })
+            _broker: None,
+        }
     }
 
     /// Kafka, with positions in a SQLite file instead of the consumer groups.

@@ -368,8 +368,22 @@ fn a_relay_killed_again_and_again_loses_nothing_and_keeps_per_key_order() {
         .unwrap();
     assert!(last.wait().unwrap().success());
 
-    let sent = records_in(&kafka, &stream);
-    let records = read_from_start(&kafka, &stream, sent as usize);
+    let duplicates = check_sent_at_least_once_in_order(&kafka, &stream, &committed);
+    assert!(
+        duplicates <= kills * BATCH,
+        "{duplicates} records sent twice after {kills} kills of batches of {BATCH}"
+    );
+}
+
+/// Checks that `stream` holds every change `committed` counts (per key) at least once,
+/// the first of each outbox id in order per key; returns how many records repeat one.
+fn check_sent_at_least_once_in_order(
+    setup: &Setup,
+    stream: &str,
+    committed: &BTreeMap<String, u64>,
+) -> u64 {
+    let sent = records_in(setup, stream);
+    let records = read_from_start(setup, stream, sent as usize);
     let mut seen = HashSet::new();
     let mut firsts = Vec::new();
     for record in &records {
@@ -382,16 +396,132 @@ fn a_relay_killed_again_and_again_loses_nothing_and_keeps_per_key_order() {
             firsts.push(record.clone());
         }
     }
-    let duplicates = sent - firsts.len() as u64;
-    assert!(
-        duplicates <= kills * BATCH,
-        "{duplicates} records sent twice after {kills} kills of batches of {BATCH}"
-    );
     let changes: Vec<_> = firsts.iter().map(change_of).collect();
-    for (key, numbers) in per_key(&changes) {
+    let keys = per_key(&changes);
+    assert_eq!(keys.len(), committed.len(), "every key's changes arrive");
+    for (key, numbers) in keys {
         let expected: Vec<u64> = (1..=committed[key]).collect();
         assert_eq!(numbers, expected, "the changes of {key}, in order");
     }
+    sent - firsts.len() as u64
+}
+
+/// The broker stops while the relay of `run_consumers` sends: the rows written meanwhile
+/// wait, the relay's sends fail and it backs off (each wait longer, the failures
+/// counted), `/readyz` says it cannot send; once the broker is back every committed
+/// change is sent, in order per key, and the relay is ready again.
+#[test]
+fn a_broker_outage_holds_the_rows_until_the_broker_returns() {
+    use std::process::{Command, Stdio};
+
+    use crate::serve::{get, served_addr};
+    use crate::support::{program, spawn_with_log, wait_until_blocking};
+
+    let Some((brokers, scripts, _alone)) = crate::kafka::broker_alone_blocking() else {
+        return;
+    };
+    let kafka = Setup::kafka_alone(&brokers);
+    let stream = unique("outbox-outage");
+    kafka.ok(&["streams", "create", &stream, "--partitions", "3"], "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut vars = kafka.vars.clone();
+    vars.extend(
+        [
+            (
+                "LOGPIPE_OUTBOX__URL",
+                format!("sqlite://{}", dir.path().join("app.db").display()),
+            ),
+            ("LOGPIPE_OUTBOX__POLL_INTERVAL_MS", "50".to_owned()),
+            ("LOGPIPE_OUTBOX__LEASE_DURATION_MS", "2000".to_owned()),
+            // Sends fail after 3 s instead of librdkafka's 300 s.
+            (
+                "LOGPIPE_KAFKA__PRODUCER__MESSAGE__TIMEOUT__MS",
+                "3000".to_owned(),
+            ),
+            ("LOGPIPE_PRODUCER_ID", "crm".to_owned()),
+            ("COUNTERS_STREAM", stream.clone()),
+        ]
+        .map(|(name, value)| (name.to_owned(), value)),
+    );
+    let command = |program_name: &str| {
+        let mut command = Command::new(program(program_name));
+        command
+            .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("LOGPIPE_CONFIG")
+            .stdin(Stdio::null());
+        command
+    };
+    let write = |count: &str| -> BTreeMap<String, u64> {
+        let output = command("outbox_service").arg(count).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let waiting = || {
+        let output = command("logpipe")
+            .args(["outbox", "status", "--json"])
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["waiting"].as_u64().unwrap()
+    };
+    let wait = Duration::from_secs(120);
+
+    let mut committed = write("200");
+    let mut relay = command("run_consumers");
+    relay
+        .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null());
+    let (mut child, log) = spawn_with_log(relay);
+    let addr = served_addr(&log);
+    wait_until_blocking("the first rows are sent", wait, || waiting() == 0);
+
+    let stopped = crate::kafka::StoppedBroker::stop(&scripts);
+    for (key, count) in write("300") {
+        *committed.entry(key).or_default() += count;
+    }
+    wait_until_blocking("the relay says it cannot send", wait, || {
+        let (status, body) = get(addr, "/readyz");
+        status == 503 && body.contains("outbox-relay: stalled: sending has failed for ")
+    });
+    assert!(waiting() > 0, "the rows wait while the broker is down");
+    // Two failures, the second wait longer than the first.
+    let mut waits = Vec::new();
+    while waits.len() < 2 {
+        let line = log
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the relay logs its failures");
+        if line.contains("outbox relay failed") {
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let wait = entry["fields"]["retry_in_ms"].as_u64();
+            waits.push(wait.unwrap_or_else(|| panic!("no retry_in_ms: {line}")));
+        }
+    }
+    assert!(waits[1] > waits[0], "the relay backs off: {waits:?}");
+
+    stopped.start();
+    wait_until_blocking("the outbox is drained", wait, || waiting() == 0);
+    wait_until_blocking("the relay is ready again", wait, || {
+        get(addr, "/readyz") == (200, "outbox-relay: running\n".to_owned())
+    });
+    let (_, metrics) = get(addr, "/metrics");
+    let failures = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("logpipe_outbox_send_failures_total "))
+        .expect("the failures are counted");
+    assert!(failures.parse::<u64>().unwrap() >= 2, "{metrics}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    assert_eq!(
+        committed.values().sum::<u64>(),
+        450,
+        "every tenth rolled back"
+    );
+    check_sent_at_least_once_in_order(&kafka, &stream, &committed);
 }
 
 /// `run_consumers` with an `[outbox]` and no consumers runs the relay alone, says it is
@@ -450,14 +580,7 @@ fn run_consumers_relays_the_outbox_and_is_unready_while_it_cannot_send() {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let (child, log) = spawn_with_log(command);
-        let addr = loop {
-            let line = log
-                .recv_timeout(Duration::from_secs(60))
-                .expect("it logs where it serves");
-            if line.contains("http://") {
-                break served_addr(&line);
-            }
-        };
+        let addr = served_addr(&log);
         (child, addr, log)
     };
     let stop = |child: &mut std::process::Child| {
@@ -476,11 +599,11 @@ fn run_consumers_relays_the_outbox_and_is_unready_while_it_cannot_send() {
         let (status, body) = get(addr, "/readyz");
         status == 503 && body.contains("outbox-relay: stalled: sending has failed for ")
     });
-    let (_, metrics) = get(addr, "/metrics");
-    assert!(
-        metrics.contains("logpipe_outbox_send_failures_total"),
-        "{metrics}"
-    );
+    wait_until_blocking("the failures are counted", wait, || {
+        get(addr, "/metrics")
+            .1
+            .contains("logpipe_outbox_send_failures_total")
+    });
     stop(&mut child);
     assert_eq!(waiting(), 9);
 

@@ -160,14 +160,7 @@ fn a_panicking_record_is_dead_lettered_and_the_others_are_handled(setup: Setup) 
         ("LOGPIPE_DEAD_LETTER_STREAM", dead.as_str()),
     ];
     let (mut child, log) = start(&setup, &db, &stream, &env);
-    let addr = loop {
-        let line = log
-            .recv_timeout(WAIT)
-            .expect("the service logs where it serves");
-        if line.contains("http://") {
-            break served_addr(&line);
-        }
-    };
+    let addr = served_addr(&log);
     let others = (1..=ORDERS).filter(|id| *id != BAD_ORDER);
     wait_until_blocking("every other order is shipped", WAIT, || {
         shipped(&db).len() == others.clone().count()

@@ -75,14 +75,7 @@ pub(crate) fn start(
         command.env(name, value);
     }
     let (child, received) = spawn_with_log(command);
-    let addr = loop {
-        let line = received
-            .recv_timeout(WAIT)
-            .expect("the service logs where it serves");
-        if line.contains("http://") {
-            break served_addr(&line);
-        }
-    };
+    let addr = served_addr(&received);
     (child, addr, received)
 }
 
@@ -98,9 +91,18 @@ fn rest(log: &mpsc::Receiver<String>) -> Vec<String> {
     }
 }
 
-/// The address in the JSON log line that says where the endpoints are served.
-pub(crate) fn served_addr(line: &str) -> SocketAddr {
-    let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+/// The address the endpoints are served at, from the JSON log line that says so: the
+/// first with `http://` that `log` (a process's stderr) receives within a minute.
+pub(crate) fn served_addr(log: &mpsc::Receiver<String>) -> SocketAddr {
+    let line = loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the service logs where it serves");
+        if line.contains("http://") {
+            break line;
+        }
+    };
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(entry["level"], "INFO", "{line}");
     assert_eq!(entry["target"], "logpipe::cli", "{line}");
     assert!(entry["timestamp"].is_string(), "{line}");
