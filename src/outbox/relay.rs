@@ -18,7 +18,8 @@ use crate::health::ConsumerHealth;
 pub struct RelayOptions {
     /// Rows sent at most in one batch. Default 500.
     pub batch_size: usize,
-    /// How often an empty outbox is looked at again. Default 500 ms.
+    /// How often an empty outbox is looked at again. Default 500 ms. A PostgreSQL
+    /// outbox wakes the relay as soon as rows commit; this is its fallback.
     pub poll_interval: Duration,
     /// How long the relay lease lasts unless renewed; a relay that stops without
     /// releasing it (killed) is replaced by another once it expired. Default 10 s.
@@ -146,7 +147,12 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                 }
                 Ok(Step::Idle) => {
                     backoff = None;
-                    options.poll_interval
+                    // Until rows are written, or the next poll.
+                    tokio::select! {
+                        () = self.outbox.wait_for_rows(options.poll_interval) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                    continue;
                 }
                 Ok(Step::Standby) => options.lease_duration / 2,
                 Err(failure) => {

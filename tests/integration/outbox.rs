@@ -262,6 +262,41 @@ fn two_relays_of_one_postgres_outbox_send_each_row_once() {
     }
 }
 
+/// A relay of a PostgreSQL outbox with nothing to send is woken by the commit of a
+/// transaction that writes a row: the record arrives long before its next poll.
+#[test]
+fn a_postgres_relay_sends_a_committed_row_without_waiting_for_its_poll() {
+    let Some(setup) = Setup::embedded() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(counters) = runtime.block_on(Counters::new()) else {
+        return;
+    };
+    let stream = unique("outbox-notify");
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let mut options = options();
+    options.poll_interval = Duration::from_secs(600);
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let relay = Relay::new(
+            counters.outbox.table().clone(),
+            setup.backend(&setup.config()),
+        )
+        .with_options(options);
+        let running = tokio::spawn(relay.run(shutdown.clone()));
+        // The relay found nothing, and waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        counters.count_up(&stream, 1, 1).await;
+        tokio::time::timeout(Duration::from_secs(60), drained(counters.outbox.table()))
+            .await
+            .expect("the row is sent before the next poll");
+        shutdown.cancel();
+        running.await.unwrap();
+    });
+    assert_eq!(records_in(&setup, &stream), 1);
+}
+
 /// The outbox service writes 5,000 changes through a PostgreSQL outbox while the relay
 /// (`logpipe outbox relay`, to Kafka) is killed with SIGKILL and started again at random
 /// moments: every committed change arrives, in order per key, none rolled back, and

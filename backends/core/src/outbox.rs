@@ -101,6 +101,18 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// [`OutboxError`] when the database fails.
     fn remove(&self, ids: &[i64]) -> impl Future<Output = Result<(), OutboxError>> + Send;
 
+    /// Waits until a transaction that wrote rows may have committed, or for `timeout`,
+    /// whichever comes first: a relay with nothing to send waits here before it looks
+    /// again. The default waits for `timeout` (the outbox is polled); PostgreSQL's is
+    /// woken by a notification.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    fn wait_for_rows(&self, timeout: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(timeout)
+    }
+
     /// How many committed rows wait, and the age of the oldest.
     ///
     /// # Errors

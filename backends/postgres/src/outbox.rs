@@ -11,6 +11,9 @@
 //! (the message is written after the change it announces), so the other cannot have
 //! committed. A long transaction anywhere on the server holds the relay back until it
 //! ends. Needs PostgreSQL 13 or later (`xid8`).
+//!
+//! A write notifies the channel `logpipe_outbox` (with the schema as payload) when its
+//! transaction commits, which wakes a waiting relay at once; the relay also polls.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +25,10 @@ use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr, SqlStr};
 
 use crate::options::PgStoreOptions;
 use crate::store::{create_tables, described};
+
+mod wakeups;
+
+use wakeups::{CHANNEL, Wakeups};
 
 fn database_error(error: sqlx::Error) -> OutboxError {
     OutboxError::Database {
@@ -66,9 +73,11 @@ impl Statements {
                      expires_at timestamptz NOT NULL
                  );"
             )),
+            // The notification is sent when the transaction commits, once however many
+            // rows it wrote.
             write: sql(format!(
                 "INSERT INTO {outbox} (stream, record_key, record_value, header_names, header_values)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id"
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id, pg_notify('{CHANNEL}', $6)::text"
             )),
             claim: sql(format!(
                 "INSERT INTO {relay} AS held (name, owner, expires_at)
@@ -119,6 +128,8 @@ impl Statements {
 pub struct PgOutbox {
     pool: PgPool,
     statements: Arc<Statements>,
+    schema: Arc<str>,
+    wakeups: Arc<Wakeups>,
 }
 
 impl std::fmt::Debug for PgOutbox {
@@ -139,9 +150,15 @@ impl PgOutbox {
             .max_connections(options.pool_size)
             .acquire_timeout(options.connect_timeout)
             .connect_lazy_with(options.connect.clone());
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.connect_timeout)
+            .connect_lazy_with(options.connect.clone());
         let outbox = Self {
             pool,
             statements: Arc::new(Statements::new(&options.schema)),
+            schema: options.schema.as_str().into(),
+            wakeups: Arc::new(Wakeups::new(listener_pool, &options.schema)),
         };
         create_tables(
             &outbox.pool,
@@ -172,15 +189,17 @@ impl PgOutbox {
     ) -> Result<i64, OutboxError> {
         let names: Vec<&str> = record.headers.iter().map(|h| h.name.as_str()).collect();
         let values: Vec<&[u8]> = record.headers.iter().map(|h| h.value.as_slice()).collect();
-        sqlx::query_scalar(self.statements.write.clone())
+        let row = sqlx::query(self.statements.write.clone())
             .bind(&*record.stream)
             .bind(record.key.as_deref())
             .bind(&record.value)
             .bind(names)
             .bind(values)
+            .bind(&*self.schema)
             .fetch_one(tx)
             .await
-            .map_err(database_error)
+            .map_err(database_error)?;
+        Ok(row.get(0))
     }
 }
 
@@ -253,6 +272,10 @@ impl OutboxStore for PgOutbox {
             .await
             .map_err(database_error)?;
         Ok(())
+    }
+
+    async fn wait_for_rows(&self, timeout: Duration) {
+        self.wakeups.wait(timeout).await;
     }
 
     async fn status(&self) -> Result<OutboxStatus, OutboxError> {

@@ -172,3 +172,34 @@ async fn an_early_transaction_does_not_overtake_a_lower_id() {
     open.commit().await.unwrap();
     assert_eq!(values_when_settled(&outbox, 2).await, [vec![1], vec![2]]);
 }
+
+/// A wait for rows returns when a transaction that wrote one commits, long before its
+/// timeout (the relay's poll).
+#[tokio::test]
+async fn a_commit_wakes_a_wait_for_rows() {
+    use std::time::Duration;
+
+    use logpipe_core::outbox::OutboxStore;
+
+    let Some((outbox, _)) = outbox().await else {
+        return;
+    };
+    // The first wait starts listening and returns once it listens.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        outbox.wait_for_rows(Duration::from_secs(600)),
+    )
+    .await
+    .expect("the first wait returns once the listener listens");
+    let waiting = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.wait_for_rows(Duration::from_secs(600)).await })
+    };
+    let mut tx = outbox.pool().begin().await.unwrap();
+    outbox.write(&mut tx, &record(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the commit wakes the wait")
+        .unwrap();
+}
