@@ -16,7 +16,7 @@ mod common;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::{mean_ns, output_dir, runtime, unique};
+use common::{output_dir, runtime, unique};
 use criterion::{Criterion, Throughput};
 use logpipe::offsets::{OffsetStore, SqliteOffsetStore};
 use logpipe::postgres::sqlx::{self, AssertSqlSafe, SqlStr};
@@ -122,32 +122,20 @@ fn bench(c: &mut Criterion, server: &str) {
 }
 
 fn report() {
-    println!(
-        "\n{:<10} {:<18} {:>12} {:>10}",
-        "group", "measurement", "records/s", "ratio"
-    );
-    for (group, records, baseline, ids) in [
-        ("positions", BATCH, "sqlite", ["sqlite", "logpipe"]),
+    common::print_ratios(&[
+        (
+            "positions",
+            BATCH as u64,
+            "sqlite",
+            &["sqlite", "logpipe"][..],
+        ),
         (
             "handler",
             1,
             "plain_transaction",
-            ["plain_transaction", "logpipe"],
+            &["plain_transaction", "logpipe"],
         ),
-    ] {
-        let Some(base) = mean_ns(group, baseline) else {
-            continue;
-        };
-        for id in ids {
-            if let Some(ns) = mean_ns(group, id) {
-                println!(
-                    "{group:<10} {id:<18} {:>12.0} {:>9.2}x",
-                    records as f64 * 1e9 / ns,
-                    base / ns
-                );
-            }
-        }
-    }
+    ]);
 }
 
 fn main() {

@@ -78,6 +78,34 @@ pub fn print_speeds(groups: &[(&str, u64, &[&str])]) {
     }
 }
 
+/// Prints, for each group of measurements of `records` records, each measurement's
+/// records a second and its speed against the group's `baseline` measurement: above 1,
+/// it is faster.
+#[allow(
+    dead_code,
+    reason = "only the PostgreSQL and outbox benches have baselines of their own"
+)]
+pub fn print_ratios(groups: &[(&str, u64, &str, &[&str])]) {
+    println!(
+        "\n{:<22} {:<18} {:>12} {:>10}",
+        "group", "measurement", "records/s", "ratio"
+    );
+    for (group, records, baseline, ids) in groups {
+        let Some(base) = mean_ns(group, baseline) else {
+            continue;
+        };
+        for id in *ids {
+            if let Some(ns) = mean_ns(group, id) {
+                println!(
+                    "{group:<22} {id:<18} {:>12.0} {:>9.2}x",
+                    *records as f64 * 1e9 / ns,
+                    base / ns
+                );
+            }
+        }
+    }
+}
+
 /// The runtime a bench runs in: two worker threads, as many as the test machines have
 /// cores.
 #[allow(dead_code, reason = "the envelope bench runs no runtime")]
