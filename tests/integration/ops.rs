@@ -244,6 +244,7 @@ on_backends!(
     [embedded, kafka, kinesis]
     streams_create_list_describe,
     produce_then_tail_shows_every_field,
+    produce_takes_each_key_from_its_key_field,
     tail_without_from_beginning_shows_only_new_records,
     tail_validate_marks_messages_that_break_their_published_schema,
     offsets_set_then_show,
@@ -311,6 +312,77 @@ fn write_raw(setup: &Setup, stream: &str, value: &[u8], headers: Vec<RecordHeade
     });
 }
 
+/// `--key-field`: each line's key from its message, as django-logpipe's `KEY_FIELD`;
+/// a line without one is refused (the lines before it are sent) unless `--allow-keyless`.
+fn produce_takes_each_key_from_its_key_field(setup: Setup) {
+    let stream = unique("keyfield");
+    // One partition: the records in the order they were sent.
+    setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
+    let produce = |more: &[&str], lines: &str| {
+        let mut args = vec![
+            "produce",
+            stream.as_str(),
+            "--type",
+            "person",
+            "--version",
+            "1",
+            "--key-field",
+            "uuid",
+        ];
+        args.extend_from_slice(more);
+        setup.run(&args, lines)
+    };
+    let keyless = "{\"name\":\"nobody\"}\n";
+    let refused = produce(
+        &[],
+        &format!("{{\"uuid\":\"a\",\"n\":0}}\n{keyless}{{\"uuid\":\"b\"}}\n"),
+    );
+    assert_eq!(refused.status.code(), Some(65), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("line 2") && said.contains("\"uuid\"") && said.contains("--allow-keyless"),
+        "{said}"
+    );
+    let sent = produce(
+        &[],
+        "{\"uuid\":\"a\",\"n\":1}\n{\"uuid\":7,\"n\":2}\n{\"uuid\":\"a\",\"n\":3}\n",
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    let sent = produce(&["--allow-keyless"], keyless);
+    assert!(sent.status.success(), "{sent:?}");
+
+    let records = setup.json_lines(&[
+        "tail",
+        &stream,
+        "--from-beginning",
+        "--json",
+        "--max",
+        "5",
+        "--timeout",
+        "60",
+    ]);
+    let mut keys: Vec<(Value, Value)> = records
+        .iter()
+        .map(|r| (r["message"]["n"].clone(), r["key"].clone()))
+        .collect();
+    if setup.is_kinesis() {
+        // Kinesis records always have a partition key: a random one for a keyless record.
+        assert!(keys[4].1.is_string(), "{keys:?}");
+        keys[4].1 = Value::Null;
+    }
+    assert_eq!(
+        keys,
+        [
+            (0.into(), "a".into()),
+            (1.into(), "a".into()),
+            (2.into(), "7".into()),
+            (3.into(), "a".into()),
+            (Value::Null, Value::Null),
+        ],
+        "the refused run sent its first line only, each line has its own key: {records:?}"
+    );
+}
+
 fn produce_then_tail_shows_every_field(setup: Setup) {
     let stream = unique("tail");
     setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
@@ -350,18 +422,18 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
         "{bad:?}"
     );
 
-    // Everything, in order: the record the bad input left out is not there.
+    // Everything, in order, with the line before the bad one.
     let all = setup.json_lines(&[
         "tail",
         &stream,
         "--from-beginning",
         "--json",
         "--max",
-        "4",
+        "5",
         "--timeout",
         "60",
     ]);
-    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(all.len(), 5, "{all:?}");
     assert_eq!(all[0]["type"], "person");
     assert_eq!(all[0]["version"], 2);
     assert_eq!(all[0]["key"], "k");
@@ -380,6 +452,7 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
     );
     assert_eq!(all[2]["value"], "json:{not an envelope");
     assert_eq!(all[3]["message"]["name"], "Bob");
+    assert_eq!(all[4]["message"]["uuid"], "c3");
     let positions: Vec<&str> = all
         .iter()
         .map(|r| r["position"].as_str().unwrap())
@@ -387,7 +460,7 @@ fn produce_then_tail_shows_every_field(setup: Setup) {
     let partition = all[0]["partition"].as_str().unwrap();
     assert!(all.iter().all(|r| r["partition"] == partition), "{all:?}");
     if !setup.is_kinesis() {
-        assert_eq!(positions, ["0", "1", "2", "3"]);
+        assert_eq!(positions, ["0", "1", "2", "3", "4"]);
     }
 
     if let Some(db) = setup.vars[0].1.strip_prefix("sqlite://") {
