@@ -42,6 +42,9 @@ use envelope::{EnvelopeCommand, envelope_command};
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit status for input that cannot be decoded (`EX_DATAERR` of sysexits.h).
 pub const EXIT_DATA: u8 = 65;
+/// Exit status of an operator command whose backend cannot be reached or did not answer
+/// in time (`EX_UNAVAILABLE` of sysexits.h).
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -203,7 +206,14 @@ pub fn logpipe_main() -> ExitCode {
         Command::Envelope(command) => envelope_command(command),
         Command::Schemas(command) => schemas::schemas_command(command),
         Command::Ops(command) => {
-            // Warnings only, so that the output stays clean.
+            // Warnings only, so that the output stays clean; a command that cannot reach
+            // Kafka says why in its error, so the connection's own warnings are quiet.
+            #[cfg(feature = "kafka")]
+            init_tracing_at(&format!(
+                "warn,{}=error",
+                crate::kafka::CONNECTION_LOG_TARGET
+            ));
+            #[cfg(not(feature = "kafka"))]
             init_tracing_at("warn");
             ops::run(command, args.config.as_deref())
         }

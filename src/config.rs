@@ -236,9 +236,14 @@ impl Config {
         self.embedded.validate("embedded.")?;
         #[cfg(feature = "kinesis")]
         self.kinesis.validate("kinesis.")?;
-        #[cfg(feature = "kafka")]
-        self.kafka.check("kafka.")?;
         backends::check_urls(&self.backend, self.offset_store.as_ref())?;
+        // With the URL's SASL user, if it has one, so that librdkafka checks them together.
+        #[cfg(feature = "kafka")]
+        match self.backend.as_str() {
+            url if url.starts_with("kafka://") => backends::kafka_settings(url, self)?,
+            _ => self.kafka.clone(),
+        }
+        .check("kafka.")?;
         #[cfg(feature = "kinesis")]
         if let Some(url) = &self.kinesis.leases {
             backends::check_lease_store(url.as_str())
@@ -397,6 +402,24 @@ mod tests {
         let cases: &[Case<'_>] = &[
             ("backend = \"postgres://x\"", &[], "backend", None),
             ("backend = \"sqlite://\"", &[], "backend", None),
+            (
+                "",
+                &[("LOGPIPE_BACKEND", "kafka://app:s3cret@h:9092")],
+                "kafka.global.sasl.mechanism",
+                None,
+            ),
+            (
+                "[kafka.global]\n\"sasl.mechanism\" = \"PLAIN\"\n\"security.protocol\" = \"PLAINTEXT\"",
+                &[("LOGPIPE_BACKEND", "kafka://app:s3cret@h:9092")],
+                "kafka.global.security.protocol",
+                None,
+            ),
+            (
+                "",
+                &[("LOGPIPE_BACKEND", "kafka://app@h:9092")],
+                "backend",
+                Some("LOGPIPE_BACKEND"),
+            ),
             (
                 "",
                 &[("LOGPIPE_CONSUMER__MAX_RETRIES", "-1")],

@@ -10,30 +10,39 @@ pub(super) enum Failure {
     Config(String),
     /// The input is wrong (65).
     Data(String),
+    /// The backend could not be reached, or did not answer in time (69).
+    Unavailable(String),
     /// The backend or the store failed (1).
     Failed(String),
 }
 
 impl Failure {
-    /// The backend failed at `what`.
+    /// The backend failed at `what`: unavailable when it could not be reached or did not
+    /// answer in time, else a failure.
     pub(super) fn backend(what: &str, error: &BackendError) -> Self {
-        Failure::Failed(format!("{what}: {}", reason(error)))
+        let message = format!("{what}: {}", error_chain(error));
+        match error.kind() {
+            BackendErrorKind::Connection | BackendErrorKind::Timeout => {
+                Failure::Unavailable(message)
+            }
+            _ => Failure::Failed(message),
+        }
     }
 
     /// The backend failed at `what`, with something the command was given: bad input
-    /// when the backend refused it (a position, a range it cannot take), else a failure.
+    /// when the backend refused it (a position, a range it cannot take), else as
+    /// [`Failure::backend`].
     pub(super) fn given(what: &str, error: &BackendError) -> Self {
-        let message = format!("{what}: {}", reason(error));
         if error.kind() == BackendErrorKind::Rejected {
-            Failure::Data(message)
+            Failure::Data(format!("{what}: {}", error_chain(error)))
         } else {
-            Failure::Failed(message)
+            Failure::backend(what, error)
         }
     }
 
     /// The offset store failed at `what`.
     pub(super) fn store(what: &str, error: &logpipe_core::StoreError) -> Self {
-        Failure::Failed(format!("{what}: {}", reason(error)))
+        Failure::Failed(format!("{what}: {}", error_chain(error)))
     }
 
     /// The exit status and the message to print.
@@ -41,6 +50,7 @@ impl Failure {
         match self {
             Failure::Config(message) => (super::EXIT_CONFIG, message),
             Failure::Data(message) => (super::EXIT_DATA, message),
+            Failure::Unavailable(message) => (super::EXIT_UNAVAILABLE, message),
             Failure::Failed(message) => (1, message),
         }
     }
@@ -50,22 +60,6 @@ impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
         Failure::Failed(format!("input/output failed: {error}"))
     }
-}
-
-/// An error and its sources, each left out when the text so far already says it (the
-/// drivers' errors often repeat their source in their own message).
-pub(super) fn reason(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The configuration's backend could not be opened.
@@ -81,7 +75,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_do_not_repeat_their_sources() {
+    fn a_message_does_not_repeat_its_sources() {
         #[derive(Debug, thiserror::Error)]
         #[error("cannot create topic \"t\": {0}")]
         struct Outer(#[source] Inner);
@@ -90,7 +84,7 @@ mod tests {
         struct Inner;
         let error = BackendError::new(BackendErrorKind::Other, "Kafka").with_source(Outer(Inner));
         assert_eq!(
-            reason(&error),
+            error_chain(&error),
             "backend error: Kafka: cannot create topic \"t\": already exists"
         );
     }
@@ -100,7 +94,12 @@ mod tests {
         let refused = BackendError::new(BackendErrorKind::Rejected, "not an offset");
         assert!(matches!(Failure::given("set", &refused), Failure::Data(_)));
         let down = BackendError::new(BackendErrorKind::Connection, "down");
-        assert!(matches!(Failure::given("set", &down), Failure::Failed(_)));
+        assert!(matches!(
+            Failure::given("set", &down),
+            Failure::Unavailable(_)
+        ));
+        let broken = BackendError::new(BackendErrorKind::Storage, "disk full");
+        assert!(matches!(Failure::given("set", &broken), Failure::Failed(_)));
         assert!(matches!(
             Failure::backend("create", &refused),
             Failure::Failed(_)

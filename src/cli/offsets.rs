@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use logpipe_core::time::parse_time;
 use logpipe_core::{Admin, Backend, Boundary, OffsetStore, PartitionInfo, PartitionRef, Position};
 
-use super::failure::{Failure, reason};
+use super::failure::Failure;
 use super::ops::connect;
 use super::streams::describe;
 use super::table::{print_table, show};
@@ -188,7 +188,11 @@ pub(super) async fn offsets(config: Config, command: OffsetsCommand) -> Result<(
                 )));
             };
             let position = found.backend.parse_position(&position).map_err(|err| {
-                Failure::Data(format!("cannot set {}: {}", info.partition, reason(&err)))
+                Failure::Data(format!(
+                    "cannot set {}: {}",
+                    info.partition,
+                    error_chain(&err)
+                ))
             })?;
             found.store(&[(info.partition.clone(), position)]).await?;
         }

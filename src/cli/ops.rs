@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use logpipe_core::{Admin, BackendErrorKind};
 
 use super::failure::{Failure, cannot_open};
 use super::lag::{LagArgs, lag};
@@ -88,6 +89,24 @@ pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
             eprintln!("logpipe: {message}");
             ExitCode::from(status)
         }
+    }
+}
+
+/// Looks `stream` up, so that a command fails before it reads or writes anything when the
+/// backend cannot be reached or does not answer in time (`what` says what it was to do,
+/// such as `cannot read`). Any other answer, such as a stream that does not exist, is
+/// left to the command (Kafka may create the stream, a tail waits for it).
+pub(super) async fn reach(backend: &AnyBackend, stream: &str, what: &str) -> Result<(), Failure> {
+    match backend.describe_stream(stream).await {
+        Err(err)
+            if matches!(
+                err.kind(),
+                BackendErrorKind::Connection | BackendErrorKind::Timeout
+            ) =>
+        {
+            Err(Failure::backend(&format!("{what} {stream:?}"), &err))
+        }
+        _ => Ok(()),
     }
 }
 

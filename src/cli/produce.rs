@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use clap::Args;
-use logpipe_core::{OutgoingRecord, ProducerBackend};
+use logpipe_core::{OutgoingRecord, ProducerBackend, send_all};
 
 use super::envelope::encode_json_message;
 use super::failure::Failure;
-use super::ops::connect;
+use super::ops::{connect, reach};
 use crate::config::Config;
 use crate::envelope::Header;
-use logpipe_core::send_all;
 
 /// Records sent at once, at most.
 const SEND_WINDOW: usize = 500;
@@ -79,6 +78,7 @@ fn key_from_field(line: &str, field: &str) -> Result<Option<String>, String> {
 
 pub(super) async fn produce(config: Config, args: ProduceArgs) -> Result<(), Failure> {
     let backend = connect(&config)?;
+    reach(&backend, &args.stream, "cannot write to").await?;
     let header = Header {
         message_type: &args.message_type,
         version: args.version,

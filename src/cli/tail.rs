@@ -10,7 +10,7 @@ use logpipe_core::{Backend, BackendError, ConsumerBackend, ConsumerEvent, Record
 
 use super::envelope::decode_to_json_line;
 use super::failure::Failure;
-use super::ops::connect;
+use super::ops::{connect, reach};
 use super::validate::{PublishedSchemas, Verdict};
 use crate::config::Config;
 use crate::envelope;
@@ -52,6 +52,7 @@ pub(super) async fn tail(config: Config, args: TailArgs) -> Result<(), Failure> 
         .map(PublishedSchemas::read)
         .transpose()?;
     let backend = connect(&config)?;
+    reach(&backend, &args.stream, "cannot read").await?;
     // Where the reader starts: the oldest record, or only new ones.
     let start = if args.from_beginning {
         StartFrom::Earliest

@@ -205,6 +205,21 @@ fn embedded_log(url: &str, config: &Config) -> Result<AnyBackend, BackendError> 
     Ok(AnyBackend::new(log))
 }
 
+/// The `[kafka]` settings for the `kafka://` backend `url`: its brokers and SASL user.
+///
+/// # Errors
+///
+/// The key to change, when the URL is bad or its user cannot be used with the settings.
+#[cfg(feature = "kafka")]
+pub(super) fn kafka_settings(
+    url: &str,
+    config: &Config,
+) -> Result<logpipe_kafka::KafkaSettings, ConfigError> {
+    let url = logpipe_kafka::KafkaUrl::parse(url)
+        .map_err(|message| ConfigError::invalid("backend", message))?;
+    Ok(config.kafka.clone().with_url(&url, "backend", "kafka.")?)
+}
+
 /// Every backend, by URL scheme.
 const BACKENDS: &[BackendEntry] = &[
     BackendEntry {
@@ -222,11 +237,10 @@ const BACKENDS: &[BackendEntry] = &[
     #[cfg(feature = "kafka")]
     BackendEntry {
         scheme: "kafka",
-        check: |url| logpipe_kafka::brokers_of(url).map(drop),
+        check: |url| logpipe_kafka::KafkaUrl::parse(url).map(drop),
         open: |url, config| {
-            let mut settings = config.kafka.clone();
-            settings.brokers = logpipe_kafka::brokers_of(url)
-                .map_err(|m| BackendError::new(BackendErrorKind::Rejected, m))?;
+            let settings = kafka_settings(url, config)
+                .map_err(|err| BackendError::new(BackendErrorKind::Rejected, err.to_string()))?;
             Ok(AnyBackend::new(logpipe_kafka::KafkaClient::connect(
                 settings,
             )?))

@@ -82,7 +82,9 @@ impl BackendError {
     }
 }
 
-/// An error and its sources, joined with `: `, for logs and messages.
+/// An error and its sources, joined with `: `, for logs and messages; a source whose text
+/// the message so far already holds is left out (errors often repeat their source in
+/// their own message).
 ///
 /// ```
 /// use logpipe_core::{BackendError, BackendErrorKind, error_chain};
@@ -95,8 +97,11 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text

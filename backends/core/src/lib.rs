@@ -52,7 +52,7 @@ pub use producer::{DeliveryFuture, ProducerBackend, send_all};
 pub use record::{
     Delivery, OutgoingRecord, PartitionRef, Position, Record, RecordHeader, SequenceRank,
 };
-pub use redact::redact_url;
+pub use redact::{is_secret_key, redact_url, redact_value};
 pub use setting::SettingError;
 
 /// A boxed future, for the object-safe forms of the traits.

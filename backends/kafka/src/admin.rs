@@ -55,9 +55,8 @@ impl KafkaClient {
             let fetch = |topic: Option<&str>| {
                 client
                     .fetch_metadata(topic, METADATA_TIMEOUT)
-                    .map_err(|source| KafkaError::Metadata {
-                        topic: topic.unwrap_or_default().to_owned(),
-                        source,
+                    .map_err(|source| {
+                        KafkaError::metadata(topic.unwrap_or_default(), source, &inner.connections)
                     })
             };
             if topics.is_empty() {
@@ -140,10 +139,7 @@ impl KafkaClient {
             let client = inner.producer.client();
             let metadata = client
                 .fetch_metadata(Some(&name), METADATA_TIMEOUT)
-                .map_err(|source| KafkaError::Metadata {
-                    topic: name.clone(),
-                    source,
-                })?;
+                .map_err(|source| KafkaError::metadata(&name, source, &inner.connections))?;
             let found = metadata
                 .topics()
                 .iter()
@@ -159,9 +155,8 @@ impl KafkaClient {
                 .map(|partition| {
                     let (low, high) = client
                         .fetch_watermarks(&name, partition, METADATA_TIMEOUT)
-                        .map_err(|source| KafkaError::Metadata {
-                            topic: name.clone(),
-                            source,
+                        .map_err(|source| {
+                            KafkaError::metadata(&name, source, &inner.connections)
                         })?;
                     Ok(PartitionWatermarks {
                         partition,
@@ -218,10 +213,8 @@ impl Admin for KafkaClient {
         })
         .await
         .map_err(|_| KafkaError::Closed)?
-        .map_err(|source| KafkaError::Metadata {
-            topic: String::new(),
-            source,
-        })?;
+        .map_err(|source| KafkaError::metadata("", source, &self.inner.connections))?;
+        self.inner.connections.answered();
         let prefix = &self.settings().topic_prefix;
         let mut streams: Vec<String> = metadata
             .topics()

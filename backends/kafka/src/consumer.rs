@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::topic_partition_list::Offset;
 use tokio::sync::mpsc;
 
+use crate::connection_log::ConnectionLog;
 use crate::lag::Lag;
 use crate::{KafkaClient, KafkaError, KafkaSettings, SettingsLayer};
 
@@ -221,6 +222,7 @@ impl KafkaConsumer {
         let lag = Arc::new(Lag::new(group, config.get("auto.offset.reset")));
         let context = GroupContext {
             settings: Arc::clone(&settings),
+            connections: client.connections(),
             events: event_tx,
             replies: Mutex::new(reply_rx),
             batch: Mutex::new(Polled::default()),
@@ -479,6 +481,10 @@ impl KafkaClient {
     fn inner_settings(&self) -> Arc<KafkaSettings> {
         Arc::clone(&self.inner.settings)
     }
+
+    fn connections(&self) -> Arc<ConnectionLog> {
+        Arc::clone(&self.inner.connections)
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +496,7 @@ mod tests {
         let (events, _) = mpsc::channel(1);
         let context = GroupContext {
             settings: Arc::new(KafkaSettings::new("127.0.0.1:9")),
+            connections: Arc::new(ConnectionLog::new("127.0.0.1:9")),
             events,
             replies: Mutex::new(std_mpsc::channel().1),
             batch: Mutex::default(),

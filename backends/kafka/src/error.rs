@@ -1,5 +1,6 @@
 //! What can go wrong talking to Kafka.
 
+use crate::connection_log::ConnectionLog;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 
 /// Which group of librdkafka settings a setting was read from.
@@ -77,10 +78,21 @@ pub enum KafkaError {
         /// The topic, with its prefix.
         topic: String,
     },
+    /// The brokers could not be reached, or refused the connection (TLS, SASL).
+    #[error("cannot reach the Kafka brokers at {brokers}: {reason}")]
+    Unreachable {
+        /// The bootstrap brokers.
+        brokers: String,
+        /// What failed: what librdkafka last said about a connection, else its error.
+        reason: String,
+        /// The librdkafka error of the request.
+        #[source]
+        source: Box<RdKafkaError>,
+    },
     /// Topic metadata could not be read.
-    #[error("cannot read the metadata of Kafka topic {topic:?}")]
+    #[error("cannot read the Kafka metadata{}", of_topic(topic))]
     Metadata {
-        /// The topic, with its prefix.
+        /// The topic, with its prefix; empty when every topic was asked for.
         topic: String,
         /// The librdkafka error.
         #[source]
@@ -135,13 +147,23 @@ pub enum KafkaError {
     /// The consumer's polling thread has stopped.
     #[error("the Kafka consumer has stopped")]
     Closed,
+    /// The consumer could not start (its topics could not be checked or subscribed to),
+    /// and has stopped.
+    #[error("the Kafka consumer could not start: {reason}")]
+    NotStarted {
+        /// Why.
+        #[source]
+        reason: Box<KafkaError>,
+    },
 }
 
 impl KafkaError {
     /// The librdkafka error code, when there is one.
     pub fn code(&self) -> Option<RDKafkaErrorCode> {
         match self {
-            KafkaError::Setting { source, .. } => source.rdkafka_error_code(),
+            KafkaError::Setting { source, .. } | KafkaError::Unreachable { source, .. } => {
+                source.rdkafka_error_code()
+            }
             // An admin operation's refusal carries its code only here.
             KafkaError::CreateTopic {
                 source: RdKafkaError::AdminOp(code),
@@ -165,6 +187,8 @@ impl KafkaError {
                 ErrorKind::NotFound
             }
             KafkaError::Closed => ErrorKind::Other,
+            KafkaError::NotStarted { reason } => reason.kind(),
+            KafkaError::Unreachable { .. } => ErrorKind::Connection,
             _ => self.code().map_or(ErrorKind::Other, code_kind),
         }
     }
@@ -176,12 +200,62 @@ impl KafkaError {
             | KafkaError::Client { .. }
             | KafkaError::TopicNotFound { .. }
             | KafkaError::NotAssigned { .. }
-            | KafkaError::Closed => false,
+            | KafkaError::Closed
+            | KafkaError::NotStarted { .. } => false,
             // A consumer reports passing trouble (a topic not yet in its metadata, a
             // broker going away) this way and goes on reading; only refusals are final.
             KafkaError::Consume { .. } => self.kind() != ErrorKind::Rejected,
             _ => self.code().is_some_and(code_is_retriable),
         }
+    }
+}
+
+impl KafkaError {
+    /// The error of a metadata request about `topic` (empty: every topic) that failed
+    /// with `source`: [`KafkaError::Unreachable`], saying why from what the clients last
+    /// said about their connections, when no broker answered; else
+    /// [`KafkaError::Metadata`].
+    pub(crate) fn metadata(
+        topic: &str,
+        source: RdKafkaError,
+        connections: &ConnectionLog,
+    ) -> KafkaError {
+        let unreachable = source.rdkafka_error_code().is_some_and(|code| {
+            matches!(code_kind(code), ErrorKind::Connection | ErrorKind::Timeout)
+                || matches!(
+                    code,
+                    RDKafkaErrorCode::Authentication
+                        | RDKafkaErrorCode::SSL
+                        | RDKafkaErrorCode::SaslAuthenticationFailed
+                )
+        });
+        if !unreachable {
+            return KafkaError::Metadata {
+                topic: topic.to_owned(),
+                source,
+            };
+        }
+        let reason = connections.last_failure().unwrap_or_else(|| {
+            if source.rdkafka_error_code().map(code_kind) == Some(ErrorKind::Timeout) {
+                "no broker answered in time".to_owned()
+            } else {
+                "no broker could be reached (a TLS or SASL listener closes the connection of a client of another security.protocol)".to_owned()
+            }
+        });
+        KafkaError::Unreachable {
+            brokers: connections.brokers().to_owned(),
+            reason,
+            source: Box::new(source),
+        }
+    }
+}
+
+/// ` of topic "name"`, or nothing for every topic.
+fn of_topic(topic: &str) -> String {
+    if topic.is_empty() {
+        String::new()
+    } else {
+        format!(" of topic {topic:?}")
     }
 }
 

@@ -10,7 +10,7 @@
 //!   its positions;
 //! - [`GroupOffsets`] is the [`OffsetStore`](logpipe_core::OffsetStore) of positions
 //!   committed to the consumer groups;
-//! - [`KafkaSettings`] is the `[kafka]` table of a configuration, and [`brokers_of`]
+//! - [`KafkaSettings`] is the `[kafka]` table of a configuration, and [`KafkaUrl`]
 //!   reads a `kafka://` URL.
 //!
 //! Each consumer sets the gauge `logpipe_kafka_consumer_lag{group,stream,partition}`
@@ -35,6 +35,7 @@
 
 mod admin;
 mod backend;
+mod connection_log;
 mod consumer;
 mod error;
 mod group_offsets;
@@ -47,13 +48,14 @@ use rdkafka::config::RDKafkaLogLevel;
 
 pub use admin::PartitionWatermarks;
 pub use backend::KafkaConsumerBackend;
+pub use connection_log::TARGET as CONNECTION_LOG_TARGET;
 pub use consumer::{KafkaConsumer, KafkaEvent, KafkaRecord, SeekTo};
 pub use error::{ErrorKind, KafkaError, SettingsLayer};
 pub use group_offsets::{GroupOffsets, is_group_busy};
 pub use lag::LAG_GAUGE;
 pub use producer::{KafkaClient, Queued};
 pub use settings::KafkaSettings;
-pub use url::brokers_of;
+pub use url::KafkaUrl;
 
 /// Sends librdkafka's log lines and errors to `tracing`.
 fn log_line(level: RDKafkaLogLevel, facility: &str, message: &str) {

@@ -13,6 +13,7 @@ use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use crate::connection_log::ConnectionLog;
 use crate::{GroupOffsets, KafkaConsumer};
 use crate::{KafkaError, KafkaSettings, SettingsLayer};
 
@@ -25,22 +26,24 @@ const QUEUE_RETRY: Duration = Duration::from_millis(100);
 /// How often [`KafkaClient::flush`] counts the records not yet acknowledged.
 const FLUSH_CHECK: Duration = Duration::from_millis(1);
 
-/// Sends librdkafka's logs to `tracing`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TracingContext;
+/// Sends librdkafka's logs to `tracing`, through the cluster's [`ConnectionLog`].
+#[derive(Debug, Clone)]
+pub(crate) struct TracingContext(pub(crate) Arc<ConnectionLog>);
 
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::log_line(level, fac, log_message);
+        self.0.log(level, fac, log_message);
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+        self.0.error(&error, reason);
     }
 }
 
 pub(crate) struct Inner {
     pub(crate) settings: Arc<KafkaSettings>,
+    /// What the clients of this cluster said about their connections.
+    pub(crate) connections: Arc<ConnectionLog>,
     pub(crate) producer: FutureProducer<TracingContext>,
     pub(crate) admin: AdminClient<TracingContext>,
     /// Topics known to exist (full names).
@@ -81,6 +84,7 @@ impl Drop for Waiting<'_> {
 #[must_use = "the record may not be written: wait for the acknowledgement"]
 pub struct Queued {
     delivery: DeliveryFuture,
+    connections: Arc<ConnectionLog>,
 }
 
 impl std::fmt::Debug for Queued {
@@ -100,7 +104,10 @@ impl Queued {
     /// may work. [`KafkaError::Closed`] when the client went away first.
     pub async fn acknowledged(self) -> Result<(i32, i64), KafkaError> {
         match self.delivery.await {
-            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+            Ok(Ok(delivery)) => {
+                self.connections.answered();
+                Ok((delivery.partition, delivery.offset))
+            }
             Ok(Err((source, message))) => Err(KafkaError::Delivery {
                 topic: rdkafka::Message::topic(&message).to_owned(),
                 source,
@@ -139,14 +146,15 @@ impl KafkaClient {
     pub fn connect(settings: KafkaSettings) -> Result<Self, KafkaError> {
         settings.validate()?;
         let config = settings.client_config(SettingsLayer::Producer, None);
+        let connections = Arc::new(ConnectionLog::new(&settings.brokers));
         let producer = config
-            .create_with_context(TracingContext)
+            .create_with_context(TracingContext(Arc::clone(&connections)))
             .map_err(|source| KafkaError::Client {
                 role: "producer",
                 source,
             })?;
         let admin = config
-            .create_with_context(TracingContext)
+            .create_with_context(TracingContext(Arc::clone(&connections)))
             .map_err(|source| KafkaError::Client {
                 role: "admin client",
                 source,
@@ -156,6 +164,7 @@ impl KafkaClient {
             inner: Arc::new(Inner {
                 offsets: GroupOffsets::new(Arc::clone(&settings)),
                 settings,
+                connections,
                 producer,
                 admin,
                 known_topics: RwLock::new(HashSet::new()),
@@ -234,7 +243,12 @@ impl KafkaClient {
         let order = &self.inner.order;
         if self.is_known(&topic) && order.waiting.load(Ordering::SeqCst) == 0 {
             match self.inner.producer.send_result(record) {
-                Ok(delivery) => return Ok(Queued { delivery }),
+                Ok(delivery) => {
+                    return Ok(Queued {
+                        delivery,
+                        connections: Arc::clone(&self.inner.connections),
+                    });
+                }
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
                     record = again;
                 }
@@ -255,7 +269,12 @@ impl KafkaClient {
         let started = tokio::time::Instant::now();
         loop {
             match self.inner.producer.send_result(record) {
-                Ok(delivery) => return Ok(Queued { delivery }),
+                Ok(delivery) => {
+                    return Ok(Queued {
+                        delivery,
+                        connections: Arc::clone(&self.inner.connections),
+                    });
+                }
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
                     if started.elapsed() < QUEUE_TIMEOUT =>
                 {
@@ -380,10 +399,8 @@ impl KafkaClient {
         })
         .await
         .map_err(|_| KafkaError::Closed)?
-        .map_err(|source| KafkaError::Metadata {
-            topic: topic.to_owned(),
-            source,
-        })?;
+        .map_err(|source| KafkaError::metadata(topic, source, &self.inner.connections))?;
+        self.inner.connections.answered();
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Ok(false);
         };

@@ -2,12 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use logpipe_core::SettingError;
+use std::fmt;
+
+use logpipe_core::{SettingError, is_secret_key, redact_value};
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use serde::Deserialize;
 
-use crate::{KafkaError, SettingsLayer};
+use crate::{KafkaError, KafkaUrl, SettingsLayer};
 
 /// How to reach a Kafka cluster and how to use it.
 ///
@@ -43,7 +45,10 @@ use crate::{KafkaError, SettingsLayer};
 /// [kafka.consumer]            # of consumers, on top of global
 /// "session.timeout.ms" = 30000
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+///
+/// [`Debug`] shows the values of secret properties ([`logpipe_core::is_secret_key`]), such
+/// as `sasl.password`, as `***`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct KafkaSettings {
@@ -67,6 +72,27 @@ pub struct KafkaSettings {
     /// librdkafka properties of consumers.
     #[serde(deserialize_with = "librdkafka_properties")]
     pub consumer: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |layer: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            layer
+                .iter()
+                .map(|(key, value)| (key.clone(), redact_value(key, value).to_owned()))
+                .collect()
+        };
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication", &self.topic_replication)
+            .field("global", &shown(&self.global))
+            .field("producer", &shown(&self.producer))
+            .field("consumer", &shown(&self.consumer))
+            .finish()
+    }
 }
 
 impl Default for KafkaSettings {
@@ -106,6 +132,84 @@ impl KafkaSettings {
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
         }
+    }
+
+    /// These settings for the cluster of `url`: its brokers, and its SASL user and
+    /// password as `sasl.username` and `sasl.password` when it has them. With a user,
+    /// `[kafka.global]` must name a mechanism that takes a password (`sasl.mechanism`:
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`), and `security.protocol` is
+    /// `SASL_SSL` unless set to `SASL_PLAINTEXT`. `url_key` is the configuration key of
+    /// the URL and `prefix` that of this table (such as `kafka.`), for the errors.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingError`] naming the key to change when the URL's user cannot be used with
+    /// these settings: another user set in a table, no mechanism or one that takes no
+    /// password, a protocol that sends no credentials. It never holds the password.
+    pub fn with_url(
+        mut self,
+        url: &KafkaUrl,
+        url_key: &str,
+        prefix: &str,
+    ) -> Result<Self, SettingError> {
+        self.brokers = url.brokers().to_owned();
+        let Some((user, password)) = url.credentials() else {
+            return Ok(self);
+        };
+        for (layer, properties) in [
+            ("global", &self.global),
+            ("producer", &self.producer),
+            ("consumer", &self.consumer),
+        ] {
+            if let Some(key) = ["sasl.username", "sasl.password"]
+                .into_iter()
+                .find(|key| properties.contains_key(*key))
+            {
+                return Err(SettingError::new(
+                    url_key,
+                    format!(
+                        "the kafka:// URL has a SASL user and {prefix}{layer}.{key} is set too; set them in one place"
+                    ),
+                ));
+            }
+        }
+        let mechanism_key = format!("{prefix}global.sasl.mechanism");
+        match self.global.get("sasl.mechanism").map(String::as_str) {
+            Some("PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") => {}
+            Some(other) => {
+                return Err(SettingError::new(
+                    mechanism_key,
+                    format!(
+                        "is {other}, which takes no password; a kafka:// URL with a user needs PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                    ),
+                ));
+            }
+            None => {
+                return Err(SettingError::new(
+                    mechanism_key,
+                    "must be set for a kafka:// URL with a user: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                ));
+            }
+        }
+        let protocol = self
+            .global
+            .entry("security.protocol".to_owned())
+            .or_insert_with(|| "SASL_SSL".to_owned());
+        if !protocol.eq_ignore_ascii_case("SASL_SSL")
+            && !protocol.eq_ignore_ascii_case("SASL_PLAINTEXT")
+        {
+            return Err(SettingError::new(
+                format!("{prefix}global.security.protocol"),
+                format!(
+                    "is {protocol}, which sends no SASL credentials; a kafka:// URL with a user needs SASL_SSL (or SASL_PLAINTEXT)"
+                ),
+            ));
+        }
+        self.global
+            .insert("sasl.username".to_owned(), user.to_owned());
+        self.global
+            .insert("sasl.password".to_owned(), password.to_owned());
+        Ok(self)
     }
 
     /// The topic of `stream`: the prefix and the name, or a pattern (`^...`) unchanged.
@@ -203,11 +307,23 @@ impl KafkaSettings {
         layer: SettingsLayer,
         source: rdkafka::error::KafkaError,
     ) -> KafkaError {
-        let (key, message) = match &source {
-            rdkafka::error::KafkaError::ClientConfig(_, message, key, _) => {
-                (key.clone(), message.clone())
+        let (key, message, source) = match source {
+            rdkafka::error::KafkaError::ClientConfig(result, message, key, value) => {
+                // librdkafka quotes the value it refuses; a secret one is not shown.
+                let (message, value) = if is_secret_key(&key) && !value.is_empty() {
+                    (message.replace(&value, "***"), "***".to_owned())
+                } else {
+                    (message, value)
+                };
+                let source = rdkafka::error::KafkaError::ClientConfig(
+                    result,
+                    message.clone(),
+                    key.clone(),
+                    value,
+                );
+                (key, message, source)
             }
-            other => (String::new(), other.to_string()),
+            other => (String::new(), other.to_string(), other),
         };
         let own = match layer {
             SettingsLayer::Consumer => &self.consumer,
@@ -345,6 +461,92 @@ mod tests {
                 .to_string()
                 .contains("not a property value")
         );
+    }
+
+    #[test]
+    fn a_url_user_becomes_the_sasl_user_of_a_mechanism_that_takes_a_password() {
+        let url = KafkaUrl::parse("kafka://app:s3cret@h1:9092").unwrap();
+        let with = |global: &[(&str, &str)]| {
+            let mut settings = KafkaSettings::default();
+            for (key, value) in global {
+                settings.global.insert((*key).into(), (*value).into());
+            }
+            settings.with_url(&url, "backend", "kafka.")
+        };
+        let settings = with(&[("sasl.mechanism", "SCRAM-SHA-512")]).unwrap();
+        assert_eq!(settings.brokers, "h1:9092");
+        assert_eq!(settings.global["sasl.username"], "app");
+        assert_eq!(settings.global["sasl.password"], "s3cret");
+        assert_eq!(settings.global["security.protocol"], "SASL_SSL");
+        settings.check("kafka.").unwrap();
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("\"sasl.password\": \"***\""),
+            "{shown}"
+        );
+        let plaintext = with(&[
+            ("sasl.mechanism", "PLAIN"),
+            ("security.protocol", "SASL_PLAINTEXT"),
+        ]);
+        assert_eq!(
+            plaintext.unwrap().global["security.protocol"],
+            "SASL_PLAINTEXT"
+        );
+
+        for (global, key, says) in [
+            (&[][..], "kafka.global.sasl.mechanism", "must be set"),
+            (
+                &[("sasl.mechanism", "GSSAPI")][..],
+                "kafka.global.sasl.mechanism",
+                "takes no password",
+            ),
+            (
+                &[("sasl.mechanism", "PLAIN"), ("security.protocol", "SSL")][..],
+                "kafka.global.security.protocol",
+                "sends no SASL credentials",
+            ),
+            (
+                &[("sasl.mechanism", "PLAIN"), ("sasl.username", "other")][..],
+                "backend",
+                "kafka.global.sasl.username is set too",
+            ),
+        ] {
+            let err = with(global).unwrap_err();
+            assert_eq!(err.key(), key, "{global:?}: {err}");
+            assert!(err.message().contains(says), "{global:?}: {err}");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        let without = KafkaUrl::parse("kafka://h1:9092").unwrap();
+        let settings = KafkaSettings::default()
+            .with_url(&without, "backend", "kafka.")
+            .unwrap();
+        assert!(!settings.global.contains_key("security.protocol"));
+    }
+
+    #[test]
+    fn a_refused_secret_property_is_named_without_its_value() {
+        let mut settings = KafkaSettings::new("b:9092");
+        settings
+            .producer
+            .insert("sasl.password".into(), "t0ken-x".into());
+        let refused = rdkafka::error::KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"t0ken-x\" for configuration property \"sasl.password\"".into(),
+            "sasl.password".into(),
+            "t0ken-x".into(),
+        );
+        let err = settings.setting_error(SettingsLayer::Producer, refused);
+        let mut shown = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            shown.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        assert!(shown.contains("sasl.password"), "{shown}");
+        assert!(!shown.contains("t0ken-x"), "{shown}");
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("\"sasl.password\": \"***\""), "{shown}");
+        assert!(!shown.contains("t0ken-x"), "{shown}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::poll::{Wakeup, set_paused};
 use super::{
     EventResult, Handover, MAX_BATCH, Polled, PolledRecord, Reply, StreamNames, StreamPartition,
 };
+use crate::connection_log::ConnectionLog;
 use crate::lag::Lag;
 use crate::{KafkaError, KafkaEvent, KafkaSettings};
 
@@ -44,6 +45,8 @@ impl Handshake {
 /// The consumer's context: turns rebalances into events and waits for the application.
 pub(crate) struct GroupContext {
     pub(crate) settings: Arc<KafkaSettings>,
+    /// What the clients of this cluster said about their connections.
+    pub(crate) connections: Arc<ConnectionLog>,
     pub(crate) events: mpsc::Sender<EventResult>,
     pub(crate) replies: Mutex<std_mpsc::Receiver<Reply>>,
     /// Records polled and not yet handed over.
@@ -202,11 +205,11 @@ impl GroupContext {
 
 impl ClientContext for GroupContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        crate::log_line(level, fac, log_message);
+        self.connections.log(level, fac, log_message);
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", error = %error, "{reason}");
+        self.connections.error(&error, reason);
     }
 }
 

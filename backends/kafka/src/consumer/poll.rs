@@ -52,13 +52,16 @@ pub(crate) fn poll_thread(
         .build()
         .map_err(|_| KafkaError::Closed)
         .and_then(|runtime| runtime.block_on(client.ensure_topics(topics)));
-    if let Err(error) = checked {
-        context.report(error);
-        return;
-    }
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    if let Err(source) = consumer.subscribe(&names) {
-        context.report(KafkaError::Consume { source });
+    let subscribed = checked.and_then(|()| {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| KafkaError::Consume { source })
+    });
+    if let Err(reason) = subscribed {
+        context.report(KafkaError::NotStarted {
+            reason: Box::new(reason),
+        });
         return;
     }
     tracing::debug!(?topics, "subscribed");
@@ -82,6 +85,7 @@ pub(crate) fn poll_thread(
             None => idle = true,
             Some(Ok(message)) => {
                 idle = false;
+                context.connections.answered();
                 let mut count = context.push(&message, &mut last_stream);
                 drop(message);
                 while count < MAX_BATCH {
