@@ -12,6 +12,8 @@ mod kafka;
 mod kafka_compression;
 #[cfg(feature = "kafka")]
 mod kafka_django;
+#[cfg(feature = "kafka")]
+mod kafka_security;
 mod killed;
 mod kinesis;
 mod kinesis_aggregated;

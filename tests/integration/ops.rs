@@ -58,8 +58,16 @@ impl Setup {
 
     /// Kafka at `brokers` without a share of the broker, for a test that holds it alone.
     pub(crate) fn kafka_alone(brokers: &str) -> Self {
+        Self::with_vars(vec![(
+            "LOGPIPE_BACKEND".into(),
+            format!("kafka://{brokers}"),
+        )])
+    }
+
+    /// Commands run with these variables (and no configuration file) only.
+    pub(crate) fn with_vars(vars: Vec<(String, String)>) -> Self {
         Self {
-            vars: vec![("LOGPIPE_BACKEND".into(), format!("kafka://{brokers}"))],
+            vars,
             _dir: tempfile::tempdir().unwrap(),
             _broker: None,
         }
@@ -144,7 +152,7 @@ impl Setup {
     }
 
     /// Runs `logpipe ARGS` with `stdin`, waiting at most [`WAIT`].
-    fn run(&self, args: &[&str], stdin: &str) -> Output {
+    pub(crate) fn run(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = self.command(args).spawn().unwrap();
         child
             .stdin
@@ -1180,4 +1188,54 @@ fn offsets_migrate_creates_the_tables_of_a_postgres_store_and_refuses_a_memory_o
         String::from_utf8_lossy(&output.stderr).contains("live only in the consumer's process"),
         "{output:?}"
     );
+}
+
+/// Every one-shot command on a backend that nothing answers at fails soon, with status 69
+/// and one line naming where it looked.
+#[test]
+fn a_backend_that_cannot_be_reached_fails_with_69_in_one_line() {
+    let dead = [
+        (
+            "kafka://127.0.0.1:1",
+            "cannot reach the Kafka brokers at 127.0.0.1:1: ",
+        ),
+        (
+            "kinesis://?region=us-east-1&endpoint=http://127.0.0.1:1",
+            "could not reach Kinesis",
+        ),
+    ];
+    for (backend, says) in dead {
+        let setup = Setup::with_vars(vec![
+            ("LOGPIPE_BACKEND".into(), backend.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]);
+        let commands: [(&[&str], &str); 4] = [
+            (&["streams", "list"], ""),
+            (&["streams", "describe", "people"], ""),
+            (
+                &["produce", "people", "--type", "person", "--version", "1"],
+                "{\"name\":\"Ann\"}\n",
+            ),
+            (
+                &["tail", "people", "--from-beginning", "--timeout", "60"],
+                "",
+            ),
+        ];
+        for (args, stdin) in commands {
+            let output = setup.run(args, stdin);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(69),
+                "{backend} {args:?}: {stderr}"
+            );
+            assert_eq!(stderr.lines().count(), 1, "{backend} {args:?}: {stderr}");
+            assert!(
+                stderr.starts_with("logpipe: ") && stderr.contains(says),
+                "{backend} {args:?}: {stderr}"
+            );
+        }
+    }
 }

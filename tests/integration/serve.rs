@@ -80,7 +80,7 @@ pub(crate) fn start(
 }
 
 /// The log lines left, up to the end of the process's stderr.
-fn rest(log: &mpsc::Receiver<String>) -> Vec<String> {
+pub(crate) fn rest(log: &mpsc::Receiver<String>) -> Vec<String> {
     let mut lines = Vec::new();
     loop {
         match log.recv_timeout(WAIT) {
