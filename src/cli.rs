@@ -76,6 +76,11 @@ enum LogFormat {
     Json,
 }
 
+/// A `--type` argument: a message type that [`logpipe_core::MESSAGE_TYPE_RULE`] allows.
+fn message_type(text: &str) -> Result<String, String> {
+    logpipe_core::check_message_type(text).map(|()| text.to_owned())
+}
+
 /// Logs to stderr as text, filtered by `RUST_LOG` (default `level`).
 fn init_tracing_at(level: &str) {
     init_tracing(LogFormat::Text, level);

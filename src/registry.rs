@@ -143,6 +143,10 @@ pub enum RegistryError {
         /// The version.
         version: u64,
     },
+    /// A message type breaks [`MESSAGE_TYPE_RULE`](logpipe_core::MESSAGE_TYPE_RULE):
+    /// no producer of django-logpipe or logpipe could send it.
+    #[error("{0}")]
+    InvalidType(String),
     /// A message type was both given handlers and ignored.
     #[error("message type {0:?} is both handled and ignored")]
     HandledAndIgnored(String),
@@ -377,6 +381,7 @@ impl RegistryBuilder {
         let mut types: HashMap<Box<str>, TypeEntry, FnvBuildHasher> = HashMap::default();
         let mut batches = 0;
         for (message_type, version, handler) in self.handlers {
+            logpipe_core::check_message_type(message_type).map_err(RegistryError::InvalidType)?;
             let entry = types
                 .entry(message_type.into())
                 .or_insert_with(|| TypeEntry::Handled {

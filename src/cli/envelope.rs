@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::EXIT_DATA;
+use super::{EXIT_DATA, message_type};
 use crate::envelope::{self, Format, Header};
 use crate::error_chain;
 
@@ -14,7 +14,7 @@ pub(super) enum EnvelopeCommand {
     /// Read a message as JSON on stdin and write the record value to stdout.
     Encode {
         /// The message type.
-        #[arg(long = "type")]
+        #[arg(long = "type", value_parser = message_type)]
         message_type: String,
         /// The message version.
         #[arg(long)]

@@ -8,6 +8,7 @@ use logpipe_core::{OutgoingRecord, ProducerBackend, send_all};
 
 use super::envelope::encode_json_message;
 use super::failure::Failure;
+use super::message_type;
 use super::ops::{connect, reach};
 use crate::config::Config;
 use crate::envelope::Header;
@@ -20,7 +21,7 @@ pub(super) struct ProduceArgs {
     /// The stream to write to.
     stream: String,
     /// The message type.
-    #[arg(long = "type")]
+    #[arg(long = "type", value_parser = message_type)]
     message_type: String,
     /// The message version.
     #[arg(long)]

@@ -696,6 +696,25 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
     assert_eq!(health.report().text, "people: stopped\n");
 }
 
+/// A message whose type no producer of django-logpipe or logpipe could send.
+#[derive(Debug, Serialize, Deserialize, Message)]
+#[logpipe(type = " ", version = 1)]
+struct Blank {}
+
+#[test]
+fn a_registry_refuses_a_message_type_outside_the_rule_naming_it() {
+    let refused = Registry::builder()
+        .handle(handler_fn(|_: Blank, _: Context| async {
+            Ok::<_, BoxError>(())
+        }))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&refused, RegistryError::InvalidType(reason) if reason.contains(logpipe_core::MESSAGE_TYPE_RULE)),
+        "{refused}"
+    );
+}
+
 #[test]
 fn a_registry_refuses_two_handlers_for_one_type_and_version() {
     let twice = Registry::builder()

@@ -1239,3 +1239,30 @@ fn a_backend_that_cannot_be_reached_fails_with_69_in_one_line() {
         }
     }
 }
+
+/// A stream name or a type that Kafka, Kinesis or django-logpipe would refuse is refused
+/// on the embedded log too, naming the rule.
+#[test]
+fn names_outside_the_rule_are_refused_on_the_embedded_log_naming_it() {
+    let setup = Setup::embedded().unwrap();
+    for args in [
+        &["streams", "create", "a/b c"][..],
+        &["produce", "a b", "--type", "t", "--version", "1"],
+        &["tail", "a b", "--timeout", "1"],
+    ] {
+        let refused = setup.run(args, "{}\n");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(
+            stderr.contains(logpipe_core::STREAM_NAME_RULE),
+            "{args:?}: {stderr}"
+        );
+    }
+    let refused = setup.run(
+        &["produce", "people", "--type", "", "--version", "1"],
+        "{}\n",
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(logpipe_core::MESSAGE_TYPE_RULE), "{stderr}");
+}

@@ -202,6 +202,7 @@ macro_rules! backend_tests {
                 a_consumer_goes_on_after_the_position_it_is_sought_to,
                 partitions_are_assigned_before_their_records,
                 a_missing_stream_is_not_found_or_created,
+                a_stream_name_outside_the_rule_is_refused_naming_it,
                 a_record_copied_to_another_stream_keeps_key_value_and_headers,
                 a_paused_partition_goes_on_where_it_stopped_when_resumed,
             ]

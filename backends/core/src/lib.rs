@@ -34,6 +34,7 @@ mod context;
 mod error;
 pub mod hash;
 pub mod leases;
+mod names;
 mod offsets;
 pub mod outbox;
 mod producer;
@@ -47,6 +48,7 @@ pub use backend::Backend;
 pub use consumer::{ConsumerBackend, ConsumerEvent, StartFrom};
 pub use context::Context;
 pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};
+pub use names::{MESSAGE_TYPE_RULE, STREAM_NAME_RULE, check_message_type, check_stream_name};
 pub use offsets::{MemoryOffsetStore, OffsetStore, StoreError};
 pub use producer::{DeliveryFuture, ProducerBackend, send_all};
 pub use record::{

@@ -230,6 +230,7 @@ impl Admin for KafkaClient {
     /// Creates the topic of `stream` with `partitions` partitions and the configured
     /// replication factor.
     async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
+        logpipe_core::check_stream_name(stream)?;
         let count = partition_count(partitions)?;
         Ok(self
             .create_topic_with(&self.settings().topic(stream), count, false)

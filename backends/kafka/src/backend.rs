@@ -40,6 +40,7 @@ impl ProducerBackend for KafkaClient {
             value,
             headers,
         } = record;
+        logpipe_core::check_stream_name(&stream)?;
         let queued = {
             let headers: Vec<(&str, &[u8])> = headers
                 .iter()
@@ -80,6 +81,10 @@ impl Backend for KafkaClient {
         streams: &[String],
         start: StartFrom,
     ) -> Result<KafkaConsumerBackend, BackendError> {
+        // A pattern (`^...`) is librdkafka's, and matches topics of any name.
+        for stream in streams.iter().filter(|stream| !stream.starts_with('^')) {
+            logpipe_core::check_stream_name(stream)?;
+        }
         let reset = match start {
             StartFrom::Earliest => Some("earliest"),
             StartFrom::Latest => Some("latest"),

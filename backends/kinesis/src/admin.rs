@@ -127,6 +127,7 @@ impl Admin for KinesisBackend {
     /// Creates the stream with `partitions` shards and waits (up to a minute) until it
     /// is active.
     async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
+        logpipe_core::check_stream_name(stream)?;
         let count = partition_count(partitions)?;
         let api = self.api();
         api.create_stream(stream.to_owned(), count)

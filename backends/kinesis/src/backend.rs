@@ -225,6 +225,9 @@ impl Backend for KinesisBackend {
         streams: &[String],
         start: StartFrom,
     ) -> Result<KinesisConsumer, BackendError> {
+        for stream in streams {
+            logpipe_core::check_stream_name(stream)?;
+        }
         let mut options = self.options.reader_options();
         match start {
             StartFrom::Earliest => options.initial_position = InitialPosition::TrimHorizon,
@@ -259,6 +262,7 @@ impl Backend for KinesisBackend {
 
 impl ProducerBackend for KinesisBackend {
     async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
+        logpipe_core::check_stream_name(&record.stream)?;
         if !record.headers.is_empty() {
             let headers: Vec<(&str, String)> = record
                 .headers

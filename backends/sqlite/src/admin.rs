@@ -45,6 +45,7 @@ impl Admin for EmbeddedLog {
     }
 
     async fn create_stream(&self, stream: &str, partitions: u32) -> Result<(), BackendError> {
+        logpipe_core::check_stream_name(stream)?;
         if self.partition_spans(stream).await?.is_some() {
             return Err(BackendError::new(
                 BackendErrorKind::Rejected,

@@ -91,6 +91,9 @@ impl Backend for EmbeddedLog {
         streams: &[String],
         start: StartFrom,
     ) -> Result<EmbeddedConsumer, BackendError> {
+        for stream in streams {
+            logpipe_core::check_stream_name(stream)?;
+        }
         let mut consumer = self.consumer(streams.iter().map(String::as_str));
         consumer.start = start;
         if !group.is_empty() {

@@ -359,6 +359,7 @@ fn write_batch(
 
 impl ProducerBackend for EmbeddedLog {
     async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, BackendError> {
+        logpipe_core::check_stream_name(&record.stream)?;
         let (reply, delivered) = oneshot::channel();
         self.hand_over(PendingWrite::Record(record, reply));
         Ok(DeliveryFuture::new(async move {

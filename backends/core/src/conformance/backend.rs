@@ -252,6 +252,37 @@ pub async fn partitions_are_assigned_before_their_records<B: Backend>(
     assert_eq!(assigned, expected);
 }
 
+/// A stream name outside [`STREAM_NAME_RULE`](crate::STREAM_NAME_RULE) is refused at
+/// the first call that takes it (creating, sending, opening a consumer), naming the
+/// rule, whichever backend it is: a name the embedded log took would fail on Kafka or
+/// Kinesis.
+pub async fn a_stream_name_outside_the_rule_is_refused_naming_it<B: Backend>(
+    backend: B,
+    _features: Features,
+) {
+    for name in ["a/b c", "", "people\u{e9}"] {
+        let refused = |what: &str, result: Result<(), BackendError>| {
+            let error = result.expect_err(&format!("{what} {name:?} is refused"));
+            assert_eq!(error.kind(), BackendErrorKind::Rejected, "{error}");
+            assert!(
+                error.to_string().contains(crate::STREAM_NAME_RULE),
+                "{error}"
+            );
+        };
+        refused("creating", backend.create_stream(name, 1).await);
+        let record = OutgoingRecord {
+            stream: name.into(),
+            key: None,
+            value: b"v".to_vec(),
+            headers: Vec::new(),
+        };
+        refused("sending to", backend.enqueue(record).await.map(drop));
+        let opened =
+            backend.open_consumer(&unique("names"), &[name.to_owned()], StartFrom::Earliest);
+        refused("reading", opened.map(drop));
+    }
+}
+
 /// A stream that does not exist is `NotFound` when described, and its consumer says so
 /// too (or creates it, on a backend that creates streams on first use).
 pub async fn a_missing_stream_is_not_found_or_created<B: Backend>(backend: B, features: Features) {
