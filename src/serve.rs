@@ -2,16 +2,24 @@
 //! format), `/healthz` (the process is alive) and `/readyz` (every consumer runs with its
 //! partitions assigned, none is stalled or stopping: see [`health`](crate::health)).
 //!
-//! The server is a small HTTP/1.1 responder over Tokio: it reads one request head (at
-//! most 8 KiB, within 10 seconds), answers `GET` or `HEAD` and closes the connection.
-//! That is all Prometheus scrapes and Kubernetes probes need.
+//! The server is hyper's HTTP/1.1 server over Tokio, one request a connection: a request
+//! head is at most 8 KiB (else 431) and must come within 10 seconds (else the connection
+//! is closed); `GET` and `HEAD` are answered, other methods get 405, and what is not HTTP
+//! gets 400. That is all Prometheus scrapes and Kubernetes probes need.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +29,8 @@ use crate::health::Health;
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client has to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection may last at most, answer included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often histograms are trimmed of old samples.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// A gauge not set for this long is left out of `/metrics`: the lag of a partition given
@@ -114,11 +124,7 @@ impl Endpoints {
                 Ok((stream, _peer)) => {
                     let metrics = self.metrics.clone();
                     let health = self.health.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = answer(stream, &metrics, &health).await {
-                            tracing::debug!(error = %err, "metrics endpoint: connection failed");
-                        }
-                    });
+                    tokio::spawn(serve_connection(stream, metrics, health));
                 }
                 Err(err) => {
                     // Such as too many open files: wait a little rather than spin.
@@ -176,100 +182,79 @@ fn describe() {
     );
 }
 
-/// Reads one request head and answers it.
-async fn answer(
-    mut stream: TcpStream,
+/// Serves the one request of a connection, then closes it.
+async fn serve_connection(stream: TcpStream, metrics: PrometheusHandle, health: Health) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = answer(&request, &metrics, &health);
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::debug!(error = %err, "metrics endpoint: connection failed"),
+        Err(_) => tracing::debug!("metrics endpoint: connection took too long; closed"),
+    }
+}
+
+/// The answer to `request`.
+fn answer(
+    request: &Request<Incoming>,
     metrics: &PrometheusHandle,
     health: &Health,
-) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(head) => head?,
-        Err(_) => return Ok(()),
-    };
-    let Some(head) = head else {
-        return respond(&mut stream, false, 400, "text/plain", "bad request\n").await;
-    };
-    let mut words = head.split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return respond(&mut stream, false, 405, "text/plain", "only GET and HEAD\n").await;
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET and HEAD\n".into(),
+        );
     }
-    let path = target.split('?').next().unwrap_or("");
-    match path {
-        "/metrics" => {
-            let body = metrics.render();
-            respond(
-                &mut stream,
-                head_only,
-                200,
-                "text/plain; version=0.0.4",
-                &body,
-            )
-            .await
-        }
-        "/healthz" => respond(&mut stream, head_only, 200, "text/plain", "ok\n").await,
+    match request.uri().path() {
+        "/metrics" => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        "/healthz" => response(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let report = health.report();
-            let status = if report.ready { 200 } else { 503 };
-            respond(&mut stream, head_only, status, "text/plain", &report.text).await
+            let status = if report.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            response(status, "text/plain", report.text)
         }
-        _ => respond(&mut stream, head_only, 404, "text/plain", "not found\n").await,
+        _ => response(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 
-/// The request line of a request head, or `None` when the head is too long or not text.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD {
-            return Ok(None);
-        }
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        head.extend_from_slice(&chunk[..read]);
-    }
-    let Ok(text) = std::str::from_utf8(&head) else {
-        return Ok(None);
-    };
-    Ok(text.lines().next().map(str::to_owned))
-}
-
-async fn respond(
-    stream: &mut TcpStream,
-    head_only: bool,
-    status: u16,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    if !head_only {
-        response.push_str(body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+/// A response of `status` with `body` (hyper leaves the body out for `HEAD`).
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
-    /// Serves `health` on a free port (with a recorder of its own, not installed) and
-    /// sends `request`: the status line and the body.
-    async fn ask(health: Health, request: &str) -> (String, String) {
+    /// The endpoints serving `health` on a free port (with a recorder of their own, not
+    /// installed): their address and what stops them.
+    async fn serving(
+        health: Health,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let endpoints = Endpoints {
@@ -279,16 +264,32 @@ mod tests {
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(endpoints.serve(stop.clone()));
+        (addr, stop, server)
+    }
+
+    /// Sends `request` to `addr` and reads until the server closes the connection: what
+    /// came back, or the error of reading it (a reset).
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        let read = stream.read_to_string(&mut response);
-        tokio::time::timeout(Duration::from_secs(30), read)
+        stream.write_all(request).await?;
+        let mut response = Vec::new();
+        let read = stream.read_to_end(&mut response);
+        tokio::time::timeout(Duration::from_secs(40), read)
             .await
-            .expect("an answer in time")
-            .unwrap();
+            .expect("the server closes the connection in time")?;
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    }
+
+    /// Serves `health` and sends `request`: the status line and the body.
+    async fn ask(health: Health, request: &str) -> (String, String) {
+        let (addr, stop, server) = serving(health).await;
+        let response = exchange(addr, request.as_bytes()).await.unwrap();
         stop.cancel();
         server.await.unwrap();
+        status_and_body(&response)
+    }
+
+    fn status_and_body(response: &str) -> (String, String) {
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         (head.lines().next().unwrap().to_owned(), body.to_owned())
     }
@@ -354,12 +355,81 @@ mod tests {
             ),
             ("GET /other HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
             ("GET /metrics?x=1 HTTP/1.1\r\n\r\n", "HTTP/1.1 200 OK"),
-            ("\u{ff}\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
+            ("\u{ff}\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+            ("GET /healthz\r\n\r\n", "HTTP/1.1 400 Bad Request"),
         ];
         for (request, expected) in cases {
             assert_eq!(ask(Health::new(), request).await.0, expected, "{request:?}");
         }
         let (status, body) = ask(Health::new(), "HEAD /healthz HTTP/1.1\r\n\r\n").await;
         assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_answered_or_dropped_and_the_next_probe_is_answered() {
+        let (addr, stop, server) = serving(Health::new()).await;
+        let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let too_large = format!(
+            "GET /healthz HTTP/1.1\r\nX-Padding: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD + 1024)
+        );
+        let mut garbage: Vec<u8> = (0..=255).collect();
+        garbage.extend_from_slice(b"\r\n\r\n");
+        for (what, request, status) in [
+            ("a head too large", too_large.as_bytes(), "431"),
+            ("garbage bytes", &garbage[..], "400"),
+            ("a DELETE", b"DELETE /readyz HTTP/1.1\r\n\r\n", "405"),
+            ("a head cut short", b"GET /healthz HTTP/1.1\r\nHost", ""),
+        ] {
+            // Answered with the status, or closed (reset when the server left bytes
+            // unread), never left open.
+            match exchange(addr, request).await {
+                Ok(response) if response.is_empty() => assert!(status.is_empty(), "{what}"),
+                Ok(response) => assert!(
+                    response.starts_with(&format!("HTTP/1.1 {status} ")),
+                    "{what}: {response}"
+                ),
+                Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{what}"),
+            }
+            let answer = exchange(addr, healthz).await.unwrap();
+            assert_eq!(
+                status_and_body(&answer),
+                ("HTTP/1.1 200 OK".into(), "ok\n".into()),
+                "after {what}"
+            );
+        }
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_is_closed_after_the_read_timeout() {
+        let (addr, stop, server) = serving(Health::new()).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        // Others are answered meanwhile.
+        let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(status_and_body(&answer).0, "HTTP/1.1 200 OK");
+        let mut response = Vec::new();
+        tokio::time::timeout(
+            CONNECTION_TIMEOUT + READ_TIMEOUT,
+            silent.read_to_end(&mut response),
+        )
+        .await
+        .expect("the silent connection is closed")
+        .unwrap();
+        assert!(
+            started.elapsed() >= READ_TIMEOUT,
+            "not closed before its time"
+        );
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+        stop.cancel();
+        server.await.unwrap();
     }
 }
