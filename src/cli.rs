@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -188,8 +189,20 @@ struct LogpipeArgs {
     /// Configuration file (default: $LOGPIPE_CONFIG, else ./logpipe.toml if it exists).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    /// How long a request to the Kafka brokers waits before the command fails with status
+    /// 69 (`kafka.request_timeout_ms`; default 10 s).
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = request_timeout)]
+    request_timeout: Option<Duration>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// A `--request-timeout` argument: a positive number of seconds.
+fn request_timeout(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(Duration::from_secs_f64(seconds)),
+        _ => Err(format!("{text:?} is not a positive number of seconds")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,7 +233,7 @@ pub fn logpipe_main() -> ExitCode {
             ));
             #[cfg(not(feature = "kafka"))]
             init_tracing_at("warn");
-            ops::run(command, args.config.as_deref())
+            ops::run(command, args.config.as_deref(), args.request_timeout)
         }
     }
 }

@@ -516,6 +516,12 @@ mod tests {
                 "kafka.topic_partitions",
                 None,
             ),
+            (
+                "",
+                &[("LOGPIPE_KAFKA__REQUEST_TIMEOUT_MS", "0")],
+                "kafka.request_timeout_ms",
+                Some("LOGPIPE_KAFKA__REQUEST_TIMEOUT_MS"),
+            ),
             ("backend = \"kinesis://?zone=eu\"", &[], "backend", None),
             (
                 "[kinesis]\nstart_at = \"at-timestamp\"",

@@ -49,10 +49,28 @@ pub(super) enum OpsCommand {
     Outbox(OutboxCommand),
 }
 
-/// Runs an operator command with the configuration at `config` (or the default places).
-pub(super) fn run(command: OpsCommand, config: Option<&Path>) -> ExitCode {
+/// Runs an operator command with the configuration at `config` (or the default places),
+/// its Kafka requests waiting `request_timeout` when given.
+pub(super) fn run(
+    command: OpsCommand,
+    config: Option<&Path>,
+    request_timeout: Option<Duration>,
+) -> ExitCode {
     let config = match Config::load(config) {
-        Ok(config) => config,
+        #[cfg(feature = "kafka")]
+        Ok(mut config) => {
+            if let Some(timeout) = request_timeout {
+                config.kafka.request_timeout_ms = u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+            }
+            config
+        }
+        #[cfg(not(feature = "kafka"))]
+        Ok(config) => {
+            let _ = request_timeout;
+            config
+        }
         Err(err) => {
             eprintln!("logpipe: {}", error_chain(&err));
             return ExitCode::from(super::EXIT_CONFIG);

@@ -1211,7 +1211,7 @@ fn a_backend_that_cannot_be_reached_fails_with_69_in_one_line() {
             ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
         ]);
-        let commands: [(&[&str], &str); 4] = [
+        let commands: [(&[&str], &str); 5] = [
             (&["streams", "list"], ""),
             (&["streams", "describe", "people"], ""),
             (
@@ -1222,6 +1222,8 @@ fn a_backend_that_cannot_be_reached_fails_with_69_in_one_line() {
                 &["tail", "people", "--from-beginning", "--timeout", "60"],
                 "",
             ),
+            // A shorter wait for the brokers (Kinesis has none to shorten).
+            (&["--request-timeout", "2", "streams", "list"], ""),
         ];
         for (args, stdin) in commands {
             let output = setup.run(args, stdin);

@@ -20,7 +20,6 @@ use logpipe_core::{
 use crate::backend::{KafkaConsumerBackend, kafka_partition, partition_name};
 use crate::consumer::OFFSETS_TIMEOUT;
 use crate::group_offsets::{offsets_error, offsets_in, outside_consumer};
-use crate::producer::METADATA_TIMEOUT;
 use crate::{KafkaClient, KafkaError};
 
 /// A partition of a topic with its watermarks.
@@ -54,7 +53,7 @@ impl KafkaClient {
             let client = inner.producer.client();
             let fetch = |topic: Option<&str>| {
                 client
-                    .fetch_metadata(topic, METADATA_TIMEOUT)
+                    .fetch_metadata(topic, inner.settings.request_timeout())
                     .map_err(|source| {
                         KafkaError::metadata(topic.unwrap_or_default(), source, &inner.connections)
                     })
@@ -95,7 +94,8 @@ impl KafkaClient {
             partitions,
             TopicReplication::Fixed(self.settings().topic_replication),
         );
-        let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+        let options =
+            AdminOptions::new().operation_timeout(Some(self.settings().request_timeout()));
         let results = self
             .inner
             .admin
@@ -138,7 +138,7 @@ impl KafkaClient {
         tokio::task::spawn_blocking(move || {
             let client = inner.producer.client();
             let metadata = client
-                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+                .fetch_metadata(Some(&name), inner.settings.request_timeout())
                 .map_err(|source| KafkaError::metadata(&name, source, &inner.connections))?;
             let found = metadata
                 .topics()
@@ -154,7 +154,7 @@ impl KafkaClient {
                 .into_iter()
                 .map(|partition| {
                     let (low, high) = client
-                        .fetch_watermarks(&name, partition, METADATA_TIMEOUT)
+                        .fetch_watermarks(&name, partition, inner.settings.request_timeout())
                         .map_err(|source| {
                             KafkaError::metadata(&name, source, &inner.connections)
                         })?;
@@ -209,7 +209,7 @@ impl Admin for KafkaClient {
             inner
                 .producer
                 .client()
-                .fetch_metadata(None, METADATA_TIMEOUT)
+                .fetch_metadata(None, inner.settings.request_timeout())
         })
         .await
         .map_err(|_| KafkaError::Closed)?

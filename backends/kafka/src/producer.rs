@@ -17,8 +17,6 @@ use crate::connection_log::ConnectionLog;
 use crate::{GroupOffsets, KafkaConsumer};
 use crate::{KafkaError, KafkaSettings, SettingsLayer};
 
-/// How long a metadata request may take.
-pub(crate) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `send` waits for room in librdkafka's queue when it is full.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `send` waits before trying a full queue again.
@@ -395,7 +393,7 @@ impl KafkaClient {
             inner
                 .producer
                 .client()
-                .fetch_metadata(Some(&name), METADATA_TIMEOUT)
+                .fetch_metadata(Some(&name), inner.settings.request_timeout())
         })
         .await
         .map_err(|_| KafkaError::Closed)?

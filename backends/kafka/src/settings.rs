@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use std::fmt;
+use std::time::Duration;
 
 use logpipe_core::{SettingError, is_secret_key, redact_value};
 use rdkafka::ClientConfig;
@@ -37,6 +38,7 @@ use crate::{KafkaError, KafkaUrl, SettingsLayer};
 /// create_topics = false       # true: create missing topics instead of failing
 /// topic_partitions = -1       # of created topics; -1: the broker's default
 /// topic_replication = -1      # of created topics; -1: the broker's default
+/// request_timeout_ms = 10000  # how long metadata and admin requests wait for the brokers
 ///
 /// [kafka.global]              # librdkafka properties of every client
 /// "security.protocol" = "SASL_SSL"
@@ -63,6 +65,10 @@ pub struct KafkaSettings {
     pub topic_partitions: i32,
     /// Replication factor of created topics; -1 for the broker's default. Default -1.
     pub topic_replication: i32,
+    /// How long a metadata or admin request (checking a topic, listing, creating,
+    /// watermarks) waits for the brokers, in milliseconds: a call that cannot reach them
+    /// fails after it. Default 10000.
+    pub request_timeout_ms: u64,
     /// librdkafka properties of every client.
     #[serde(deserialize_with = "librdkafka_properties")]
     pub global: BTreeMap<String, String>,
@@ -88,6 +94,7 @@ impl fmt::Debug for KafkaSettings {
             .field("create_topics", &self.create_topics)
             .field("topic_partitions", &self.topic_partitions)
             .field("topic_replication", &self.topic_replication)
+            .field("request_timeout_ms", &self.request_timeout_ms)
             .field("global", &shown(&self.global))
             .field("producer", &shown(&self.producer))
             .field("consumer", &shown(&self.consumer))
@@ -128,6 +135,7 @@ impl KafkaSettings {
             create_topics: false,
             topic_partitions: -1,
             topic_replication: -1,
+            request_timeout_ms: 10_000,
             global: BTreeMap::new(),
             producer: BTreeMap::new(),
             consumer: BTreeMap::new(),
@@ -226,6 +234,11 @@ impl KafkaSettings {
         topic.strip_prefix(&self.topic_prefix).unwrap_or(topic)
     }
 
+    /// How long a metadata or admin request waits ([`request_timeout_ms`](Self::request_timeout_ms)).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
     /// Checks the settings as the `[kafka]` table of a configuration (whose keys are
     /// under `prefix`, such as `kafka.`): the topic counts, and every librdkafka property
     /// as the clients would at start-up.
@@ -244,6 +257,12 @@ impl KafkaSettings {
                     "must be at least 1, or -1 for the broker's default",
                 ));
             }
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(SettingError::new(
+                format!("{prefix}request_timeout_ms"),
+                "must be at least 1",
+            ));
         }
         match self.validate() {
             Ok(()) => Ok(()),
