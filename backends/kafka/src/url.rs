@@ -48,6 +48,14 @@ impl KafkaUrl {
                 "kafka://{brokers} has a path or parameters; a kafka:// URL names brokers only (HOST:PORT,HOST:PORT)"
             ));
         }
+        if let Some(bad) = brokers
+            .split(',')
+            .find(|broker| !has_port_or_none(broker.trim()))
+        {
+            return Err(format!(
+                "the broker {bad:?} of the kafka:// URL has a port that is not a number from 1 to 65535 (HOST:PORT)"
+            ));
+        }
         Ok(Self {
             brokers: brokers.to_owned(),
             credentials,
@@ -74,6 +82,19 @@ impl fmt::Debug for KafkaUrl {
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `broker` (`HOST`, `HOST:PORT`, `[IPv6]:PORT`) has no port or a valid one.
+fn has_port_or_none(broker: &str) -> bool {
+    let port = match broker.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((_, "")) => return true,
+            Some((_, rest)) => rest.strip_prefix(':'),
+            None => return false,
+        },
+        None => broker.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0))
 }
 
 /// The user name and password of `USER:PASSWORD`, percent-decoded.
@@ -134,9 +155,39 @@ mod tests {
             "kafka://app:s3cret@h:9092/topic",
             "kafka://app:s3cret@h:9092?x=1",
             "kafkas://app:s3cret@h:9092",
+            "kafka://app:s3cret@h:notaport",
         ] {
             let err = KafkaUrl::parse(bad).unwrap_err();
             assert!(!err.contains("s3cret"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_port_is_a_number_from_1_to_65535_or_absent() {
+        for good in [
+            "h",
+            "h:9092",
+            "10.0.0.1:1",
+            "[::1]:9092",
+            "[::1]",
+            "a:1,b:65535",
+        ] {
+            assert!(
+                KafkaUrl::parse(&format!("kafka://{good}")).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "h:notaport",
+            "h:0",
+            "h:65536",
+            "h:",
+            "a:1,b:x",
+            "[::1]:x",
+            "[::1",
+        ] {
+            let err = KafkaUrl::parse(&format!("kafka://{bad}")).unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
         }
     }
 }
