@@ -13,6 +13,8 @@ mod kafka_compression;
 #[cfg(feature = "kafka")]
 mod kafka_django;
 #[cfg(feature = "kafka")]
+mod kafka_faults;
+#[cfg(feature = "kafka")]
 mod kafka_security;
 mod killed;
 mod kinesis;

@@ -1,0 +1,170 @@
+//! Faults of a three-node Kafka cluster (`tests/services/kafka-cluster`, addresses in
+//! `LOGPIPE_TEST_KAFKA_CLUSTER`): replication factor 3 and `min.insync.replicas` 2, so
+//! that a node killed with kill -9 loses no acknowledged write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use logpipe::admin::Admin;
+use logpipe::backend::{Backend, OutgoingRecord, ProducerBackend, StartFrom};
+use logpipe::kafka::{KafkaClient, KafkaSettings};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer as _};
+
+use crate::support::{read_from_start, service, unique};
+
+/// Tests that kill nodes take the cluster alone.
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+/// The cluster's addresses and its work directory, or `None` (skip) outside CI.
+fn cluster() -> Option<(String, PathBuf)> {
+    let brokers = service("LOGPIPE_TEST_KAFKA_CLUSTER")?;
+    let dir = service("LOGPIPE_TEST_KAFKA_CLUSTER_DIR").expect("LOGPIPE_TEST_KAFKA_CLUSTER_DIR");
+    Some((brokers, PathBuf::from(dir)))
+}
+
+/// The node that leads `partition` of `topic`.
+fn leader_of(brokers: &str, topic: &str, partition: i32) -> i32 {
+    let client: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = client
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .expect("the partition")
+        .leader()
+}
+
+/// Kills node `node` of the cluster in `dir` with SIGKILL.
+fn kill_node(dir: &Path, node: i32) {
+    let pid = std::fs::read_to_string(dir.join(format!("node{node}/pid"))).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Starts the nodes of the cluster in `dir` that do not run, with their data.
+fn restart_missing_nodes(dir: &Path) {
+    let started = Command::new(dir.parent().unwrap().join("start"))
+        .status()
+        .unwrap();
+    assert!(started.success(), "the cluster starts again");
+}
+
+const RECORDS: usize = 20_000;
+const KEYS: usize = 100;
+/// Records handed over before their deliveries are awaited.
+const WINDOW: usize = 500;
+
+#[test]
+fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledged_record() {
+    let Some((brokers, dir)) = cluster() else {
+        return;
+    };
+    let _alone = CLUSTER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let runtime = crate::support::runtime();
+    let stream = unique("leader-killed");
+    let mut settings = KafkaSettings::new(&brokers);
+    settings.topic_partitions = 3;
+    let client = KafkaClient::connect(settings).unwrap();
+    runtime.block_on(client.create_stream(&stream, 3)).unwrap();
+    let leader = leader_of(&brokers, &stream, 0);
+
+    // Each key's records carry their sequence number; the leader dies after a tenth.
+    let mut acknowledged: Vec<(String, usize)> = Vec::new();
+    let mut failed = 0_usize;
+    let mut killed_at = None;
+    let mut first_ack_after_kill = None;
+    runtime.block_on(async {
+        let mut sequence = vec![0_usize; KEYS];
+        for window in 0..RECORDS / WINDOW {
+            if window == RECORDS / WINDOW / 10 {
+                kill_node(&dir, leader);
+                killed_at = Some(Instant::now());
+            }
+            let mut deliveries = Vec::with_capacity(WINDOW);
+            for n in 0..WINDOW {
+                let key = (window * WINDOW + n) % KEYS;
+                let seq = sequence[key];
+                sequence[key] += 1;
+                let record = OutgoingRecord {
+                    stream: stream.as_str().into(),
+                    key: Some(format!("k{key}").into_bytes()),
+                    value: seq.to_string().into_bytes(),
+                    headers: Vec::new(),
+                };
+                let delivery = client.enqueue(record).await.expect("handed over");
+                deliveries.push((format!("k{key}"), seq, delivery));
+            }
+            for (key, seq, delivery) in deliveries {
+                match delivery.await {
+                    Ok(_) => {
+                        if killed_at.is_some() && first_ack_after_kill.is_none() {
+                            first_ack_after_kill = Some(Instant::now());
+                        }
+                        acknowledged.push((key, seq));
+                    }
+                    Err(error) => {
+                        eprintln!("a send failed: {error}");
+                        failed += 1;
+                    }
+                }
+            }
+        }
+    });
+    let recovery = first_ack_after_kill
+        .zip(killed_at)
+        .map(|(acked, killed)| acked.duration_since(killed));
+    eprintln!(
+        "node {leader} killed: {} of {RECORDS} sends acknowledged, {failed} failed; first acknowledgement after the kill in {recovery:?}",
+        acknowledged.len()
+    );
+    restart_missing_nodes(&dir);
+
+    // Everything written, read back: each acknowledged record once, each key in order.
+    let written: i64 = runtime
+        .block_on(client.watermarks(&stream))
+        .unwrap()
+        .iter()
+        .map(|w| w.high - w.low)
+        .sum();
+    let consumer = client
+        .open_consumer("", std::slice::from_ref(&stream), StartFrom::Earliest)
+        .unwrap();
+    let records = runtime.block_on(read_from_start(consumer, usize::try_from(written).unwrap()));
+    let mut seen: HashMap<(String, usize), usize> = HashMap::new();
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &records {
+        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+        let seq: usize = std::str::from_utf8(&record.value).unwrap().parse().unwrap();
+        if let Some(before) = last.insert(key.clone(), seq) {
+            assert!(seq > before, "{key}: {seq} after {before}");
+        }
+        *seen.entry((key, seq)).or_default() += 1;
+    }
+    for record in &acknowledged {
+        assert_eq!(
+            seen.get(record),
+            Some(&1),
+            "acknowledged {record:?} is there once"
+        );
+    }
+    assert!(seen.values().all(|n| *n == 1), "no record twice");
+    assert!(
+        records.len() <= acknowledged.len() + failed,
+        "only what was sent"
+    );
+}
