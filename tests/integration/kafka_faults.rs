@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use logpipe::admin::Admin;
-use logpipe::backend::{Backend, OutgoingRecord, ProducerBackend, StartFrom};
+use logpipe::backend::{Backend, BackendError, OutgoingRecord, ProducerBackend, Record, StartFrom};
 use logpipe::kafka::{KafkaClient, KafkaSettings};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer as _};
@@ -19,11 +19,44 @@ use crate::support::{read_from_start, service, unique};
 /// Tests that kill nodes take the cluster alone.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-/// The cluster's addresses and its work directory, or `None` (skip) outside CI.
-fn cluster() -> Option<(String, PathBuf)> {
-    let brokers = service("LOGPIPE_TEST_KAFKA_CLUSTER")?;
-    let dir = service("LOGPIPE_TEST_KAFKA_CLUSTER_DIR").expect("LOGPIPE_TEST_KAFKA_CLUSTER_DIR");
-    Some((brokers, PathBuf::from(dir)))
+/// The cluster, held alone: its addresses and its work directory.
+struct Cluster {
+    brokers: String,
+    dir: PathBuf,
+    _alone: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// The cluster, once no other test holds it, or `None` (skip) outside CI when it is
+    /// not running.
+    fn alone() -> Option<Self> {
+        let brokers = service("LOGPIPE_TEST_KAFKA_CLUSTER")?;
+        let dir =
+            service("LOGPIPE_TEST_KAFKA_CLUSTER_DIR").expect("LOGPIPE_TEST_KAFKA_CLUSTER_DIR");
+        Some(Self {
+            brokers,
+            dir: PathBuf::from(dir),
+            _alone: CLUSTER.lock().unwrap_or_else(PoisonError::into_inner),
+        })
+    }
+}
+
+/// Every record of `stream` (all its partitions, from their start).
+fn read_everything(
+    runtime: &tokio::runtime::Runtime,
+    client: &KafkaClient,
+    stream: &str,
+) -> Vec<Record> {
+    let written: i64 = runtime
+        .block_on(client.watermarks(stream))
+        .unwrap()
+        .iter()
+        .map(|w| w.high - w.low)
+        .sum();
+    let consumer = client
+        .open_consumer("", &[stream.to_owned()], StartFrom::Earliest)
+        .unwrap();
+    runtime.block_on(read_from_start(consumer, usize::try_from(written).unwrap()))
 }
 
 /// The node that leads `partition` of `topic`.
@@ -69,12 +102,9 @@ const WINDOW: usize = 500;
 
 #[test]
 fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledged_record() {
-    let Some((brokers, dir)) = cluster() else {
+    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
         return;
     };
-    let _alone = CLUSTER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let runtime = crate::support::runtime();
     let stream = unique("leader-killed");
     let mut settings = KafkaSettings::new(&brokers);
@@ -135,16 +165,7 @@ fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledg
     restart_missing_nodes(&dir);
 
     // Everything written, read back: each acknowledged record once, each key in order.
-    let written: i64 = runtime
-        .block_on(client.watermarks(&stream))
-        .unwrap()
-        .iter()
-        .map(|w| w.high - w.low)
-        .sum();
-    let consumer = client
-        .open_consumer("", std::slice::from_ref(&stream), StartFrom::Earliest)
-        .unwrap();
-    let records = runtime.block_on(read_from_start(consumer, usize::try_from(written).unwrap()));
+    let records = read_everything(&runtime, &client, &stream);
     let mut seen: HashMap<(String, usize), usize> = HashMap::new();
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
     for record in &records {
@@ -167,4 +188,79 @@ fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledg
         records.len() <= acknowledged.len() + failed,
         "only what was sent"
     );
+}
+
+/// Sends one record of `stream` with `client`: the error, if it was not written.
+async fn send_one(client: &KafkaClient, stream: &str, value: &str) -> Result<(), BackendError> {
+    let record = OutgoingRecord {
+        stream: stream.into(),
+        key: Some(b"k".to_vec()),
+        value: value.as_bytes().to_vec(),
+        headers: Vec::new(),
+    };
+    ProducerBackend::send(client, record).await.map(drop)
+}
+
+#[test]
+fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_when_they_return() {
+    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+        return;
+    };
+    let runtime = crate::support::runtime();
+    let stream = unique("quorum-lost");
+    let mut settings = KafkaSettings::new(&brokers);
+    // Shorter than the default 30 s, to keep the test short.
+    settings
+        .producer
+        .insert("message.timeout.ms".into(), "5000".into());
+    let client = KafkaClient::connect(settings).unwrap();
+    runtime.block_on(client.create_stream(&stream, 1)).unwrap();
+    runtime
+        .block_on(send_one(&client, &stream, "before"))
+        .expect("written with every node up");
+
+    // Below min.insync.replicas (and the controllers' quorum): the send is refused.
+    let survivor = leader_of(&brokers, &stream, 0);
+    let down: Vec<i32> = (1..=3).filter(|node| *node != survivor).collect();
+    for node in &down {
+        kill_node(&dir, *node);
+    }
+    let started = Instant::now();
+    let refused = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                send_one(&client, &stream, "during"),
+            )
+            .await
+        })
+        .expect("an answer, not a hang");
+    let error = refused.expect_err("a send below min.insync.replicas fails");
+    eprintln!(
+        "nodes {down:?} down: the send failed after {:?}: {error}",
+        started.elapsed()
+    );
+    assert!(error.is_retriable(), "{error}");
+
+    restart_missing_nodes(&dir);
+    let restarted = Instant::now();
+    loop {
+        match runtime.block_on(send_one(&client, &stream, "after")) {
+            Ok(()) => break,
+            Err(error) => assert!(
+                restarted.elapsed() < Duration::from_secs(120),
+                "no send went through within 120 s of the restart: {error}"
+            ),
+        }
+    }
+    eprintln!(
+        "sending works again {:?} after the nodes restarted",
+        restarted.elapsed()
+    );
+
+    // What was acknowledged is there, before the outage and after it.
+    let records = read_everything(&runtime, &client, &stream);
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
+    assert_eq!(values.first(), Some(&&b"before"[..]), "{values:?}");
+    assert_eq!(values.last(), Some(&&b"after"[..]), "{values:?}");
 }

@@ -23,7 +23,9 @@ use crate::{KafkaError, KafkaUrl, SettingsLayer};
 ///   kafka-python as django-logpipe installs it, which reads lz4, snappy and zstd only with
 ///   optional packages), `partitioner=murmur2_random` (the partitioner of the Java and
 ///   Python clients, so that one key lands on one partition whichever client wrote it;
-///   keyless records are spread at random);
+///   keyless records are spread at random), `message.timeout.ms=30000` (a send the
+///   brokers cannot take fails after 30 s, long enough for a leader election, where
+///   librdkafka's own 300 s would hold its caller for five minutes);
 /// - consumer: `enable.auto.commit=false`, `auto.offset.reset=earliest`,
 ///   `topic.metadata.refresh.interval.ms=10000` (partitions added later are read within
 ///   about ten seconds);
@@ -115,6 +117,7 @@ const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
     ("compression.type", "none"),
     ("partitioner", "murmur2_random"),
+    ("message.timeout.ms", "30000"),
     ("allow.auto.create.topics", "false"),
 ];
 
