@@ -6,6 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use super::context::GroupContext;
@@ -92,7 +93,7 @@ pub(crate) fn poll_thread(
                     match consumer.poll(Duration::ZERO) {
                         Some(Ok(message)) => count = context.push(&message, &mut last_stream),
                         Some(Err(source)) => {
-                            if !context.report(KafkaError::Consume { source }) {
+                            if !read_failed(context, source) {
                                 return;
                             }
                             break;
@@ -106,12 +107,27 @@ pub(crate) fn poll_thread(
             }
             Some(Err(source)) => {
                 idle = false;
-                if !context.report(KafkaError::Consume { source }) {
+                if !read_failed(context, source) {
                     return;
                 }
             }
         }
     }
+}
+
+/// Hands a read error to the application, unless librdkafka gets over it by itself: the
+/// connection to one broker failed (`BrokerTransportFailure`, which the connection log
+/// says once), and librdkafka reconnects and reads the partitions that broker led from
+/// their new leaders meanwhile. Reported, each such error would count as a failed read
+/// and hold up the records of every other partition. When no broker can be reached,
+/// librdkafka says `AllBrokersDown`, which is handed over. Returns false when nobody
+/// listens any more.
+fn read_failed(context: &GroupContext, source: RdKafkaError) -> bool {
+    if source.rdkafka_error_code() == Some(RDKafkaErrorCode::BrokerTransportFailure) {
+        tracing::debug!(error = %source, "a broker connection failed; librdkafka connects again");
+        return true;
+    }
+    context.report(KafkaError::Consume { source })
 }
 
 /// Applies seeks, pauses and resumes asked for outside a rebalance.
