@@ -28,7 +28,9 @@ use crate::{KafkaError, KafkaUrl, SettingsLayer};
 ///   librdkafka's own 300 s would hold its caller for five minutes);
 /// - consumer: `enable.auto.commit=false`, `auto.offset.reset=earliest`,
 ///   `topic.metadata.refresh.interval.ms=10000` (partitions added later are read within
-///   about ten seconds);
+///   about ten seconds), `partition.assignment.strategy=cooperative-sticky` (a rebalance
+///   moves only the partitions that change owner; the others are read on meanwhile),
+///   left out under `group.protocol=consumer`, whose assignor is the broker's;
 /// - both: `allow.auto.create.topics=false`.
 ///
 /// In a configuration file these are the keys of the `[kafka]` table; the brokers come
@@ -128,6 +130,19 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("topic.metadata.refresh.interval.ms", "10000"),
     ("allow.auto.create.topics", "false"),
 ];
+
+/// Consumer properties of the classic group protocol that `group.protocol = "consumer"`
+/// (KIP-848) leaves to the broker.
+const BROKER_SIDE_UNDER_CONSUMER_PROTOCOL: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "group.protocol.type",
+];
+
+/// The assignor of the classic group protocol, unless `partition.assignment.strategy` or
+/// `group.protocol = "consumer"` (whose assignor is the broker's) says otherwise.
+const CLASSIC_ASSIGNOR: (&str, &str) = ("partition.assignment.strategy", "cooperative-sticky");
 
 impl KafkaSettings {
     /// Settings for the cluster at `brokers` (`host:port`, comma-separated), with defaults.
@@ -297,6 +312,22 @@ impl KafkaSettings {
                 .create_native_config()
                 .map_err(|source| self.setting_error(layer, source))?;
         }
+        if self.consumer_property_is("group.protocol", "consumer") {
+            let config = self.client_config(SettingsLayer::Consumer, None);
+            if let Some((key, value)) = BROKER_SIDE_UNDER_CONSUMER_PROTOCOL
+                .iter()
+                .find_map(|key| Some((*key, config.get(key)?)))
+            {
+                // librdkafka refuses these only when the consumer is created.
+                let refused = rdkafka::error::KafkaError::ClientConfig(
+                    rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+                    "is not supported with group.protocol = consumer, where the broker sets the session, heartbeats and assignor (group.consumer.* broker settings, or group.remote.assignor); remove it".to_owned(),
+                    key.to_owned(),
+                    value.to_owned(),
+                );
+                return Err(self.setting_error(SettingsLayer::Consumer, refused));
+            }
+        }
         Ok(())
     }
 
@@ -313,6 +344,11 @@ impl KafkaSettings {
         for (key, value) in defaults {
             config.set(*key, *value);
         }
+        if layer == SettingsLayer::Consumer
+            && !self.consumer_property_is("group.protocol", "consumer")
+        {
+            config.set(CLASSIC_ASSIGNOR.0, CLASSIC_ASSIGNOR.1);
+        }
         if let Some(group) = group {
             config.set("group.id", group);
         }
@@ -320,6 +356,15 @@ impl KafkaSettings {
             config.set(key, value);
         }
         config
+    }
+
+    /// Whether a consumer's property `key` (from `[kafka.global]` or `[kafka.consumer]`)
+    /// is `value`, ignoring case.
+    fn consumer_property_is(&self, key: &str, value: &str) -> bool {
+        self.consumer
+            .get(key)
+            .or_else(|| self.global.get(key))
+            .is_some_and(|set| set.eq_ignore_ascii_case(value))
     }
 
     /// Turns librdkafka's refusal of a property into an error naming the layer it came
@@ -483,6 +528,47 @@ mod tests {
                 .to_string()
                 .contains("not a property value")
         );
+    }
+
+    #[test]
+    fn consumers_rebalance_cooperatively_unless_the_broker_assigns() {
+        let assignor = |settings: &KafkaSettings| {
+            settings
+                .client_config(SettingsLayer::Consumer, Some("g"))
+                .get("partition.assignment.strategy")
+                .map(str::to_owned)
+        };
+        let mut settings = KafkaSettings::new("b:9092");
+        assert_eq!(assignor(&settings).as_deref(), Some("cooperative-sticky"));
+        settings
+            .consumer
+            .insert("partition.assignment.strategy".into(), "range".into());
+        assert_eq!(assignor(&settings).as_deref(), Some("range"));
+
+        // Under the consumer protocol the broker assigns: no assignor is set, and one set
+        // by the user is refused at start-up, as are the session and heartbeat settings.
+        let mut settings = KafkaSettings::new("b:9092");
+        settings
+            .global
+            .insert("group.protocol".into(), "consumer".into());
+        assert_eq!(assignor(&settings), None);
+        settings.check("kafka.").unwrap();
+        for (key, named) in [
+            ("session.timeout.ms", "kafka.consumer.session.timeout.ms"),
+            (
+                "partition.assignment.strategy",
+                "kafka.consumer.partition.assignment.strategy",
+            ),
+        ] {
+            let mut refused = settings.clone();
+            refused.consumer.insert(key.into(), "6000".into());
+            let err = refused.check("kafka.").unwrap_err();
+            assert_eq!(err.key(), named);
+            assert!(
+                err.to_string().contains("group.protocol = consumer"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
