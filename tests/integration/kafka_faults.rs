@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,13 @@ use logpipe::kafka::{KafkaClient, KafkaSettings};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer as _};
 
-use crate::support::{read_from_start, service, unique};
+use crate::kafka_people::KafkaPeople;
+use crate::killed::people;
+use crate::processes::{terminate, wait_for_exit};
+use crate::support::{read_from_start, service, unique, wait_until_blocking};
+
+/// The longest a group may take to handle what it was sent.
+const WAIT: Duration = Duration::from_secs(180);
 
 /// Tests that kill nodes take the cluster alone.
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -263,4 +269,62 @@ fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_w
     let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
     assert_eq!(values.first(), Some(&&b"before"[..]), "{values:?}");
     assert_eq!(values.last(), Some(&&b"after"[..]), "{values:?}");
+}
+
+/// The partition of `__consumer_offsets` that holds `group` (of 3, as the cluster has):
+/// Kafka's `abs(group.hashCode()) % partitions`, so its leader is the group's
+/// coordinator.
+fn offsets_partition_of(group: &str) -> i32 {
+    let hash = group.encode_utf16().fold(0_i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    (hash & 0x7fff_ffff) % 3
+}
+
+#[test]
+fn killing_the_group_coordinator_while_two_processes_consume_loses_nothing() {
+    const PEOPLE: usize = 3000;
+    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+        return;
+    };
+    let example = KafkaPeople::new(&brokers, "coordinator", 3, &[]);
+    let db = example.db();
+    example.send(0, PEOPLE);
+    let logs = ["member0.log", "member1.log"];
+    let members: Vec<Child> = logs.iter().map(|log| example.service(&[], log)).collect();
+    wait_until_blocking("both members hold partitions", WAIT, || {
+        logs.iter()
+            .all(|log| example.log(log).contains("partition assigned"))
+    });
+    wait_until_blocking("the group handles the first people", WAIT, || {
+        people(&db).count >= i64::try_from(PEOPLE / 2).unwrap()
+    });
+
+    let group = example.group();
+    let coordinator = leader_of(&brokers, "__consumer_offsets", offsets_partition_of(&group));
+    kill_node(&dir, coordinator);
+    let killed = Instant::now();
+    example.send(PEOPLE, PEOPLE);
+    wait_until_blocking(
+        "the group handles everyone after the coordinator died",
+        WAIT,
+        || people(&db).count == i64::try_from(2 * PEOPLE).unwrap(),
+    );
+    let recovered = killed.elapsed();
+    for mut member in members {
+        terminate(&member);
+        assert_eq!(wait_for_exit(&mut member).code(), Some(0));
+    }
+    restart_missing_nodes(&dir);
+    let stored = people(&db);
+    eprintln!(
+        "coordinator (node {coordinator}) killed: every person handled {recovered:?} later; {} repeated applications",
+        stored.duplicates()
+    );
+    // At most, per member: the records handled since its last answered commit (fewer
+    // than commit_every, 100) and the batch on its way.
+    assert!(
+        stored.duplicates() <= 2 * 2 * 100,
+        "repeats bounded by the commit batches: {stored:?}"
+    );
 }

@@ -15,6 +15,10 @@ mod kafka_django;
 #[cfg(feature = "kafka")]
 mod kafka_faults;
 #[cfg(feature = "kafka")]
+mod kafka_people;
+#[cfg(feature = "kafka")]
+mod kafka_rebalance;
+#[cfg(feature = "kafka")]
 mod kafka_security;
 mod killed;
 mod kinesis;
