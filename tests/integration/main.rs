@@ -15,6 +15,8 @@ mod kafka_django;
 #[cfg(feature = "kafka")]
 mod kafka_faults;
 #[cfg(feature = "kafka")]
+mod kafka_network;
+#[cfg(feature = "kafka")]
 mod kafka_people;
 #[cfg(feature = "kafka")]
 mod kafka_rebalance;
@@ -42,4 +44,6 @@ mod schema_compatibility;
 #[cfg(feature = "schemas")]
 mod schemas;
 mod serve;
+#[cfg(feature = "kafka")]
+mod tcp_proxy;
 mod vectors;
