@@ -328,3 +328,19 @@ fn killing_the_group_coordinator_while_two_processes_consume_loses_nothing() {
         "repeats bounded by the commit batches: {stored:?}"
     );
 }
+
+#[test]
+fn with_two_of_three_nodes_down_the_outbox_relay_is_unready_and_sends_every_row_when_they_return() {
+    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+        return;
+    };
+    let dir = dir.as_path();
+    crate::outbox::an_outage_holds_the_rows_until_the_brokers_return(&brokers, || {
+        // Two nodes of three, whichever lead: below min.insync.replicas for every
+        // partition.
+        for node in [1, 2] {
+            kill_node(dir, node);
+        }
+        move || restart_missing_nodes(dir)
+    });
+}

@@ -447,15 +447,27 @@ fn check_sent_at_least_once_in_order(
 /// change is sent, in order per key, and the relay is ready again.
 #[test]
 fn a_broker_outage_holds_the_rows_until_the_broker_returns() {
+    let Some((brokers, scripts, _alone)) = crate::kafka::broker_alone_blocking() else {
+        return;
+    };
+    an_outage_holds_the_rows_until_the_brokers_return(&brokers, || {
+        let stopped = crate::kafka::StoppedBroker::stop(&scripts);
+        move || stopped.start()
+    });
+}
+
+/// The same, for the brokers at `brokers` and an outage that `outage` begins; what it
+/// returns ends it.
+pub(crate) fn an_outage_holds_the_rows_until_the_brokers_return<End: FnOnce()>(
+    brokers: &str,
+    outage: impl FnOnce() -> End,
+) {
     use std::process::{Command, Stdio};
 
     use crate::serve::{get, served_addr};
     use crate::support::{program, spawn_with_log, wait_until_blocking};
 
-    let Some((brokers, scripts, _alone)) = crate::kafka::broker_alone_blocking() else {
-        return;
-    };
-    let kafka = Setup::kafka_alone(&brokers);
+    let kafka = Setup::kafka_alone(brokers);
     let stream = unique("outbox-outage");
     kafka.ok(&["streams", "create", &stream, "--partitions", "3"], "");
     let dir = tempfile::tempdir().unwrap();
@@ -511,7 +523,8 @@ fn a_broker_outage_holds_the_rows_until_the_broker_returns() {
     let addr = served_addr(&log);
     wait_until_blocking("the first rows are sent", wait, || waiting() == 0);
 
-    let stopped = crate::kafka::StoppedBroker::stop(&scripts);
+    let end_outage = outage();
+    let began = std::time::Instant::now();
     for (key, count) in write("300") {
         *committed.entry(key).or_default() += count;
     }
@@ -519,6 +532,7 @@ fn a_broker_outage_holds_the_rows_until_the_broker_returns() {
         let (status, body) = get(addr, "/readyz");
         status == 503 && body.contains("outbox-relay: stalled: sending has failed for ")
     });
+    let unready = began.elapsed();
     assert!(waiting() > 0, "the rows wait while the broker is down");
     // Two failures, the second wait longer than the first.
     let mut waits = Vec::new();
@@ -534,11 +548,16 @@ fn a_broker_outage_holds_the_rows_until_the_broker_returns() {
     }
     assert!(waits[1] > waits[0], "the relay backs off: {waits:?}");
 
-    stopped.start();
+    end_outage();
+    let ended = std::time::Instant::now();
     wait_until_blocking("the outbox is drained", wait, || waiting() == 0);
     wait_until_blocking("the relay is ready again", wait, || {
         get(addr, "/readyz") == (200, "outbox-relay: running\n".to_owned())
     });
+    eprintln!(
+        "outage: the relay unready after {unready:?}; drained and ready {:?} after the brokers were started again",
+        ended.elapsed()
+    );
     let (_, metrics) = get(addr, "/metrics");
     let failures = metrics
         .lines()
