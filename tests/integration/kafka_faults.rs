@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseProducer, Producer as _};
 use crate::kafka_people::KafkaPeople;
 use crate::killed::people;
 use crate::processes::{terminate, wait_for_exit};
-use crate::support::{read_from_start, service, unique, wait_until_blocking};
+use crate::support::{read_from_start, service, unique};
 
 /// The longest a group may take to handle what it was sent.
 const WAIT: Duration = Duration::from_secs(180);
@@ -25,11 +25,22 @@ const WAIT: Duration = Duration::from_secs(180);
 /// Tests that kill nodes take the cluster alone.
 static CLUSTER: Mutex<()> = Mutex::new(());
 
-/// The cluster, held alone: its addresses and its work directory.
+/// The cluster, held alone: its addresses and its work directory. Dropped (at the end
+/// of a test, passed or failed), it starts the nodes the test killed, so that the next
+/// test finds every node up.
 struct Cluster {
     brokers: String,
     dir: PathBuf,
     _alone: MutexGuard<'static, ()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Not an assertion: a panic while a failed test unwinds would abort every test.
+        if !restart_missing_nodes(&self.dir) {
+            eprintln!("the cluster did not start again");
+        }
+    }
 }
 
 impl Cluster {
@@ -93,12 +104,12 @@ fn kill_node(dir: &Path, node: i32) {
     assert!(killed.success());
 }
 
-/// Starts the nodes of the cluster in `dir` that do not run, with their data.
-fn restart_missing_nodes(dir: &Path) {
-    let started = Command::new(dir.parent().unwrap().join("start"))
-        .status()
-        .unwrap();
-    assert!(started.success(), "the cluster starts again");
+/// Starts the nodes of the cluster in `dir` that do not run, with their data; returns
+/// whether the cluster is up.
+#[must_use]
+fn restart_missing_nodes(dir: &Path) -> bool {
+    let started = Command::new(dir.parent().unwrap().join("start")).status();
+    started.is_ok_and(|status| status.success())
 }
 
 const RECORDS: usize = 20_000;
@@ -108,16 +119,17 @@ const WINDOW: usize = 500;
 
 #[test]
 fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledged_record() {
-    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+    let Some(cluster) = Cluster::alone() else {
         return;
     };
+    let (brokers, dir) = (cluster.brokers.as_str(), cluster.dir.as_path());
     let runtime = crate::support::runtime();
     let stream = unique("leader-killed");
-    let mut settings = KafkaSettings::new(&brokers);
+    let mut settings = KafkaSettings::new(brokers);
     settings.topic_partitions = 3;
     let client = KafkaClient::connect(settings).unwrap();
     runtime.block_on(client.create_stream(&stream, 3)).unwrap();
-    let leader = leader_of(&brokers, &stream, 0);
+    let leader = leader_of(brokers, &stream, 0);
 
     // Each key's records carry their sequence number; the leader dies after a tenth.
     let mut acknowledged: Vec<(String, usize)> = Vec::new();
@@ -128,7 +140,7 @@ fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledg
         let mut sequence = vec![0_usize; KEYS];
         for window in 0..RECORDS / WINDOW {
             if window == RECORDS / WINDOW / 10 {
-                kill_node(&dir, leader);
+                kill_node(dir, leader);
                 killed_at = Some(Instant::now());
             }
             let mut deliveries = Vec::with_capacity(WINDOW);
@@ -168,7 +180,7 @@ fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledg
         "node {leader} killed: {} of {RECORDS} sends acknowledged, {failed} failed; first acknowledgement after the kill in {recovery:?}",
         acknowledged.len()
     );
-    restart_missing_nodes(&dir);
+    assert!(restart_missing_nodes(dir), "the cluster starts again");
 
     // Everything written, read back: each acknowledged record once, each key in order.
     let records = read_everything(&runtime, &client, &stream);
@@ -209,12 +221,13 @@ async fn send_one(client: &KafkaClient, stream: &str, value: &str) -> Result<(),
 
 #[test]
 fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_when_they_return() {
-    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+    let Some(cluster) = Cluster::alone() else {
         return;
     };
+    let (brokers, dir) = (cluster.brokers.as_str(), cluster.dir.as_path());
     let runtime = crate::support::runtime();
     let stream = unique("quorum-lost");
-    let mut settings = KafkaSettings::new(&brokers);
+    let mut settings = KafkaSettings::new(brokers);
     // Shorter than the default 30 s, to keep the test short.
     settings
         .producer
@@ -226,10 +239,10 @@ fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_w
         .expect("written with every node up");
 
     // Below min.insync.replicas (and the controllers' quorum): the send is refused.
-    let survivor = leader_of(&brokers, &stream, 0);
+    let survivor = leader_of(brokers, &stream, 0);
     let down: Vec<i32> = (1..=3).filter(|node| *node != survivor).collect();
     for node in &down {
-        kill_node(&dir, *node);
+        kill_node(dir, *node);
     }
     let started = Instant::now();
     let refused = runtime
@@ -248,7 +261,7 @@ fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_w
     );
     assert!(error.is_retriable(), "{error}");
 
-    restart_missing_nodes(&dir);
+    assert!(restart_missing_nodes(dir), "the cluster starts again");
     let restarted = Instant::now();
     loop {
         match runtime.block_on(send_one(&client, &stream, "after")) {
@@ -284,30 +297,32 @@ fn offsets_partition_of(group: &str) -> i32 {
 #[test]
 fn killing_the_group_coordinator_while_two_processes_consume_loses_nothing() {
     const PEOPLE: usize = 3000;
-    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+    let Some(cluster) = Cluster::alone() else {
         return;
     };
-    let example = KafkaPeople::new(&brokers, "coordinator", 3, &[]);
+    let (brokers, dir) = (cluster.brokers.as_str(), cluster.dir.as_path());
+    let example = KafkaPeople::new(brokers, "coordinator", 3, &[]);
     let db = example.db();
     example.send(0, PEOPLE);
     let logs = ["member0.log", "member1.log"];
     let members: Vec<Child> = logs.iter().map(|log| example.service(&[], log)).collect();
-    wait_until_blocking("both members hold partitions", WAIT, || {
+    example.wait_until("both members hold partitions", WAIT, &logs, || {
         logs.iter()
             .all(|log| example.log(log).contains("partition assigned"))
     });
-    wait_until_blocking("the group handles the first people", WAIT, || {
+    example.wait_until("the group handles the first people", WAIT, &logs, || {
         people(&db).count >= i64::try_from(PEOPLE / 2).unwrap()
     });
 
     let group = example.group();
-    let coordinator = leader_of(&brokers, "__consumer_offsets", offsets_partition_of(&group));
-    kill_node(&dir, coordinator);
+    let coordinator = leader_of(brokers, "__consumer_offsets", offsets_partition_of(&group));
+    kill_node(dir, coordinator);
     let killed = Instant::now();
     example.send(PEOPLE, PEOPLE);
-    wait_until_blocking(
+    example.wait_until(
         "the group handles everyone after the coordinator died",
         WAIT,
+        &logs,
         || people(&db).count == i64::try_from(2 * PEOPLE).unwrap(),
     );
     let recovered = killed.elapsed();
@@ -315,7 +330,7 @@ fn killing_the_group_coordinator_while_two_processes_consume_loses_nothing() {
         terminate(&member);
         assert_eq!(wait_for_exit(&mut member).code(), Some(0));
     }
-    restart_missing_nodes(&dir);
+    assert!(restart_missing_nodes(dir), "the cluster starts again");
     let stored = people(&db);
     eprintln!(
         "coordinator (node {coordinator}) killed: every person handled {recovered:?} later; {} repeated applications",
@@ -331,16 +346,16 @@ fn killing_the_group_coordinator_while_two_processes_consume_loses_nothing() {
 
 #[test]
 fn with_two_of_three_nodes_down_the_outbox_relay_is_unready_and_sends_every_row_when_they_return() {
-    let Some(Cluster { brokers, dir, .. }) = Cluster::alone() else {
+    let Some(cluster) = Cluster::alone() else {
         return;
     };
-    let dir = dir.as_path();
-    crate::outbox::an_outage_holds_the_rows_until_the_brokers_return(&brokers, || {
+    let (brokers, dir) = (cluster.brokers.as_str(), cluster.dir.as_path());
+    crate::outbox::an_outage_holds_the_rows_until_the_brokers_return(brokers, || {
         // Two nodes of three, whichever lead: below min.insync.replicas for every
         // partition.
         for node in [1, 2] {
             kill_node(dir, node);
         }
-        move || restart_missing_nodes(dir)
+        move || assert!(restart_missing_nodes(dir), "the cluster starts again")
     });
 }

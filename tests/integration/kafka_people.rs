@@ -3,10 +3,12 @@
 //! run them: topics and a group of their own, positions committed to the group, and the
 //! `people` table in a directory of their own.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use crate::support::{program, unique};
+use crate::support::{program, unique, wait_until_blocking};
 
 /// Processes of the example on one cluster, sharing topics, group and table.
 pub(crate) struct KafkaPeople {
@@ -113,4 +115,35 @@ impl KafkaPeople {
     pub(crate) fn log(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir().join(log)).unwrap_or_default()
     }
+
+    /// [`wait_until_blocking`], whose panic also shows the last lines (debug lines left
+    /// out) of the log files `logs`.
+    pub(crate) fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        logs: &[&str],
+        condition: impl FnMut() -> bool,
+    ) {
+        let waited = panic::catch_unwind(AssertUnwindSafe(|| {
+            wait_until_blocking(what, timeout, condition);
+        }));
+        if let Err(timed_out) = waited {
+            let mut shown = String::new();
+            for log in logs {
+                let text = self.log(log);
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains("DEBUG")).collect();
+                let last = &lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..];
+                shown.push_str(&format!("\n== {log}\n{}", last.join("\n")));
+            }
+            let reason = timed_out
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default();
+            panic!("{reason}; the logs end:{shown}");
+        }
+    }
 }
+
+/// The lines of each log a timed-out wait shows.
+const LOG_LINES_SHOWN: usize = 40;
