@@ -21,11 +21,10 @@ impl Failure {
     /// answer in time, else a failure.
     pub(super) fn backend(what: &str, error: &BackendError) -> Self {
         let message = format!("{what}: {}", error_chain(error));
-        match error.kind() {
-            BackendErrorKind::Connection | BackendErrorKind::Timeout => {
-                Failure::Unavailable(message)
-            }
-            _ => Failure::Failed(message),
+        if is_unavailable(error) {
+            Failure::Unavailable(message)
+        } else {
+            Failure::Failed(message)
         }
     }
 
@@ -60,6 +59,14 @@ impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
         Failure::Failed(format!("input/output failed: {error}"))
     }
+}
+
+/// Whether `error` says the backend could not be reached or did not answer in time.
+pub(super) fn is_unavailable(error: &BackendError) -> bool {
+    matches!(
+        error.kind(),
+        BackendErrorKind::Connection | BackendErrorKind::Timeout
+    )
 }
 
 /// The configuration's backend could not be opened.

@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
-use logpipe_core::{Admin, BackendErrorKind};
+use logpipe_core::Admin;
 
-use super::failure::{Failure, cannot_open};
+use super::failure::{Failure, cannot_open, is_unavailable};
 use super::lag::{LagArgs, lag};
 use super::leases::{LeasesArgs, leases};
 use super::offsets::{OffsetsCommand, offsets};
@@ -116,12 +116,7 @@ pub(super) fn run(
 /// left to the command (Kafka may create the stream, a tail waits for it).
 pub(super) async fn reach(backend: &AnyBackend, stream: &str, what: &str) -> Result<(), Failure> {
     match backend.describe_stream(stream).await {
-        Err(err)
-            if matches!(
-                err.kind(),
-                BackendErrorKind::Connection | BackendErrorKind::Timeout
-            ) =>
-        {
+        Err(err) if is_unavailable(&err) => {
             Err(Failure::backend(&format!("{what} {stream:?}"), &err))
         }
         _ => Ok(()),

@@ -10,9 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 /// What the proxy does with its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Link {
     /// Bytes go through.
+    #[default]
     Up,
     /// Every connection is closed, and each new one as soon as it is taken.
     Cut,
@@ -25,16 +26,13 @@ const TICK: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 struct State {
-    link: Mutex<Option<Link>>,
+    link: Mutex<Link>,
     changed: Condvar,
 }
 
 impl State {
     fn link(&self) -> Link {
-        self.link
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(Link::Up)
+        *self.link.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits while the link is stalled; returns whether it is up.
@@ -42,9 +40,9 @@ impl State {
         let link = self.link.lock().unwrap_or_else(PoisonError::into_inner);
         let link = self
             .changed
-            .wait_while(link, |link| *link == Some(Link::Stalled))
+            .wait_while(link, |link| *link == Link::Stalled)
             .unwrap_or_else(PoisonError::into_inner);
-        link.unwrap_or(Link::Up) == Link::Up
+        *link == Link::Up
     }
 }
 
@@ -75,7 +73,7 @@ impl TcpProxy {
             .state
             .link
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(link);
+            .unwrap_or_else(PoisonError::into_inner) = link;
         self.state.changed.notify_all();
     }
 }

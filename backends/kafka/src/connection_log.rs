@@ -166,7 +166,7 @@ impl ConnectionLog {
 }
 
 /// Whether `error` says a connection to a broker failed (refused, broken, TLS or SASL).
-fn is_connection_failure(error: &RdKafkaError) -> bool {
+pub(crate) fn is_connection_failure(error: &RdKafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(

@@ -1,6 +1,6 @@
 //! What can go wrong talking to Kafka.
 
-use crate::connection_log::ConnectionLog;
+use crate::connection_log::{ConnectionLog, is_connection_failure};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 
 /// Which group of librdkafka settings a setting was read from.
@@ -220,15 +220,10 @@ impl KafkaError {
         source: RdKafkaError,
         connections: &ConnectionLog,
     ) -> KafkaError {
-        let unreachable = source.rdkafka_error_code().is_some_and(|code| {
-            matches!(code_kind(code), ErrorKind::Connection | ErrorKind::Timeout)
-                || matches!(
-                    code,
-                    RDKafkaErrorCode::Authentication
-                        | RDKafkaErrorCode::SSL
-                        | RDKafkaErrorCode::SaslAuthenticationFailed
-                )
-        });
+        let unreachable = is_connection_failure(&source)
+            || source.rdkafka_error_code().is_some_and(|code| {
+                matches!(code_kind(code), ErrorKind::Connection | ErrorKind::Timeout)
+            });
         if !unreachable {
             return KafkaError::Metadata {
                 topic: topic.to_owned(),

@@ -144,6 +144,13 @@ const BROKER_SIDE_UNDER_CONSUMER_PROTOCOL: &[&str] = &[
 /// `group.protocol = "consumer"` (whose assignor is the broker's) says otherwise.
 const CLASSIC_ASSIGNOR: (&str, &str) = ("partition.assignment.strategy", "cooperative-sticky");
 
+/// Whether a consumer of `config` uses the consumer group protocol of KIP-848.
+fn uses_consumer_protocol(config: &ClientConfig) -> bool {
+    config
+        .get("group.protocol")
+        .is_some_and(|protocol| protocol.eq_ignore_ascii_case("consumer"))
+}
+
 impl KafkaSettings {
     /// Settings for the cluster at `brokers` (`host:port`, comma-separated), with defaults.
     pub fn new(brokers: impl Into<String>) -> Self {
@@ -311,12 +318,11 @@ impl KafkaSettings {
             config
                 .create_native_config()
                 .map_err(|source| self.setting_error(layer, source))?;
-        }
-        if self.consumer_property_is("group.protocol", "consumer") {
-            let config = self.client_config(SettingsLayer::Consumer, None);
-            if let Some((key, value)) = BROKER_SIDE_UNDER_CONSUMER_PROTOCOL
-                .iter()
-                .find_map(|key| Some((*key, config.get(key)?)))
+            if layer == SettingsLayer::Consumer
+                && uses_consumer_protocol(&config)
+                && let Some((key, value)) = BROKER_SIDE_UNDER_CONSUMER_PROTOCOL
+                    .iter()
+                    .find_map(|key| Some((*key, config.get(key)?)))
             {
                 // librdkafka refuses these only when the consumer is created.
                 let refused = rdkafka::error::KafkaError::ClientConfig(
@@ -325,7 +331,7 @@ impl KafkaSettings {
                     key.to_owned(),
                     value.to_owned(),
                 );
-                return Err(self.setting_error(SettingsLayer::Consumer, refused));
+                return Err(self.setting_error(layer, refused));
             }
         }
         Ok(())
@@ -344,27 +350,19 @@ impl KafkaSettings {
         for (key, value) in defaults {
             config.set(*key, *value);
         }
-        if layer == SettingsLayer::Consumer
-            && !self.consumer_property_is("group.protocol", "consumer")
-        {
-            config.set(CLASSIC_ASSIGNOR.0, CLASSIC_ASSIGNOR.1);
-        }
         if let Some(group) = group {
             config.set("group.id", group);
         }
         for (key, value) in self.global.iter().chain(overrides) {
             config.set(key, value);
         }
+        if layer == SettingsLayer::Consumer
+            && !uses_consumer_protocol(&config)
+            && config.get(CLASSIC_ASSIGNOR.0).is_none()
+        {
+            config.set(CLASSIC_ASSIGNOR.0, CLASSIC_ASSIGNOR.1);
+        }
         config
-    }
-
-    /// Whether a consumer's property `key` (from `[kafka.global]` or `[kafka.consumer]`)
-    /// is `value`, ignoring case.
-    fn consumer_property_is(&self, key: &str, value: &str) -> bool {
-        self.consumer
-            .get(key)
-            .or_else(|| self.global.get(key))
-            .is_some_and(|set| set.eq_ignore_ascii_case(value))
     }
 
     /// Turns librdkafka's refusal of a property into an error naming the layer it came
