@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let json = envelope::encode(Format::Json, &header, &message).unwrap();
     let msgpack = envelope::encode(Format::Msgpack, &header, &message).unwrap();
-    let mut context = Context::new(
+    let context = Context::new(
         "group",
         PartitionRef::new("people", "0"),
         Position::Offset(0),
@@ -101,10 +101,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(serde_json::from_slice::<Person>(black_box(&plain)).unwrap()))
     });
     decode.bench_function("logpipe_json", |b| {
-        b.iter(|| complete(registry.dispatch(black_box(&json), &mut context)).unwrap())
+        b.iter(|| complete(registry.dispatch(black_box(&json), context.clone())).unwrap())
     });
     decode.bench_function("logpipe_msgpack", |b| {
-        b.iter(|| complete(registry.dispatch(black_box(&msgpack), &mut context)).unwrap())
+        b.iter(|| complete(registry.dispatch(black_box(&msgpack), context.clone())).unwrap())
     });
     decode.finish();
 }

@@ -137,7 +137,10 @@ where
     F: Fn(Vec<(M, Context)>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), BatchError>> + Send,
 {
-    async fn handle_batch(&self, batch: Vec<(M, Context)>) -> Result<(), BatchError> {
-        (self.f)(batch).await
+    fn handle_batch(
+        &self,
+        batch: Vec<(M, Context)>,
+    ) -> impl Future<Output = Result<(), BatchError>> + Send {
+        (self.f)(batch)
     }
 }

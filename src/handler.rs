@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::marker::PhantomData;
 
+use futures_util::TryFutureExt;
+
 pub use logpipe_core::Context;
 
 use crate::BoxError;
@@ -106,7 +108,13 @@ where
     Fut: Future<Output = Result<(), E>> + Send,
     E: Into<BoxError>,
 {
-    async fn handle(&self, message: M, context: Context) -> Result<(), BoxError> {
-        (self.f)(message, context).await.map_err(Into::into)
+    // The closure's own future, not an `async` block around it, which would hold the
+    // message and the context twice: every record's call moves and stores it.
+    fn handle(
+        &self,
+        message: M,
+        context: Context,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        (self.f)(message, context).map_err(Into::into)
     }
 }

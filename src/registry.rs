@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use logpipe_core::BoxFuture;
 use logpipe_core::hash::FnvBuildHasher;
 
 use crate::BoxError;
@@ -546,8 +547,9 @@ impl Registry {
     /// version) once, or, for a version read through upcasters, the handler of the
     /// version they make.
     ///
-    /// Sets `context.message_type`, `version` and `producer` from the envelope. The
-    /// message is decoded into the handler's type only after its (type, version) matched.
+    /// The context moves into the handler's call, with `message_type`, `version` and
+    /// `producer` set from the envelope. The message is decoded into the handler's type
+    /// only after its (type, version) matched.
     ///
     /// A panic in the handler, or in the decoding of its message type, is caught and
     /// returned as [`DispatchError::Panicked`]; it does not unwind into the caller.
@@ -557,31 +559,41 @@ impl Registry {
     /// [`DispatchError::Skipped`] when the record is to be skipped (malformed, invalid,
     /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
     /// returned an error; [`DispatchError::Panicked`] when it panicked.
-    pub async fn dispatch(&self, value: &[u8], context: &mut Context) -> Result<(), DispatchError> {
-        self.dispatch_unless_own(value, context, None).await
+    pub async fn dispatch(&self, value: &[u8], context: Context) -> Result<(), DispatchError> {
+        self.start(value, context, None)?.run().await
     }
 
-    /// [`dispatch`](Self::dispatch), skipping a record written by producer `own` (with
-    /// [`SkipReason::Own`]) before its handler runs.
-    pub(crate) async fn dispatch_unless_own(
+    /// Decodes a record value and starts its handler's call, as
+    /// [`dispatch`](Self::dispatch) does, skipping a record written by producer `own`
+    /// (with [`SkipReason::Own`]).
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError::Skipped`], or [`DispatchError::Panicked`] when decoding the
+    /// message panicked.
+    pub(crate) fn start(
         &self,
         value: &[u8],
-        context: &mut Context,
+        context: Context,
         own: Option<&str>,
-    ) -> Result<(), DispatchError> {
-        let call =
-            match catch(|| self.start_unless_own(value, context, own)).map_err(panicked)?? {
-                Started::Call(call) => call,
-                // A batch handler, called with a batch of one.
-                Started::Message(batch, message) => {
-                    let batch_call = batch.call_batch(vec![(message, context.clone())]);
-                    Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
-                }
-            };
-        match CatchPanic::new(call).await {
-            Ok(handled) => handled.map_err(DispatchError::Handler),
-            Err(message) => Err(panicked(message)),
-        }
+    ) -> Result<Call<'_>, DispatchError> {
+        let mut context = Some(context);
+        let (identity, started) =
+            catch(|| self.start_uncaught(value, &mut context, own)).map_err(panicked)??;
+        let (message_type, version) = identity;
+        let future = match started {
+            Started::Call(call) => call,
+            // A batch handler, called with a batch of one.
+            Started::Message(batch, message, context) => {
+                let batch_call = batch.call_batch(vec![(message, context)]);
+                Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
+            }
+        };
+        Ok(Call {
+            message_type,
+            version,
+            future,
+        })
     }
 
     /// The number of the batch handler that takes a record with this value, if a batch
@@ -617,7 +629,7 @@ impl Registry {
 
     /// Decodes the values of `records` (which [`batch_of`](Self::batch_of) gave one
     /// number) and runs their batch handler once with those that decode: an outcome for
-    /// each record, in order, as [`dispatch_unless_own`](Self::dispatch_unless_own)
+    /// each record, in order, as [`start`](Self::start)
     /// gives for one. A record the batch error names fails; the others are handled.
     pub(crate) async fn dispatch_batch(
         &self,
@@ -629,18 +641,22 @@ impl Registry {
         let mut in_batch = Vec::new();
         let mut handler: Option<&dyn ErasedBatch> = None;
         for (index, (value, context)) in records.iter_mut().enumerate() {
-            match catch(|| self.start_unless_own(value, context, own)) {
-                Ok(Ok(Started::Message(batch, message))) => {
-                    handler = Some(batch);
-                    messages.push((message, context.clone()));
-                    in_batch.push(index);
-                    outcomes.push(Ok(()));
+            let mut slot = Some(context.clone());
+            match catch(|| self.start_uncaught(value, &mut slot, own)) {
+                Ok(Ok(((message_type, version), started))) => {
+                    context.message_type = message_type;
+                    context.version = version;
+                    match started {
+                        Started::Message(batch, message, context) => {
+                            handler = Some(batch);
+                            messages.push((message, context));
+                            in_batch.push(index);
+                            outcomes.push(Ok(()));
+                        }
+                        // Not a batch handler's record after all: handled on its own.
+                        Started::Call(call) => outcomes.push(caught(call).await),
+                    }
                 }
-                // Not a batch handler's record after all: handled on its own.
-                Ok(Ok(Started::Call(call))) => outcomes.push(match CatchPanic::new(call).await {
-                    Ok(handled) => handled.map_err(DispatchError::Handler),
-                    Err(message) => Err(panicked(message)),
-                }),
                 Ok(Err(reason)) => outcomes.push(Err(DispatchError::Skipped(reason))),
                 Err(message) => outcomes.push(Err(panicked(message))),
             }
@@ -675,8 +691,13 @@ impl Registry {
 
     /// The handler for an envelope of the usual shape (`json:`, keys in the order
     /// producers write them), started after one pass over the record; `None` for
-    /// anything else, which [`start`](Self::start) then reads in full.
-    fn start_usual_json<'a>(&'a self, value: &[u8], context: &mut Context) -> Option<Started<'a>> {
+    /// anything else, which [`start_uncaught`](Self::start_uncaught) then reads in full.
+    fn start_usual_json<'a>(
+        &'a self,
+        value: &[u8],
+        own: Option<&str>,
+        context: &mut Option<Context>,
+    ) -> Option<(Identity, Started<'a>)> {
         let body = value.strip_prefix(b"json:")?;
         let prefix = json_scan::scan_prefix(body)?;
         let Some(TypeEntry::Handled { name, versions }) = self.entry(prefix.message_type) else {
@@ -685,33 +706,25 @@ impl Registry {
         let entry = versions
             .iter()
             .find(|entry| entry.version == prefix.version)?;
-        entry.handler.call_json_prefix(
+        let identity = (*name, prefix.version);
+        let started = entry.handler.call_json_prefix(
             &body[prefix.message_start..],
-            (*name, prefix.version),
+            identity,
+            own,
             context,
-        )
+        )?;
+        Some((identity, started))
     }
 
-    /// [`start`](Self::start), refusing a record of producer `own`: the producer is
-    /// known only once the envelope is read, so its handler's call, started, is dropped
-    /// before it runs.
-    fn start_unless_own<'a>(
+    /// Starts the handler of the record (or keeps its message for a batch) with the
+    /// context in `context`, refusing a record of producer `own`; a panic unwinds.
+    fn start_uncaught<'a>(
         &'a self,
         value: &[u8],
-        context: &mut Context,
+        context: &mut Option<Context>,
         own: Option<&str>,
-    ) -> Result<Started<'a>, SkipReason> {
-        let started = self.start(value, context)?;
-        match (own, context.producer.as_deref()) {
-            (Some(own), Some(producer)) if own == producer => Err(SkipReason::Own {
-                producer: producer.to_owned(),
-            }),
-            _ => Ok(started),
-        }
-    }
-
-    fn start<'a>(&'a self, value: &[u8], context: &mut Context) -> Result<Started<'a>, SkipReason> {
-        if let Some(started) = self.start_usual_json(value, context) {
+    ) -> Result<(Identity, Started<'a>), SkipReason> {
+        if let Some(started) = self.start_usual_json(value, own, context) {
             return Ok(started);
         }
         let envelope = match envelope::decode(value) {
@@ -768,17 +781,54 @@ impl Registry {
                 }
             }
         };
-        set_envelope(
-            context,
-            (name, envelope.version),
-            envelope.producer.as_deref(),
-        );
-        handler.call(&envelope.body, context).map_err(|source| {
+        if let (Some(own), Some(producer)) = (own, envelope.producer.as_deref())
+            && own == producer
+        {
+            return Err(SkipReason::Own {
+                producer: producer.to_owned(),
+            });
+        }
+        let identity = (name, envelope.version);
+        if let Some(context) = context {
+            set_envelope(context, identity, envelope.producer.as_deref());
+        }
+        let started = handler.call(&envelope.body, context).map_err(|source| {
             skip(SkipReason::Validation {
                 message_type: owned(),
                 version: envelope.version,
                 source,
             })
-        })
+        })?;
+        Ok((identity, started))
+    }
+}
+
+/// The (type, version) of a record's envelope, whose handler was found.
+type Identity = (&'static str, u64);
+
+/// A record's handler call, started by [`Registry::start`]: the (type, version) of its
+/// envelope, and the call.
+pub(crate) struct Call<'a> {
+    pub(crate) message_type: &'static str,
+    pub(crate) version: u64,
+    future: BoxFuture<'a, Result<(), BoxError>>,
+}
+
+impl Call<'_> {
+    /// Runs the call to its end, a panic in it caught.
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError::Handler`] or [`DispatchError::Panicked`].
+    pub(crate) async fn run(self) -> Result<(), DispatchError> {
+        caught(self.future).await
+    }
+}
+
+/// What a handler's call came to, a panic in it caught.
+async fn caught(call: BoxFuture<'_, Result<(), BoxError>>) -> Result<(), DispatchError> {
+    match CatchPanic::new(call).await {
+        Ok(handled) => handled.map_err(DispatchError::Handler),
+        Err(message) => Err(panicked(message)),
     }
 }

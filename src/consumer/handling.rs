@@ -147,59 +147,65 @@ impl<S: OffsetStore> Worker<S> {
             })
     }
 
-    fn context_of(&self, record: &mut Record) -> Context {
+    /// The context of `record` for its handler, which each attempt's call takes.
+    fn context_of(&self, record: &Record) -> Context {
         let mut context = Context::new(
             Arc::clone(&self.group),
             record.partition.clone(),
             record.position.clone(),
         );
-        // The key moves to the context (each attempt's handler gets a copy of it) and
-        // back to the record for the paths that need the whole record again.
-        context.key = record.key.take();
+        context.key.clone_from(&record.key);
         context.timestamp = record.timestamp;
         context
     }
 
-    async fn handle_in_span(&self, mut record: Record, stops: Arc<Stops>) -> Outcome {
+    async fn handle_in_span(&self, record: Record, stops: Arc<Stops>) -> Outcome {
         let stops = &*stops;
-        let mut context = self.context_of(&mut record);
         let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
         let mut attempts = 0;
         let mut retrying = None;
+        // The envelope's (type, version), once its handler was found.
+        let mut identity = ("", 0);
         loop {
             attempts += 1;
             let started = Instant::now();
-            let outcome = tokio::select! {
-                biased;
-                outcome = self.registry.dispatch_unless_own(&record.value, &mut context, self.own_producer()) => outcome,
-                () = stops.calls.cancelled() => return Outcome::Cancelled,
+            let outcome = match self.registry.start(
+                &record.value,
+                self.context_of(&record),
+                self.own_producer(),
+            ) {
+                Ok(call) => {
+                    if attempts == 1 {
+                        let span = tracing::Span::current();
+                        span.record("type", call.message_type);
+                        span.record("version", call.version);
+                    }
+                    identity = (call.message_type, call.version);
+                    tokio::select! {
+                        biased;
+                        outcome = call.run() => outcome,
+                        () = stops.calls.cancelled() => return Outcome::Cancelled,
+                    }
+                }
+                Err(error) => Err(error),
             };
             let elapsed = started.elapsed();
-            if attempts == 1 && !context.message_type.is_empty() {
-                let span = tracing::Span::current();
-                span.record("type", context.message_type);
-                span.record("version", context.version);
-            }
             let failure =
                 match outcome.map_err(|error| Failure::of(error, &record.partition.stream)) {
                     Ok(()) => {
                         return Outcome::Handled {
                             elapsed,
-                            message_type: context.message_type,
+                            message_type: identity.0,
                         };
                     }
-                    Err(Err(reason)) => {
-                        record.key = context.key.take();
-                        return Box::pin(self.skip(&record, reason)).await;
-                    }
+                    Err(Err(reason)) => return Box::pin(self.skip(&record, reason)).await,
                     Err(Ok(failure)) if handled_elsewhere(&*failure.error) => {
-                        return self.handled_elsewhere(&record, &failure, elapsed, &context);
+                        return self.handled_elsewhere(&record, &failure, elapsed, identity.0);
                     }
                     Err(Ok(failure)) => failure,
                 };
             if attempts > self.options.max_retries {
-                record.key = context.key.take();
-                return Box::pin(self.handler_failed(record, &context, attempts, failure)).await;
+                return Box::pin(self.handler_failed(record, identity, attempts, failure)).await;
             }
             self.log_retry(&record, attempts, &failure, backoff);
             retrying.get_or_insert_with(|| Retrying::start(self, stops));
@@ -217,7 +223,7 @@ impl<S: OffsetStore> Worker<S> {
         record: &Record,
         failure: &Failure,
         elapsed: Duration,
-        context: &Context,
+        message_type: &'static str,
     ) -> Outcome {
         metrics::counter!("logpipe_records_fenced_total", "stream" => Arc::clone(&record.partition.stream))
             .increment(1);
@@ -229,7 +235,7 @@ impl<S: OffsetStore> Worker<S> {
         );
         Outcome::Handled {
             elapsed,
-            message_type: context.message_type,
+            message_type,
         }
     }
 
@@ -271,14 +277,10 @@ impl<S: OffsetStore> Worker<S> {
     async fn handle_batch_in_span(&self, batch: Vec<Queued>, stops: &Stops) -> Vec<Finished> {
         let mut records: Vec<(Record, Ticket, Context)> = batch
             .into_iter()
-            .map(
-                |Queued {
-                     mut record, ticket, ..
-                 }| {
-                    let context = self.context_of(&mut record);
-                    (record, ticket, context)
-                },
-            )
+            .map(|Queued { record, ticket, .. }| {
+                let context = self.context_of(&record);
+                (record, ticket, context)
+            })
             .collect();
         let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
         let mut attempts = 0;
@@ -323,25 +325,20 @@ impl<S: OffsetStore> Worker<S> {
             backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
         };
         let mut finished = Vec::with_capacity(records.len());
-        for ((mut record, ticket, mut context), (outcome, elapsed)) in
-            records.into_iter().zip(outcomes)
-        {
+        for ((record, ticket, context), (outcome, elapsed)) in records.into_iter().zip(outcomes) {
             let stream = Arc::clone(&record.partition.stream);
             let outcome = match outcome.map_err(|error| Failure::of(error, &stream)) {
                 Ok(()) => Outcome::Handled {
                     elapsed,
                     message_type: context.message_type,
                 },
-                Err(Err(reason)) => {
-                    record.key = context.key.take();
-                    self.skip(&record, reason).await
-                }
+                Err(Err(reason)) => self.skip(&record, reason).await,
                 Err(Ok(failure)) if handled_elsewhere(&*failure.error) => {
-                    self.handled_elsewhere(&record, &failure, elapsed, &context)
+                    self.handled_elsewhere(&record, &failure, elapsed, context.message_type)
                 }
                 Err(Ok(failure)) => {
-                    record.key = context.key.take();
-                    self.handler_failed(record, &context, attempts, failure)
+                    let identity = (context.message_type, context.version);
+                    self.handler_failed(record, identity, attempts, failure)
                         .await
                 }
             };
@@ -391,7 +388,7 @@ impl<S: OffsetStore> Worker<S> {
     async fn handler_failed(
         &self,
         record: Record,
-        context: &Context,
+        (message_type, version): (&'static str, u64),
         attempts: u32,
         failure: Failure,
     ) -> Outcome {
@@ -414,8 +411,8 @@ impl<S: OffsetStore> Worker<S> {
             HandlerErrorPolicy::Stop => Outcome::Stop(Error::Handler {
                 partition: record.partition,
                 position: record.position,
-                message_type: context.message_type,
-                version: context.version,
+                message_type,
+                version,
                 attempts,
                 source: failure.error,
             }),

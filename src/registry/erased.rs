@@ -3,6 +3,7 @@
 //! decoded and kept for a call on many.
 
 use std::any::{Any, TypeId, type_name};
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -14,28 +15,36 @@ use crate::envelope::{Body, BodyError, json_scan};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
 
-/// What a handler does with a decoded message.
+/// What a handler does with a decoded message and its context.
 pub(super) enum Started<'a> {
     /// A single handler's call on it, started.
     Call(BoxFuture<'a, Result<(), BoxError>>),
-    /// A batch handler's message, for a call with others, and the handler.
-    Message(&'a dyn ErasedBatch, Box<dyn Any + Send>),
+    /// A batch handler's message and context, for a call with others, and the handler.
+    Message(&'a dyn ErasedBatch, Box<dyn Any + Send>, Context),
 }
 
 /// A handler of some message type.
+///
+/// The record's context waits in a slot, which the handler's call takes when it starts
+/// (or the batch handler's message when it is kept); otherwise it is left there.
 pub(super) trait ErasedHandler: Send + Sync {
     /// Decodes the message in `body` and starts the handler (or keeps the message).
-    fn call<'a>(&'a self, body: &Body<'_>, context: &Context) -> Result<Started<'a>, BodyError>;
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &mut Option<Context>,
+    ) -> Result<Started<'a>, BodyError>;
 
     /// Decodes the message at the start of `rest` (a JSON envelope from its `message`
-    /// on), checks that the envelope ends as producers end it, sets `context` and starts
-    /// the handler (or keeps the message). `None` when anything is unusual: then the full
-    /// path decides.
+    /// on), checks that the envelope ends as producers end it and was not written by
+    /// producer `own`, sets the context and starts the handler (or keeps the message).
+    /// `None` when anything is unusual: then the full path decides.
     fn call_json_prefix<'a>(
         &'a self,
         rest: &[u8],
         identity: (&'static str, u64),
-        context: &mut Context,
+        own: Option<&str>,
+        context: &mut Option<Context>,
     ) -> Option<Started<'a>>;
 
     /// Starts the handler on a message decoded already (the newer message an upcaster
@@ -47,7 +56,7 @@ pub(super) trait ErasedHandler: Send + Sync {
     fn take<'a>(
         &'a self,
         message: Box<dyn Any + Send>,
-        context: &Context,
+        context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError>;
 
     /// The batch handler, if this is one (or the one an upcaster's messages go to).
@@ -75,19 +84,37 @@ pub(super) fn set_envelope(
     context.message_type = message_type;
     context.version = version;
     if context.producer.as_deref() != producer {
-        context.producer = producer.map(Arc::from);
+        context.producer = producer.map(shared_producer);
     }
+}
+
+thread_local! {
+    /// The producer id this thread last put in a context: the records of a stream mostly
+    /// come from one producer, whose id is then shared instead of copied for each.
+    static LAST_PRODUCER: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// `producer` as shared text, the one of the last record when it is the same.
+fn shared_producer(producer: &str) -> Arc<str> {
+    LAST_PRODUCER.with_borrow_mut(|last| match last {
+        Some(shared) if **shared == *producer => Arc::clone(shared),
+        _ => Arc::clone(last.insert(Arc::from(producer))),
+    })
 }
 
 /// The message at the start of `rest`, for [`ErasedHandler::call_json_prefix`].
 pub(super) fn decode_json_prefix<M: Message>(
     rest: &[u8],
     identity: (&'static str, u64),
+    own: Option<&str>,
     context: &mut Context,
 ) -> Option<M> {
     let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
     let message = messages.next()?.ok()?;
     let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
+    if own.is_some() && producer == own {
+        return None;
+    }
     set_envelope(context, identity, producer);
     Some(message)
 }
@@ -98,46 +125,56 @@ pub(super) struct Typed<M, H> {
     message: PhantomData<fn(M)>,
 }
 
-impl<M, H> Typed<M, H> {
+impl<M: Message, H: Handler<M>> Typed<M, H> {
     pub(super) fn new(handler: H) -> Self {
         Self {
             handler,
             message: PhantomData,
         }
     }
+
+    fn start(&self, message: M, context: &mut Option<Context>) -> Started<'_> {
+        Started::Call(Box::pin(self.handler.handle(message, take(context))))
+    }
+}
+
+/// The context from its slot, where it waits until a call takes it.
+pub(super) fn take(context: &mut Option<Context>) -> Context {
+    context
+        .take()
+        .expect("a record's context is taken by one call")
 }
 
 impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
-    fn call<'a>(&'a self, body: &Body<'_>, context: &Context) -> Result<Started<'a>, BodyError> {
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &mut Option<Context>,
+    ) -> Result<Started<'a>, BodyError> {
         let message: M = body.deserialize()?;
-        Ok(Started::Call(Box::pin(
-            self.handler.handle(message, context.clone()),
-        )))
+        Ok(self.start(message, context))
     }
 
     fn call_json_prefix<'a>(
         &'a self,
         rest: &[u8],
         identity: (&'static str, u64),
-        context: &mut Context,
+        own: Option<&str>,
+        context: &mut Option<Context>,
     ) -> Option<Started<'a>> {
-        let message = decode_json_prefix::<M>(rest, identity, context)?;
-        Some(Started::Call(Box::pin(
-            self.handler.handle(message, context.clone()),
-        )))
+        let message = decode_json_prefix::<M>(rest, identity, own, context.as_mut()?)?;
+        Some(self.start(message, context))
     }
 
     fn take<'a>(
         &'a self,
         message: Box<dyn Any + Send>,
-        context: &Context,
+        context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError> {
         let message = *message
             .downcast::<M>()
             .expect("an upcaster hands on the message type of its target");
-        Ok(Started::Call(Box::pin(
-            self.handler.handle(message, context.clone()),
-        )))
+        Ok(self.start(message, context))
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {
@@ -165,27 +202,32 @@ impl<M, H> TypedBatch<M, H> {
 }
 
 impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
-    fn call<'a>(&'a self, body: &Body<'_>, _: &Context) -> Result<Started<'a>, BodyError> {
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &mut Option<Context>,
+    ) -> Result<Started<'a>, BodyError> {
         let message: M = body.deserialize()?;
-        Ok(Started::Message(self, Box::new(message)))
+        Ok(Started::Message(self, Box::new(message), take(context)))
     }
 
     fn call_json_prefix<'a>(
         &'a self,
         rest: &[u8],
         identity: (&'static str, u64),
-        context: &mut Context,
+        own: Option<&str>,
+        context: &mut Option<Context>,
     ) -> Option<Started<'a>> {
-        let message = decode_json_prefix::<M>(rest, identity, context)?;
-        Some(Started::Message(self, Box::new(message)))
+        let message = decode_json_prefix::<M>(rest, identity, own, context.as_mut()?)?;
+        Some(Started::Message(self, Box::new(message), take(context)))
     }
 
     fn take<'a>(
         &'a self,
         message: Box<dyn Any + Send>,
-        _: &Context,
+        context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError> {
-        Ok(Started::Message(self, message))
+        Ok(Started::Message(self, message, take(context)))
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {

@@ -27,6 +27,7 @@ pub(super) trait ErasedUpcaster: Send + Sync {
         &self,
         rest: &[u8],
         identity: (&'static str, u64),
+        own: Option<&str>,
         context: &mut Context,
     ) -> Option<Box<dyn Any + Send>>;
 
@@ -67,9 +68,10 @@ where
         &self,
         rest: &[u8],
         identity: (&'static str, u64),
+        own: Option<&str>,
         context: &mut Context,
     ) -> Option<Box<dyn Any + Send>> {
-        let old = decode_json_prefix::<Old>(rest, identity, context)?;
+        let old = decode_json_prefix::<Old>(rest, identity, own, context)?;
         Some(Box::new(old))
     }
 
@@ -93,40 +95,37 @@ pub(super) struct Upcasting {
     pub(super) next: Arc<dyn ErasedHandler>,
 }
 
-impl Upcasting {
-    fn forward<'a>(
-        &'a self,
-        message: Box<dyn Any + Send>,
-        context: &Context,
-    ) -> Result<Started<'a>, BoxError> {
-        let newer = self.step.upcast(message)?;
-        self.next.take(newer, context)
-    }
-}
-
 impl ErasedHandler for Upcasting {
-    fn call<'a>(&'a self, body: &Body<'_>, context: &Context) -> Result<Started<'a>, BodyError> {
+    fn call<'a>(
+        &'a self,
+        body: &Body<'_>,
+        context: &mut Option<Context>,
+    ) -> Result<Started<'a>, BodyError> {
         let message = self.step.decode(body)?;
-        self.forward(message, context).map_err(BodyError::Upcast)
+        self.take(message, context).map_err(BodyError::Upcast)
     }
 
     fn call_json_prefix<'a>(
         &'a self,
         rest: &[u8],
         identity: (&'static str, u64),
-        context: &mut Context,
+        own: Option<&str>,
+        context: &mut Option<Context>,
     ) -> Option<Started<'a>> {
-        let message = self.step.decode_json_prefix(rest, identity, context)?;
+        let message = self
+            .step
+            .decode_json_prefix(rest, identity, own, context.as_mut()?)?;
         // A refusal is reported by the full path, which upcasts again.
-        self.forward(message, context).ok()
+        self.take(message, context).ok()
     }
 
     fn take<'a>(
         &'a self,
         message: Box<dyn Any + Send>,
-        context: &Context,
+        context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError> {
-        self.forward(message, context)
+        let newer = self.step.upcast(message)?;
+        self.next.take(newer, context)
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {

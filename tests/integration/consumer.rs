@@ -864,7 +864,7 @@ fn an_exact_handler_wins_over_an_upcaster_and_a_refusing_upcaster_is_a_validatio
         };
         encode(Format::Json, &header, &serde_json::json!({ "n": n })).unwrap()
     };
-    let mut context = Context::new(
+    let context = Context::new(
         "g",
         logpipe::PartitionRef::new("s", "0"),
         Position::Offset(0),
@@ -874,7 +874,7 @@ fn an_exact_handler_wins_over_an_upcaster_and_a_refusing_upcaster_is_a_validatio
         .unwrap();
     for value in [record(1, 4), record(2, 5), record(3, 6)] {
         runtime
-            .block_on(registry.dispatch(&value, &mut context))
+            .block_on(registry.dispatch(&value, context.clone()))
             .unwrap();
     }
     // The v1 record goes to the v2 handler, which is exact for the version v1 is upcast
@@ -888,7 +888,7 @@ fn an_exact_handler_wins_over_an_upcaster_and_a_refusing_upcaster_is_a_validatio
         ]
     );
     let refused = runtime
-        .block_on(registry.dispatch(&record(1, 0), &mut context))
+        .block_on(registry.dispatch(&record(1, 0), context))
         .unwrap_err();
     let logpipe::registry::DispatchError::Skipped(reason) = refused else {
         panic!("not skipped: {refused:?}");
@@ -1002,7 +1002,7 @@ fn an_upcaster_must_make_the_rust_type_its_target_takes_and_may_feed_a_batch_han
         &serde_json::json!({ "n": 1 }),
     )
     .unwrap();
-    let mut context = Context::new(
+    let context = Context::new(
         "g",
         logpipe::PartitionRef::new("s", "0"),
         Position::Offset(0),
@@ -1010,7 +1010,7 @@ fn an_upcaster_must_make_the_rust_type_its_target_takes_and_may_feed_a_batch_han
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()
-        .block_on(registry.dispatch(&value, &mut context))
+        .block_on(registry.dispatch(&value, context))
         .unwrap();
     assert_eq!(*batches.lock().unwrap(), [vec![(101, 1)]]);
 }

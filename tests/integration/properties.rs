@@ -126,9 +126,9 @@ proptest! {
             }))
             .build()
             .unwrap();
-        let mut context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(0));
+        let context = Context::new("g", PartitionRef::new("s", "0"), Position::Offset(0));
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(registry.dispatch(&value, &mut context)).unwrap();
+        runtime.block_on(registry.dispatch(&value, context)).unwrap();
         prop_assert_eq!(seen.lock().unwrap().take(), Some((message, producer)));
     }
 }

@@ -101,12 +101,12 @@ async fn every_decode_vector_gets_the_outcome_django_logpipe_gave_it() {
     let registry = vectors_registry(&seen);
     for vector in decode_vectors() {
         seen.lock().unwrap().clear();
-        let mut context = Context::new(
+        let context = Context::new(
             "group",
             PartitionRef::new("stream", "0"),
             Position::Offset(0),
         );
-        let result = registry.dispatch(&vector.value(), &mut context).await;
+        let result = registry.dispatch(&vector.value(), context).await;
         match vector.expect.outcome.as_str() {
             "ok" => {
                 assert!(result.is_ok(), "vector {}: {result:?}", vector.name);
@@ -156,12 +156,12 @@ fn envelopes_with_versions_that_are_not_integers_are_unknown_versions() {
         .unwrap();
     for version in ["\"1\"", "1.0", "true", "-1", "null", "[1]"] {
         let value = format!(r#"json:{{"type":"us-state","version":{version},"message":{{}}}}"#);
-        let mut context = Context::new(
+        let context = Context::new(
             "group",
             PartitionRef::new("stream", "0"),
             Position::Offset(0),
         );
-        let result = runtime.block_on(registry.dispatch(value.as_bytes(), &mut context));
+        let result = runtime.block_on(registry.dispatch(value.as_bytes(), context));
         let Err(DispatchError::Skipped(reason)) = result else {
             panic!("{version}: {result:?}")
         };
@@ -204,12 +204,12 @@ async fn bad_json_inside_a_message_is_malformed_whatever_the_type() {
             "validation",
         ),
     ] {
-        let mut context = Context::new(
+        let context = Context::new(
             "group",
             PartitionRef::new("stream", "0"),
             Position::Offset(0),
         );
-        let result = registry.dispatch(value, &mut context).await;
+        let result = registry.dispatch(value, context).await;
         let Err(DispatchError::Skipped(reason)) = result else {
             panic!("{result:?}")
         };
