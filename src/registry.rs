@@ -17,7 +17,7 @@ use crate::message::Message;
 mod erased;
 mod upcast;
 
-use erased::{ErasedBatch, ErasedHandler, Started, Typed, TypedBatch, set_envelope};
+use erased::{ErasedBatch, ErasedHandler, Started, Typed, TypedBatch, refuse_own, set_envelope};
 use upcast::{ErasedUpcaster, TypedUpcaster, Upcasting};
 
 /// Why a record was skipped instead of handled.
@@ -690,14 +690,15 @@ impl Registry {
     }
 
     /// The handler for an envelope of the usual shape (`json:`, keys in the order
-    /// producers write them), started after one pass over the record; `None` for
-    /// anything else, which [`start_uncaught`](Self::start_uncaught) then reads in full.
+    /// producers write them), started (or refused as this service's own) after one pass
+    /// over the record; `None` for anything else, which
+    /// [`start_uncaught`](Self::start_uncaught) then reads in full.
     fn start_usual_json<'a>(
         &'a self,
         value: &[u8],
         own: Option<&str>,
         context: &mut Option<Context>,
-    ) -> Option<(Identity, Started<'a>)> {
+    ) -> Option<Result<(Identity, Started<'a>), SkipReason>> {
         let body = value.strip_prefix(b"json:")?;
         let prefix = json_scan::scan_prefix(body)?;
         let Some(TypeEntry::Handled { name, versions }) = self.entry(prefix.message_type) else {
@@ -713,7 +714,7 @@ impl Registry {
             own,
             context,
         )?;
-        Some((identity, started))
+        Some(started.map(|started| (identity, started)))
     }
 
     /// Starts the handler of the record (or keeps its message for a batch) with the
@@ -725,7 +726,7 @@ impl Registry {
         own: Option<&str>,
     ) -> Result<(Identity, Started<'a>), SkipReason> {
         if let Some(started) = self.start_usual_json(value, own, context) {
-            return Ok(started);
+            return started;
         }
         let envelope = match envelope::decode(value) {
             Ok(envelope) => envelope,
@@ -781,13 +782,7 @@ impl Registry {
                 }
             }
         };
-        if let (Some(own), Some(producer)) = (own, envelope.producer.as_deref())
-            && own == producer
-        {
-            return Err(SkipReason::Own {
-                producer: producer.to_owned(),
-            });
-        }
+        refuse_own(own, envelope.producer.as_deref())?;
         let identity = (name, envelope.version);
         if let Some(context) = context {
             set_envelope(context, identity, envelope.producer.as_deref());

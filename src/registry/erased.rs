@@ -14,6 +14,7 @@ use crate::batch_handler::{BatchError, BatchHandler};
 use crate::envelope::{Body, BodyError, json_scan};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
+use crate::registry::SkipReason;
 
 /// What a handler does with a decoded message and its context.
 pub(super) enum Started<'a> {
@@ -37,15 +38,15 @@ pub(super) trait ErasedHandler: Send + Sync {
 
     /// Decodes the message at the start of `rest` (a JSON envelope from its `message`
     /// on), checks that the envelope ends as producers end it and was not written by
-    /// producer `own`, sets the context and starts the handler (or keeps the message).
-    /// `None` when anything is unusual: then the full path decides.
+    /// producer `own` ([`SkipReason::Own`]), sets the context and starts the handler (or
+    /// keeps the message). `None` when anything is unusual: then the full path decides.
     fn call_json_prefix<'a>(
         &'a self,
         rest: &[u8],
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Option<Context>,
-    ) -> Option<Started<'a>>;
+    ) -> Option<Result<Started<'a>, SkipReason>>;
 
     /// Starts the handler on a message decoded already (the newer message an upcaster
     /// made), or keeps the message.
@@ -102,21 +103,31 @@ fn shared_producer(producer: &str) -> Arc<str> {
     })
 }
 
+/// Refuses a record written by producer `own`, this service's own.
+pub(super) fn refuse_own(own: Option<&str>, producer: Option<&str>) -> Result<(), SkipReason> {
+    match (own, producer) {
+        (Some(own), Some(producer)) if own == producer => Err(SkipReason::Own {
+            producer: producer.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The message at the start of `rest`, for [`ErasedHandler::call_json_prefix`].
 pub(super) fn decode_json_prefix<M: Message>(
     rest: &[u8],
     identity: (&'static str, u64),
     own: Option<&str>,
     context: &mut Context,
-) -> Option<M> {
+) -> Option<Result<M, SkipReason>> {
     let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
     let message = messages.next()?.ok()?;
     let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
-    if own.is_some() && producer == own {
-        return None;
+    if let Err(own) = refuse_own(own, producer) {
+        return Some(Err(own));
     }
     set_envelope(context, identity, producer);
-    Some(message)
+    Some(Ok(message))
 }
 
 /// A single handler of messages `M`.
@@ -161,9 +172,9 @@ impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Option<Context>,
-    ) -> Option<Started<'a>> {
+    ) -> Option<Result<Started<'a>, SkipReason>> {
         let message = decode_json_prefix::<M>(rest, identity, own, context.as_mut()?)?;
-        Some(self.start(message, context))
+        Some(message.map(|message| self.start(message, context)))
     }
 
     fn take<'a>(
@@ -217,9 +228,9 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Option<Context>,
-    ) -> Option<Started<'a>> {
+    ) -> Option<Result<Started<'a>, SkipReason>> {
         let message = decode_json_prefix::<M>(rest, identity, own, context.as_mut()?)?;
-        Some(Started::Message(self, Box::new(message), take(context)))
+        Some(message.map(|message| Started::Message(self, Box::new(message), take(context))))
     }
 
     fn take<'a>(

@@ -15,6 +15,7 @@ use crate::BoxError;
 use crate::envelope::{Body, BodyError};
 use crate::handler::Context;
 use crate::message::Message;
+use crate::registry::SkipReason;
 
 /// An upcaster from one message type to another, with the types erased.
 pub(super) trait ErasedUpcaster: Send + Sync {
@@ -29,7 +30,7 @@ pub(super) trait ErasedUpcaster: Send + Sync {
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Context,
-    ) -> Option<Box<dyn Any + Send>>;
+    ) -> Option<Result<Box<dyn Any + Send>, SkipReason>>;
 
     /// Turns the older message (as decoded) into the newer one.
     fn upcast(&self, old: Box<dyn Any + Send>) -> Result<Box<dyn Any + Send>, BoxError>;
@@ -70,9 +71,9 @@ where
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Context,
-    ) -> Option<Box<dyn Any + Send>> {
+    ) -> Option<Result<Box<dyn Any + Send>, SkipReason>> {
         let old = decode_json_prefix::<Old>(rest, identity, own, context)?;
-        Some(Box::new(old))
+        Some(old.map(|old| Box::new(old) as Box<dyn Any + Send>))
     }
 
     fn upcast(&self, old: Box<dyn Any + Send>) -> Result<Box<dyn Any + Send>, BoxError> {
@@ -111,12 +112,16 @@ impl ErasedHandler for Upcasting {
         identity: (&'static str, u64),
         own: Option<&str>,
         context: &mut Option<Context>,
-    ) -> Option<Started<'a>> {
-        let message = self
+    ) -> Option<Result<Started<'a>, SkipReason>> {
+        let message = match self
             .step
-            .decode_json_prefix(rest, identity, own, context.as_mut()?)?;
+            .decode_json_prefix(rest, identity, own, context.as_mut()?)?
+        {
+            Ok(message) => message,
+            Err(own) => return Some(Err(own)),
+        };
         // A refusal is reported by the full path, which upcasts again.
-        self.take(message, context).ok()
+        self.take(message, context).ok().map(Ok)
     }
 
     fn take<'a>(
