@@ -80,8 +80,8 @@ impl DeadLetter {
         ]);
         let outgoing = OutgoingRecord {
             stream: Arc::clone(&self.stream),
-            key: record.key.clone(),
-            value: record.value.clone(),
+            key: record.key.as_deref().map(<[u8]>::to_vec),
+            value: record.value.to_vec(),
             headers,
         };
         self.backend.enqueue_boxed(outgoing).await?.await

@@ -105,7 +105,7 @@ pub use registry::{Registry, RegistryError, SkipReason};
 #[doc = include_str!("../README.md")]
 struct ReadmeExamples;
 
-pub use logpipe_core::{BoxError, error_chain};
+pub use logpipe_core::{BoxError, Bytes, error_chain};
 
 /// Items the macros of this crate use. Not public API.
 #[doc(hidden)]

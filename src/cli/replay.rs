@@ -109,8 +109,8 @@ pub(super) async fn replay(config: Config, args: ReplayArgs) -> Result<(), Failu
             .into_iter()
             .map(|record| OutgoingRecord {
                 stream: Arc::clone(&to),
-                key: record.key,
-                value: record.value,
+                key: record.key.map(Vec::from),
+                value: record.value.into(),
                 headers: record.headers,
             })
             .collect();

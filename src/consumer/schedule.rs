@@ -626,13 +626,14 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Bytes;
 
     fn record(partition: &str, offset: i64, key: Option<&str>, timestamp: SystemTime) -> Record {
         Record {
             partition: PartitionRef::new("s", partition),
             position: Position::Offset(offset),
-            key: key.map(|key| key.as_bytes().to_vec()),
-            value: Vec::new(),
+            key: key.map(|key| Bytes::copy_from_slice(key.as_bytes())),
+            value: Bytes::new(),
             headers: Vec::new(),
             timestamp: Some(timestamp),
         }

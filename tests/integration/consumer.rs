@@ -14,8 +14,8 @@ use logpipe::dead_letter::{DeadLetter, HEADER_REASON};
 use logpipe::embedded::EmbeddedLog;
 use logpipe::offsets::MemoryOffsetStore;
 use logpipe::{
-    BoxError, Consumer, ConsumerOptions, Context, Error, Message, Position, Producer, Registry,
-    RegistryError, handler_fn,
+    BoxError, Bytes, Consumer, ConsumerOptions, Context, Error, Message, Position, Producer,
+    Registry, RegistryError, handler_fn,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use serde::{Deserialize, Serialize};
@@ -680,7 +680,7 @@ async fn failing_reads_make_a_consumer_stalled_until_a_read_succeeds() {
         partition: PartitionRef::new("people", "1"),
         position: Position::Offset(0),
         key: None,
-        value: br#"json:{"type":"person","version":1,"message":{"uuid":"a"}}"#.to_vec(),
+        value: Bytes::from_static(br#"json:{"type":"person","version":1,"message":{"uuid":"a"}}"#),
         headers: Vec::new(),
         timestamp: None,
     }])));

@@ -417,7 +417,7 @@ async fn kafka_records_enqueued_across_a_broker_restart_keep_each_keys_order() {
     let mut by_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
     for (record, seq) in records.iter().zip(seqs_read(&records)) {
         by_key
-            .entry(record.key.clone().unwrap())
+            .entry(record.key.as_deref().unwrap().to_vec())
             .or_default()
             .push(seq);
     }

@@ -187,7 +187,7 @@ fn killing_a_partition_leader_during_keyed_sends_loses_and_repeats_no_acknowledg
     let mut seen: HashMap<(String, usize), usize> = HashMap::new();
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
     for record in &records {
-        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+        let key = String::from_utf8(record.key.as_deref().unwrap().to_vec()).unwrap();
         let seq: usize = std::str::from_utf8(&record.value).unwrap().parse().unwrap();
         if let Some(before) = last.insert(key.clone(), seq) {
             assert!(seq > before, "{key}: {seq} after {before}");
@@ -279,7 +279,7 @@ fn with_two_of_three_nodes_down_a_send_fails_retriably_and_sending_works_again_w
 
     // What was acknowledged is there, before the outage and after it.
     let records = read_everything(&runtime, &client, &stream);
-    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_slice()).collect();
+    let values: Vec<&[u8]> = records.iter().map(|r| &*r.value).collect();
     assert_eq!(values.first(), Some(&&b"before"[..]), "{values:?}");
     assert_eq!(values.last(), Some(&&b"after"[..]), "{values:?}");
 }

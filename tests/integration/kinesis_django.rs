@@ -189,7 +189,7 @@ async fn logpipe_reads_every_field_django_logpipe_writes_in_json_and_msgpack() {
             .handle(handler_fn(move |person: Person, context: Context| {
                 handled.lock().unwrap().push((
                     person,
-                    context.key.clone(),
+                    context.key.as_deref().map(<[u8]>::to_vec),
                     context.producer.as_deref().map(str::to_owned),
                     context.message_type,
                     context.version,

@@ -61,7 +61,7 @@ fn change_of(record: &logpipe::Record) -> (String, u64) {
     let envelope: serde_json::Value =
         serde_json::from_str(value.strip_prefix("json:").unwrap()).unwrap();
     assert_eq!(envelope["producer"], "crm", "{value}");
-    let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+    let key = String::from_utf8(record.key.as_deref().unwrap().to_vec()).unwrap();
     assert_eq!(envelope["message"]["key"], key.as_str());
     (key, envelope["message"]["n"].as_u64().unwrap())
 }

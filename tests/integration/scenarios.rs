@@ -434,13 +434,13 @@ fn bad_records_and_failing_handlers_are_dead_lettered_with_their_origin(setup: S
     let headers = !setup.is_kinesis();
     let mut origins = BTreeSet::new();
     for record in &dead_letters {
-        let (key, reason) = expected.get(&record.value).unwrap_or_else(|| {
+        let (key, reason) = expected.get(&*record.value).unwrap_or_else(|| {
             panic!(
                 "an unexpected dead letter {:?}",
                 String::from_utf8_lossy(&record.value)
             )
         });
-        assert_eq!(&record.key, key);
+        assert_eq!(record.key.as_deref(), key.as_deref());
         if !headers {
             assert!(record.headers.is_empty());
             continue;
@@ -456,7 +456,7 @@ fn bad_records_and_failing_handlers_are_dead_lettered_with_their_origin(setup: S
             header(dead_letter::HEADER_POSITION),
         ));
     }
-    let mut values: Vec<&Vec<u8>> = dead_letters.iter().map(|r| &r.value).collect();
+    let mut values: Vec<&[u8]> = dead_letters.iter().map(|r| &*r.value).collect();
     values.sort();
     values.dedup();
     assert_eq!(

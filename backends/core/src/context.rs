@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use crate::{PartitionRef, Position};
 
 /// Where a message came from, passed to its handler (and by the handler to a store that
@@ -18,7 +20,7 @@ pub struct Context {
     /// Its position there.
     pub position: Position,
     /// The record key, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// When the record was written, if the backend knows.
     pub timestamp: Option<SystemTime>,
     /// The envelope's message type (empty until a handler matched).

@@ -45,6 +45,8 @@ pub mod time;
 
 pub use admin::{Admin, Boundary, Extent, Lag, PartitionInfo, RangeBound, RangeRead};
 pub use backend::Backend;
+/// The shared byte buffer of record keys and values (re-exported from `bytes`).
+pub use bytes::Bytes;
 pub use consumer::{ConsumerBackend, ConsumerEvent, StartFrom};
 pub use context::Context;
 pub use error::{BackendError, BackendErrorKind, BoxError, error_chain};

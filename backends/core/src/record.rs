@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 /// Where a record sits in its partition or shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Position {
@@ -156,6 +158,10 @@ pub struct RecordHeader {
 }
 
 /// A record read from a stream.
+///
+/// Its key and value are [`Bytes`]: a backend that reads many records at once may hand out
+/// slices of one buffer, and copying a record (or its key into a [`Context`](crate::Context))
+/// copies no bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The partition it was read from.
@@ -163,9 +169,9 @@ pub struct Record {
     /// Its position in that partition.
     pub position: Position,
     /// The record key, if it has one.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The record value: an envelope, or anything else a stream may hold.
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// The record headers (left out by a backend told that they are not wanted; see
     /// [`ConsumerBackend::want_headers`](crate::ConsumerBackend::want_headers)).
     pub headers: Vec<RecordHeader>,

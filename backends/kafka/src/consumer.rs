@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc as std_mpsc};
 use std::time::Duration;
 
+use logpipe_core::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::topic_partition_list::Offset;
@@ -45,9 +46,9 @@ pub struct KafkaRecord {
     /// The offset.
     pub offset: i64,
     /// The key, if the record has one.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// The value (empty for a null value).
-    pub value: Vec<u8>,
+    pub value: Bytes,
     /// The headers, in order (none when [`KafkaConsumer::read_headers`] turned them off).
     pub headers: Vec<(String, Vec<u8>)>,
     /// When it was written, in milliseconds since the Unix epoch, if known.
@@ -108,10 +109,8 @@ pub(crate) enum Handover {
 pub(crate) type EventResult = Result<Handover, KafkaError>;
 
 /// Records polled and not handed over yet. Their keys and values sit in one buffer, so
-/// that the polling thread allocates once per batch; [`KafkaConsumer::next_event`] makes
-/// each record's own copies on the application's thread, which frees them too (the
-/// allocator takes a lock when a thread frees what another one allocated, record after
-/// record).
+/// that the polling thread allocates once per batch; [`KafkaConsumer::next_event`] hands
+/// each record slices of it (the buffer is freed when the last of them is dropped).
 #[derive(Default)]
 pub(crate) struct Polled {
     bytes: Vec<u8>,
@@ -146,14 +145,15 @@ impl Polled {
 
     fn into_records(self) -> Vec<KafkaRecord> {
         let Polled { bytes, records } = self;
+        let bytes = Bytes::from(bytes);
         records
             .into_iter()
             .map(|r| KafkaRecord {
                 stream: r.stream,
                 partition: r.partition,
                 offset: r.offset,
-                key: r.key.map(|key| bytes[key].to_vec()),
-                value: bytes[r.value].to_vec(),
+                key: r.key.map(|key| bytes.slice(key)),
+                value: bytes.slice(r.value),
                 headers: r.headers,
                 timestamp_ms: r.timestamp_ms,
             })

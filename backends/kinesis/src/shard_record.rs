@@ -149,8 +149,8 @@ impl From<ShardRecord> for Record {
         Record {
             partition: crate::consumer::partition_of(&record.shard),
             position,
-            key: Some(record.partition_key.into_bytes()),
-            value: record.data,
+            key: Some(record.partition_key.into_bytes().into()),
+            value: record.data.into(),
             headers: record
                 .explicit_hash_key
                 .map(|key| RecordHeader {
@@ -201,7 +201,7 @@ mod tests {
                 .map(|r| {
                     (
                         r.position.to_string(),
-                        String::from_utf8(r.key.unwrap()).unwrap(),
+                        String::from_utf8(r.key.unwrap().into()).unwrap(),
                         r.headers,
                     )
                 })

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use logpipe_core::leases::{LeaseChanges, LeaseFences, LeaseKeeper, LeaseUnit, Leaser};
 use logpipe_core::{
-    Backend, BackendError, BackendErrorKind, ConsumerBackend, ConsumerEvent, PartitionRef,
+    Backend, BackendError, BackendErrorKind, Bytes, ConsumerBackend, ConsumerEvent, PartitionRef,
     Position, Record, RecordHeader, StartFrom,
 };
 use rusqlite::{OptionalExtension, params};
@@ -228,8 +228,8 @@ impl EmbeddedConsumer {
                         Ok(Record {
                             partition: partition_ref.clone(),
                             position: Position::Offset(row.get(0)?),
-                            key: row.get(1)?,
-                            value: row.get(2)?,
+                            key: row.get::<_, Option<Vec<u8>>>(1)?.map(Bytes::from),
+                            value: row.get::<_, Vec<u8>>(2)?.into(),
                             headers: headers
                                 .and_then(|text| serde_json::from_str::<Vec<RecordHeader>>(&text).ok())
                                 .unwrap_or_default(),

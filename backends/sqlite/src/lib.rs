@@ -34,7 +34,7 @@
 //!     consumer.seek(partition, None).await?;
 //! }
 //! let ConsumerEvent::Records(records) = consumer.next_event().await? else { panic!() };
-//! assert_eq!(records[0].value, b"v");
+//! assert_eq!(records[0].value, &b"v"[..]);
 //! assert_eq!(records[0].partition, delivery.partition);
 //! # Ok::<(), logpipe_core::BackendError>(())
 //! # }).unwrap();

@@ -144,7 +144,7 @@ async fn read_whole<R: RangeRead>(mut range: R) -> Vec<Record> {
 fn values(records: &[Record]) -> Vec<String> {
     records
         .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
         .collect()
 }
 
