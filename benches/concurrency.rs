@@ -1,6 +1,8 @@
 //! What concurrent handling buys: records a second through one consumer whose handler
 //! awaits a 5 ms timer (a database write, say), at `concurrency` 1, 16, 64 and 256 with
-//! `ordering = "key"` over 1,000 keys, against the ideal `min(concurrency, keys) / 5 ms`;
+//! `ordering = "key"` over 1,000 keys, against the ideal `min(concurrency, keys) / 5 ms`
+//! and against the same waits with no consumer at all (tokio's timer alone, which wakes
+//! later than asked);
 //! a handler that does nothing at `concurrency` 256 against 1 (what the machinery costs
 //! when handlers never wait); and SQLite inserts of 20,000 rows by a per-record handler
 //! (one transaction each) against a `BatchHandler` (one transaction per 500).
@@ -25,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use common::{mean_ns, output_dir, unique};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use logpipe::backend::{Backend, StartFrom};
 use logpipe::consumer::Ordering;
 use logpipe::embedded::EmbeddedLog;
@@ -87,6 +91,7 @@ fn fill<B: Backend + Clone>(runtime: &tokio::runtime::Runtime, backend: &B, what
 #[derive(Default)]
 struct Clock {
     first: Mutex<Option<Instant>>,
+    last: Mutex<Option<Instant>>,
     handled: AtomicU64,
 }
 
@@ -95,11 +100,19 @@ impl Clock {
         self.first.lock().unwrap().get_or_insert_with(Instant::now);
     }
 
-    /// Counts `records` handled; cancels `stop` once `total` are.
+    /// Counts `records` handled; notes the time and cancels `stop` once `total` are.
     fn handled(&self, records: u64, total: u64, stop: &CancellationToken) {
         if self.handled.fetch_add(records, AtomicOrdering::SeqCst) + records >= total {
+            self.last.lock().unwrap().get_or_insert_with(Instant::now);
             stop.cancel();
         }
+    }
+
+    /// From the first handler call to the last record handled.
+    fn took(&self) -> Duration {
+        let first = self.first.lock().unwrap().expect("records were handled");
+        let last = self.last.lock().unwrap().expect("every record was handled");
+        last - first
     }
 }
 
@@ -131,8 +144,43 @@ fn consume<B: Backend, S: OffsetStore>(
         .unwrap();
     let consumer = Consumer::new(reader, store, registry, group.as_str()).with_options(options);
     runtime.block_on(consumer.run(shutdown)).unwrap();
-    let first = clock.first.lock().unwrap().expect("records were handled");
-    first.elapsed()
+    // Not the shutdown after it: storing positions and leaving the group.
+    clock.took()
+}
+
+/// The waits of the timer handler with no consumer: `total` waits of [`DELAY`],
+/// `concurrency` at a time, in one set of futures polled by one task as a consumer polls
+/// its calls. What tokio's timer allows, the baseline of the timer measurements.
+fn timers_alone(runtime: &tokio::runtime::Runtime, concurrency: u32, total: u64) -> Duration {
+    runtime.block_on(async {
+        let start = Instant::now();
+        let mut waits = FuturesUnordered::new();
+        for _ in 0..total {
+            if waits.len() == concurrency as usize {
+                waits.next().await;
+            }
+            waits.push(tokio::time::sleep(DELAY));
+        }
+        while waits.next().await.is_some() {}
+        start.elapsed()
+    })
+}
+
+fn bench_timers_alone(c: &mut Criterion, runtime: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("tokio_timer");
+    configure(&mut group);
+    for concurrency in LEVELS {
+        let total = records_at(concurrency);
+        group.throughput(Throughput::Elements(total));
+        group.bench_function(format!("c{concurrency}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| timers_alone(runtime, concurrency, total))
+                    .sum()
+            })
+        });
+    }
+    group.finish();
 }
 
 /// A registry whose job handler does `work`, stopping the consumer after `total`.
@@ -309,22 +357,27 @@ fn speed(group: &str, id: &str, records: u64) -> Option<f64> {
 
 fn report(backends: &[&str]) {
     println!(
-        "\n{:<22} {:>6} {:>12} {:>10} {:>10}",
-        "timer handler (5 ms)", "calls", "records/s", "of ideal", "vs c1"
+        "\n{:<22} {:>6} {:>12} {:>10} {:>10} {:>10}",
+        "timer handler (5 ms)", "calls", "records/s", "of ideal", "vs c1", "vs timer"
     );
-    for name in backends {
-        let group = format!("{name}_timer");
+    for name in ["tokio_timer"].iter().chain(backends) {
+        let group = match *name {
+            "tokio_timer" => name.to_string(),
+            _ => format!("{name}_timer"),
+        };
         let Some(serial) = speed(&group, "c1", records_at(1)) else {
             continue;
         };
         for concurrency in LEVELS {
             let id = format!("c{concurrency}");
+            let alone = speed("tokio_timer", &id, records_at(concurrency));
             if let Some(speed) = speed(&group, &id, records_at(concurrency)) {
                 let ideal = f64::from(concurrency).min(KEYS as f64) / DELAY.as_secs_f64();
                 println!(
-                    "{name:<22} {concurrency:>6} {speed:>12.0} {:>10.2} {:>9.1}x",
+                    "{name:<22} {concurrency:>6} {speed:>12.0} {:>10.2} {:>9.1}x {:>9.2}x",
                     speed / ideal,
-                    speed / serial
+                    speed / serial,
+                    alone.map_or(f64::NAN, |alone| speed / alone)
                 );
             }
         }
@@ -359,6 +412,7 @@ fn main() {
         .configure_from_args();
     let dir = tempfile::tempdir().unwrap();
     let log = runtime.block_on(async { EmbeddedLog::open(dir.path().join("log.db")).unwrap() });
+    bench_timers_alone(&mut criterion, &runtime);
     bench_backend(&mut criterion, &runtime, &log, "embedded");
     bench_batches(&mut criterion, &runtime, dir.path());
     let mut backends = vec!["embedded"];
