@@ -19,7 +19,8 @@ pub struct Context {
     pub partition: PartitionRef,
     /// Its position there.
     pub position: Position,
-    /// The record key, if any.
+    /// The record key, if any: it shares the buffer of its record (see
+    /// [`Record`](crate::Record)), so copy it to keep it beyond the call.
     pub key: Option<Bytes>,
     /// When the record was written, if the backend knows.
     pub timestamp: Option<SystemTime>,

@@ -161,7 +161,8 @@ pub struct RecordHeader {
 ///
 /// Its key and value are [`Bytes`]: a backend that reads many records at once may hand out
 /// slices of one buffer, and copying a record (or its key into a [`Context`](crate::Context))
-/// copies no bytes.
+/// copies no bytes. Such a slice keeps the whole buffer alive: copy it
+/// (`key.to_vec()`) to keep a few bytes of it for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The partition it was read from.
