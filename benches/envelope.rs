@@ -2,7 +2,9 @@
 //! on the same 200-byte message, measured in the same run.
 //!
 //! `cargo bench --bench envelope` prints criterion's figures, then the ratio of each
-//! logpipe measurement to its baseline and the messages per second on one core.
+//! logpipe measurement to its baseline and the messages per second on one core, then the
+//! same ratios measured in pairs: baseline and logpipe in turn, in many short rounds, so
+//! that both see the same moments of a shared machine's load.
 
 mod common;
 
@@ -10,7 +12,7 @@ use common::{mean_ns, output_dir};
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use logpipe::envelope::{self, Format, Header};
@@ -57,7 +59,10 @@ fn complete<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// A measured job: one encode, or one decode and dispatch.
+type Job<'a> = Box<dyn FnMut() + 'a>;
+
+fn bench(c: &mut Criterion, paired: bool) {
     let message = person();
     let plain = serde_json::to_vec(&message).unwrap();
     println!("message size: {} bytes of JSON", plain.len());
@@ -107,6 +112,89 @@ fn bench(c: &mut Criterion) {
         b.iter(|| complete(registry.dispatch(black_box(&msgpack), context.clone())).unwrap())
     });
     decode.finish();
+    report();
+
+    if paired {
+        let encode_plain = || {
+            black_box(serde_json::to_vec(black_box(&message)).unwrap());
+        };
+        let encode_json = || {
+            black_box(envelope::encode(Format::Json, &header, black_box(&message)).unwrap());
+        };
+        let decode_plain = || {
+            black_box(serde_json::from_slice::<Person>(black_box(&plain)).unwrap());
+        };
+        let dispatch = |value: &[u8]| {
+            complete(registry.dispatch(black_box(value), context.clone())).unwrap();
+        };
+        print_paired(&mut [
+            (
+                "encode",
+                "logpipe_json",
+                Box::new(encode_plain),
+                Box::new(encode_json),
+            ),
+            (
+                "decode_dispatch",
+                "logpipe_json",
+                Box::new(decode_plain),
+                Box::new(|| dispatch(&json)),
+            ),
+            (
+                "decode_dispatch",
+                "logpipe_msgpack",
+                Box::new(decode_plain),
+                Box::new(|| dispatch(&msgpack)),
+            ),
+        ]);
+    }
+}
+
+/// Rounds of a paired measurement, and the calls of each job in one round (about a
+/// millisecond).
+const ROUNDS: usize = 600;
+const CALLS_PER_ROUND: u32 = 2_000;
+
+/// The time `candidate` takes over the time `baseline` takes, round by round, the two
+/// run in turn (which goes first alternates): its lower quartile, median and upper
+/// quartile.
+fn paired_ratio(baseline: &mut dyn FnMut(), candidate: &mut dyn FnMut()) -> [f64; 3] {
+    let time = |job: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..CALLS_PER_ROUND {
+            job();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    let mut ratios: Vec<f64> = (0..ROUNDS)
+        .map(|round| {
+            if round % 2 == 0 {
+                let base = time(baseline);
+                time(candidate) / base
+            } else {
+                let took = time(candidate);
+                took / time(baseline)
+            }
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    [
+        ratios[ROUNDS / 4],
+        ratios[ROUNDS / 2],
+        ratios[ROUNDS * 3 / 4],
+    ]
+}
+
+/// Prints the paired ratio of each (group, measurement, baseline, candidate).
+fn print_paired(pairs: &mut [(&str, &str, Job<'_>, Job<'_>)]) {
+    println!(
+        "\npaired with serde_json, {ROUNDS} rounds of {CALLS_PER_ROUND} calls each:\n{:<18} {:<16} {:>8} {:>18}",
+        "group", "measurement", "ratio", "quartiles"
+    );
+    for (group, id, baseline, candidate) in pairs {
+        let [low, median, high] = paired_ratio(baseline, candidate);
+        println!("{group:<18} {id:<16} {median:>7.2}x {low:>8.2}x - {high:.2}x");
+    }
 }
 
 fn report() {
@@ -136,7 +224,13 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    bench(&mut criterion);
+    // Only when benchmarking, and not under a profiler (`--profile-time`), which
+    // measures one job alone.
+    let arguments: Vec<String> = std::env::args().collect();
+    let paired = arguments.iter().any(|argument| argument == "--bench")
+        && !arguments
+            .iter()
+            .any(|argument| argument == "--profile-time");
+    bench(&mut criterion, paired);
     criterion.final_summary();
-    report();
 }
