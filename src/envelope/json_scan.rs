@@ -1,10 +1,11 @@
 //! Fast paths for reading JSON envelopes of the usual shape.
 //!
 //! Producers write `{"type":"..","version":N,"message":..,"producer":".."}`.
-//! - [`scan_prefix`] and [`scan_suffix`] read that exact key order around a message that
-//!   the handler's type parses straight from the body: one pass in all. Written without
-//!   whitespace, as producers write it, the envelope is compared byte for byte with what
-//!   it must be; with whitespace it is scanned.
+//! - [`scan_prefix`] reads that exact key order up to the message and [`split_suffix`]
+//!   the end after it, backwards, so that the handler's type parses the message straight
+//!   from the body: one pass over it in all. Written without whitespace, as producers
+//!   write it, the prefix is compared byte for byte with what it must be; with
+//!   whitespace it is scanned.
 //! - [`scan`] reads the same keys in any order, finding the bounds of `message` by its
 //!   quotes and brackets, without parsing it.
 //!
@@ -110,37 +111,51 @@ fn spaced_prefix(body: &[u8]) -> Option<Prefix<'_>> {
     })
 }
 
-/// Reads the end of an envelope after its message: `}` or `,"producer":".."}`, with
-/// nothing after. Returns the producer, or `None` for anything else.
-pub(crate) fn scan_suffix(rest: &[u8]) -> Option<Option<&str>> {
-    if rest == b"}" {
-        return Some(None);
-    }
-    if let Some(producer) = rest.strip_prefix(b",\"producer\":\"")
-        && let Some((producer, b"}")) = plain_then_quote(producer)
-    {
-        return Some(Some(producer));
-    }
-    spaced_suffix(rest)
+/// Splits what follows `"message":` into the message and the producer, reading the end
+/// of the envelope backwards: `}` or `,"producer":".."}`, with any whitespace.
+///
+/// The message is not checked: when it is one JSON value, this is the only reading of
+/// the envelope (a `,"producer":".."` inside a message is either escaped or leaves more
+/// than one value). `None` when the envelope does not end with `}`.
+pub(crate) fn split_suffix(rest: &[u8]) -> Option<(&[u8], Option<&str>)> {
+    let inside = match rest.strip_suffix(b"}") {
+        Some(inside) => inside,
+        None => trim_end(rest).strip_suffix(b"}")?,
+    };
+    Some(split_producer(inside).unwrap_or((inside, None)))
 }
 
-/// The end of an envelope after its message, with any whitespace.
-fn spaced_suffix(rest: &[u8]) -> Option<Option<&str>> {
-    let mut scanner = Scanner { bytes: rest, at: 0 };
-    scanner.whitespace();
-    let producer = match scanner.next()? {
-        b'}' => None,
-        b',' => {
-            scanner.key("producer")?;
-            let producer = scanner.plain_string()?;
-            scanner.whitespace();
-            scanner.expect(b'}')?;
-            Some(producer)
-        }
-        _ => return None,
+/// `inside` as the message, then `,"producer":"<plain string>"`, if it ends so.
+fn split_producer(inside: &[u8]) -> Option<(&[u8], Option<&str>)> {
+    let quoted = match inside.strip_suffix(b"\"") {
+        Some(quoted) => quoted,
+        None => trim_end(inside).strip_suffix(b"\"")?,
     };
-    scanner.whitespace();
-    (scanner.at == rest.len()).then_some(producer)
+    let open = quoted
+        .iter()
+        .rposition(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    if quoted[open] != b'"' {
+        return None;
+    }
+    let producer = std::str::from_utf8(&quoted[open + 1..]).ok()?;
+    let before = &quoted[..open];
+    let message = match before.strip_suffix(b",\"producer\":") {
+        Some(message) => message,
+        None => {
+            let key = trim_end(before).strip_suffix(b":")?;
+            trim_end(trim_end(key).strip_suffix(b"\"producer\"")?).strip_suffix(b",")?
+        }
+    };
+    Some((message, Some(producer)))
+}
+
+/// `bytes` without the JSON whitespace at its end.
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        .map_or(0, |last| last + 1);
+    &bytes[..end]
 }
 
 /// The plain string (no escapes, no control characters) at the start of `bytes`, up to
@@ -291,22 +306,50 @@ mod tests {
             br#"{"a":1}"#
         );
         assert_eq!(
-            scan_suffix(&body[prefix.message_start + 7..]),
-            Some(Some("p"))
+            split_suffix(&body[prefix.message_start..]),
+            Some((&br#"{"a":1} "#[..], Some("p")))
         );
-        assert_eq!(scan_suffix(b"}"), Some(None));
-        for suffix in [
-            &b""[..],
-            b"}}",
-            b",\"trace\":\"x\"}",
-            b",\"producer\":null}",
-            b"} x",
+        assert_eq!(split_suffix(b"1}"), Some((&b"1"[..], None)));
+        assert_eq!(
+            split_suffix(b"1,\"producer\":\"p\"} "),
+            Some((&b"1"[..], Some("p")))
+        );
+        assert_eq!(split_suffix(b""), None);
+        assert_eq!(split_suffix(b"1} x"), None);
+    }
+
+    #[test]
+    fn a_suffix_read_wrongly_leaves_no_single_message() {
+        // Each splits into a message that is not one JSON value, which the full parser
+        // then reads (and refuses).
+        for rest in [
+            &b"}}"[..],
+            b"1,\"trace\":\"x\"}",
+            b"1,\"producer\":null}",
+            b"1,\"producer\":\"p\\\"q\"}",
+            b"1,\"producer\":\"p\n\"}",
+            b"}\x0c",
         ] {
-            assert_eq!(
-                scan_suffix(suffix),
-                None,
+            let message = split_suffix(rest).map(|(message, _)| message);
+            assert!(
+                message.is_none_or(|message| {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(message).is_err()
+                }),
                 "{}",
-                String::from_utf8_lossy(suffix)
+                String::from_utf8_lossy(rest)
+            );
+        }
+        // A message holding the producer's key, escaped, is the message.
+        for rest in [
+            &br#""s,\"producer\":\"x"}"#[..],
+            br#"{"a":",\"producer\":\"x"}}"#,
+        ] {
+            let (message, producer) = split_suffix(rest).unwrap();
+            assert_eq!(
+                (message, producer),
+                (&rest[..rest.len() - 1], None),
+                "{}",
+                String::from_utf8_lossy(rest)
             );
         }
         assert!(scan_prefix(br#"{"version":1,"type":"t","message":1}"#).is_none());
@@ -319,8 +362,8 @@ mod tests {
         assert_eq!((prefix.message_type, prefix.version), ("t", u64::MAX));
         assert_eq!(&body[prefix.message_start..][..1], b"1");
         assert_eq!(
-            scan_suffix(&body[prefix.message_start + 1..]),
-            Some(Some("p"))
+            split_suffix(&body[prefix.message_start..]),
+            Some((&b"1"[..], Some("p")))
         );
         for unusual in [
             &br#"{"type":"t","version":18446744073709551616,"message":1}"#[..],
@@ -334,8 +377,6 @@ mod tests {
                 String::from_utf8_lossy(unusual)
             );
         }
-        assert_eq!(scan_suffix(br#","producer":"p\n"}"#), None);
-        assert_eq!(scan_suffix(br#","producer":"p"} "#), Some(Some("p")));
     }
 
     #[test]

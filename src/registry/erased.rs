@@ -120,9 +120,8 @@ pub(super) fn decode_json_prefix<M: Message>(
     own: Option<&str>,
     context: &mut Context,
 ) -> Option<Result<M, SkipReason>> {
-    let mut messages = serde_json::Deserializer::from_slice(rest).into_iter::<M>();
-    let message = messages.next()?.ok()?;
-    let producer = json_scan::scan_suffix(&rest[messages.byte_offset()..])?;
+    let (message, producer) = json_scan::split_suffix(rest)?;
+    let message = serde_json::from_slice::<M>(message).ok()?;
     if let Err(own) = refuse_own(own, producer) {
         return Some(Err(own));
     }

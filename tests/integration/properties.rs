@@ -16,6 +16,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<String>().prop_map(Value::String),
         // Characters Python escapes or that need care: line separators, controls, quotes.
         "[\u{2028}\u{2029}\u{0}-\u{1f}\"\\\\/é東🚀]{0,8}".prop_map(Value::String),
+        // Text that looks like the end of an envelope, which a reader going backwards
+        // from the end must not take for it.
+        "(,\"producer\":\"[a-z]{0,3}\"\\}?|[ ,:}\"]){1,4}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
@@ -89,13 +92,14 @@ struct AnyValue(Value);
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Envelopes in the usual shape take a one-pass path; reordered keys, whitespace and
-    /// extra keys take the full one. Both must hand the handler the same message.
+    /// Envelopes in the usual key order take a one-pass path (with or without
+    /// whitespace); reordered keys and extra keys take the full one. Both must hand the
+    /// handler the same message and producer.
     #[test]
     fn every_envelope_shape_reaches_the_handler_unchanged(
         message in json_value(),
         producer in proptest::option::of("[a-z0-9\\\\\"]{0,6}"),
-        shape in 0..4u8,
+        shape in 0..5u8,
     ) {
         use std::sync::{Arc, Mutex};
         use logpipe::{Context, PartitionRef, Position, Registry, handler_fn};
@@ -114,6 +118,14 @@ proptest! {
             2 => {
                 envelope.insert("trace".into(), Value::from("x"));
                 format!("json:{}", Value::Object(envelope)).into_bytes()
+            }
+            3 => {
+                // The usual key order, with whitespace around everything.
+                let producer = producer
+                    .as_ref()
+                    .map(|producer| format!(" , \"producer\" : {}", Value::from(producer.as_str())))
+                    .unwrap_or_default();
+                format!("json:{{ \"type\" : \"any\" , \"version\" : 7 , \"message\" : {message}{producer} }} ").into_bytes()
             }
             _ => envelope::encode(Format::Msgpack, &header, &message).unwrap(),
         };
