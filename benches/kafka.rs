@@ -19,15 +19,19 @@
 //!
 //! It needs `LOGPIPE_TEST_KAFKA` (set by `tests/services/run`); without it, it says so and
 //! measures nothing. It prints criterion's figures, then records per second and how fast
-//! logpipe is against each measurement.
+//! logpipe is against each measurement, then each consume measurement in its phases:
+//! joining the group (until the first record), reading the records (first to last), and
+//! leaving it; only the middle one is the clients' own work.
 
 mod common;
 
 use common::{Person, output_dir, person, unique};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -106,9 +110,57 @@ fn timed(iters: u64, mut run: impl FnMut()) -> Duration {
     start.elapsed()
 }
 
+/// The phases of one consume measurement, from its start: until its first record was
+/// read, until its last one, and until the member had left its group.
+#[derive(Clone, Copy)]
+struct Phases {
+    first: Duration,
+    last: Duration,
+    end: Duration,
+}
+
+/// Notes a consume measurement's phases as its records are read.
+struct PhaseClock {
+    start: Instant,
+    first: OnceLock<Duration>,
+    last: OnceLock<Duration>,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            first: OnceLock::new(),
+            last: OnceLock::new(),
+        }
+    }
+
+    /// Record number `read` (from 1) was read.
+    fn read(&self, read: u64) {
+        if read == 1 {
+            let _ = self.first.set(self.start.elapsed());
+        }
+        if read == CONSUME {
+            let _ = self.last.set(self.start.elapsed());
+        }
+    }
+
+    fn finish(&self) -> Phases {
+        Phases {
+            first: self.first.get().copied().unwrap_or_default(),
+            last: self.last.get().copied().unwrap_or_default(),
+            end: self.start.elapsed(),
+        }
+    }
+}
+
+/// The phases of every consume measurement's runs, by measurement.
+type PhaseLog = RefCell<BTreeMap<&'static str, Vec<Phases>>>;
+
 /// Reads the `CONSUME` records of `topic` through plain rdkafka, as a new member of a new
 /// group, handing each payload to `read`.
-fn raw_consume(brokers: &str, topic: &str, read: impl Fn(&[u8])) {
+fn raw_consume(brokers: &str, topic: &str, read: impl Fn(&[u8])) -> Phases {
+    let clock = PhaseClock::start();
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("raw"))
@@ -122,8 +174,11 @@ fn raw_consume(brokers: &str, topic: &str, read: impl Fn(&[u8])) {
         if let Some(message) = consumer.poll(Duration::from_millis(100)) {
             read(rdkafka::Message::payload(&message.unwrap()).unwrap_or_default());
             done += 1;
+            clock.read(done);
         }
     }
+    drop(consumer);
+    clock.finish()
 }
 
 /// A logpipe client with its default settings, or with `compression.type` set.
@@ -139,7 +194,7 @@ fn client(brokers: &str, compression: Option<&str>) -> KafkaClient {
     KafkaClient::connect(settings).unwrap()
 }
 
-fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
+fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str, phases: &PhaseLog) {
     let lz4_client = client(brokers, Some("lz4"));
     let client = client(brokers, None);
     let topic: Arc<str> = unique("produce").into();
@@ -216,23 +271,28 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
     let mut consume = c.benchmark_group("kafka_consume");
     consume.throughput(Throughput::Elements(CONSUME));
     consume.sample_size(10);
+    let noted = |id: &'static str, run: Phases| {
+        phases.borrow_mut().entry(id).or_default().push(run);
+    };
     consume.bench_function("rdkafka", |b| {
         b.iter_custom(|iters| {
             timed(iters, || {
-                raw_consume(brokers, &topic, |payload| {
+                let run = raw_consume(brokers, &topic, |payload| {
                     black_box(payload);
-                })
+                });
+                noted("rdkafka", run);
             })
         })
     });
     consume.bench_function("rdkafka_serde", |b| {
         b.iter_custom(|iters| {
             timed(iters, || {
-                raw_consume(brokers, &topic, |payload| {
+                let run = raw_consume(brokers, &topic, |payload| {
                     let json = payload.strip_prefix(b"json:").unwrap();
                     let envelope: Envelope<'_, Person> = serde_json::from_slice(json).unwrap();
                     black_box((envelope.message_type, envelope.version, envelope.message));
-                })
+                });
+                noted("rdkafka_serde", run);
             })
         })
     });
@@ -245,13 +305,17 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
         consume.bench_function(id, |b| {
             b.iter_custom(|iters| {
                 timed(iters, || {
+                    let clock = Arc::new(PhaseClock::start());
                     let handled = Arc::new(AtomicU64::new(0));
                     let shutdown = CancellationToken::new();
                     let (counter, stop) = (Arc::clone(&handled), shutdown.clone());
+                    let read = Arc::clone(&clock);
                     let registry = Registry::builder()
                         .handle(handler_fn(move |person: Person, _: Context| {
                             black_box(person);
-                            if counter.fetch_add(1, Ordering::Relaxed) + 1 == CONSUME {
+                            let handled = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                            read.read(handled);
+                            if handled == CONSUME {
                                 stop.cancel();
                             }
                             async { Ok::<_, std::convert::Infallible>(()) }
@@ -270,6 +334,7 @@ fn bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, brokers: &str) {
                             });
                     runtime.block_on(consumer.run(shutdown)).unwrap();
                     assert_eq!(handled.load(Ordering::Relaxed), CONSUME);
+                    noted(id, clock.finish());
                 })
             })
         });
@@ -298,6 +363,47 @@ fn report() {
     ]);
 }
 
+/// Prints the median of each consume measurement's phases, and how fast logpipe reads
+/// against each once the group is joined: above 1, logpipe is faster.
+fn print_phases(phases: &PhaseLog) {
+    let medians: BTreeMap<&str, [f64; 3]> = phases
+        .borrow()
+        .iter()
+        .map(|(id, runs)| {
+            let median = |phase: fn(&Phases) -> f64| {
+                let mut values: Vec<f64> = runs.iter().map(phase).collect();
+                values.sort_by(f64::total_cmp);
+                values[values.len() / 2]
+            };
+            let join = median(|run| run.first.as_secs_f64());
+            let read = median(|run| (run.last - run.first).as_secs_f64());
+            let leave = median(|run| (run.end - run.last).as_secs_f64());
+            (*id, [join, read, leave])
+        })
+        .collect();
+    let Some([_, logpipe_read, _]) = medians.get("logpipe").copied() else {
+        return;
+    };
+    println!(
+        "\nkafka_consume phases, medians of {} runs each:\n{:<16} {:>9} {:>16} {:>10} {:>14}",
+        phases.borrow().values().map(Vec::len).min().unwrap_or(0),
+        "measurement",
+        "join ms",
+        "read records/s",
+        "leave ms",
+        "logpipe read"
+    );
+    for (id, [join, read, leave]) in medians {
+        println!(
+            "{id:<16} {:>9.0} {:>16.0} {:>10.0} {:>13.2}x",
+            join * 1e3,
+            (CONSUME - 1) as f64 / read,
+            leave * 1e3,
+            read / logpipe_read
+        );
+    }
+}
+
 fn main() {
     let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA") else {
         eprintln!(
@@ -311,7 +417,9 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10))
         .configure_from_args();
-    bench(&mut criterion, &runtime, &brokers);
+    let phases = PhaseLog::default();
+    bench(&mut criterion, &runtime, &brokers, &phases);
     criterion.final_summary();
     report();
+    print_phases(&phases);
 }
