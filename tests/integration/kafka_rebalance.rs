@@ -83,9 +83,25 @@ fn churn(group: &[(&str, &str)], churning_member: &[(&str, &str)]) -> Option<Chu
         handled(addr) > 0.0
     });
     let mut churning = example.service(churning_member, "churning-0.log");
-    wait_until_blocking("both members handle the first people", WAIT, || {
-        people(&db).count == i64::try_from(PER_SECOND).unwrap()
-    });
+    // The steady member may handle the first people alone, before the second member's
+    // join has settled: the churn starts once the steady member has given partitions
+    // up and the churning member has taken them, so that the join's own rebalance is
+    // not counted as one of the churn's.
+    example.wait_until(
+        "the churning member joins and the first people are handled",
+        WAIT,
+        &["churning-0.log"],
+        || {
+            let gave_up = steady_lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|line| line.contains("partition revoked"));
+            gave_up
+                && example.log("churning-0.log").contains("partition assigned")
+                && people(&db).count == i64::try_from(PER_SECOND).unwrap()
+        },
+    );
     let log_before_churn = steady_lines.lock().unwrap().len();
 
     // Records keep coming throughout, so that the steady member always has some to
