@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
 use logpipe_core::BoxFuture;
 use logpipe_core::hash::FnvBuildHasher;
@@ -560,7 +563,7 @@ impl Registry {
     /// unknown, ignored, failed validation); [`DispatchError::Handler`] when the handler
     /// returned an error; [`DispatchError::Panicked`] when it panicked.
     pub async fn dispatch(&self, value: &[u8], context: Context) -> Result<(), DispatchError> {
-        self.start(value, context, None)?.run().await
+        self.start(value, context, None)?.await
     }
 
     /// Decodes a record value and starts its handler's call, as
@@ -592,7 +595,7 @@ impl Registry {
         Ok(Call {
             message_type,
             version,
-            future,
+            future: CatchPanic::new(future),
         })
     }
 
@@ -654,7 +657,7 @@ impl Registry {
                             outcomes.push(Ok(()));
                         }
                         // Not a batch handler's record after all: handled on its own.
-                        Started::Call(call) => outcomes.push(caught(call).await),
+                        Started::Call(call) => outcomes.push(caught(CatchPanic::new(call).await)),
                     }
                 }
                 Ok(Err(reason)) => outcomes.push(Err(DispatchError::Skipped(reason))),
@@ -802,27 +805,25 @@ impl Registry {
 type Identity = (&'static str, u64);
 
 /// A record's handler call, started by [`Registry::start`]: the (type, version) of its
-/// envelope, and the call.
+/// envelope, and the call, which comes to [`DispatchError::Handler`] or
+/// [`DispatchError::Panicked`] when it fails.
 pub(crate) struct Call<'a> {
     pub(crate) message_type: &'static str,
     pub(crate) version: u64,
-    future: BoxFuture<'a, Result<(), BoxError>>,
+    future: CatchPanic<BoxFuture<'a, Result<(), BoxError>>>,
 }
 
-impl Call<'_> {
-    /// Runs the call to its end, a panic in it caught.
-    ///
-    /// # Errors
-    ///
-    /// [`DispatchError::Handler`] or [`DispatchError::Panicked`].
-    pub(crate) async fn run(self) -> Result<(), DispatchError> {
-        caught(self.future).await
+impl Future for Call<'_> {
+    type Output = Result<(), DispatchError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.future).poll(cx).map(caught)
     }
 }
 
 /// What a handler's call came to, a panic in it caught.
-async fn caught(call: BoxFuture<'_, Result<(), BoxError>>) -> Result<(), DispatchError> {
-    match CatchPanic::new(call).await {
+fn caught(call: Result<Result<(), BoxError>, String>) -> Result<(), DispatchError> {
+    match call {
         Ok(handled) => handled.map_err(DispatchError::Handler),
         Err(message) => Err(panicked(message)),
     }

@@ -3,12 +3,14 @@
 //! many run side by side; what it comes to is a [`Finished`] per record.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::schedule::{Queued, Stops, Ticket};
 use super::worker::Worker;
@@ -18,7 +20,7 @@ use crate::error::Error;
 use crate::handler::Context;
 use crate::health::ConsumerHealth;
 use crate::offsets::{OffsetStore, StoreError};
-use crate::registry::{DispatchError, SkipReason};
+use crate::registry::{Call, DispatchError, SkipReason};
 use crate::{BoxError, error_chain};
 
 /// What became of a record.
@@ -119,14 +121,52 @@ impl<S> Drop for Retrying<'_, S> {
     }
 }
 
+/// One attempt at a record's handler: its call, from when it started.
+pub(super) struct Attempt<'a> {
+    started: Instant,
+    /// The envelope's (type, version), once its handler was found.
+    identity: (&'static str, u64),
+    call: AttemptCall<'a>,
+}
+
+enum AttemptCall<'a> {
+    /// The handler's call, under way.
+    Running(Call<'a>),
+    /// What it came to (or why it did not start), not taken yet.
+    Finished(Option<Result<(), DispatchError>>),
+}
+
+impl Future for Attempt<'_> {
+    type Output = Result<(), DispatchError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.call {
+            AttemptCall::Running(call) => Pin::new(call).poll(cx),
+            AttemptCall::Finished(outcome) => Poll::Ready(
+                outcome
+                    .take()
+                    .expect("an attempt is not polled after it finished"),
+            ),
+        }
+    }
+}
+
+/// A record's first attempt, polled once.
+pub(super) enum FirstPoll<'a> {
+    /// Its handler succeeded at once, as handlers that do not wait do.
+    Handled(Outcome),
+    /// Its handler is under way, or failed, or did not start: the record's own future
+    /// ([`Worker::handle_record`]) goes on from here.
+    Unfinished { attempt: Attempt<'a>, span: Span },
+}
+
 impl<S: OffsetStore> Worker<S> {
-    /// Handles one record: its handler with retries, then its policy.
-    pub(super) fn handle_record(
-        &self,
-        queued: Queued,
-        stops: Arc<Stops>,
-    ) -> impl Future<Output = Finished> + Send + '_ {
-        let Queued { record, ticket, .. } = queued;
+    /// Starts the first attempt at `record` and polls it once, in the record's span.
+    ///
+    /// Most handlers finish there; only a record whose handler waits, fails or does not
+    /// start needs a future of its own (with its retries and policies), which costs an
+    /// allocation and the moves of a large future.
+    pub(super) fn first_poll(&self, record: &Record, cx: &mut TaskContext<'_>) -> FirstPoll<'_> {
         let span = tracing::debug_span!(
             "record",
             stream = %record.partition.stream,
@@ -135,10 +175,41 @@ impl<S: OffsetStore> Worker<S> {
             r#type = tracing::field::Empty,
             version = tracing::field::Empty,
         );
+        let mut attempt = span.in_scope(|| {
+            let attempt = self.attempt(record);
+            if let AttemptCall::Running(call) = &attempt.call {
+                span.record("type", call.message_type);
+                span.record("version", call.version);
+            }
+            attempt
+        });
+        match span.in_scope(|| Pin::new(&mut attempt).poll(cx)) {
+            Poll::Ready(Ok(())) => FirstPoll::Handled(Outcome::Handled {
+                elapsed: attempt.started.elapsed(),
+                message_type: attempt.identity.0,
+            }),
+            Poll::Ready(failed) => {
+                attempt.call = AttemptCall::Finished(Some(failed));
+                FirstPoll::Unfinished { attempt, span }
+            }
+            Poll::Pending => FirstPoll::Unfinished { attempt, span },
+        }
+    }
+
+    /// Handles one record from its first attempt on ([`first_poll`](Self::first_poll)):
+    /// that attempt to its end, then retries, then its policy.
+    pub(super) fn handle_record<'a>(
+        &'a self,
+        queued: Queued,
+        stops: Arc<Stops>,
+        attempt: Attempt<'a>,
+        span: Span,
+    ) -> impl Future<Output = Finished> + Send + 'a {
+        let Queued { record, ticket, .. } = queued;
         let stream = Arc::clone(&record.partition.stream);
         // Built of combinators, not an `async` block, so that the record is kept once in
         // the future that each record's call moves.
-        self.handle_in_span(record, stops)
+        self.handle_in_span(record, stops, attempt)
             .instrument(span)
             .map(move |outcome| Finished {
                 ticket,
@@ -159,37 +230,44 @@ impl<S: OffsetStore> Worker<S> {
         context
     }
 
-    async fn handle_in_span(&self, record: Record, stops: Arc<Stops>) -> Outcome {
+    /// Starts an attempt at `record`'s handler.
+    fn attempt(&self, record: &Record) -> Attempt<'_> {
+        let started = Instant::now();
+        match self
+            .registry
+            .start(&record.value, self.context_of(record), self.own_producer())
+        {
+            Ok(call) => Attempt {
+                started,
+                identity: (call.message_type, call.version),
+                call: AttemptCall::Running(call),
+            },
+            Err(error) => Attempt {
+                started,
+                identity: ("", 0),
+                call: AttemptCall::Finished(Some(Err(error))),
+            },
+        }
+    }
+
+    async fn handle_in_span(
+        &self,
+        record: Record,
+        stops: Arc<Stops>,
+        mut attempt: Attempt<'_>,
+    ) -> Outcome {
         let stops = &*stops;
         let mut backoff = Duration::from_millis(self.options.retry_backoff_ms);
-        let mut attempts = 0;
+        let mut attempts = 1;
         let mut retrying = None;
-        // The envelope's (type, version), once its handler was found.
-        let mut identity = ("", 0);
         loop {
-            attempts += 1;
-            let started = Instant::now();
-            let outcome = match self.registry.start(
-                &record.value,
-                self.context_of(&record),
-                self.own_producer(),
-            ) {
-                Ok(call) => {
-                    if attempts == 1 {
-                        let span = tracing::Span::current();
-                        span.record("type", call.message_type);
-                        span.record("version", call.version);
-                    }
-                    identity = (call.message_type, call.version);
-                    tokio::select! {
-                        biased;
-                        outcome = call.run() => outcome,
-                        () = stops.calls.cancelled() => return Outcome::Cancelled,
-                    }
-                }
-                Err(error) => Err(error),
+            let outcome = tokio::select! {
+                biased;
+                outcome = &mut attempt => outcome,
+                () = stops.calls.cancelled() => return Outcome::Cancelled,
             };
-            let elapsed = started.elapsed();
+            let elapsed = attempt.started.elapsed();
+            let identity = attempt.identity;
             let failure =
                 match outcome.map_err(|error| Failure::of(error, &record.partition.stream)) {
                     Ok(()) => {
@@ -213,6 +291,8 @@ impl<S: OffsetStore> Worker<S> {
                 return Outcome::Cancelled;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.options.max_retry_backoff_ms));
+            attempts += 1;
+            attempt = self.attempt(&record);
         }
     }
 

@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::ConsumerOptions;
 use super::batches::OpenBatches;
-use super::handling::{Finished, Outcome};
+use super::handling::{Finished, FirstPoll, Outcome};
 use super::reader::Reader;
-use super::schedule::{Queued, Schedule, Stops};
+use super::schedule::{Queued, Schedule, Stops, Ticket};
 use super::state::RunState;
 use crate::backend::{ConsumerBackend, ConsumerEvent, PartitionRef, Position, Record};
 use crate::dead_letter::DeadLetter;
@@ -208,15 +208,19 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
     }
 
     /// Starts one record's handler call. A call that completes at once (a handler that
-    /// does not wait) is noted at once, without joining the calls in flight.
+    /// does not wait) is noted at once, without a future of the record's own and without
+    /// joining the calls in flight.
     async fn start_one(&mut self, queued: Queued) -> Result<(), Error> {
-        let stops = self.schedule.stops(&queued.ticket);
         let worker = self.worker;
-        let mut call: Call<'a> = Box::pin(worker.handle_record(queued, stops).map(Done::One));
-        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-            Poll::Ready(done) => self.note(done),
-            Poll::Pending => {
-                self.calls.push(call);
+        let first = std::future::poll_fn(|cx| Poll::Ready(worker.first_poll(&queued.record, cx)));
+        match first.await {
+            FirstPoll::Handled(outcome) => {
+                self.note_outcome(&queued.ticket, &queued.record.partition.stream, outcome)
+            }
+            FirstPoll::Unfinished { attempt, span } => {
+                let stops = self.schedule.stops(&queued.ticket);
+                let call = worker.handle_record(queued, stops, attempt, span);
+                self.calls.push(Box::pin(call.map(Done::One)));
                 Ok(())
             }
         }
@@ -245,34 +249,39 @@ impl<'a, B: ConsumerBackend, S: OffsetStore> Run<'a, B, S> {
     }
 
     fn note_one(&mut self, finished: Finished) -> Result<(), Error> {
-        let Finished {
-            ticket,
-            stream,
-            outcome,
-        } = finished;
+        self.note_outcome(&finished.ticket, &finished.stream, finished.outcome)
+    }
+
+    /// Notes what became of the record of `ticket`, read from `stream`.
+    fn note_outcome(
+        &mut self,
+        ticket: &Ticket,
+        stream: &Arc<str>,
+        outcome: Outcome,
+    ) -> Result<(), Error> {
         match outcome {
             Outcome::Handled {
                 elapsed,
                 message_type,
             } => {
-                let metrics = self.state.handled_metrics(&stream, message_type);
+                let metrics = self.state.handled_metrics(stream, message_type);
                 metrics.seconds.record(elapsed);
                 metrics.total.increment(1);
-                self.schedule.done(&ticket);
+                self.schedule.done(ticket);
                 self.state.pending_records += 1;
                 Ok(())
             }
             Outcome::Skipped => {
-                self.schedule.done(&ticket);
+                self.schedule.done(ticket);
                 self.state.pending_records += 1;
                 Ok(())
             }
             Outcome::Stop(error) => {
-                self.schedule.finished(&ticket);
+                self.schedule.finished(ticket);
                 Err(error)
             }
             Outcome::Cancelled => {
-                self.schedule.finished(&ticket);
+                self.schedule.finished(ticket);
                 Ok(())
             }
         }
