@@ -353,7 +353,7 @@ mod tests {
                 ("LOGPIPE_CONSUMER__ON_BAD_RECORD", "dead-letter"),
                 ("LOGPIPE_CONFIG", "ignored.toml"),
                 ("LOGPIPE_TEST_KINESIS", "http://127.0.0.1:1"),
-                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:39092"),
+                ("LOGPIPE_TEST_KAFKA", "127.0.0.1:29092"),
                 ("OTHER", "x"),
             ]),
         )

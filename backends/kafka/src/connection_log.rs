@@ -199,12 +199,12 @@ mod tests {
 
     #[test]
     fn one_message_from_two_clients_or_repeated_is_the_same_text() {
-        let first = "[thrd:sasl_ssl://127.0.0.1:39094/bootstrap]: sasl_ssl://127.0.0.1:39094/bootstrap: SSL handshake failed: certificate verify failed (after 9ms in state SSL_HANDSHAKE)";
-        let again = "sasl_ssl://127.0.0.1:39094/bootstrap: SSL handshake failed: certificate verify failed (after 8ms in state SSL_HANDSHAKE, 1 identical error(s) suppressed)";
+        let first = "[thrd:sasl_ssl://127.0.0.1:29094/bootstrap]: sasl_ssl://127.0.0.1:29094/bootstrap: SSL handshake failed: certificate verify failed (after 9ms in state SSL_HANDSHAKE)";
+        let again = "sasl_ssl://127.0.0.1:29094/bootstrap: SSL handshake failed: certificate verify failed (after 8ms in state SSL_HANDSHAKE, 1 identical error(s) suppressed)";
         assert_eq!(plain(first), plain(again));
         assert_eq!(
             plain(first),
-            "sasl_ssl://127.0.0.1:39094/bootstrap: SSL handshake failed: certificate verify failed"
+            "sasl_ssl://127.0.0.1:29094/bootstrap: SSL handshake failed: certificate verify failed"
         );
         assert_eq!(plain("1/1 brokers are down"), "1/1 brokers are down");
     }
