@@ -266,6 +266,38 @@ fn two_relays_of_one_postgres_outbox_send_each_row_once() {
 /// transaction that writes a row: the record arrives long before its next poll.
 #[test]
 fn a_postgres_relay_sends_a_committed_row_without_waiting_for_its_poll() {
+    relay_before_its_poll("outbox-notify", async |counters, _, stream| {
+        counters.count_up(stream, 1, 1).await;
+    });
+}
+
+/// A committed row held back by an older transaction still running (it may yet commit a
+/// row of a lower id) is sent soon after that transaction ends, not at the relay's next
+/// poll: its notification came while it could not be sent.
+#[test]
+fn a_postgres_relay_sends_a_row_held_back_by_an_older_transaction_once_that_ends() {
+    relay_before_its_poll("outbox-held", async |counters, setup, stream| {
+        // A transaction with an id, older than the row's, still running.
+        let mut older = counters.outbox.table().pool().begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *older)
+            .await
+            .unwrap();
+        counters.count_up(stream, 1, 1).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            records_in(setup, stream),
+            0,
+            "nothing is sent while an older transaction may still write a lower id"
+        );
+        older.rollback().await.unwrap();
+    });
+}
+
+/// Starts a relay of a PostgreSQL outbox that polls every ten minutes, lets it find
+/// nothing, runs `write` (which commits one row to a new stream), and expects that row
+/// sent within a minute: long before the next poll.
+fn relay_before_its_poll(name: &str, write: impl AsyncFnOnce(&Counters, &Setup, &str)) {
     let Some(setup) = Setup::embedded() else {
         return;
     };
@@ -273,7 +305,7 @@ fn a_postgres_relay_sends_a_committed_row_without_waiting_for_its_poll() {
     let Some(counters) = runtime.block_on(Counters::new()) else {
         return;
     };
-    let stream = unique("outbox-notify");
+    let stream = unique(name);
     setup.ok(&["streams", "create", &stream, "--partitions", "1"], "");
     let mut options = options();
     options.poll_interval = Duration::from_secs(600);
@@ -287,7 +319,7 @@ fn a_postgres_relay_sends_a_committed_row_without_waiting_for_its_poll() {
         let running = tokio::spawn(relay.run(shutdown.clone()));
         // The relay found nothing, and waits.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        counters.count_up(&stream, 1, 1).await;
+        write(&counters, &setup, &stream).await;
         tokio::time::timeout(Duration::from_secs(60), drained(counters.outbox.table()))
             .await
             .expect("the row is sent before the next poll");

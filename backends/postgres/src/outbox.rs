@@ -10,7 +10,8 @@
 //! running; when both rows are of one key, that transaction holds the key's row lock
 //! (the message is written after the change it announces), so the other cannot have
 //! committed. A long transaction anywhere on the server holds the relay back until it
-//! ends. Needs PostgreSQL 13 or later (`xid8`).
+//! ends; while rows are held back, it looks again within a second, not at its next poll.
+//! Needs PostgreSQL 13 or later (`xid8`).
 //!
 //! A write notifies the channel `logpipe_outbox` (with the schema as payload) when its
 //! transaction commits, which wakes a waiting relay at once; the relay also polls.
@@ -230,9 +231,11 @@ impl OutboxStore for PgOutbox {
             .fetch_all(&self.pool)
             .await
             .map_err(database_error)?;
+        // Up to the first row not settled: none is sent before a lower id.
+        let settled = rows.iter().take_while(|row| row.get::<bool, _>(7)).count();
+        self.wakeups.looked(settled == 0 && !rows.is_empty());
         rows.into_iter()
-            // Up to the first row not settled: none is sent before a lower id.
-            .take_while(|row| row.get::<bool, _>(7))
+            .take(settled)
             .map(|row| {
                 let id: i64 = row.get(0);
                 let names: Vec<String> = row.get(4);

@@ -1,8 +1,14 @@
 //! Wake-ups of a waiting relay: a transaction that writes outbox rows notifies
 //! [`CHANNEL`] when it commits (`pg_notify` in the write), and a task of the relay's
 //! process listens on a connection of its own.
+//!
+//! A committed row may be held back by an older transaction still running (see the
+//! outbox's module). Its notification came already, and the end of the older
+//! transaction notifies nothing, so while rows are held back the relay looks again
+//! after a short wait, doubling from [`FIRST_RECHECK`] to [`MAX_RECHECK`], instead of
+//! waiting for its whole poll interval.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
@@ -14,6 +20,12 @@ pub(super) const CHANNEL: &str = "logpipe_outbox";
 /// The longest wait between attempts to listen again after the connection failed.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// The first wait before looking again at rows held back by an older transaction.
+const FIRST_RECHECK: Duration = Duration::from_millis(10);
+
+/// The longest wait before looking again at rows held back by an older transaction.
+const MAX_RECHECK: Duration = Duration::from_secs(1);
+
 /// Wakes the relay of one outbox. The listening task starts with the first wait and ends
 /// when the last clone of the outbox is dropped.
 pub(super) struct Wakeups {
@@ -21,6 +33,8 @@ pub(super) struct Wakeups {
     pool: PgPool,
     schema: String,
     rows: Arc<Notify>,
+    /// The next wait's bound while the last look found rows held back.
+    recheck: Mutex<Option<Duration>>,
     /// Dropped with the outbox, which ends the listening task.
     listening: OnceLock<oneshot::Sender<()>>,
 }
@@ -31,13 +45,24 @@ impl Wakeups {
             pool,
             schema: schema.to_owned(),
             rows: Arc::new(Notify::new()),
+            recheck: Mutex::new(None),
             listening: OnceLock::new(),
         }
     }
 
-    /// Waits until a transaction that wrote rows committed, or for `timeout`. Cancel
-    /// safe: a notification that arrives meanwhile wakes the next wait.
+    /// Notes what the relay's last look found: rows held back by an older transaction
+    /// (`true`), or none, or rows it may send (`false`).
+    pub(super) fn looked(&self, held_back: bool) {
+        let mut recheck = self.recheck.lock().unwrap_or_else(PoisonError::into_inner);
+        *recheck = held_back.then(|| next_recheck(*recheck));
+    }
+
+    /// Waits until a transaction that wrote rows committed, or for `timeout` (shorter
+    /// while rows are held back). Cancel safe: a notification that arrives meanwhile
+    /// wakes the next wait.
     pub(super) async fn wait(&self, timeout: Duration) {
+        let recheck = *self.recheck.lock().unwrap_or_else(PoisonError::into_inner);
+        let timeout = recheck.map_or(timeout, |recheck| recheck.min(timeout));
         self.listening.get_or_init(|| {
             let (stop, stopped) = oneshot::channel();
             let task = listen(
@@ -55,6 +80,12 @@ impl Wakeups {
         });
         let _ = tokio::time::timeout(timeout, self.rows.notified()).await;
     }
+}
+
+/// The wait before looking again at rows held back, after `previous` (`None`: they
+/// were not held back at the last look).
+fn next_recheck(previous: Option<Duration>) -> Duration {
+    previous.map_or(FIRST_RECHECK, |wait| (wait * 2).min(MAX_RECHECK))
 }
 
 /// Listens on [`CHANNEL`] for ever, waking `rows` for each notification of `schema`,
@@ -88,5 +119,21 @@ async fn listen(pool: PgPool, schema: String, rows: Arc<Notify>) {
         }
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_for_rows_held_back_doubles_up_to_its_bound() {
+        let mut waits = vec![];
+        let mut wait = None;
+        for _ in 0..9 {
+            wait = Some(next_recheck(wait));
+            waits.push(wait.unwrap().as_millis());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
     }
 }
