@@ -161,9 +161,7 @@ impl<O: OutboxStore, P: ProducerBackend> Relay<O, P> {
                         health.sends_failing(since, failure.clone(), options.lease_duration);
                     }
                     metrics::counter!("logpipe_outbox_send_failures_total").increment(1);
-                    let next = backoff.map_or(options.poll_interval, |wait| {
-                        (wait * 2).min(options.max_backoff)
-                    });
+                    let next = next_backoff(backoff, options);
                     // A number in JSON logs (tracing writes a u128 as text).
                     let retry_in_ms = u64::try_from(next.as_millis()).unwrap_or(u64::MAX);
                     tracing::warn!(error = %failure, retry_in_ms, "outbox relay failed");
@@ -291,6 +289,14 @@ fn with_id_header(row: OutboxRow) -> crate::backend::OutgoingRecord {
     record
 }
 
+/// The wait after a failure that follows `previous`'s (`None` after a success): from
+/// `poll_interval`, doubling, never above `max_backoff`.
+fn next_backoff(previous: Option<Duration>, options: &RelayOptions) -> Duration {
+    previous
+        .map_or(options.poll_interval, |wait| wait * 2)
+        .min(options.max_backoff)
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::pending;
@@ -359,5 +365,29 @@ mod tests {
         assert_eq!(outbox.status().await.unwrap().waiting, 1);
         shutdown.cancel();
         running.await.unwrap();
+    }
+
+    #[test]
+    fn the_wait_after_failures_doubles_from_the_poll_interval_up_to_max_backoff() {
+        let waits = |poll_ms: u64| {
+            let options = RelayOptions {
+                poll_interval: Duration::from_millis(poll_ms),
+                max_backoff: Duration::from_secs(30),
+                ..RelayOptions::default()
+            };
+            let mut wait = None;
+            (0..8)
+                .map(|_| {
+                    wait = Some(next_backoff(wait, &options));
+                    wait.unwrap().as_millis()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            waits(500),
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        // A poll interval longer than max_backoff (a relay woken by notifications).
+        assert_eq!(waits(600_000), [30000; 8]);
     }
 }
