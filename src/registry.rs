@@ -821,7 +821,8 @@ impl Future for Call<'_> {
     }
 }
 
-/// What a handler's call came to, a panic in it caught.
+/// What a handler's call came to, from its output under [`CatchPanic`]: its error, or
+/// the message of its panic.
 fn caught(call: Result<Result<(), BoxError>, String>) -> Result<(), DispatchError> {
     match call {
         Ok(handled) => handled.map_err(DispatchError::Handler),

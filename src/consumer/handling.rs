@@ -175,15 +175,16 @@ impl<S: OffsetStore> Worker<S> {
             r#type = tracing::field::Empty,
             version = tracing::field::Empty,
         );
-        let mut attempt = span.in_scope(|| {
-            let attempt = self.attempt(record);
+        let (mut attempt, polled) = span.in_scope(|| {
+            let mut attempt = self.attempt(record);
             if let AttemptCall::Running(call) = &attempt.call {
                 span.record("type", call.message_type);
                 span.record("version", call.version);
             }
-            attempt
+            let polled = Pin::new(&mut attempt).poll(cx);
+            (attempt, polled)
         });
-        match span.in_scope(|| Pin::new(&mut attempt).poll(cx)) {
+        match polled {
             Poll::Ready(Ok(())) => FirstPoll::Handled(Outcome::Handled {
                 elapsed: attempt.started.elapsed(),
                 message_type: attempt.identity.0,
