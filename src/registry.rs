@@ -587,8 +587,8 @@ impl Registry {
         let future = match started {
             Started::Call(call) => call,
             // A batch handler, called with a batch of one.
-            Started::Message(batch, message, context) => {
-                let batch_call = batch.call_batch(vec![(message, context)]);
+            Started::Message(batch, kept) => {
+                let batch_call = batch.call_batch(vec![kept]);
                 Box::pin(async move { batch_call.await.map_err(|error| error.into_parts().1) })
             }
         };
@@ -650,9 +650,9 @@ impl Registry {
                     context.message_type = message_type;
                     context.version = version;
                     match started {
-                        Started::Message(batch, message, context) => {
+                        Started::Message(batch, kept) => {
                             handler = Some(batch);
-                            messages.push((message, context));
+                            messages.push(kept);
                             in_batch.push(index);
                             outcomes.push(Ok(()));
                         }

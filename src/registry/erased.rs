@@ -20,9 +20,14 @@ use crate::registry::SkipReason;
 pub(super) enum Started<'a> {
     /// A single handler's call on it, started.
     Call(BoxFuture<'a, Result<(), BoxError>>),
-    /// A batch handler's message and context, for a call with others, and the handler.
-    Message(&'a dyn ErasedBatch, Box<dyn Any + Send>, Context),
+    /// A batch handler's message and context, kept for a call with others, and the
+    /// handler.
+    Message(&'a dyn ErasedBatch, Kept),
 }
+
+/// A batch handler's message `M` and its context, as `(M, Context)`: one allocation, and
+/// small to move while the record's handler is found.
+pub(super) type Kept = Box<dyn Any + Send>;
 
 /// A handler of some message type.
 ///
@@ -70,10 +75,7 @@ pub(super) trait ErasedHandler: Send + Sync {
 /// A batch handler of some message type.
 pub(super) trait ErasedBatch: Send + Sync {
     /// Calls the handler with messages it decoded ([`Started::Message`]).
-    fn call_batch<'a>(
-        &'a self,
-        messages: Vec<(Box<dyn Any + Send>, Context)>,
-    ) -> BoxFuture<'a, Result<(), BatchError>>;
+    fn call_batch<'a>(&'a self, messages: Vec<Kept>) -> BoxFuture<'a, Result<(), BatchError>>;
 }
 
 /// Sets the envelope's fields in `context`, keeping its producer when unchanged.
@@ -148,6 +150,13 @@ impl<M: Message, H: Handler<M>> Typed<M, H> {
     }
 }
 
+/// The message an upcaster made, of the type its target handler takes.
+fn upcast_target<M: Message>(message: Box<dyn Any + Send>) -> M {
+    *message
+        .downcast::<M>()
+        .expect("an upcaster hands on the message type of its target")
+}
+
 /// The context from its slot, where it waits until a call takes it.
 pub(super) fn take(context: &mut Option<Context>) -> Context {
     context
@@ -181,10 +190,7 @@ impl<M: Message, H: Handler<M>> ErasedHandler for Typed<M, H> {
         message: Box<dyn Any + Send>,
         context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError> {
-        let message = *message
-            .downcast::<M>()
-            .expect("an upcaster hands on the message type of its target");
-        Ok(self.start(message, context))
+        Ok(self.start(upcast_target(message), context))
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {
@@ -202,12 +208,16 @@ pub(super) struct TypedBatch<M, H> {
     message: PhantomData<fn(M)>,
 }
 
-impl<M, H> TypedBatch<M, H> {
+impl<M: Message, H: BatchHandler<M>> TypedBatch<M, H> {
     pub(super) fn new(handler: H) -> Self {
         Self {
             handler,
             message: PhantomData,
         }
+    }
+
+    fn keep(&self, message: M, context: &mut Option<Context>) -> Started<'_> {
+        Started::Message(self, Box::new((message, take(context))))
     }
 }
 
@@ -218,7 +228,7 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
         context: &mut Option<Context>,
     ) -> Result<Started<'a>, BodyError> {
         let message: M = body.deserialize()?;
-        Ok(Started::Message(self, Box::new(message), take(context)))
+        Ok(self.keep(message, context))
     }
 
     fn call_json_prefix<'a>(
@@ -229,7 +239,7 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
         context: &mut Option<Context>,
     ) -> Option<Result<Started<'a>, SkipReason>> {
         let message = decode_json_prefix::<M>(rest, identity, own, context.as_mut()?)?;
-        Some(message.map(|message| Started::Message(self, Box::new(message), take(context))))
+        Some(message.map(|message| self.keep(message, context)))
     }
 
     fn take<'a>(
@@ -237,7 +247,7 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
         message: Box<dyn Any + Send>,
         context: &mut Option<Context>,
     ) -> Result<Started<'a>, BoxError> {
-        Ok(Started::Message(self, message, take(context)))
+        Ok(self.keep(upcast_target(message), context))
     }
 
     fn batch(&self) -> Option<&dyn ErasedBatch> {
@@ -250,17 +260,13 @@ impl<M: Message, H: BatchHandler<M>> ErasedHandler for TypedBatch<M, H> {
 }
 
 impl<M: Message, H: BatchHandler<M>> ErasedBatch for TypedBatch<M, H> {
-    fn call_batch<'a>(
-        &'a self,
-        messages: Vec<(Box<dyn Any + Send>, Context)>,
-    ) -> BoxFuture<'a, Result<(), BatchError>> {
+    fn call_batch<'a>(&'a self, messages: Vec<Kept>) -> BoxFuture<'a, Result<(), BatchError>> {
         let batch = messages
             .into_iter()
-            .map(|(message, context)| {
-                let message = *message
-                    .downcast::<M>()
-                    .expect("a batch handler is given the messages it decoded");
-                (message, context)
+            .map(|kept| {
+                *kept
+                    .downcast::<(M, Context)>()
+                    .expect("a batch handler is given the messages it decoded")
             })
             .collect();
         Box::pin(self.handler.handle_batch(batch))
