@@ -12,6 +12,19 @@ pub const STREAM_NAME_RULE: &str =
 pub const MESSAGE_TYPE_RULE: &str =
     "1 to 255 characters, none of them a control character, not only spaces";
 
+/// The bytes a stream name may have, by value: a lookup for each byte of the name, which
+/// every record sent pays (a third of the comparisons it took).
+const STREAM_NAME_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        allowed[byte] = b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        byte += 1;
+    }
+    allowed
+};
+
 /// Whether `stream` follows [`STREAM_NAME_RULE`].
 ///
 /// # Errors
@@ -25,9 +38,10 @@ pub const MESSAGE_TYPE_RULE: &str =
 /// assert!(refused.to_string().contains("1 to 128 characters"));
 /// ```
 pub fn check_stream_name(stream: &str) -> Result<(), BackendError> {
-    let allowed = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
     if (1..=128).contains(&stream.len())
-        && stream.bytes().all(allowed)
+        && stream
+            .bytes()
+            .all(|byte| STREAM_NAME_BYTES[usize::from(byte)])
         && stream != "."
         && stream != ".."
     {
