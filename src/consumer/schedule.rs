@@ -166,8 +166,8 @@ struct Slot {
 }
 
 /// The unit of `record` under `ordering` (`None`: it waits for no other). A key's unit
-/// is its rapidhash, a few steps of eight bytes each for every record (FNV-1a takes one
-/// step a byte); two keys that share a hash are merely handled one after the other.
+/// is its rapidhash (eight bytes a step, for every record); two keys that share a hash
+/// are merely handled one after the other.
 fn unit_of(record: &Record, ordering: Ordering, keyless: KeylessOrdering) -> Option<u64> {
     match (ordering, &record.key) {
         (Ordering::Partition, _) => Some(0),

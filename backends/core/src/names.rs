@@ -12,8 +12,8 @@ pub const STREAM_NAME_RULE: &str =
 pub const MESSAGE_TYPE_RULE: &str =
     "1 to 255 characters, none of them a control character, not only spaces";
 
-/// The bytes a stream name may have, by value: a lookup for each byte of the name, which
-/// every record sent pays (a third of the comparisons it took).
+/// The bytes a stream name may have, by value: one lookup for each byte of the name
+/// instead of several comparisons, which every record sent pays.
 const STREAM_NAME_BYTES: [bool; 256] = {
     let mut allowed = [false; 256];
     let mut byte = 0;
